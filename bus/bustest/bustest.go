@@ -1,0 +1,84 @@
+// Package bustest starts real embedded NATS servers with JetStream for
+// tests: random port, store in t.TempDir(), shut down by t.Cleanup.
+package bustest
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stoker/stoker/bus"
+)
+
+// Server is a test server and what tests usually need from it.
+type Server struct {
+	*bus.Server
+	Dir string
+}
+
+// Start runs an embedded server on a random port and waits until JetStream answers.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	return StartIn(t, t.TempDir(), -1)
+}
+
+// StartIn runs a server with the store in dir on port (-1 random); used to
+// restart a server on the same data and port.
+func StartIn(t testing.TB, dir string, port int) *Server {
+	t.Helper()
+	s, err := bus.StartServer(bus.ServerConfig{Name: "test", Port: port, Host: "127.0.0.1", StoreDir: dir})
+	if err != nil {
+		t.Fatalf("start embedded NATS: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	return &Server{Server: s, Dir: dir}
+}
+
+// Port is the server's client port.
+func (s *Server) Port() int { return s.Addr().(*net.TCPAddr).Port }
+
+// Conn connects a client that is closed by t.Cleanup.
+func Conn(t testing.TB, url string) *nats.Conn {
+	t.Helper()
+	nc, err := bus.Connect(url, bus.ConnectOptions{Name: t.Name(), ReconnectWait: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// Store creates the buckets on url and returns them.
+func Store(t testing.TB, nc *nats.Conn) *bus.Store {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := bus.EnsureStore(ctx, js, bus.StoreConfig{Replicas: 1})
+	if err != nil {
+		t.Fatalf("ensure store: %v", err)
+	}
+	return st
+}
+
+// Eventually polls cond every 10ms until it is true or timeout passes.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !cond() {
+		t.Fatalf("timed out after %s waiting for %s", timeout, what)
+	}
+}

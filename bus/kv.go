@@ -1,0 +1,265 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Bucket names: the public KV contract (see docs/contract.md).
+const (
+	BucketWorkers   = "stoker-workers"
+	BucketDrivers   = "stoker-drivers"
+	BucketApps      = "stoker-apps"
+	BucketExecutors = "stoker-executors"
+	BucketLeader    = "stoker-leader"
+	BucketCluster   = "stoker-cluster"
+
+	// KeyScheduler is the scheduler's lease key in stoker-leader.
+	KeyScheduler = "scheduler"
+	// KeyClusterState is the phase of the current epoch in stoker-cluster.
+	KeyClusterState = "state"
+
+	// StreamEvents keeps stoker.events.> with bounded retention.
+	StreamEvents = "stoker-events"
+)
+
+// ErrNotFound is returned when a key has no live value.
+var ErrNotFound = errors.New("not found")
+
+// ErrConflict is returned when a compare-and-set lost to another writer
+// more times than Mutate retries.
+var ErrConflict = errors.New("conflicting concurrent writes")
+
+// StoreConfig sets bucket options.
+type StoreConfig struct {
+	// Replicas for every bucket and stream: 1 on one node, 3 on a cluster.
+	Replicas int
+	// LeaseTTL is the bucket-level TTL of stoker-leader. Default 3s.
+	LeaseTTL time.Duration
+	// EventsMaxAge bounds the event history. Default 7 days.
+	EventsMaxAge time.Duration
+	// EventsMaxBytes bounds the event history. Default 256 MiB.
+	EventsMaxBytes int64
+}
+
+// Store holds the handles to every bucket.
+type Store struct {
+	JS        jetstream.JetStream
+	Workers   jetstream.KeyValue
+	Drivers   jetstream.KeyValue
+	Apps      jetstream.KeyValue
+	Executors jetstream.KeyValue
+	Leader    jetstream.KeyValue
+	Cluster   jetstream.KeyValue
+}
+
+// EnsureStore creates the buckets and the events stream if missing
+// (idempotently; several services may race to do it) and returns handles.
+func EnsureStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*Store, error) {
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.LeaseTTL == 0 {
+		cfg.LeaseTTL = 3 * time.Second
+	}
+	if cfg.EventsMaxAge == 0 {
+		cfg.EventsMaxAge = 7 * 24 * time.Hour
+	}
+	if cfg.EventsMaxBytes == 0 {
+		cfg.EventsMaxBytes = 256 << 20
+	}
+	s := &Store{JS: js}
+	plain := func(name, desc string) (jetstream.KeyValue, error) {
+		return ensureKV(ctx, js, jetstream.KeyValueConfig{
+			Bucket: name, Description: desc, History: 5, Replicas: cfg.Replicas,
+			Storage: jetstream.FileStorage,
+		})
+	}
+	var err error
+	if s.Workers, err = plain(BucketWorkers, "Stoker worker records"); err != nil {
+		return nil, err
+	}
+	if s.Drivers, err = plain(BucketDrivers, "Stoker driver records"); err != nil {
+		return nil, err
+	}
+	if s.Apps, err = plain(BucketApps, "Stoker application records"); err != nil {
+		return nil, err
+	}
+	if s.Executors, err = plain(BucketExecutors, "Stoker executor records, key <appid>.<execid>"); err != nil {
+		return nil, err
+	}
+	if s.Cluster, err = plain(BucketCluster, "Stoker cluster phase per scheduler epoch"); err != nil {
+		return nil, err
+	}
+	// The lease bucket: a bucket-level TTL with History 1 and limit markers,
+	// because KeyValue.Update drops a per-key TTL (nats.go issue 1994) and
+	// standbys must see expiry as a delete marker in their watch.
+	if s.Leader, err = ensureKV(ctx, js, jetstream.KeyValueConfig{
+		Bucket: BucketLeader, Description: "Stoker leases (scheduler)", History: 1,
+		TTL: cfg.LeaseTTL, LimitMarkerTTL: cfg.LeaseTTL, Replicas: cfg.Replicas,
+		Storage: jetstream.FileStorage,
+	}); err != nil {
+		return nil, err
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: StreamEvents, Description: "Stoker cluster events",
+		Subjects: []string{Events}, Retention: jetstream.LimitsPolicy,
+		MaxAge: cfg.EventsMaxAge, MaxBytes: cfg.EventsMaxBytes, Replicas: cfg.Replicas,
+		Storage: jetstream.FileStorage, Discard: jetstream.DiscardOld,
+	}); err != nil {
+		return nil, fmt.Errorf("bus: stream %s: %w", StreamEvents, err)
+	}
+	return s, nil
+}
+
+// OpenStore binds to existing buckets without creating them.
+func OpenStore(ctx context.Context, js jetstream.JetStream) (*Store, error) {
+	s := &Store{JS: js}
+	for _, b := range []struct {
+		name string
+		kv   *jetstream.KeyValue
+	}{
+		{BucketWorkers, &s.Workers}, {BucketDrivers, &s.Drivers}, {BucketApps, &s.Apps},
+		{BucketExecutors, &s.Executors}, {BucketLeader, &s.Leader}, {BucketCluster, &s.Cluster},
+	} {
+		kv, err := js.KeyValue(ctx, b.name)
+		if err != nil {
+			return nil, fmt.Errorf("bus: bucket %s: %w (is the cluster up?)", b.name, err)
+		}
+		*b.kv = kv
+	}
+	return s, nil
+}
+
+func ensureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.CreateKeyValue(ctx, cfg)
+	if err == nil {
+		return kv, nil
+	}
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		// Same name, other settings (e.g. created by an older version):
+		// keep the data, bind to it.
+		return js.KeyValue(ctx, cfg.Bucket)
+	}
+	return nil, fmt.Errorf("bus: bucket %s: %w", cfg.Bucket, err)
+}
+
+// Entry is a decoded KV value with its revision.
+type Entry[T any] struct {
+	Key      string
+	Value    *T
+	Revision uint64
+}
+
+// Get reads and decodes key. A missing or deleted key is ErrNotFound.
+func Get[T any](ctx context.Context, kv jetstream.KeyValue, key string) (*T, uint64, error) {
+	e, err := kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil, 0, fmt.Errorf("%s %q: %w", kv.Bucket(), key, ErrNotFound)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	v := new(T)
+	if err := DecodeRecord(e.Value(), v); err != nil {
+		return nil, 0, fmt.Errorf("%s %q: %w", kv.Bucket(), key, err)
+	}
+	return v, e.Revision(), nil
+}
+
+// Create writes key only if it has no live value (jetstream.ErrKeyExists otherwise).
+func Create(ctx context.Context, kv jetstream.KeyValue, key string, v any) (uint64, error) {
+	b, err := EncodeRecord(v)
+	if err != nil {
+		return 0, err
+	}
+	return kv.Create(ctx, key, b)
+}
+
+// Update writes key only if its last revision is rev
+// (jetstream.ErrKeyRevisionMismatch otherwise).
+func Update(ctx context.Context, kv jetstream.KeyValue, key string, v any, rev uint64) (uint64, error) {
+	b, err := EncodeRecord(v)
+	if err != nil {
+		return 0, err
+	}
+	return kv.Update(ctx, key, b, rev)
+}
+
+// IsCASConflict reports whether err is a lost compare-and-set.
+func IsCASConflict(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
+}
+
+// Mutate reads key, calls fn with the current value (nil if absent) and
+// writes what fn returns with compare-and-set, retrying on conflict. fn must
+// be a pure function of its argument: it may run several times. fn returning
+// (nil, nil) writes nothing. Returns the value written (or the current one
+// when nothing was written) and its revision.
+func Mutate[T any](ctx context.Context, kv jetstream.KeyValue, key string, fn func(cur *T) (*T, error)) (*T, uint64, error) {
+	const attempts = 20
+	for i := 0; i < attempts; i++ {
+		cur, rev, err := Get[T](ctx, kv, key)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, 0, err
+		}
+		next, err := fn(cur)
+		if err != nil {
+			return cur, rev, err
+		}
+		if next == nil {
+			return cur, rev, nil
+		}
+		var nrev uint64
+		if cur == nil {
+			nrev, err = Create(ctx, kv, key, next)
+		} else {
+			nrev, err = Update(ctx, kv, key, next, rev)
+		}
+		if err == nil {
+			return next, nrev, nil
+		}
+		if !IsCASConflict(err) {
+			return nil, 0, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		case <-time.After(time.Duration(i+1) * time.Millisecond):
+		}
+	}
+	return nil, 0, fmt.Errorf("%s %q: %w", kv.Bucket(), key, ErrConflict)
+}
+
+// List reads every live record of a bucket through one ordered watcher
+// (one round trip per bucket, not one per key).
+func List[T any](ctx context.Context, kv jetstream.KeyValue) ([]Entry[T], error) {
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
+	}
+	defer w.Stop()
+	var out []Entry[T]
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return out, nil
+			}
+			if e == nil { // initial values delivered
+				return out, nil
+			}
+			v := new(T)
+			if err := DecodeRecord(e.Value(), v); err != nil {
+				return nil, fmt.Errorf("%s %q: %w", kv.Bucket(), e.Key(), err)
+			}
+			out = append(out, Entry[T]{Key: e.Key(), Value: v, Revision: e.Revision()})
+		}
+	}
+}

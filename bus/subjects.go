@@ -1,0 +1,158 @@
+package bus
+
+import "fmt"
+
+// Subject prefixes. Every subject an agent publishes or listens on carries
+// its worker id in the third token, so NATS permissions can confine an agent
+// to stoker.worker.<wid>.> (publish, minus .cmd.>) and
+// stoker.worker.<wid>.cmd.> (subscribe).
+const (
+	// Prefix is the root of every Stoker subject.
+	Prefix = "stoker"
+
+	// WorkerRegister: agent → registration (request, queue group).
+	// Payload schemas.RegisterWorker, reply schemas.WorkerRegistered.
+	WorkerRegister  = "stoker.worker.*.register"
+	workerRegisterT = "stoker.worker.%s.register"
+
+	// WorkerHeartbeat: agent → heartbeat (publish with a reply inbox).
+	// Payload schemas.Heartbeat; the only answer is schemas.Reregister.
+	WorkerHeartbeat  = "stoker.worker.*.heartbeat"
+	workerHeartbeatT = "stoker.worker.%s.heartbeat"
+
+	// WorkerLeave: agent → registration on purposeful shutdown (request).
+	// Payload schemas.WorkerLeaving, reply schemas.Ack.
+	WorkerLeave  = "stoker.worker.*.leave"
+	workerLeaveT = "stoker.worker.%s.leave"
+
+	// WorkerState: agent → registration, executor and driver state changes
+	// (request, retried until acked). Payload schemas.StateChange, reply
+	// schemas.StateAck.
+	WorkerState  = "stoker.worker.*.state"
+	workerStateT = "stoker.worker.%s.state"
+
+	// WorkerLogs: client → agent (request). schemas.LogsRequest → schemas.LogsReply.
+	WorkerLogs  = "stoker.worker.*.logs"
+	workerLogsT = "stoker.worker.%s.logs"
+
+	// WorkerCmd is every command subject of every agent (for permissions).
+	WorkerCmd = "stoker.worker.*.cmd.>"
+
+	// WorkerCmdLaunch: scheduler → agent, schemas.LaunchExecutor → schemas.Ack.
+	workerCmdLaunchT = "stoker.worker.%s.cmd.launch"
+	// WorkerCmdLaunchDriver: scheduler → agent, schemas.LaunchDriver → schemas.Ack.
+	workerCmdLaunchDriverT = "stoker.worker.%s.cmd.launch-driver"
+	// WorkerCmdKill: scheduler → agent, schemas.Kill → schemas.Ack.
+	workerCmdKillT = "stoker.worker.%s.cmd.kill"
+	// WorkerCmdMaster: recovery → agent, schemas.MasterChanged → schemas.WorkerReport.
+	workerCmdMasterT = "stoker.worker.%s.cmd.master"
+
+	// AppHeartbeat: driver → heartbeat service (publish). schemas.AppHeartbeat.
+	AppHeartbeat  = "stoker.app.*.heartbeat"
+	appHeartbeatT = "stoker.app.%s.heartbeat"
+	// AppMaster: recovery → driver, schemas.MasterChanged → schemas.Ack.
+	appMasterT = "stoker.app.%s.master"
+	// AppPrivate is the private traffic of one application (SDK use).
+	appPrivateT = "stoker.app.%s.%s"
+
+	// LeaderBeat: lease holder → standbys (publish), schemas.LeaseBeat.
+	leaderBeatT = "stoker.leader.%s.beat"
+
+	// Events: every state change, kept in the stoker-events stream.
+	Events  = "stoker.events.>"
+	eventsT = "stoker.events.%s.%s"
+
+	// API is the client API root: stoker.api.<noun>.<verb> (micro endpoints).
+	API = "stoker.api.>"
+)
+
+// Client API subjects (micro endpoints; msgpack or JSON by Content-Type).
+const (
+	APIWorkersList    = "stoker.api.workers.list"
+	APIDriversSubmit  = "stoker.api.drivers.submit"
+	APIDriversKill    = "stoker.api.drivers.kill"
+	APIDriversList    = "stoker.api.drivers.list"
+	APIAppsRegister   = "stoker.api.apps.register"
+	APIAppsUnregister = "stoker.api.apps.unregister"
+	APIAppsKill       = "stoker.api.apps.kill"
+	APIAppsList       = "stoker.api.apps.list"
+	APIStatus         = "stoker.api.status"
+)
+
+// Micro service names, as `nats micro ls` shows them.
+const (
+	ServiceRegistration = "stoker-registration"
+	ServiceHeartbeat    = "stoker-heartbeat"
+	ServiceScheduler    = "stoker-scheduler"
+	ServiceRecovery     = "stoker-recovery"
+)
+
+// WorkerRegisterSubject is stoker.worker.<wid>.register.
+func WorkerRegisterSubject(wid string) string { return fmt.Sprintf(workerRegisterT, wid) }
+
+// WorkerHeartbeatSubject is stoker.worker.<wid>.heartbeat.
+func WorkerHeartbeatSubject(wid string) string { return fmt.Sprintf(workerHeartbeatT, wid) }
+
+// WorkerLeaveSubject is stoker.worker.<wid>.leave.
+func WorkerLeaveSubject(wid string) string { return fmt.Sprintf(workerLeaveT, wid) }
+
+// WorkerStateSubject is stoker.worker.<wid>.state.
+func WorkerStateSubject(wid string) string { return fmt.Sprintf(workerStateT, wid) }
+
+// WorkerLogsSubject is stoker.worker.<wid>.logs.
+func WorkerLogsSubject(wid string) string { return fmt.Sprintf(workerLogsT, wid) }
+
+// WorkerCmdLaunchSubject is stoker.worker.<wid>.cmd.launch.
+func WorkerCmdLaunchSubject(wid string) string { return fmt.Sprintf(workerCmdLaunchT, wid) }
+
+// WorkerCmdLaunchDriverSubject is stoker.worker.<wid>.cmd.launch-driver.
+func WorkerCmdLaunchDriverSubject(wid string) string {
+	return fmt.Sprintf(workerCmdLaunchDriverT, wid)
+}
+
+// WorkerCmdKillSubject is stoker.worker.<wid>.cmd.kill.
+func WorkerCmdKillSubject(wid string) string { return fmt.Sprintf(workerCmdKillT, wid) }
+
+// WorkerCmdMasterSubject is stoker.worker.<wid>.cmd.master.
+func WorkerCmdMasterSubject(wid string) string { return fmt.Sprintf(workerCmdMasterT, wid) }
+
+// WorkerCmdSubjects is stoker.worker.<wid>.cmd.> (an agent subscribes to it).
+func WorkerCmdSubjects(wid string) string { return fmt.Sprintf("stoker.worker.%s.cmd.>", wid) }
+
+// WorkerIDFromSubject returns the <wid> token of a stoker.worker.<wid>.… subject.
+func WorkerIDFromSubject(subject string) string { return token(subject, 2) }
+
+// AppHeartbeatSubject is stoker.app.<appid>.heartbeat.
+func AppHeartbeatSubject(appID string) string { return fmt.Sprintf(appHeartbeatT, appID) }
+
+// AppMasterSubject is stoker.app.<appid>.master.
+func AppMasterSubject(appID string) string { return fmt.Sprintf(appMasterT, appID) }
+
+// AppSubject is stoker.app.<appid>.<rest>, the application's private traffic.
+func AppSubject(appID, rest string) string { return fmt.Sprintf(appPrivateT, appID, rest) }
+
+// AppIDFromSubject returns the <appid> token of a stoker.app.<appid>.… subject.
+func AppIDFromSubject(subject string) string { return token(subject, 2) }
+
+// LeaderBeatSubject is stoker.leader.<name>.beat.
+func LeaderBeatSubject(name string) string { return fmt.Sprintf(leaderBeatT, name) }
+
+// EventSubject is stoker.events.<kind>.<id>.
+func EventSubject(kind, id string) string { return fmt.Sprintf(eventsT, kind, id) }
+
+func token(subject string, n int) string {
+	start := 0
+	for i := 0; i < len(subject); i++ {
+		if subject[i] == '.' {
+			if n == 0 {
+				return subject[start:i]
+			}
+			n--
+			start = i + 1
+		}
+	}
+	if n == 0 {
+		return subject[start:]
+	}
+	return ""
+}
