@@ -90,8 +90,9 @@ func (s ExecutorState) Terminal() bool {
 // Holds reports whether the executor holds its cores and memory on its worker.
 func (s ExecutorState) Holds() bool { return s == ExecutorLaunching || s == ExecutorRunning }
 
-// Holds reports whether a driver in this state holds cores and memory on its worker.
-func (s DriverState) Holds() bool { return s == DriverRunning }
+// Holds reports whether a driver in this state holds cores and memory on its
+// worker (RELAUNCHING: the agent restarts a supervised driver in place).
+func (s DriverState) Holds() bool { return s == DriverRunning || s == DriverRelaunching }
 
 // ClusterState is the scheduler's phase for an epoch.
 type ClusterState string

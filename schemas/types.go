@@ -113,6 +113,11 @@ type WorkerRegistered struct {
 	HeartbeatIntervalMS int64       `json:"heartbeat_interval_ms"`
 	// Epoch is the current scheduler epoch, 0 if none is known.
 	Epoch uint64 `json:"epoch,omitempty"`
+	// KillExecutors ("<appid>.<execid>") and KillDrivers name processes the
+	// agent listed as running that the cluster has already replaced or
+	// ended: the agent kills them.
+	KillExecutors []string `json:"kill_executors,omitempty"`
+	KillDrivers   []string `json:"kill_drivers,omitempty"`
 }
 
 func (*WorkerRegistered) WireType() string { return TypeWorkerRegistered }
@@ -275,6 +280,10 @@ type Cluster struct {
 	Leader string       `json:"leader"`
 	State  ClusterState `json:"state"`
 	Since  time.Time    `json:"since"`
+	// Recoverer is the recovery instance that claimed the epoch.
+	Recoverer string `json:"recoverer,omitempty"`
+	// Message says why recovery ended as it did (timeouts, errors).
+	Message string `json:"message,omitempty"`
 }
 
 func (*Cluster) WireType() string { return TypeCluster }
