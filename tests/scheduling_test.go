@@ -1,0 +1,294 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/schemas"
+)
+
+// fullCluster starts every service and the given agents (id → cores, 2g each).
+func fullCluster(t *testing.T, schedulerArgs []string, agents map[string]int) *Cluster {
+	t.Helper()
+	c := NewCluster(t, ClusterOptions{})
+	c.StartServices(schedulerArgs...)
+	for id, cores := range agents {
+		c.StartAgent(id, cores, "2g")
+	}
+	c.Eventually(30*time.Second, "agents ALIVE and cluster ALIVE", func() bool {
+		for id := range agents {
+			if w := c.Worker(id); w == nil || w.State != schemas.WorkerAlive {
+				return false
+			}
+		}
+		var st schemas.Status
+		out, _, err := c.CLI("status", "--json")
+		return err == nil && jsonInto(out, &st) == nil && st.State == schemas.ClusterAlive
+	})
+	return c
+}
+
+func (c *Cluster) apps() []schemas.AppView {
+	c.t.Helper()
+	var apps []schemas.AppView
+	c.CLIJSON(&apps, "apps")
+	return apps
+}
+
+func (c *Cluster) app(id string) *schemas.AppView {
+	for _, a := range c.apps() {
+		if a.ID == id {
+			return &a
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) drivers() []schemas.Driver {
+	c.t.Helper()
+	var ds []schemas.Driver
+	c.CLIJSON(&ds, "drivers")
+	return ds
+}
+
+func (c *Cluster) driver(id string) *schemas.Driver {
+	for _, d := range c.drivers() {
+		if d.ID == id {
+			return &d
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) workers() []schemas.WorkerView {
+	c.t.Helper()
+	var ws []schemas.WorkerView
+	c.CLIJSON(&ws, "workers")
+	return ws
+}
+
+// registerApp registers a client-mode app the way `stoker run` does and
+// keeps it alive with app heartbeats until the test ends.
+func (c *Cluster) registerApp(name string, cores int, maxCores int, argv ...string) string {
+	c.t.Helper()
+	var reply schemas.AppRegistered
+	err := bus.Call(context.Background(), c.NC(), bus.APIAppsRegister, &schemas.RegisterApp{
+		Name: name, MaxCores: maxCores,
+		Executor: schemas.ExecutorSpec{Command: argv, Cores: cores, MemoryMB: 64},
+	}, &reply)
+	if err != nil {
+		c.t.Fatalf("register app: %v", err)
+	}
+	stop := make(chan struct{})
+	go func() {
+		tk := time.NewTicker(200 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+				_ = bus.Publish(c.NC(), bus.AppHeartbeatSubject(reply.AppID), &schemas.AppHeartbeat{AppID: reply.AppID})
+			}
+		}
+	}()
+	c.t.Cleanup(func() { close(stop) })
+	return reply.AppID
+}
+
+func runningPerWorker(a *schemas.AppView) []int {
+	per := map[string]int{}
+	for _, e := range a.Executors {
+		if e.State == schemas.ExecutorRunning {
+			per[e.WorkerID]++
+		}
+	}
+	var out []int
+	for _, n := range per {
+		out = append(out, n)
+	}
+	sort.Ints(out)
+	return out
+}
+
+func TestScheduling_SpreadOutAndConsolidated(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		spread bool
+		want   []int
+	}{
+		{"spread out", true, []int{2, 2}},
+		{"consolidated", false, []int{4}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := fullCluster(t, []string{fmt.Sprintf("--spread-out=%v", tc.spread)}, map[string]int{"a": 4, "b": 4})
+			id := c.registerApp("spread", 1, 4, "sleep", "300")
+			var got []int
+			c.Eventually(30*time.Second, "4 executors RUNNING", func() bool {
+				a := c.app(id)
+				if a == nil {
+					return false
+				}
+				got = runningPerWorker(a)
+				n := 0
+				for _, x := range got {
+					n += x
+				}
+				return n == 4
+			})
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("executors per worker %v, want %v", got, tc.want)
+			}
+			// Kill the app: no process left, usage back to 0.
+			var pids []int
+			for _, e := range c.app(id).Executors {
+				pids = append(pids, e.PID)
+			}
+			if _, errOut, err := c.CLI("kill", id); err != nil {
+				t.Fatalf("stoker kill: %v %s", err, errOut)
+			}
+			c.Eventually(30*time.Second, "usage back to zero", func() bool {
+				for _, w := range c.workers() {
+					if w.CoresUsed != 0 || w.MemoryUsedMB != 0 {
+						return false
+					}
+				}
+				return true
+			})
+			c.Eventually(10*time.Second, "executor processes gone", func() bool {
+				for _, pid := range pids {
+					if pid > 0 && syscall.Kill(pid, 0) == nil {
+						return false
+					}
+				}
+				return true
+			})
+			if a := c.app(id); a.State != schemas.AppKilled {
+				t.Fatalf("app state %s, want KILLED", a.State)
+			}
+		})
+	}
+}
+
+func TestSubmit_PiFinishesWithEstimate(t *testing.T) {
+	c := fullCluster(t, nil, map[string]int{"a": 2, "b": 2})
+	out, errOut, err := c.CLI("submit", "--name", "pi", "--wait", "--", piBin, "--slices", "4", "--samples-per-slice", "20000")
+	if err != nil {
+		t.Fatalf("stoker submit --wait: %v\nstdout: %s\nstderr: %s", err, out, errOut)
+	}
+	id := strings.Fields(out)[0]
+	if !strings.HasPrefix(id, schemas.DriverIDPrefix) {
+		t.Fatalf("first word of submit output %q is not a driver id", out)
+	}
+	logs, errOut, err := c.CLI("logs", id)
+	if err != nil || !strings.Contains(logs, "Pi is roughly 3.1") {
+		t.Fatalf("stoker logs %s: %v %s\n%s", id, err, errOut, logs)
+	}
+}
+
+func TestApp_MissingExecutorCommandFails(t *testing.T) {
+	c := fullCluster(t, []string{"--max-executor-retries", "3"}, map[string]int{"a": 2})
+	id := c.registerApp("broken", 1, 1, "/nonexistent/stoker-test-binary")
+	c.Eventually(60*time.Second, "app FAILED after the retries", func() bool {
+		a := c.app(id)
+		return a != nil && a.State == schemas.AppFailed
+	})
+	if a := c.app(id); a.ConsecutiveFailures < 3 {
+		t.Fatalf("consecutive failures %d, want >= 3", a.ConsecutiveFailures)
+	}
+}
+
+func TestDriver_SupervisedRelaunched(t *testing.T) {
+	c := fullCluster(t, nil, map[string]int{"a": 2})
+	marker := filepath.Join(c.Dir, "runs")
+	script := fmt.Sprintf("echo run >> %s; n=$(wc -l < %s); if [ $n -lt 3 ]; then exit 3; fi; exit 0", marker, marker)
+	out, errOut, err := c.CLI("submit", "--supervise", "--", "/bin/sh", "-c", script)
+	if err != nil {
+		t.Fatalf("submit: %v %s", err, errOut)
+	}
+	id := strings.Fields(out)[0]
+	c.Eventually(60*time.Second, "supervised driver FINISHED after relaunches", func() bool {
+		d := c.driver(id)
+		return d != nil && d.State == schemas.DriverFinished
+	})
+	d := c.driver(id)
+	if d.Attempts < 3 {
+		t.Fatalf("attempts %d, want >= 3 (exited 3 twice, then 0)", d.Attempts)
+	}
+	b, _ := os.ReadFile(marker)
+	if n := strings.Count(string(b), "run"); n != 3 {
+		t.Fatalf("driver ran %d times, want 3", n)
+	}
+}
+
+func TestDriver_UnsupervisedFails(t *testing.T) {
+	c := fullCluster(t, nil, map[string]int{"a": 2})
+	out, _, err := c.CLI("submit", "--wait", "--", "/bin/sh", "-c", "exit 3")
+	if err == nil {
+		t.Fatalf("submit --wait of a driver exiting 3 succeeded: %s", out)
+	}
+	id := strings.Fields(out)[0]
+	if d := c.driver(id); d == nil || d.State != schemas.DriverFailed {
+		t.Fatalf("driver %+v, want FAILED", d)
+	}
+}
+
+func TestSubmit_InvalidInputRejected(t *testing.T) {
+	c := fullCluster(t, nil, map[string]int{"a": 2})
+	for _, args := range [][]string{
+		{"submit", "--driver-cores", "0", "--", "true"},
+		{"submit", "--driver-cores", "-1", "--", "true"},
+		{"submit", "--driver-memory", "0", "--", "true"},
+		{"submit", "--driver-memory", "lots", "--", "true"},
+		{"submit", "--"},
+		{"run", "--executor-cores", "0", "--", "true"},
+		{"run", "--executor-memory", "12x", "--", "true"},
+	} {
+		out, errOut, err := c.CLI(args...)
+		if err == nil {
+			t.Errorf("stoker %v: accepted, want an error (stdout %q)", args, out)
+			continue
+		}
+		if strings.TrimSpace(errOut) == "" {
+			t.Errorf("stoker %v: failed with no message", args)
+		}
+	}
+	if ds := c.drivers(); len(ds) != 0 {
+		t.Fatalf("invalid submissions created drivers: %+v", ds)
+	}
+	// Too big for any worker today: accepted with a warning, and it waits.
+	out, errOut, err := c.CLI("submit", "--driver-cores", "64", "--", "true")
+	if err != nil || !strings.Contains(strings.ToLower(errOut), "warn") {
+		t.Fatalf("oversized submission: err %v, stderr %q (want accepted with a warning)", err, errOut)
+	}
+	id := strings.Fields(out)[0]
+	time.Sleep(time.Second)
+	if d := c.driver(id); d == nil || d.State != schemas.DriverSubmitted {
+		t.Fatalf("oversized driver %+v, want SUBMITTED (waiting)", d)
+	}
+}
+
+func TestAgent_RefusesOldEpoch(t *testing.T) {
+	c := fullCluster(t, nil, map[string]int{"a": 2})
+	var st schemas.Status
+	c.CLIJSON(&st, "status")
+	if st.Leader == nil || st.Leader.Epoch < 2 {
+		t.Fatalf("status has no usable leader epoch: %+v", st)
+	}
+	err := bus.Call(context.Background(), c.NC(), bus.WorkerCmdLaunchSubject("a"), &schemas.LaunchExecutor{
+		Epoch: st.Leader.Epoch - 1, AppID: "app-20260101000000-abcdef", ExecutorID: 0,
+		Command: []string{"sleep", "100"}, Cores: 1, MemoryMB: 64,
+	}, nil)
+	var e *bus.Error
+	if err == nil || !asBusError(err, &e) || e.Code != bus.CodeConflict {
+		t.Fatalf("launch with an old epoch: %v, want a 409 refusal", err)
+	}
+}
