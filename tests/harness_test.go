@@ -88,7 +88,7 @@ func (p *Proc) Exited() bool {
 
 // Cluster is a set of processes around one bus.
 type Cluster struct {
-	t       *testing.T
+	t       testing.TB
 	Dir     string
 	Port    int
 	URL     string
@@ -105,7 +105,7 @@ type ClusterOptions struct {
 	HeartbeatInterval time.Duration
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -116,7 +116,7 @@ func freePort(t *testing.T) int {
 }
 
 // NewCluster starts a bus process on a free port with its data in a temp dir.
-func NewCluster(t *testing.T, o ClusterOptions) *Cluster {
+func NewCluster(t testing.TB, o ClusterOptions) *Cluster {
 	t.Helper()
 	if o.WorkerTimeout == 0 {
 		o.WorkerTimeout = 2 * time.Second

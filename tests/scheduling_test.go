@@ -16,7 +16,7 @@ import (
 )
 
 // fullCluster starts every service and the given agents (id → cores, 2g each).
-func fullCluster(t *testing.T, schedulerArgs []string, agents map[string]int) *Cluster {
+func fullCluster(t testing.TB, schedulerArgs []string, agents map[string]int) *Cluster {
 	t.Helper()
 	c := NewCluster(t, ClusterOptions{})
 	c.StartServices(schedulerArgs...)

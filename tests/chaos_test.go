@@ -1,0 +1,246 @@
+package tests
+
+import (
+	"fmt"
+	"math/rand"
+	"os"
+	"sort"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stoker/stoker/schemas"
+)
+
+// haCluster is a bus, registration, heartbeat, recovery, n schedulers and
+// the given agents (4 cores, 2g each), all separate processes.
+type haCluster struct {
+	*Cluster
+	schedulers map[string]*Proc
+	agents     map[string]*Proc
+}
+
+func newHACluster(t testing.TB, schedulers int, agents ...string) *haCluster {
+	t.Helper()
+	c := NewCluster(t, ClusterOptions{WorkerTimeout: 2 * time.Second, HeartbeatInterval: 200 * time.Millisecond})
+	h := &haCluster{Cluster: c, schedulers: map[string]*Proc{}, agents: map[string]*Proc{}}
+	c.StartService("registration", "--heartbeat-interval", c.hb, "--worker-timeout", c.timeout)
+	c.StartService("heartbeat", "--heartbeat-interval", c.hb, "--worker-timeout", c.timeout)
+	c.StartService("recovery", "--recovery-timeout", "2s")
+	for i := 1; i <= schedulers; i++ {
+		h.startScheduler(fmt.Sprintf("s%d", i))
+	}
+	for _, a := range agents {
+		h.agents[a] = c.StartAgent(a, 4, "2g")
+	}
+	c.Eventually(30*time.Second, "cluster ALIVE with every agent", func() bool {
+		st := h.status()
+		if st == nil || st.State != schemas.ClusterAlive || st.Leader == nil {
+			return false
+		}
+		return st.Workers[string(schemas.WorkerAlive)] == len(agents)
+	})
+	return h
+}
+
+func (h *haCluster) startScheduler(id string) {
+	h.schedulers[id] = h.StartService("scheduler", "--id", id)
+}
+
+func (h *haCluster) status() *schemas.Status {
+	out, _, err := h.CLI("status", "--json")
+	if err != nil {
+		return nil
+	}
+	var st schemas.Status
+	if jsonInto(out, &st) != nil {
+		return nil
+	}
+	return &st
+}
+
+// waitNewLeader waits for an ALIVE cluster led by a higher epoch than prev.
+func (h *haCluster) waitNewLeader(prev uint64, timeout time.Duration) *schemas.Status {
+	h.t.Helper()
+	var st *schemas.Status
+	h.Eventually(timeout, fmt.Sprintf("a new leader with epoch > %d and the cluster ALIVE", prev), func() bool {
+		st = h.status()
+		return st != nil && st.Leader != nil && st.Leader.Epoch > prev && st.State == schemas.ClusterAlive
+	})
+	return st
+}
+
+// checkInvariants: usage never negative nor over capacity; never more
+// RUNNING executors than granted cores allow; no app lost.
+func (h *haCluster) checkInvariants(apps []string) {
+	h.t.Helper()
+	for _, w := range h.workers() {
+		if w.CoresUsed < 0 || w.MemoryUsedMB < 0 {
+			h.t.Fatalf("worker %s has negative usage: %+v", w.ID, w)
+		}
+		if w.CoresUsed > w.Cores || w.MemoryUsedMB > w.MemoryMB {
+			h.t.Fatalf("worker %s is over capacity: %+v", w.ID, w)
+		}
+	}
+	byID := map[string]schemas.AppView{}
+	for _, a := range h.apps() {
+		byID[a.ID] = a
+	}
+	for _, id := range apps {
+		a, ok := byID[id]
+		if !ok {
+			h.t.Fatalf("app %s lost", id)
+		}
+		running := 0
+		for _, e := range a.Executors {
+			if e.State == schemas.ExecutorRunning {
+				running += e.Cores
+			}
+		}
+		if a.MaxCores > 0 && running > a.MaxCores {
+			h.t.Fatalf("app %s runs %d cores of executors, max %d: duplicated executors", id, running, a.MaxCores)
+		}
+	}
+}
+
+func runningPIDs(apps []schemas.AppView) map[string]int {
+	out := map[string]int{}
+	for _, a := range apps {
+		for _, e := range a.Executors {
+			if e.State == schemas.ExecutorRunning {
+				out[schemas.ExecutorKey(a.ID, e.ID)] = e.PID
+			}
+		}
+	}
+	return out
+}
+
+// TestChaos_LeaderKills SIGKILLs the leading scheduler 20 times while apps
+// are being submitted, kills and restarts agents, and restarts the bus once.
+func TestChaos_LeaderKills(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos test: skipped in -short mode")
+	}
+	rounds := 20
+	h := newHACluster(t, 3, "a", "b", "c")
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	var apps []string
+	st := h.status()
+	epoch := st.Leader.Epoch
+	for round := 0; round < rounds; round++ {
+		// Submit an app of two one-core executors.
+		apps = append(apps, h.registerApp(fmt.Sprintf("chaos-%d", round), 1, 2, "sleep", "3600"))
+
+		before := runningPIDs(h.apps())
+		leader := h.status().Leader
+		p := h.schedulers[leader.ID]
+		if p == nil {
+			t.Fatalf("round %d: leader %q is not one of ours", round, leader.ID)
+		}
+		killed := time.Now()
+		p.Signal(syscall.SIGKILL)
+		_ = p.Wait(5 * time.Second)
+		st := h.waitNewLeader(leader.Epoch, 30*time.Second)
+		t.Logf("round %d: leader %s (epoch %d) killed, %s (epoch %d) ALIVE after %s",
+			round, leader.ID, leader.Epoch, st.Leader.ID, st.Leader.Epoch, time.Since(killed).Round(time.Millisecond))
+		if st.Leader.Epoch <= epoch {
+			t.Fatalf("round %d: epoch went from %d to %d", round, epoch, st.Leader.Epoch)
+		}
+		epoch = st.Leader.Epoch
+		h.startScheduler(leader.ID) // it comes back as a standby
+
+		// Running executors keep their processes through a scheduler failover.
+		after := runningPIDs(h.apps())
+		for key, pid := range before {
+			if now, ok := after[key]; ok && now != pid {
+				t.Fatalf("round %d: executor %s changed pid %d → %d across failover", round, key, pid, now)
+			}
+		}
+		h.checkInvariants(apps)
+
+		switch {
+		case round%7 == 3: // kill and restart an agent
+			ids := []string{"a", "b", "c"}
+			id := ids[rng.Intn(len(ids))]
+			h.agents[id].Signal(syscall.SIGKILL)
+			_ = h.agents[id].Wait(5 * time.Second)
+			h.Eventually(20*time.Second, "killed agent DEAD", func() bool {
+				w := h.Worker(id)
+				return w != nil && w.State == schemas.WorkerDead
+			})
+			h.agents[id] = h.StartAgent(id, 4, "2g")
+		case round == rounds/2: // restart the bus
+			busProc := h.findProc("bus")
+			busProc.Signal(syscall.SIGKILL)
+			_ = busProc.Wait(5 * time.Second)
+			h.StartBus()
+			h.Eventually(30*time.Second, "cluster ALIVE after the bus restart", func() bool {
+				s := h.status()
+				return s != nil && s.State == schemas.ClusterAlive && s.Leader != nil
+			})
+			epoch = h.status().Leader.Epoch
+		}
+	}
+	// Every submitted app eventually runs its two executors.
+	h.Eventually(60*time.Second, "every app RUNNING with 2 executors", func() bool {
+		byID := map[string]schemas.AppView{}
+		for _, a := range h.apps() {
+			byID[a.ID] = a
+		}
+		for _, id := range apps {
+			a := byID[id]
+			n := 0
+			for _, e := range a.Executors {
+				if e.State == schemas.ExecutorRunning {
+					n++
+				}
+			}
+			if a.State != schemas.AppRunning || n != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	h.checkInvariants(apps)
+}
+
+func (c *Cluster) findProc(name string) *Proc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var last *Proc
+	for _, p := range c.procs {
+		if p.Name == name && !p.Exited() {
+			last = p
+		}
+	}
+	return last
+}
+
+// BenchmarkFailover SIGKILLs the leading scheduler b.N times and reports
+// the distribution of time from the kill to a new leader with the cluster
+// ALIVE. Run: go test ./tests -run '^$' -bench Failover -benchtime 20x
+func BenchmarkFailover(b *testing.B) {
+	h := newHACluster(b, 3, "a", "b")
+	for i := 0; i < 2; i++ {
+		h.registerApp(fmt.Sprintf("bench-%d", i), 1, 2, "sleep", "3600")
+	}
+	var took []time.Duration
+	for i := 0; i < b.N; i++ {
+		leader := h.status().Leader
+		p := h.schedulers[leader.ID]
+		killed := time.Now()
+		p.Signal(syscall.SIGKILL)
+		h.waitNewLeader(leader.Epoch, 30*time.Second)
+		took = append(took, time.Since(killed))
+		_ = p.Wait(5 * time.Second)
+		h.startScheduler(leader.ID)
+		time.Sleep(500 * time.Millisecond) // let the restarted standby settle
+	}
+	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+	pct := func(q float64) time.Duration { return took[int(q*float64(len(took)-1)+0.5)] }
+	b.ReportMetric(float64(pct(0.5).Milliseconds()), "median-ms")
+	b.ReportMetric(float64(pct(0.99).Milliseconds()), "p99-ms")
+	b.ReportMetric(float64(took[len(took)-1].Milliseconds()), "max-ms")
+	fmt.Fprintf(os.Stderr, "failover over %d kills: min %s median %s p90 %s p99 %s max %s\n", len(took),
+		took[0], pct(0.5), pct(0.9), pct(0.99), took[len(took)-1])
+}
