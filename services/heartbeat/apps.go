@@ -1,0 +1,146 @@
+package heartbeat
+
+import (
+	"context"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/schemas"
+)
+
+// AppSilentMessage is the message of an application finished because its
+// driver stopped heartbeating.
+const AppSilentMessage = "driver stopped heartbeating"
+
+// applyApp folds one stoker-apps watch entry into the timers: a live
+// application has a timer, an ended one has none.
+func (s *Service) applyApp(e jetstream.KeyValueEntry) {
+	id := e.Key()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return
+	}
+	a := s.apps[id]
+	if deleted(e) {
+		if a != nil {
+			stopTimer(&a.timer)
+			delete(s.apps, id)
+		}
+		return
+	}
+	var rec schemas.App
+	if err := bus.DecodeRecord(e.Value(), &rec); err != nil {
+		s.log.Warn().Err(err).Str("app_id", id).Msg("undecodable app record ignored")
+		return
+	}
+	if rec.State.Terminal() {
+		if a != nil {
+			stopTimer(&a.timer)
+			delete(s.apps, id)
+		}
+		return
+	}
+	if a == nil {
+		// First sight: a full timeout from now.
+		a = &appTimer{state: rec.State}
+		s.apps[id] = a
+		s.resetAppTimerLocked(id, a, s.cfg.WorkerTimeout)
+		return
+	}
+	prev := a.state
+	a.state = rec.State
+	if prev == schemas.AppUnknown && rec.State != schemas.AppUnknown {
+		// Recovered: the driver gets a full timeout again.
+		s.resetAppTimerLocked(id, a, s.cfg.WorkerTimeout)
+	}
+}
+
+// resetAppTimerLocked (re)arms the application's timer. Caller holds s.mu.
+func (s *Service) resetAppTimerLocked(id string, a *appTimer, d time.Duration) {
+	if s.stopped {
+		return
+	}
+	a.gen++
+	gen := a.gen
+	if a.timer != nil {
+		a.timer.Stop()
+	}
+	a.timer = time.AfterFunc(d, func() {
+		s.g.Go(func(ctx context.Context) { s.expireApp(ctx, id, gen) })
+	})
+}
+
+// expireApp finishes an application whose driver fell silent, unless it
+// ended meanwhile or is in recovery (UNKNOWN: its timer is re-armed).
+func (s *Service) expireApp(ctx context.Context, id string, gen uint64) {
+	s.mu.Lock()
+	a := s.apps[id]
+	if s.stopped || a == nil || a.gen != gen {
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+
+	var written, rearm bool
+	_, _, err := bus.Mutate(ctx, s.st.Apps, id, func(cur *schemas.App) (*schemas.App, error) {
+		written, rearm = false, false
+		switch {
+		case cur == nil, cur.State.Terminal():
+			return nil, nil
+		case cur.State == schemas.AppUnknown:
+			rearm = true
+			return nil, nil
+		}
+		s.mu.Lock()
+		reset := s.apps[id] != a || a.gen != gen
+		s.mu.Unlock()
+		if reset {
+			return nil, nil
+		}
+		n := *cur
+		n.State = schemas.AppFinished
+		n.Message = AppSilentMessage
+		n.UpdatedAt = time.Now().UTC()
+		written = true
+		return &n, nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Error().Err(err).Str("app_id", id).Msg("cannot finish silent app; retrying")
+		rearm = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.apps[id] != a || a.gen != gen {
+		return
+	}
+	if written {
+		stopTimer(&a.timer)
+		delete(s.apps, id)
+		bus.Emit(s.nc, "app", id, string(schemas.AppFinished), AppSilentMessage)
+		s.log.Warn().Str("app_id", id).Msg("app FINISHED: " + AppSilentMessage)
+		return
+	}
+	if rearm {
+		s.resetAppTimerLocked(id, a, s.cfg.WorkerTimeout)
+	}
+}
+
+// handleAppHeartbeat is stoker.app.<appid>.heartbeat (publish, no answer).
+func (s *Service) handleAppHeartbeat(_ context.Context, in bus.Inbound, req *schemas.AppHeartbeat) (any, error) {
+	if got := bus.AppIDFromSubject(in.Subject()); got != req.AppID {
+		return nil, bus.Errorf(bus.CodeBadRequest, "app id %q in the heartbeat does not match subject %s", req.AppID, in.Subject())
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// An app not seen yet gets its full timeout when the watcher brings it.
+	if a := s.apps[req.AppID]; a != nil {
+		s.resetAppTimerLocked(req.AppID, a, s.cfg.WorkerTimeout)
+	}
+	return nil, nil
+}

@@ -1,0 +1,268 @@
+// Package heartbeat judges liveness: workers by their agents' heartbeats,
+// applications by their drivers' heartbeats.
+//
+// Every instance sees every heartbeat (no queue group) and keeps one timer
+// per worker and per application, reset on each heartbeat, in the style of
+// Nomad's nomad/heartbeat.go. When a timer fires, the instance marks the
+// worker DEAD (or the application FINISHED) with a compare-and-set that only
+// succeeds if the record is still the one the timer was armed for, so any
+// number of instances produce exactly one transition.
+//
+// It learns which workers and applications exist by watching their buckets;
+// it never creates records, and it never judges a worker in recovery
+// (UNKNOWN): that is the recovery service's call. Heartbeats are not written
+// to KV. A heartbeat from a worker the cluster does not know as ALIVE with
+// that agent instance is answered with schemas.Reregister.
+package heartbeat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/schemas"
+	"github.com/stoker/stoker/services/svc"
+)
+
+// Defaults applied by New.
+const (
+	DefaultWorkerTimeout     = 5 * time.Second
+	DefaultHeartbeatInterval = time.Second
+)
+
+// Config configures a heartbeat service.
+type Config struct {
+	NC       *nats.Conn
+	ID       string // instance id, in micro metadata; default random
+	Replicas int
+	Log      zerolog.Logger
+
+	// WorkerTimeout is how long a worker (or an application's driver) may
+	// stay silent before it is judged gone. Default 5s.
+	WorkerTimeout time.Duration
+	// HeartbeatInterval is what agents and drivers are told; only used to
+	// validate WorkerTimeout. Default 1s.
+	HeartbeatInterval time.Duration
+}
+
+// Service is a heartbeat instance.
+type Service struct {
+	cfg   Config
+	log   zerolog.Logger
+	nc    *nats.Conn
+	st    *bus.Store
+	micro micro.Service
+	g     *svc.Group
+
+	// Counters counts heartbeats (worker and app) and bad ones.
+	Counters bus.Counters
+
+	mu      sync.Mutex
+	stopped bool
+	workers map[string]*workerTimer
+	apps    map[string]*appTimer
+
+	stopOnce sync.Once
+}
+
+// workerTimer is what the service knows of one worker record plus its timer.
+type workerTimer struct {
+	state    schemas.WorkerState
+	instance string
+	timer    *time.Timer
+	// gen grows on every arm; a firing timer whose generation is stale
+	// (a heartbeat reset it meanwhile) does nothing.
+	gen uint64
+	// rev is the KV revision the state and instance come from.
+	rev uint64
+}
+
+type appTimer struct {
+	state schemas.AppState
+	timer *time.Timer
+	gen   uint64
+}
+
+// New validates cfg and applies defaults.
+func New(cfg Config) (*Service, error) {
+	if cfg.NC == nil {
+		return nil, errors.New("heartbeat: Config.NC is required")
+	}
+	if cfg.ID == "" {
+		cfg.ID = "heartbeat-" + schemas.NewInstance()[:8]
+	}
+	if cfg.WorkerTimeout == 0 {
+		cfg.WorkerTimeout = DefaultWorkerTimeout
+	}
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.WorkerTimeout < 0 || cfg.HeartbeatInterval < 0 {
+		return nil, errors.New("heartbeat: durations must be positive")
+	}
+	if cfg.WorkerTimeout <= cfg.HeartbeatInterval {
+		return nil, fmt.Errorf("heartbeat: worker timeout %s must be longer than the heartbeat interval %s",
+			cfg.WorkerTimeout, cfg.HeartbeatInterval)
+	}
+	return &Service{
+		cfg:     cfg,
+		nc:      cfg.NC,
+		log:     cfg.Log.With().Str("component", "heartbeat").Str("instance", cfg.ID).Logger(),
+		workers: map[string]*workerTimer{},
+		apps:    map[string]*appTimer{},
+	}, nil
+}
+
+// ID is the instance id.
+func (s *Service) ID() string { return s.cfg.ID }
+
+// Start loads the current workers and applications (each gets a full
+// timeout before judgement), starts watching their buckets and subscribes
+// to heartbeats. It returns once serving.
+func (s *Service) Start(ctx context.Context) error {
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	st, err := bus.EnsureStore(ctx, js, bus.StoreConfig{Replicas: s.cfg.Replicas})
+	if err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	s.st = st
+	s.g = svc.NewGroup(context.Background())
+	gctx := s.g.Context()
+
+	ww, err := st.Workers.WatchAll(gctx)
+	if err != nil {
+		s.Stop()
+		return fmt.Errorf("heartbeat: watch %s: %w", bus.BucketWorkers, err)
+	}
+	aw, err := st.Apps.WatchAll(gctx)
+	if err != nil {
+		_ = ww.Stop()
+		s.Stop()
+		return fmt.Errorf("heartbeat: watch %s: %w", bus.BucketApps, err)
+	}
+	// Initial values are applied before serving, so the first heartbeat of
+	// a known worker is never mistaken for an unknown one.
+	if err := initial(ctx, ww, s.applyWorker); err != nil {
+		_, _ = ww.Stop(), aw.Stop()
+		s.Stop()
+		return fmt.Errorf("heartbeat: load workers: %w", err)
+	}
+	if err := initial(ctx, aw, s.applyApp); err != nil {
+		_, _ = ww.Stop(), aw.Stop()
+		s.Stop()
+		return fmt.Errorf("heartbeat: load apps: %w", err)
+	}
+	s.g.Go(func(ctx context.Context) { follow(ctx, ww, s.applyWorker) })
+	s.g.Go(func(ctx context.Context) { follow(ctx, aw, s.applyApp) })
+
+	m, err := micro.AddService(s.nc, micro.Config{
+		Name:        bus.ServiceHeartbeat,
+		Version:     "0.1.0",
+		Description: "Stoker worker and application liveness",
+		Metadata:    map[string]string{"instance": s.cfg.ID},
+		// Every instance must see every heartbeat.
+		QueueGroupDisabled: true,
+	})
+	if err != nil {
+		s.Stop()
+		return fmt.Errorf("heartbeat: add micro service: %w", err)
+	}
+	s.micro = m
+	l, c := &s.log, &s.Counters
+	if err := m.AddEndpoint("worker-heartbeat", bus.MicroHandler(gctx, l, c, s.handleHeartbeat),
+		micro.WithEndpointSubject(bus.WorkerHeartbeat), micro.WithEndpointQueueGroupDisabled()); err != nil {
+		s.Stop()
+		return fmt.Errorf("heartbeat: endpoint %s: %w", bus.WorkerHeartbeat, err)
+	}
+	if err := m.AddEndpoint("app-heartbeat", bus.MicroHandler(gctx, l, c, s.handleAppHeartbeat),
+		micro.WithEndpointSubject(bus.AppHeartbeat), micro.WithEndpointQueueGroupDisabled()); err != nil {
+		s.Stop()
+		return fmt.Errorf("heartbeat: endpoint %s: %w", bus.AppHeartbeat, err)
+	}
+	if err := s.nc.FlushWithContext(ctx); err != nil {
+		s.Stop()
+		return fmt.Errorf("heartbeat: flush: %w", err)
+	}
+	s.log.Info().Dur("worker_timeout", s.cfg.WorkerTimeout).Msg("heartbeat serving")
+	return nil
+}
+
+// Stop stops serving, stops every timer and waits for in-flight work.
+// Idempotent.
+func (s *Service) Stop() {
+	s.stopOnce.Do(func() {
+		if s.micro != nil {
+			_ = s.micro.Stop()
+		}
+		s.mu.Lock()
+		s.stopped = true
+		for _, w := range s.workers {
+			stopTimer(&w.timer)
+		}
+		for _, a := range s.apps {
+			stopTimer(&a.timer)
+		}
+		s.mu.Unlock()
+		if s.g != nil {
+			s.g.Stop()
+		}
+	})
+}
+
+func stopTimer(t **time.Timer) {
+	if *t != nil {
+		(*t).Stop()
+		*t = nil
+	}
+}
+
+// initial applies a watcher's initial values, up to the nil marker.
+func initial(ctx context.Context, w jetstream.KeyWatcher, apply func(jetstream.KeyValueEntry)) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("watcher closed")
+			}
+			if e == nil {
+				return nil
+			}
+			apply(e)
+		}
+	}
+}
+
+// follow applies a watcher's updates until ctx ends.
+func follow(ctx context.Context, w jetstream.KeyWatcher, apply func(jetstream.KeyValueEntry)) {
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e != nil {
+				apply(e)
+			}
+		}
+	}
+}
+
+func deleted(e jetstream.KeyValueEntry) bool {
+	return e.Operation() == jetstream.KeyValueDelete || e.Operation() == jetstream.KeyValuePurge
+}

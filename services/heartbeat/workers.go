@@ -1,0 +1,199 @@
+package heartbeat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/schemas"
+)
+
+// applyWorker folds one stoker-workers watch entry into the timers.
+func (s *Service) applyWorker(e jetstream.KeyValueEntry) {
+	wid := e.Key()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return
+	}
+	w := s.workers[wid]
+	if deleted(e) {
+		if w != nil {
+			stopTimer(&w.timer)
+			delete(s.workers, wid)
+		}
+		return
+	}
+	var rec schemas.Worker
+	if err := bus.DecodeRecord(e.Value(), &rec); err != nil {
+		s.log.Warn().Err(err).Str("worker_id", wid).Msg("undecodable worker record ignored")
+		return
+	}
+	s.setWorkerLocked(wid, &rec, e.Revision())
+}
+
+// setWorkerLocked records the worker's state and instance as of revision
+// rev, arming or stopping its timer. Older revisions are ignored (a KV read
+// made by a heartbeat may be ahead of the watcher). Caller holds s.mu.
+func (s *Service) setWorkerLocked(wid string, rec *schemas.Worker, rev uint64) {
+	w := s.workers[wid]
+	if w == nil {
+		w = &workerTimer{}
+		s.workers[wid] = w
+	}
+	if rev <= w.rev {
+		return
+	}
+	prevState, prevInstance := w.state, w.instance
+	w.rev, w.state, w.instance = rev, rec.State, rec.Instance
+	switch {
+	case rec.State.Gone():
+		stopTimer(&w.timer)
+	case w.timer == nil, prevState != rec.State, prevInstance != rec.Instance:
+		// New, newly ALIVE (registration, recovery) or a restarted agent:
+		// a full timeout before judgement.
+		s.resetWorkerTimerLocked(wid, w, s.cfg.WorkerTimeout)
+	}
+}
+
+// resetWorkerTimerLocked (re)arms the worker's timer for d, as Nomad's
+// resetHeartbeatTimerLocked. Caller holds s.mu.
+func (s *Service) resetWorkerTimerLocked(wid string, w *workerTimer, d time.Duration) {
+	if s.stopped {
+		return
+	}
+	w.gen++
+	gen := w.gen
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	w.timer = time.AfterFunc(d, func() {
+		s.g.Go(func(ctx context.Context) { s.expireWorker(ctx, wid, gen) })
+	})
+}
+
+// expireWorker marks a silent worker DEAD. The write happens only if the
+// record is still ALIVE with the instance the timer was armed for, was not
+// updated within the timeout (a fresh re-registration), and no heartbeat
+// reset the timer meanwhile; the compare-and-set settles races between
+// heartbeat instances, so a worker dies exactly once.
+func (s *Service) expireWorker(ctx context.Context, wid string, gen uint64) {
+	s.mu.Lock()
+	w := s.workers[wid]
+	if s.stopped || w == nil || w.gen != gen || w.state != schemas.WorkerAlive {
+		// Stale timer, or a worker in recovery (UNKNOWN): not ours to judge.
+		s.mu.Unlock()
+		return
+	}
+	instance := w.instance
+	s.mu.Unlock()
+
+	timeout := s.cfg.WorkerTimeout
+	reason := fmt.Sprintf("no heartbeat for %s", timeout)
+	var (
+		written bool
+		rearm   time.Duration
+	)
+	_, _, err := bus.Mutate(ctx, s.st.Workers, wid, func(cur *schemas.Worker) (*schemas.Worker, error) {
+		written, rearm = false, 0
+		if cur == nil || cur.State != schemas.WorkerAlive || cur.Instance != instance {
+			return nil, nil // the watcher brings the new record and its timer
+		}
+		s.mu.Lock()
+		reset := s.workers[wid] != w || w.gen != gen
+		s.mu.Unlock()
+		if reset {
+			return nil, nil // a heartbeat arrived while we were deciding
+		}
+		if age := time.Since(cur.UpdatedAt); age < timeout {
+			rearm = timeout - age
+			return nil, nil
+		}
+		n := *cur
+		n.State = schemas.WorkerDead
+		n.Reason = reason
+		n.UpdatedAt = time.Now().UTC()
+		written = true
+		return &n, nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Error().Err(err).Str("worker_id", wid).Msg("cannot mark worker DEAD; retrying")
+		rearm = s.cfg.HeartbeatInterval
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.workers[wid] != w || w.gen != gen {
+		return
+	}
+	if written {
+		w.state = schemas.WorkerDead
+		stopTimer(&w.timer)
+		bus.Emit(s.nc, "worker", wid, string(schemas.WorkerDead), reason)
+		s.log.Warn().Str("worker_id", wid).Str("agent_instance", instance).Str("reason", reason).Msg("worker DEAD")
+		return
+	}
+	if rearm > 0 {
+		s.resetWorkerTimerLocked(wid, w, rearm)
+	}
+}
+
+// handleHeartbeat is stoker.worker.<wid>.heartbeat. It answers only to ask
+// the agent to register again.
+func (s *Service) handleHeartbeat(ctx context.Context, in bus.Inbound, req *schemas.Heartbeat) (any, error) {
+	wid := req.WorkerID
+	if got := bus.WorkerIDFromSubject(in.Subject()); got != wid {
+		return nil, bus.Errorf(bus.CodeBadRequest, "worker id %q in the heartbeat does not match subject %s", wid, in.Subject())
+	}
+	reason := s.beat(wid, req.Instance)
+	if reason == "" {
+		return nil, nil
+	}
+	// The watcher may lag a registration that just happened: confirm with
+	// KV before sending the agent back to register.
+	cur, rev, err := bus.Get[schemas.Worker](ctx, s.st.Workers, wid)
+	switch {
+	case err != nil && !errors.Is(err, bus.ErrNotFound):
+		s.log.Warn().Err(err).Str("worker_id", wid).Msg("cannot read worker record; no answer to heartbeat")
+		return nil, nil
+	case err == nil && cur.State == schemas.WorkerAlive && cur.Instance == req.Instance:
+		s.mu.Lock()
+		s.setWorkerLocked(wid, cur, rev)
+		if w := s.workers[wid]; w != nil && w.state == schemas.WorkerAlive && w.instance == req.Instance {
+			s.resetWorkerTimerLocked(wid, w, s.cfg.WorkerTimeout)
+		}
+		s.mu.Unlock()
+		return nil, nil
+	}
+	s.log.Info().Str("worker_id", wid).Str("agent_instance", req.Instance).Str("reason", reason).Msg("asking agent to re-register")
+	return &schemas.Reregister{WorkerID: wid, Reason: reason}, nil
+}
+
+// beat resets the worker's timer if the heartbeat comes from the instance
+// the cluster knows as ALIVE (or if the worker is in recovery), and
+// otherwise says why the agent must register again.
+func (s *Service) beat(wid, instance string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := s.workers[wid]
+	switch {
+	case w == nil:
+		return fmt.Sprintf("worker %s is not registered", wid)
+	case w.state == schemas.WorkerUnknown:
+		// Recovery is in progress and will ask the agent itself.
+		s.resetWorkerTimerLocked(wid, w, s.cfg.WorkerTimeout)
+		return ""
+	case w.state.Gone():
+		return fmt.Sprintf("worker %s is %s", wid, w.state)
+	case w.instance != instance:
+		return fmt.Sprintf("worker %s is registered by another agent instance", wid)
+	}
+	s.resetWorkerTimerLocked(wid, w, s.cfg.WorkerTimeout)
+	return ""
+}

@@ -1,0 +1,304 @@
+package registration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/schemas"
+)
+
+func isNotFound(err error) bool { return errors.Is(err, bus.ErrNotFound) }
+
+// values strips the KV metadata off a List result.
+func values[T any](es []bus.Entry[T]) []T {
+	out := make([]T, 0, len(es))
+	for _, e := range es {
+		out = append(out, *e.Value)
+	}
+	return out
+}
+
+func listAll[T any](ctx context.Context, kv jetstream.KeyValue) ([]T, error) {
+	es, err := bus.List[T](ctx, kv)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", kv.Bucket(), err)
+	}
+	return values(es), nil
+}
+
+// handleSubmitDriver is stoker.api.drivers.submit.
+func (s *Service) handleSubmitDriver(ctx context.Context, _ bus.Inbound, req *schemas.SubmitDriver) (any, error) {
+	workers, err := listAll[schemas.Worker](ctx, s.st.Workers)
+	if err != nil {
+		return nil, err
+	}
+	t := now()
+	d := &schemas.Driver{
+		Name: req.Name, Command: req.Command, Env: req.Env,
+		Cores: req.Cores, MemoryMB: req.MemoryMB, Supervise: req.Supervise,
+		State: schemas.DriverSubmitted, SubmittedAt: t, UpdatedAt: t,
+	}
+	// Ids carry a random suffix; a collision is retried, never overwritten.
+	for i := 0; ; i++ {
+		d.ID = schemas.NewDriverID(t)
+		_, err = bus.Create(ctx, s.st.Drivers, d.ID, d)
+		if err == nil {
+			break
+		}
+		if !bus.IsCASConflict(err) || i >= 5 {
+			return nil, fmt.Errorf("create driver: %w", err)
+		}
+	}
+	reply := &schemas.SubmitDriverReply{DriverID: d.ID}
+	if !CanHold(workers, req.Cores, req.MemoryMB) {
+		reply.Warning = fmt.Sprintf("no registered worker has %d cores and %d MB; the driver waits", req.Cores, req.MemoryMB)
+	}
+	s.emit("driver", d.ID, string(d.State), "submitted")
+	return reply, nil
+}
+
+// handleKillDriver is stoker.api.drivers.kill.
+func (s *Service) handleKillDriver(ctx context.Context, _ bus.Inbound, req *schemas.KillRequest) (any, error) {
+	if !strings.HasPrefix(req.ID, schemas.DriverIDPrefix) {
+		return nil, bus.Errorf(bus.CodeBadRequest, "%q is not a driver id (driver-...)", req.ID)
+	}
+	var result *schemas.Driver
+	_, _, err := bus.Mutate(ctx, s.st.Drivers, req.ID, func(cur *schemas.Driver) (*schemas.Driver, error) {
+		result = nil
+		switch {
+		case cur == nil:
+			return nil, bus.Errorf(bus.CodeNotFound, "driver %s not found", req.ID)
+		case cur.State.Terminal():
+			return nil, bus.Errorf(bus.CodeConflict, "driver %s already %s", req.ID, cur.State)
+		case cur.KillRequested:
+			return nil, nil
+		}
+		n := *cur
+		n.UpdatedAt = now()
+		if cur.State == schemas.DriverSubmitted {
+			n.State = schemas.DriverKilled
+			n.Message = "killed before it was placed"
+		} else {
+			n.KillRequested = true
+		}
+		result = &n
+		return result, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case result == nil:
+		return &schemas.Ack{OK: true, Message: "kill of driver " + req.ID + " already requested"}, nil
+	case result.State == schemas.DriverKilled:
+		s.emit("driver", req.ID, string(schemas.DriverKilled), result.Message)
+		return &schemas.Ack{OK: true, Message: "driver " + req.ID + " killed"}, nil
+	}
+	s.emit("driver", req.ID, string(result.State), "kill requested")
+	return &schemas.Ack{OK: true, Message: "kill of driver " + req.ID + " requested"}, nil
+}
+
+// handleRegisterApp is stoker.api.apps.register.
+func (s *Service) handleRegisterApp(ctx context.Context, _ bus.Inbound, req *schemas.RegisterApp) (any, error) {
+	workers, err := listAll[schemas.Worker](ctx, s.st.Workers)
+	if err != nil {
+		return nil, err
+	}
+	t := now()
+	a := &schemas.App{
+		Name: req.Name, DriverID: req.DriverID, Executor: req.Executor, MaxCores: req.MaxCores,
+		State: schemas.AppWaiting, SubmittedAt: t, UpdatedAt: t,
+	}
+	for i := 0; ; i++ {
+		a.ID = schemas.NewAppID(t)
+		_, err = bus.Create(ctx, s.st.Apps, a.ID, a)
+		if err == nil {
+			break
+		}
+		if !bus.IsCASConflict(err) || i >= 5 {
+			return nil, fmt.Errorf("create app: %w", err)
+		}
+	}
+	reply := &schemas.AppRegistered{AppID: a.ID, HeartbeatIntervalMS: s.heartbeatMS()}
+	if !CanHold(workers, req.Executor.Cores, req.Executor.MemoryMB) {
+		reply.Warning = fmt.Sprintf("no registered worker has %d cores and %d MB for one executor; the app waits",
+			req.Executor.Cores, req.Executor.MemoryMB)
+	}
+	s.emit("app", a.ID, string(a.State), "registered")
+	return reply, nil
+}
+
+// handleUnregisterApp is stoker.api.apps.unregister: a driver ending its
+// application. Unregistering an ended app is acknowledged (drivers retry).
+func (s *Service) handleUnregisterApp(ctx context.Context, _ bus.Inbound, req *schemas.UnregisterApp) (any, error) {
+	final := req.State
+	if final == "" {
+		final = schemas.AppFinished
+	}
+	var (
+		written bool
+		was     schemas.AppState
+	)
+	_, _, err := bus.Mutate(ctx, s.st.Apps, req.AppID, func(cur *schemas.App) (*schemas.App, error) {
+		written, was = false, ""
+		if cur == nil {
+			return nil, bus.Errorf(bus.CodeNotFound, "app %s not found", req.AppID)
+		}
+		was = cur.State
+		if cur.State.Terminal() {
+			return nil, nil
+		}
+		n := *cur
+		n.State = final
+		n.Message = req.Message
+		if n.Message == "" {
+			n.Message = "unregistered by its driver"
+		}
+		n.UpdatedAt = now()
+		written = true
+		return &n, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !written {
+		return &schemas.Ack{OK: true, Message: fmt.Sprintf("app %s already %s", req.AppID, was)}, nil
+	}
+	s.emit("app", req.AppID, string(final), req.Message)
+	return &schemas.Ack{OK: true, Message: fmt.Sprintf("app %s %s", req.AppID, final)}, nil
+}
+
+// handleKillApp is stoker.api.apps.kill.
+func (s *Service) handleKillApp(ctx context.Context, _ bus.Inbound, req *schemas.KillRequest) (any, error) {
+	if !strings.HasPrefix(req.ID, schemas.AppIDPrefix) {
+		return nil, bus.Errorf(bus.CodeBadRequest, "%q is not an app id (app-...)", req.ID)
+	}
+	_, _, err := bus.Mutate(ctx, s.st.Apps, req.ID, func(cur *schemas.App) (*schemas.App, error) {
+		switch {
+		case cur == nil:
+			return nil, bus.Errorf(bus.CodeNotFound, "app %s not found", req.ID)
+		case cur.State.Terminal():
+			return nil, bus.Errorf(bus.CodeConflict, "app %s already %s", req.ID, cur.State)
+		}
+		n := *cur
+		n.State = schemas.AppKilled
+		n.Message = "killed on request"
+		n.UpdatedAt = now()
+		return &n, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.emit("app", req.ID, string(schemas.AppKilled), "killed on request")
+	return &schemas.Ack{OK: true, Message: "app " + req.ID + " killed"}, nil
+}
+
+// wanted returns a filter for ListRequest.IDs (everything when empty).
+func wanted(ids []string) func(string) bool {
+	if len(ids) == 0 {
+		return func(string) bool { return true }
+	}
+	set := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		set[id] = true
+	}
+	return func(id string) bool { return set[id] }
+}
+
+// handleListWorkers is stoker.api.workers.list.
+func (s *Service) handleListWorkers(ctx context.Context, _ bus.Inbound, req *schemas.ListRequest) (any, error) {
+	workers, err := listAll[schemas.Worker](ctx, s.st.Workers)
+	if err != nil {
+		return nil, err
+	}
+	execs, err := listAll[schemas.Executor](ctx, s.st.Executors)
+	if err != nil {
+		return nil, err
+	}
+	drivers, err := listAll[schemas.Driver](ctx, s.st.Drivers)
+	if err != nil {
+		return nil, err
+	}
+	keep := wanted(req.IDs)
+	sel := workers[:0]
+	for _, w := range workers {
+		if keep(w.ID) {
+			sel = append(sel, w)
+		}
+	}
+	return &schemas.WorkerList{Workers: WorkerViews(sel, Usage(execs, drivers))}, nil
+}
+
+// handleListDrivers is stoker.api.drivers.list.
+func (s *Service) handleListDrivers(ctx context.Context, _ bus.Inbound, req *schemas.ListRequest) (any, error) {
+	drivers, err := listAll[schemas.Driver](ctx, s.st.Drivers)
+	if err != nil {
+		return nil, err
+	}
+	keep := wanted(req.IDs)
+	sel := make([]schemas.Driver, 0, len(drivers))
+	for _, d := range drivers {
+		if keep(d.ID) {
+			sel = append(sel, d)
+		}
+	}
+	SortDrivers(sel)
+	return &schemas.DriverList{Drivers: sel}, nil
+}
+
+// handleListApps is stoker.api.apps.list.
+func (s *Service) handleListApps(ctx context.Context, _ bus.Inbound, req *schemas.ListRequest) (any, error) {
+	apps, err := listAll[schemas.App](ctx, s.st.Apps)
+	if err != nil {
+		return nil, err
+	}
+	execs, err := listAll[schemas.Executor](ctx, s.st.Executors)
+	if err != nil {
+		return nil, err
+	}
+	keep := wanted(req.IDs)
+	sel := make([]schemas.App, 0, len(apps))
+	for _, a := range apps {
+		if keep(a.ID) {
+			sel = append(sel, a)
+		}
+	}
+	return &schemas.AppList{Apps: AppViews(sel, execs)}, nil
+}
+
+// handleStatus is stoker.api.status.
+func (s *Service) handleStatus(ctx context.Context, _ bus.Inbound, _ *schemas.ListRequest) (any, error) {
+	var snap Snapshot
+	lease, rev, err := bus.Get[schemas.Lease](ctx, s.st.Leader, bus.KeyScheduler)
+	switch {
+	case err == nil:
+		snap.Lease, snap.LeaseRevision = lease, rev
+	case !isNotFound(err):
+		return nil, fmt.Errorf("read lease: %w", err)
+	}
+	cl, _, err := bus.Get[schemas.Cluster](ctx, s.st.Cluster, bus.KeyClusterState)
+	switch {
+	case err == nil:
+		snap.Cluster = cl
+	case !isNotFound(err):
+		return nil, fmt.Errorf("read cluster state: %w", err)
+	}
+	if snap.Workers, err = listAll[schemas.Worker](ctx, s.st.Workers); err != nil {
+		return nil, err
+	}
+	if snap.Apps, err = listAll[schemas.App](ctx, s.st.Apps); err != nil {
+		return nil, err
+	}
+	if snap.Drivers, err = listAll[schemas.Driver](ctx, s.st.Drivers); err != nil {
+		return nil, err
+	}
+	if snap.Executors, err = listAll[schemas.Executor](ctx, s.st.Executors); err != nil {
+		return nil, err
+	}
+	return Summarize(snap), nil
+}

@@ -1,0 +1,196 @@
+// Package registration is the write side of Stoker's front door: worker
+// registration and departure, executor and driver state reports from agents,
+// driver submission and kill, application registration, unregistration and
+// kill, and the read-only list and status queries.
+//
+// It runs as the micro service "stoker-registration" in a queue group, so any
+// number of replicas share the load. It keeps no state of its own: every
+// decision reads KV and every write is a compare-and-set (bus.Mutate), so two
+// replicas answering two requests about the same record cannot both win.
+//
+// It does not place anything (the scheduler does), does not judge liveness
+// (the heartbeat service does) and does not talk to agents except by
+// answering their requests.
+package registration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/schemas"
+	"github.com/stoker/stoker/services/svc"
+)
+
+// Defaults applied by New.
+const (
+	DefaultHeartbeatInterval = time.Second
+	DefaultWorkerTimeout     = 5 * time.Second
+)
+
+// Config configures a registration service.
+type Config struct {
+	NC       *nats.Conn
+	ID       string // instance id, in micro metadata; default random
+	Replicas int    // bucket replicas when this instance creates them
+	Log      zerolog.Logger
+
+	// HeartbeatInterval is told to agents (worker heartbeats) and to drivers
+	// (app heartbeats). Default 1s.
+	HeartbeatInterval time.Duration
+	// WorkerTimeout is how long the heartbeat service waits before it marks
+	// a silent worker DEAD; it must exceed HeartbeatInterval. Default 5s.
+	WorkerTimeout time.Duration
+}
+
+// Service is a running (or ready to run) registration instance.
+type Service struct {
+	cfg   Config
+	log   zerolog.Logger
+	nc    *nats.Conn
+	st    *bus.Store
+	micro micro.Service
+	g     *svc.Group
+
+	// Counters are exposed for tests and stats.
+	Counters bus.Counters
+
+	stopOnce sync.Once
+}
+
+// New validates cfg and applies defaults.
+func New(cfg Config) (*Service, error) {
+	if cfg.NC == nil {
+		return nil, errors.New("registration: Config.NC is required")
+	}
+	if cfg.ID == "" {
+		cfg.ID = "registration-" + schemas.NewInstance()[:8]
+	}
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.WorkerTimeout == 0 {
+		cfg.WorkerTimeout = DefaultWorkerTimeout
+	}
+	if cfg.HeartbeatInterval < 0 || cfg.WorkerTimeout < 0 {
+		return nil, errors.New("registration: durations must be positive")
+	}
+	if cfg.WorkerTimeout <= cfg.HeartbeatInterval {
+		return nil, fmt.Errorf("registration: worker timeout %s must be longer than the heartbeat interval %s",
+			cfg.WorkerTimeout, cfg.HeartbeatInterval)
+	}
+	return &Service{
+		cfg: cfg,
+		nc:  cfg.NC,
+		log: cfg.Log.With().Str("component", "registration").Str("instance", cfg.ID).Logger(),
+	}, nil
+}
+
+// ID is the instance id.
+func (s *Service) ID() string { return s.cfg.ID }
+
+// Start ensures the buckets exist and serves every endpoint; it returns once
+// the endpoints are subscribed.
+func (s *Service) Start(ctx context.Context) error {
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return fmt.Errorf("registration: %w", err)
+	}
+	st, err := bus.EnsureStore(ctx, js, bus.StoreConfig{Replicas: s.cfg.Replicas})
+	if err != nil {
+		return fmt.Errorf("registration: %w", err)
+	}
+	s.st = st
+	// Handlers run under a context of their own: Stop cancels it, the
+	// caller's ctx only bounds Start.
+	s.g = svc.NewGroup(context.Background())
+	hctx := s.g.Context()
+
+	m, err := micro.AddService(s.nc, micro.Config{
+		Name:        bus.ServiceRegistration,
+		Version:     "0.1.0",
+		Description: "Stoker worker registration, state reports, driver and app API",
+		Metadata:    map[string]string{"instance": s.cfg.ID},
+		QueueGroup:  bus.ServiceRegistration,
+	})
+	if err != nil {
+		s.g.Stop()
+		return fmt.Errorf("registration: add micro service: %w", err)
+	}
+	s.micro = m
+	l := &s.log
+	c := &s.Counters
+	eps := []struct {
+		name    string
+		subject string
+		h       micro.Handler
+	}{
+		{"worker-register", bus.WorkerRegister, bus.MicroHandler(hctx, l, c, s.handleRegister)},
+		{"worker-leave", bus.WorkerLeave, bus.MicroHandler(hctx, l, c, s.handleLeave)},
+		{"worker-state", bus.WorkerState, bus.MicroHandler(hctx, l, c, s.handleState)},
+		{"drivers-submit", bus.APIDriversSubmit, bus.MicroHandler(hctx, l, c, s.handleSubmitDriver)},
+		{"drivers-kill", bus.APIDriversKill, bus.MicroHandler(hctx, l, c, s.handleKillDriver)},
+		{"drivers-list", bus.APIDriversList, bus.MicroHandler(hctx, l, c, s.handleListDrivers)},
+		{"apps-register", bus.APIAppsRegister, bus.MicroHandler(hctx, l, c, s.handleRegisterApp)},
+		{"apps-unregister", bus.APIAppsUnregister, bus.MicroHandler(hctx, l, c, s.handleUnregisterApp)},
+		{"apps-kill", bus.APIAppsKill, bus.MicroHandler(hctx, l, c, s.handleKillApp)},
+		{"apps-list", bus.APIAppsList, bus.MicroHandler(hctx, l, c, s.handleListApps)},
+		{"workers-list", bus.APIWorkersList, bus.MicroHandler(hctx, l, c, s.handleListWorkers)},
+		{"status", bus.APIStatus, bus.MicroHandler(hctx, l, c, s.handleStatus)},
+	}
+	for _, e := range eps {
+		if err := m.AddEndpoint(e.name, e.h, micro.WithEndpointSubject(e.subject)); err != nil {
+			s.Stop()
+			return fmt.Errorf("registration: endpoint %s: %w", e.subject, err)
+		}
+	}
+	// Make sure the server has the subscriptions before callers send.
+	if err := s.nc.FlushWithContext(ctx); err != nil {
+		s.Stop()
+		return fmt.Errorf("registration: flush: %w", err)
+	}
+	s.log.Info().Dur("heartbeat_interval", s.cfg.HeartbeatInterval).Msg("registration serving")
+	return nil
+}
+
+// Stop stops serving and waits for in-flight work. Idempotent.
+func (s *Service) Stop() {
+	s.stopOnce.Do(func() {
+		if s.micro != nil {
+			_ = s.micro.Stop()
+		}
+		if s.g != nil {
+			s.g.Stop()
+		}
+	})
+}
+
+func (s *Service) heartbeatMS() int64 { return s.cfg.HeartbeatInterval.Milliseconds() }
+
+// currentEpoch is the epoch of stoker-cluster/state, 0 if none.
+func (s *Service) currentEpoch(ctx context.Context) (uint64, error) {
+	c, _, err := bus.Get[schemas.Cluster](ctx, s.st.Cluster, bus.KeyClusterState)
+	if errors.Is(err, bus.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return c.Epoch, nil
+}
+
+// emit publishes an event and logs the transition.
+func (s *Service) emit(kind, id, state, msg string) {
+	bus.Emit(s.nc, kind, id, state, msg)
+	s.log.Info().Str("kind", kind).Str(kind+"_id", id).Str("state", state).Str("reason", msg).Msg("state change")
+}
+
+func now() time.Time { return time.Now().UTC() }
