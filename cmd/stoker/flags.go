@@ -1,0 +1,214 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/rs/zerolog"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/schemas"
+	"github.com/stoker/stoker/services/svc"
+)
+
+// Environment fallbacks. --nats reads STOKER_NATS_URL and --log-level
+// STOKER_LOG_LEVEL; every other flag reads STOKER_<COMMAND>_<FLAG>, e.g.
+// STOKER_AGENT_CORES for `stoker agent --cores`. The command's own prefix
+// keeps them apart from the STOKER_CORES an agent gives its children.
+const (
+	envNATSURL  = "STOKER_NATS_URL"
+	envLogLevel = "STOKER_LOG_LEVEL"
+)
+
+// envName is the environment variable a flag falls back to.
+func envName(cmd, flagName string) string {
+	switch flagName {
+	case "nats":
+		return envNATSURL
+	case "log-level":
+		return envLogLevel
+	}
+	up := func(s string) string { return strings.ToUpper(strings.ReplaceAll(s, "-", "_")) }
+	return "STOKER_" + up(cmd) + "_" + up(flagName)
+}
+
+// listValue marks flags that accumulate (--env K=V ...); they take no
+// environment fallback, since a fallback would mix with the command line.
+type listValue interface{ isList() }
+
+// applyEnv sets each flag from its environment variable, before the command
+// line is parsed so that the command line wins.
+func applyEnv(fs *flag.FlagSet, cmd string, getenv func(string) string) error {
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if err != nil {
+			return
+		}
+		if _, ok := f.Value.(listValue); ok {
+			return
+		}
+		name := envName(cmd, f.Name)
+		v := getenv(name)
+		if v == "" {
+			return
+		}
+		if e := fs.Set(f.Name, v); e != nil {
+			err = usagef("%s=%q: %v", name, v, e)
+		}
+	})
+	return err
+}
+
+// parseArgs parses flags and returns the positional arguments. With
+// interspersed, flags may also follow positional arguments; "--" ends flags
+// either way.
+func parseArgs(fs *flag.FlagSet, args []string, interspersed bool) ([]string, error) {
+	if !interspersed {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		return fs.Args(), nil
+	}
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if consumed := args[:len(args)-len(rest)]; len(consumed) > 0 && consumed[len(consumed)-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// sizeFlag is a memory size in megabytes, given as 512m, 4g, 2048.
+type sizeFlag int64
+
+func (s *sizeFlag) String() string {
+	if s == nil || *s == 0 {
+		return ""
+	}
+	return strings.ToLower(schemas.FormatMemoryMB(int64(*s)))
+}
+
+func (s *sizeFlag) Set(v string) error {
+	mb, err := schemas.ParseMemoryMB(v)
+	if err != nil {
+		return err
+	}
+	*s = sizeFlag(mb)
+	return nil
+}
+
+func sizeVar(fs *flag.FlagSet, name string, defMB int64, usage string) *sizeFlag {
+	s := sizeFlag(defMB)
+	fs.Var(&s, name, usage)
+	return &s
+}
+
+// listFlag collects a repeated flag.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error {
+	*l = append(*l, v)
+	return nil
+}
+func (*listFlag) isList() {}
+
+// natsFlag declares --nats (STOKER_NATS_URL, default bus.DefaultURL).
+func natsFlag(fs *flag.FlagSet) *string {
+	return fs.String("nats", bus.DefaultURL, "NATS server URL(s), comma separated [$"+envNATSURL+"]")
+}
+
+// jsonFlag declares --json.
+func jsonFlag(fs *flag.FlagSet) *bool {
+	return fs.Bool("json", false, "print JSON for scripts instead of a table")
+}
+
+// logLevelFlag declares --log-level (STOKER_LOG_LEVEL).
+func logLevelFlag(fs *flag.FlagSet) *string {
+	return fs.String("log-level", "info", "log level: trace, debug, info, warn, error [$"+envLogLevel+"]")
+}
+
+// newLogger builds the stderr logger of a service command.
+func newLogger(e *env, level string) (zerolog.Logger, error) {
+	l, err := svc.NewLogger(e.stderr, level)
+	if err != nil {
+		return l, usagef("--log-level %q: %v", level, err)
+	}
+	return l, nil
+}
+
+// writeJSON prints v indented, for --json.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// positive checks a count flag.
+func positive(name string, v int) error {
+	if v <= 0 {
+		return usagef("--%s must be > 0, got %d", name, v)
+	}
+	return nil
+}
+
+// needSize checks that a size flag was given a value.
+func needSize(name string, v *sizeFlag) error {
+	if *v <= 0 {
+		return usagef("--%s is required (e.g. 512m or 4g)", name)
+	}
+	return nil
+}
+
+// envList validates KEY=VALUE entries.
+func envList(l listFlag) ([]string, error) {
+	for _, kv := range l {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return nil, usagef("--env %q is not KEY=VALUE", kv)
+		}
+	}
+	return []string(l), nil
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, one)
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+// printFlags lists flags GNU style (--name), with defaults and the
+// environment variable each falls back to.
+func printFlags(w io.Writer, cmd string, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		typ, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if typ != "" {
+			line += " " + typ
+		}
+		fmt.Fprintln(w, line)
+		extra := ""
+		switch f.DefValue {
+		case "", "0", "false", "[]":
+		default:
+			extra = fmt.Sprintf(" (default %s)", f.DefValue)
+		}
+		if _, ok := f.Value.(listValue); !ok {
+			if name := envName(cmd, f.Name); !strings.Contains(usage, name) {
+				extra += " [$" + name + "]"
+			}
+		}
+		fmt.Fprintf(w, "        %s%s\n", strings.ReplaceAll(usage, "\n", "\n        "), extra)
+	})
+}

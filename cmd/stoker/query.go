@@ -1,0 +1,275 @@
+package main
+
+// Read-only client commands: workers, drivers, apps, status.
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/schemas"
+)
+
+// connectClient dials NATS for a one-shot client command: no retry, so a
+// missing cluster is a clear error at once.
+func connectClient(url string) (*nats.Conn, error) {
+	return bus.Connect(url, bus.ConnectOptions{Name: "stoker-cli"})
+}
+
+// withClient runs fn with a connection that is closed afterwards.
+func withClient(url string, fn func(nc *nats.Conn) error) error {
+	nc, err := connectClient(url)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	return fn(nc)
+}
+
+func noArgs(name string, args []string) error {
+	if len(args) > 0 {
+		return usagef("%s takes no arguments, got %q", name, strings.Join(args, " "))
+	}
+	return nil
+}
+
+func init() {
+	register(&command{
+		name: "workers", group: "Clients", summary: "list workers with their cores and memory in use",
+		usage:    "[--json] [--nats URL]",
+		examples: []string{"stoker workers", "stoker workers --json | jq '.[] | select(.state==\"ALIVE\") | .id'"},
+		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			url, asJSON := natsFlag(fs), jsonFlag(fs)
+			return func(ctx context.Context, args []string) error {
+				if err := noArgs("workers", args); err != nil {
+					return err
+				}
+				return withClient(*url, func(nc *nats.Conn) error {
+					var list schemas.WorkerList
+					if err := bus.Call(ctx, nc, bus.APIWorkersList, &schemas.ListRequest{}, &list); err != nil {
+						return err
+					}
+					return printWorkers(e.stdout, list.Workers, *asJSON)
+				})
+			}
+		},
+	})
+	register(&command{
+		name: "drivers", group: "Clients", summary: "list submitted drivers and their state",
+		usage:    "[--json] [--nats URL]",
+		examples: []string{"stoker drivers", "stoker drivers --json"},
+		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			url, asJSON := natsFlag(fs), jsonFlag(fs)
+			return func(ctx context.Context, args []string) error {
+				if err := noArgs("drivers", args); err != nil {
+					return err
+				}
+				return withClient(*url, func(nc *nats.Conn) error {
+					var list schemas.DriverList
+					if err := bus.Call(ctx, nc, bus.APIDriversList, &schemas.ListRequest{}, &list); err != nil {
+						return err
+					}
+					return printDrivers(e.stdout, list.Drivers, *asJSON)
+				})
+			}
+		},
+	})
+	register(&command{
+		name: "apps", group: "Clients", summary: "list applications and their executors",
+		usage:    "[--json] [--nats URL]",
+		examples: []string{"stoker apps", "stoker apps --json | jq '.[].executors'"},
+		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			url, asJSON := natsFlag(fs), jsonFlag(fs)
+			return func(ctx context.Context, args []string) error {
+				if err := noArgs("apps", args); err != nil {
+					return err
+				}
+				return withClient(*url, func(nc *nats.Conn) error {
+					var list schemas.AppList
+					if err := bus.Call(ctx, nc, bus.APIAppsList, &schemas.ListRequest{}, &list); err != nil {
+						return err
+					}
+					return printApps(e.stdout, list.Apps, *asJSON)
+				})
+			}
+		},
+	})
+	register(&command{
+		name: "status", group: "Clients", summary: "show the cluster: leader, epoch, phase, totals",
+		usage:    "[--json] [--nats URL]",
+		examples: []string{"stoker status", "stoker status --json | jq .leader"},
+		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			url, asJSON := natsFlag(fs), jsonFlag(fs)
+			return func(ctx context.Context, args []string) error {
+				if err := noArgs("status", args); err != nil {
+					return err
+				}
+				return withClient(*url, func(nc *nats.Conn) error {
+					var st schemas.Status
+					if err := bus.Call(ctx, nc, bus.APIStatus, &schemas.ListRequest{}, &st); err != nil {
+						return err
+					}
+					if *asJSON {
+						return writeJSON(e.stdout, &st)
+					}
+					printStatus(e.stdout, &st)
+					return nil
+				})
+			}
+		},
+	})
+}
+
+func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }
+
+func mem(mb int64) string { return schemas.FormatMemoryMB(mb) }
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := time.Since(t).Round(time.Second)
+	if d < 0 {
+		d = 0
+	}
+	return d.String() + " ago"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func printWorkers(w io.Writer, ws []schemas.WorkerView, asJSON bool) error {
+	if ws == nil {
+		ws = []schemas.WorkerView{}
+	}
+	if asJSON {
+		return writeJSON(w, ws)
+	}
+	sort.SliceStable(ws, func(i, j int) bool { return ws[i].ID < ws[j].ID })
+	t := newTable(w)
+	fmt.Fprintln(t, "ID\tHOST\tSTATE\tCORES\tMEMORY\tEXECUTORS\tDRIVERS\tREGISTERED")
+	for _, v := range ws {
+		fmt.Fprintf(t, "%s\t%s\t%s\t%d/%d\t%s/%s\t%d\t%d\t%s\n", v.ID, orDash(v.Host), v.State,
+			v.CoresUsed, v.Cores, mem(v.MemoryUsedMB), mem(v.MemoryMB), v.Executors, v.Drivers, ago(v.RegisteredAt))
+	}
+	if len(ws) == 0 {
+		fmt.Fprintln(t, "(no workers registered)")
+	}
+	return t.Flush()
+}
+
+func printDrivers(w io.Writer, ds []schemas.Driver, asJSON bool) error {
+	if ds == nil {
+		ds = []schemas.Driver{}
+	}
+	if asJSON {
+		return writeJSON(w, ds)
+	}
+	t := newTable(w)
+	fmt.Fprintln(t, "ID\tNAME\tSTATE\tWORKER\tCORES\tMEMORY\tATTEMPTS\tSUPERVISE\tCOMMAND")
+	for _, d := range ds {
+		state := string(d.State)
+		if d.ExitCode != nil && d.State.Terminal() {
+			state += fmt.Sprintf(" (exit %d)", *d.ExitCode)
+		}
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%v\t%s\n", d.ID, orDash(d.Name), state, orDash(d.WorkerID),
+			d.Cores, mem(d.MemoryMB), d.Attempts, d.Supervise, shortCommand(d.Command))
+	}
+	if len(ds) == 0 {
+		fmt.Fprintln(t, "(no drivers)")
+	}
+	return t.Flush()
+}
+
+func shortCommand(argv []string) string {
+	s := strings.Join(argv, " ")
+	if len(s) > 60 {
+		s = s[:57] + "..."
+	}
+	return s
+}
+
+func printApps(w io.Writer, as []schemas.AppView, asJSON bool) error {
+	if as == nil {
+		as = []schemas.AppView{}
+	}
+	for i := range as {
+		if as[i].Executors == nil {
+			as[i].Executors = []schemas.ExecutorView{}
+		}
+	}
+	if asJSON {
+		return writeJSON(w, as)
+	}
+	t := newTable(w)
+	fmt.Fprintln(t, "ID\tNAME\tSTATE\tCORES\tEXECUTOR\tEXECUTORS\tDRIVER\tSUBMITTED")
+	for _, a := range as {
+		maxC := "-"
+		if a.MaxCores > 0 {
+			maxC = fmt.Sprint(a.MaxCores)
+		}
+		live := 0
+		for _, x := range a.Executors {
+			if x.State.Holds() {
+				live++
+			}
+		}
+		fmt.Fprintf(t, "%s\t%s\t%s\t%d/%s\t%dc %s\t%d live, %d total\t%s\t%s\n", a.ID, orDash(a.Name), a.State,
+			a.CoresGranted, maxC, a.ExecutorCores, mem(a.ExecutorMemoryMB), live, len(a.Executors), orDash(a.DriverID), ago(a.SubmittedAt))
+		for _, x := range a.Executors {
+			state := string(x.State)
+			if x.ExitCode != nil {
+				state += fmt.Sprintf(" (exit %d)", *x.ExitCode)
+			}
+			fmt.Fprintf(t, "  %s\t\t%s\t%d\t%s\ton %s\t\t\n", schemas.ExecutorKey(a.ID, x.ID), state, x.Cores, mem(x.MemoryMB), x.WorkerID)
+		}
+	}
+	if len(as) == 0 {
+		fmt.Fprintln(t, "(no applications)")
+	}
+	return t.Flush()
+}
+
+func printStatus(w io.Writer, st *schemas.Status) {
+	t := newTable(w)
+	if st.Leader != nil {
+		fmt.Fprintf(t, "Scheduler:\t%s (epoch %d, since %s)\n", st.Leader.ID, st.Leader.Epoch, ago(st.Leader.Since))
+	} else {
+		fmt.Fprintf(t, "Scheduler:\tnone (no scheduler holds the lease)\n")
+	}
+	fmt.Fprintf(t, "Cluster:\t%s\n", orDash(string(st.State)))
+	fmt.Fprintf(t, "Cores:\t%d used of %d (alive workers)\n", st.CoresUsed, st.CoresTotal)
+	fmt.Fprintf(t, "Memory:\t%s used of %s\n", mem(st.MemoryUsedMB), mem(st.MemoryTotalMB))
+	fmt.Fprintf(t, "Workers:\t%s\n", counts(st.Workers))
+	fmt.Fprintf(t, "Drivers:\t%s\n", counts(st.Drivers))
+	fmt.Fprintf(t, "Apps:\t%s\n", counts(st.Apps))
+	_ = t.Flush()
+}
+
+func counts(m map[string]int) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%d %s", m[k], k))
+	}
+	return strings.Join(parts, ", ")
+}
