@@ -1,0 +1,313 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/bus/bustest"
+	"github.com/stoker/stoker/schemas"
+)
+
+// leaseStore starts a server and creates the buckets with a lease TTL.
+func leaseStore(t *testing.T, ttl time.Duration) (*bustest.Server, *bus.Store) {
+	t.Helper()
+	srv := bustest.Start(t)
+	nc := bustest.Conn(t, srv.ClientURL())
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := bus.EnsureStore(ctx, js, bus.StoreConfig{LeaseTTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, st
+}
+
+// leaders records leadership across candidates: who leads, and whether two
+// leader contexts were ever alive at once.
+type leaders struct {
+	mu      sync.Mutex
+	ctxs    map[string]context.Context
+	epochs  map[string]uint64
+	overlap []string
+	stops   map[string]int
+}
+
+func newLeaders() *leaders {
+	return &leaders{ctxs: map[string]context.Context{}, epochs: map[string]uint64{}, stops: map[string]int{}}
+}
+
+func (l *leaders) started(id string) func(context.Context, uint64) {
+	return func(ctx context.Context, epoch uint64) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for other, c := range l.ctxs {
+			if other != id && c.Err() == nil {
+				l.overlap = append(l.overlap, fmt.Sprintf("%s (epoch %d) started while %s (epoch %d) still led", id, epoch, other, l.epochs[other]))
+			}
+		}
+		l.ctxs[id], l.epochs[id] = ctx, epoch
+	}
+}
+
+func (l *leaders) stopped(id string) func() {
+	return func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.stops[id]++
+	}
+}
+
+// current returns the one candidate whose leader context is alive.
+func (l *leaders) current() (string, uint64, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	id, n := "", 0
+	for other, c := range l.ctxs {
+		if c.Err() == nil {
+			id, n = other, n+1
+		}
+	}
+	return id, l.epochs[id], n
+}
+
+func (l *leaders) ctx(id string) context.Context {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ctxs[id]
+}
+
+func (l *leaders) checkNoOverlap(t *testing.T) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.overlap) > 0 {
+		t.Fatalf("two leaders at once: %v", l.overlap)
+	}
+}
+
+type candidate struct {
+	el *Elector
+	nc *nats.Conn
+}
+
+func startCandidate(t *testing.T, srv *bustest.Server, l *leaders, id string, ttl time.Duration, release bool) *candidate {
+	t.Helper()
+	nc := bustest.Conn(t, srv.ClientURL())
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(context.Background(), bus.BucketLeader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	el, err := NewElector(ElectorConfig{
+		KV: kv, NC: nc, ID: id, LeaseTTL: ttl, ReleaseOnStop: release,
+		OnStartedLeading: l.started(id), OnStoppedLeading: l.stopped(id), Log: zerolog.Nop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := el.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(el.Stop)
+	return &candidate{el: el, nc: nc}
+}
+
+func waitLeader(t *testing.T, l *leaders, notID string, minEpoch uint64) (string, uint64) {
+	t.Helper()
+	var id string
+	var epoch uint64
+	bustest.Eventually(t, 10*time.Second, "one leader", func() bool {
+		var n int
+		id, epoch, n = l.current()
+		return n == 1 && id != notID && epoch > minEpoch
+	})
+	return id, epoch
+}
+
+func TestNewElector_Validation(t *testing.T) {
+	_, st := leaseStore(t, 3*time.Second)
+	nc := &nats.Conn{}
+	ok := func(c *ElectorConfig) {}
+	tests := []struct {
+		name string
+		mut  func(*ElectorConfig)
+		ok   bool
+	}{
+		{"defaults", ok, true},
+		{"no id", func(c *ElectorConfig) { c.ID = "" }, false},
+		{"no kv", func(c *ElectorConfig) { c.KV = nil }, false},
+		{"no callback", func(c *ElectorConfig) { c.OnStartedLeading = nil }, false},
+		{"bad key", func(c *ElectorConfig) { c.Key = "a.b" }, false},
+		{"renew not below ttl", func(c *ElectorConfig) { c.RenewInterval = 3 * time.Second }, false},
+		{"beat above renew", func(c *ElectorConfig) { c.BeatInterval = 2 * time.Second }, false},
+		{"missed beats reach ttl", func(c *ElectorConfig) { c.MissedBeats = 30 }, false},
+		{"negative missed beats", func(c *ElectorConfig) { c.MissedBeats = -1 }, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := ElectorConfig{KV: st.Leader, NC: nc, ID: "a", OnStartedLeading: func(context.Context, uint64) {}}
+			tc.mut(&cfg)
+			el, err := NewElector(cfg)
+			if tc.ok != (err == nil) {
+				t.Fatalf("err = %v, want ok=%v", err, tc.ok)
+			}
+			if err != nil && !errors.Is(err, ErrElectorConfig) {
+				t.Fatalf("err %v does not wrap ErrElectorConfig", err)
+			}
+			if tc.ok && (el.cfg.RenewInterval != time.Second || el.cfg.BeatInterval != 100*time.Millisecond || el.cfg.MissedBeats != 3 || el.cfg.Key != bus.KeyScheduler) {
+				t.Fatalf("defaults not applied: %+v", el.cfg)
+			}
+		})
+	}
+}
+
+func TestElector_Start_RefusesBucketTTLMismatch(t *testing.T) {
+	srv, _ := leaseStore(t, 3*time.Second)
+	nc := bustest.Conn(t, srv.ClientURL())
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(context.Background(), bus.BucketLeader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	el, err := NewElector(ElectorConfig{KV: kv, NC: nc, ID: "a", LeaseTTL: 5 * time.Second, OnStartedLeading: func(context.Context, uint64) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := el.Start(context.Background()); !errors.Is(err, ErrElectorConfig) {
+		t.Fatalf("Start = %v, want ErrElectorConfig", err)
+	}
+}
+
+func TestElector_Failover(t *testing.T) {
+	// A long lease: a quick takeover can only come from missed beats or release.
+	const ttl = 20 * time.Second
+	tests := []struct {
+		name    string
+		release bool
+		kill    func(c *candidate)
+	}{
+		{"connection closed", false, func(c *candidate) { c.nc.Close() }},
+		{"stop without release", false, func(c *candidate) { c.el.Stop() }},
+		{"stop with release", true, func(c *candidate) { c.el.Stop() }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, st := leaseStore(t, ttl)
+			l := newLeaders()
+			cands := map[string]*candidate{}
+			for _, id := range []string{"a", "b", "c"} {
+				cands[id] = startCandidate(t, srv, l, id, ttl, tc.release)
+			}
+			first, epoch1 := waitLeader(t, l, "", 0)
+			for id, c := range cands {
+				if c.el.IsLeader() != (id == first) {
+					t.Fatalf("%s IsLeader = %v, leader is %s", id, c.el.IsLeader(), first)
+				}
+			}
+			if got := cands[first].el.Epoch(); got != epoch1 {
+				t.Fatalf("Epoch() = %d, callback got %d", got, epoch1)
+			}
+			lease, epoch, err := bus.CurrentLease(context.Background(), st.Leader, bus.KeyScheduler)
+			if err != nil || lease.Holder != first || epoch != epoch1 {
+				t.Fatalf("lease = %+v epoch %d err %v, want %s epoch %d", lease, epoch, err, first, epoch1)
+			}
+
+			start := time.Now()
+			tc.kill(cands[first])
+			second, epoch2 := waitLeader(t, l, first, epoch1)
+			if took := time.Since(start); took > ttl/2 {
+				t.Fatalf("takeover took %s: not through beats or release", took)
+			}
+			t.Logf("%s → %s (epoch %d → %d) in %s", first, second, epoch1, epoch2, time.Since(start))
+			if l.ctx(first).Err() == nil {
+				t.Fatal("old leader context still alive")
+			}
+			l.checkNoOverlap(t)
+		})
+	}
+}
+
+func TestElector_StepsDownWhenLeaseLost(t *testing.T) {
+	tests := []struct {
+		name string
+		take func(t *testing.T, kv jetstream.KeyValue, rev uint64)
+	}{
+		{"deleted", func(t *testing.T, kv jetstream.KeyValue, rev uint64) {
+			if err := kv.Delete(context.Background(), bus.KeyScheduler); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"overwritten", func(t *testing.T, kv jetstream.KeyValue, rev uint64) {
+			if _, err := bus.Update(context.Background(), kv, bus.KeyScheduler, &schemas.Lease{Holder: "intruder", Epoch: 1}, rev); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, st := leaseStore(t, 3*time.Second)
+			l := newLeaders()
+			c := startCandidate(t, srv, l, "a", 3*time.Second, false)
+			_, epoch1 := waitLeader(t, l, "", 0)
+			ctx := l.ctx("a")
+			e, err := st.Leader.Get(context.Background(), bus.KeyScheduler)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.take(t, st.Leader, e.Revision())
+			bustest.Eventually(t, 2*time.Second, "leader context cancelled", func() bool { return ctx.Err() != nil })
+			l.mu.Lock()
+			stops := l.stops["a"]
+			l.mu.Unlock()
+			if stops != 1 {
+				t.Fatalf("OnStoppedLeading called %d times, want 1", stops)
+			}
+			// It campaigns again and wins with a higher epoch (once the
+			// intruder's lease is gone: it does not beat).
+			_, epoch2 := waitLeader(t, l, "", epoch1)
+			if !c.el.IsLeader() || c.el.Epoch() != epoch2 {
+				t.Fatalf("IsLeader %v Epoch %d, want true %d", c.el.IsLeader(), c.el.Epoch(), epoch2)
+			}
+		})
+	}
+}
+
+func TestElector_NeverTwoLeaders(t *testing.T) {
+	const ttl = 5 * time.Second
+	srv, _ := leaseStore(t, ttl)
+	l := newLeaders()
+	cands := map[string]*candidate{}
+	for _, id := range []string{"a", "b", "c"} {
+		cands[id] = startCandidate(t, srv, l, id, ttl, false)
+	}
+	var epoch uint64
+	var cur string
+	for round := 0; round < 4; round++ {
+		cur, epoch = waitLeader(t, l, cur, epoch)
+		if round%2 == 0 {
+			cands[cur].nc.Close()
+		} else {
+			cands[cur].el.Stop()
+		}
+		id := fmt.Sprintf("n%d", round)
+		cands[id] = startCandidate(t, srv, l, id, ttl, false)
+	}
+	waitLeader(t, l, cur, epoch)
+	l.checkNoOverlap(t)
+}

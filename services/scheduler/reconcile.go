@@ -1,0 +1,161 @@
+package scheduler
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/stoker/stoker/schemas"
+)
+
+// reconcile decides, in this order: drivers on lost workers (relaunch if
+// supervised, else ERROR; KILLED if a kill was asked), kills for drivers
+// asked to die, applications whose driver ended or whose executors keep
+// failing, executors on lost workers (LOST), and kills for executors whose
+// application has ended. Records in UNKNOWN (workers, drivers, apps) are
+// recovery's business and left alone.
+func (st *pass) reconcile() {
+	s := st.s
+	for id, d := range s.Drivers {
+		if !d.State.Holds() {
+			continue
+		}
+		switch {
+		case st.lost(d.WorkerID):
+			u := DriverUpdate{DriverID: id, From: d.State, FromWorker: d.WorkerID}
+			why := lostReason(s, d.WorkerID)
+			switch {
+			case d.KillRequested:
+				u.State, u.Message = schemas.DriverKilled, "killed: "+why
+			case d.Supervise:
+				u.State, u.Message = schemas.DriverSubmitted, "relaunching: "+why
+				st.requeued[id] = len(st.p.DriverUpdates)
+			default:
+				u.State, u.Message = schemas.DriverError, why
+			}
+			st.driverNext[id] = u.State
+			st.p.DriverUpdates = append(st.p.DriverUpdates, u)
+		case d.KillRequested && st.alive(d.WorkerID):
+			st.kill(d.WorkerID, schemas.Kill{DriverID: id, Reason: "kill requested"})
+		}
+	}
+
+	for id, a := range s.Apps {
+		if a.State != schemas.AppWaiting && a.State != schemas.AppRunning {
+			continue
+		}
+		u := AppUpdate{AppID: id, From: a.State}
+		if d := s.Drivers[a.DriverID]; a.DriverID != "" && d != nil {
+			ds := d.State
+			if n, ok := st.driverNext[d.ID]; ok {
+				ds = n
+			}
+			switch ds {
+			case schemas.DriverFinished:
+				u.State = schemas.AppFinished
+			case schemas.DriverFailed, schemas.DriverError:
+				u.State = schemas.AppFailed
+			case schemas.DriverKilled:
+				u.State = schemas.AppKilled
+			}
+			if u.State != "" {
+				u.Message = fmt.Sprintf("driver %s ended %s", d.ID, ds)
+			}
+		}
+		if u.State == "" && st.o.MaxExecutorRetries > 0 &&
+			a.ConsecutiveFailures >= st.o.MaxExecutorRetries && !st.appRunning[id] {
+			u.State = schemas.AppFailed
+			u.Message = fmt.Sprintf("executors failed %d times in a row", a.ConsecutiveFailures)
+		}
+		if u.State != "" {
+			st.appDone[id] = true
+			st.p.AppUpdates = append(st.p.AppUpdates, u)
+		}
+	}
+
+	for key, e := range s.Executors {
+		if !e.State.Holds() {
+			continue
+		}
+		if st.lost(e.WorkerID) {
+			st.p.ExecutorUpdates = append(st.p.ExecutorUpdates, ExecutorUpdate{
+				Key: key, AppID: e.AppID, ExecutorID: e.ID, WorkerID: e.WorkerID,
+				From: e.State, State: schemas.ExecutorLost, Message: lostReason(s, e.WorkerID),
+			})
+			continue
+		}
+		a := s.Apps[e.AppID]
+		ended := a == nil || a.State.Terminal() || st.appDone[e.AppID]
+		if ended && st.alive(e.WorkerID) {
+			reason := "application ended"
+			if a == nil {
+				reason = "application unknown"
+			}
+			st.kill(e.WorkerID, schemas.Kill{AppID: e.AppID, ExecutorID: e.ID, Reason: reason})
+		}
+	}
+}
+
+func (st *pass) kill(wid string, k schemas.Kill) {
+	if _, sent := st.s.Killing[KillTarget(k)]; sent {
+		return
+	}
+	st.p.Kills = append(st.p.Kills, KillCmd{WorkerID: wid, Kill: k})
+}
+
+func lostReason(s *Snapshot, wid string) string {
+	w := s.Workers[wid]
+	if w == nil {
+		return fmt.Sprintf("worker %s is not registered", wid)
+	}
+	return fmt.Sprintf("worker %s is %s", wid, w.State)
+}
+
+// Apply folds a plan into the snapshot, as if every write in it had
+// succeeded, so the next pass sees it before the KV watch echoes it.
+// Records are replaced, never modified in place.
+func (s *Snapshot) Apply(p Plan) {
+	if s.Killing == nil {
+		s.Killing = map[string]time.Time{}
+	}
+	for _, u := range p.ExecutorUpdates {
+		if e := s.Executors[u.Key]; e != nil && e.State == u.From {
+			c := *e
+			c.State, c.Message = u.State, u.Message
+			s.Executors[u.Key] = &c
+		}
+	}
+	for _, u := range p.DriverUpdates {
+		if d := s.Drivers[u.DriverID]; d != nil && d.State == u.From {
+			c := *d
+			c.State, c.WorkerID, c.Message = u.State, u.WorkerID, u.Message
+			s.Drivers[u.DriverID] = &c
+		}
+	}
+	for _, u := range p.AppUpdates {
+		if a := s.Apps[u.AppID]; a != nil && a.State == u.From {
+			c := *a
+			if u.State != "" {
+				c.State = u.State
+			}
+			if u.NextExecutorID > c.NextExecutorID {
+				c.NextExecutorID = u.NextExecutorID
+			}
+			if u.Message != "" {
+				c.Message = u.Message
+			}
+			s.Apps[u.AppID] = &c
+		}
+	}
+	for _, l := range p.LaunchExecutors {
+		e := l.Executor
+		s.Executors[e.Key()] = &e
+	}
+	for _, l := range p.LaunchDrivers {
+		d := l.Driver
+		s.Drivers[l.DriverID] = &d
+	}
+	now := time.Now()
+	for _, k := range p.Kills {
+		s.Killing[KillTarget(k.Kill)] = now
+	}
+}

@@ -1,0 +1,464 @@
+// Package scheduler is Stoker's active master: Spark standalone's
+// schedule() rebuilt as a pure planner (Schedule, over an in-memory
+// Snapshot of the KV buckets) plus a thin service that holds the
+// stoker-leader lease, keeps the snapshot by watching KV, and applies plans
+// by compare-and-set writes and launch/kill commands to worker agents.
+//
+// What it does not promise: the lease alone does not fence. A deposed leader
+// may still have commands in flight for a moment; agents refuse commands
+// whose epoch is lower than the highest they have seen, and the scheduler
+// only plans while stoker-cluster/state says ALIVE for its own epoch.
+package scheduler
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/stoker/stoker/schemas"
+)
+
+// Snapshot is the scheduler's in-memory view of the cluster. Used cores and
+// memory are not part of it: Schedule derives them from the executors and
+// drivers that hold resources, every time.
+type Snapshot struct {
+	Workers map[string]*schemas.Worker
+	Drivers map[string]*schemas.Driver
+	Apps    map[string]*schemas.App
+	// Executors is keyed "<appid>.<execid>", as in stoker-executors.
+	Executors map[string]*schemas.Executor
+	// Killing remembers kill commands already sent (KillTarget → when), so
+	// a pass does not repeat them. The service forgets old entries, which
+	// makes a kill that the agent did not act on be sent again.
+	Killing map[string]time.Time
+}
+
+// NewSnapshot returns an empty snapshot with every map allocated.
+func NewSnapshot() *Snapshot {
+	return &Snapshot{
+		Workers:   map[string]*schemas.Worker{},
+		Drivers:   map[string]*schemas.Driver{},
+		Apps:      map[string]*schemas.App{},
+		Executors: map[string]*schemas.Executor{},
+		Killing:   map[string]time.Time{},
+	}
+}
+
+// Options tune a scheduling pass.
+type Options struct {
+	// SpreadOut spreads an application's executors over as many workers as
+	// possible; false consolidates them on as few as possible.
+	SpreadOut bool
+	// MaxExecutorRetries: an app whose executors failed this many times in a
+	// row with none RUNNING is FAILED. 0 or less disables the rule.
+	MaxExecutorRetries int
+	// Rand shuffles workers for driver placement; nil uses a random source.
+	// Tests pass a seeded one.
+	Rand *rand.Rand
+	// Avoid names workers not to place anything on in this pass (the service
+	// puts workers there for a while after a launch to them failed, so a
+	// broken worker does not become a hot loop). Reconciliation still sees them.
+	Avoid map[string]bool
+}
+
+// ExecutorLaunch places one executor: create its record (LAUNCHING), then
+// send LaunchExecutor to its worker.
+type ExecutorLaunch struct {
+	// Executor is the record to create: AppID, ID, WorkerID, Cores,
+	// MemoryMB, State LAUNCHING. The service stamps Epoch and times.
+	Executor schemas.Executor
+	Command  []string
+	Env      []string
+}
+
+// DriverLaunch places one driver. It carries its own record change: the
+// driver must still be From on FromWorker, and becomes RUNNING on WorkerID
+// with Attempts = Attempt. (A supervised driver whose worker was lost may be
+// placed again in the same pass: From is then RUNNING on the lost worker.)
+type DriverLaunch struct {
+	DriverID   string
+	WorkerID   string
+	Attempt    int
+	From       schemas.DriverState
+	FromWorker string
+	// Driver is the record as planned (RUNNING on WorkerID), for the command.
+	Driver schemas.Driver
+}
+
+// AppUpdate changes an application record that is still From.
+type AppUpdate struct {
+	AppID string
+	From  schemas.AppState
+	// State is the new state; "" keeps the current one.
+	State schemas.AppState
+	// NextExecutorID, when greater than the record's, replaces it.
+	NextExecutorID int
+	Message        string
+}
+
+// ExecutorUpdate changes an executor record that is still From.
+type ExecutorUpdate struct {
+	Key        string
+	AppID      string
+	ExecutorID int
+	WorkerID   string
+	From       schemas.ExecutorState
+	State      schemas.ExecutorState
+	Message    string
+}
+
+// DriverUpdate changes a driver record that is still From on FromWorker,
+// without launching it: relaunch (SUBMITTED, no worker), ERROR or KILLED.
+type DriverUpdate struct {
+	DriverID   string
+	From       schemas.DriverState
+	FromWorker string
+	State      schemas.DriverState
+	WorkerID   string
+	Message    string
+}
+
+// KillCmd is a kill command for one worker; the service stamps the epoch.
+type KillCmd struct {
+	WorkerID string
+	Kill     schemas.Kill
+}
+
+// Plan is what one scheduling pass wants done. Slices are in a
+// deterministic order.
+type Plan struct {
+	LaunchExecutors []ExecutorLaunch
+	LaunchDrivers   []DriverLaunch
+	AppUpdates      []AppUpdate
+	ExecutorUpdates []ExecutorUpdate
+	DriverUpdates   []DriverUpdate
+	Kills           []KillCmd
+	// Inconsistencies are findings that should not happen (a worker whose
+	// holders exceed its size, an executor spec without cores); they are
+	// logged, never acted on.
+	Inconsistencies []string
+}
+
+// Empty reports whether the plan changes nothing.
+func (p *Plan) Empty() bool {
+	return len(p.LaunchExecutors) == 0 && len(p.LaunchDrivers) == 0 && len(p.AppUpdates) == 0 &&
+		len(p.ExecutorUpdates) == 0 && len(p.DriverUpdates) == 0 && len(p.Kills) == 0
+}
+
+// KillTarget names what a kill command is aimed at: "driver/<id>" or
+// "executor/<appid>.<execid>".
+func KillTarget(k schemas.Kill) string {
+	if k.DriverID != "" {
+		return "driver/" + k.DriverID
+	}
+	return "executor/" + schemas.ExecutorKey(k.AppID, k.ExecutorID)
+}
+
+// Schedule is Spark's Master.schedule() with the reconciliation that the
+// Master does in its event handlers: it first reconciles (Reconcile), then
+// places waiting drivers on shuffled alive workers round robin, then gives
+// applications executors in submission order, spread out or consolidated.
+// It does not modify s.
+func Schedule(s *Snapshot, o Options) Plan {
+	st := newPass(s, o)
+	st.reconcile()
+	st.placeDrivers()
+	st.placeApps()
+	st.sort()
+	return st.p
+}
+
+// Reconcile is the reconciliation half of Schedule alone: executors on lost
+// workers, drivers to relaunch or end, applications to fail or finish, and
+// kills for what must not run any more. It places nothing.
+func Reconcile(s *Snapshot, o Options) Plan {
+	st := newPass(s, o)
+	st.reconcile()
+	st.sort()
+	return st.p
+}
+
+// free is one placeable worker's free resources during a pass.
+type free struct {
+	id    string
+	cores int
+	mem   int64
+}
+
+type pass struct {
+	s *Snapshot
+	o Options
+	p Plan
+
+	// holders per worker, derived from the snapshot.
+	usedCores map[string]int
+	usedMem   map[string]int64
+	// per app: cores held by executors not being lost, whether one RUNS,
+	// and the lowest executor id not taken by any record.
+	appCores   map[string]int
+	appRunning map[string]bool
+	appNextID  map[string]int
+
+	// decisions of this pass
+	appDone    map[string]bool               // app reconciled this pass
+	driverNext map[string]schemas.DriverState // driver state after reconciliation
+	requeued   map[string]int                 // driver id → index in p.DriverUpdates
+
+	workers []*free // placeable (ALIVE, not avoided), sorted by id
+}
+
+func newPass(s *Snapshot, o Options) *pass {
+	st := &pass{
+		s: s, o: o,
+		usedCores: map[string]int{}, usedMem: map[string]int64{},
+		appCores: map[string]int{}, appRunning: map[string]bool{}, appNextID: map[string]int{},
+		appDone: map[string]bool{}, driverNext: map[string]schemas.DriverState{}, requeued: map[string]int{},
+	}
+	for _, e := range s.Executors {
+		if e.ID+1 > st.appNextID[e.AppID] {
+			st.appNextID[e.AppID] = e.ID + 1
+		}
+		if !e.State.Holds() {
+			continue
+		}
+		st.usedCores[e.WorkerID] += e.Cores
+		st.usedMem[e.WorkerID] += e.MemoryMB
+		if st.lost(e.WorkerID) {
+			continue
+		}
+		st.appCores[e.AppID] += e.Cores
+		if e.State == schemas.ExecutorRunning {
+			st.appRunning[e.AppID] = true
+		}
+	}
+	for _, d := range s.Drivers {
+		if d.State.Holds() && d.WorkerID != "" {
+			st.usedCores[d.WorkerID] += d.Cores
+			st.usedMem[d.WorkerID] += d.MemoryMB
+		}
+	}
+	return st
+}
+
+// lost reports whether a worker is gone (DEAD, DECOMMISSIONED or missing):
+// what it held is lost. UNKNOWN is not lost: recovery decides.
+func (st *pass) lost(wid string) bool {
+	w := st.s.Workers[wid]
+	return w == nil || w.State.Gone()
+}
+
+func (st *pass) alive(wid string) bool {
+	w := st.s.Workers[wid]
+	return w != nil && w.State == schemas.WorkerAlive
+}
+
+func (st *pass) inconsistent(format string, args ...any) {
+	st.p.Inconsistencies = append(st.p.Inconsistencies, fmt.Sprintf(format, args...))
+}
+
+// freeWorkers builds the placeable workers with their derived free
+// resources, clamped at zero.
+func (st *pass) freeWorkers() {
+	ids := make([]string, 0, len(st.s.Workers))
+	for id, w := range st.s.Workers {
+		if w.State.Usable() && !st.o.Avoid[id] {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	st.workers = make([]*free, 0, len(ids))
+	for _, id := range ids {
+		w := st.s.Workers[id]
+		f := &free{id: id, cores: w.Cores - st.usedCores[id], mem: w.MemoryMB - st.usedMem[id]}
+		if f.cores < 0 {
+			st.inconsistent("worker %s: executors and drivers hold %d cores of %d", id, st.usedCores[id], w.Cores)
+			f.cores = 0
+		}
+		if f.mem < 0 {
+			st.inconsistent("worker %s: executors and drivers hold %d MB of %d", id, st.usedMem[id], w.MemoryMB)
+			f.mem = 0
+		}
+		st.workers = append(st.workers, f)
+	}
+}
+
+// placeDrivers: waiting drivers in submission order, alive workers
+// shuffled, each driver to the next worker round robin with room for it.
+func (st *pass) placeDrivers() {
+	st.freeWorkers()
+	var waiting []*schemas.Driver
+	for id, d := range st.s.Drivers {
+		state := d.State
+		if n, ok := st.driverNext[id]; ok {
+			state = n
+		}
+		if state == schemas.DriverSubmitted && !d.KillRequested {
+			waiting = append(waiting, d)
+		}
+	}
+	if len(waiting) == 0 || len(st.workers) == 0 {
+		return
+	}
+	slices.SortFunc(waiting, func(a, b *schemas.Driver) int {
+		if c := a.SubmittedAt.Compare(b.SubmittedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
+	shuffled := slices.Clone(st.workers)
+	shuffle := rand.Shuffle
+	if st.o.Rand != nil {
+		shuffle = st.o.Rand.Shuffle
+	}
+	shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+
+	n, pos := len(shuffled), 0
+	for _, d := range waiting {
+		for visited := 0; visited < n; visited++ {
+			w := shuffled[pos]
+			pos = (pos + 1) % n
+			if w.cores >= d.Cores && w.mem >= d.MemoryMB {
+				w.cores -= d.Cores
+				w.mem -= d.MemoryMB
+				st.launchDriver(d, w.id)
+				break
+			}
+		}
+	}
+}
+
+func (st *pass) launchDriver(d *schemas.Driver, wid string) {
+	l := DriverLaunch{DriverID: d.ID, WorkerID: wid, Attempt: d.Attempts + 1, From: d.State, FromWorker: d.WorkerID}
+	if i, ok := st.requeued[d.ID]; ok {
+		// Relaunched in the same pass: the launch replaces the requeue.
+		st.p.DriverUpdates = slices.Delete(st.p.DriverUpdates, i, i+1)
+		delete(st.requeued, d.ID)
+		for id, j := range st.requeued {
+			if j > i {
+				st.requeued[id] = j - 1
+			}
+		}
+	}
+	l.Driver = *d
+	l.Driver.State = schemas.DriverRunning
+	l.Driver.WorkerID = wid
+	l.Driver.Attempts = l.Attempt
+	l.Driver.Message = ""
+	st.p.LaunchDrivers = append(st.p.LaunchDrivers, l)
+}
+
+// placeApps: applications FIFO; for each, usable workers (room for one
+// executor) sorted by free cores descending, cores handed out one
+// executor's worth at a time, spread out or consolidated. This is Spark's
+// scheduleExecutorsOnWorkers with a fixed cores-per-executor.
+func (st *pass) placeApps() {
+	var apps []*schemas.App
+	for id, a := range st.s.Apps {
+		if (a.State == schemas.AppWaiting || a.State == schemas.AppRunning) && !st.appDone[id] {
+			apps = append(apps, a)
+		}
+	}
+	slices.SortFunc(apps, func(a, b *schemas.App) int {
+		if c := a.SubmittedAt.Compare(b.SubmittedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
+	if st.workers == nil {
+		st.freeWorkers()
+	}
+	usable := make([]*free, 0, len(st.workers))
+	var assigned []int // executors per usable worker
+	for _, a := range apps {
+		per, mem := a.Executor.Cores, a.Executor.MemoryMB
+		if per <= 0 || mem <= 0 {
+			st.inconsistent("app %s: executor spec has %d cores and %d MB", a.ID, per, mem)
+			continue
+		}
+		left := math.MaxInt
+		if a.MaxCores > 0 {
+			left = a.MaxCores - st.appCores[a.ID]
+		}
+		if left < per {
+			continue
+		}
+		usable = usable[:0]
+		total := 0
+		for _, w := range st.workers {
+			if w.cores >= per && w.mem >= mem {
+				usable = append(usable, w)
+				total += w.cores
+			}
+		}
+		if len(usable) == 0 {
+			continue
+		}
+		slices.SortStableFunc(usable, func(x, y *free) int { return cmp.Compare(y.cores, x.cores) })
+		toAssign := min(left, total)
+		assigned = slices.Grow(assigned[:0], len(usable))[:len(usable)]
+		clear(assigned)
+		can := func(i int) bool {
+			w := usable[i]
+			return toAssign >= per &&
+				w.cores-assigned[i]*per >= per &&
+				w.mem-int64(assigned[i])*mem >= mem
+		}
+		for {
+			progress := false
+			for i := range usable {
+				for can(i) {
+					toAssign -= per
+					assigned[i]++
+					progress = true
+					if st.o.SpreadOut {
+						break
+					}
+				}
+			}
+			if !progress || toAssign < per {
+				break
+			}
+		}
+		next := max(a.NextExecutorID, st.appNextID[a.ID])
+		first := next
+		for i, w := range usable {
+			for k := 0; k < assigned[i]; k++ {
+				st.p.LaunchExecutors = append(st.p.LaunchExecutors, ExecutorLaunch{
+					Executor: schemas.Executor{
+						AppID: a.ID, ID: next, WorkerID: w.id, Cores: per, MemoryMB: mem,
+						State: schemas.ExecutorLaunching,
+					},
+					Command: a.Executor.Command, Env: a.Executor.Env,
+				})
+				next++
+			}
+			w.cores -= assigned[i] * per
+			w.mem -= int64(assigned[i]) * mem
+		}
+		if next == first {
+			continue
+		}
+		st.appCores[a.ID] += (next - first) * per
+		u := AppUpdate{AppID: a.ID, From: a.State, NextExecutorID: next}
+		if a.State == schemas.AppWaiting {
+			u.State = schemas.AppRunning
+		}
+		st.p.AppUpdates = append(st.p.AppUpdates, u)
+	}
+}
+
+func (st *pass) sort() {
+	slices.SortFunc(st.p.AppUpdates, func(a, b AppUpdate) int { return cmp.Compare(a.AppID, b.AppID) })
+	slices.SortFunc(st.p.ExecutorUpdates, func(a, b ExecutorUpdate) int { return cmp.Compare(a.Key, b.Key) })
+	slices.SortFunc(st.p.DriverUpdates, func(a, b DriverUpdate) int { return cmp.Compare(a.DriverID, b.DriverID) })
+	slices.SortFunc(st.p.Kills, func(a, b KillCmd) int {
+		if c := cmp.Compare(a.WorkerID, b.WorkerID); c != 0 {
+			return c
+		}
+		return cmp.Compare(KillTarget(a.Kill), KillTarget(b.Kill))
+	})
+	slices.Sort(st.p.Inconsistencies)
+}

@@ -1,0 +1,464 @@
+package scheduler
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stoker/stoker/schemas"
+)
+
+func sortedCounts(m map[string]int) []int {
+	v := slices.Collect(maps.Values(m))
+	slices.Sort(v)
+	return v
+}
+
+func TestSchedule_Apps_SpreadAndConsolidate(t *testing.T) {
+	tests := []struct {
+		name              string
+		workers, wcores   int
+		execCores, maxCor int
+		spread            bool
+		want              []int // cores launched per used worker, sorted
+	}{
+		{"seed 10x10 want 20 spread", 10, 10, 1, 20, true, []int{2, 2, 2, 2, 2, 2, 2, 2, 2, 2}},
+		{"seed 10x10 want 20 consolidated", 10, 10, 1, 20, false, []int{10, 10}},
+		{"two 4-core workers 4 execs spread", 2, 4, 1, 4, true, []int{2, 2}},
+		{"two 4-core workers 4 execs consolidated", 2, 4, 1, 4, false, []int{4}},
+		{"2-core executors spread", 3, 4, 2, 8, true, []int{2, 2, 4}},
+		{"2-core executors consolidated", 3, 4, 2, 8, false, []int{4, 4}},
+		{"no max takes everything", 3, 4, 1, 0, true, []int{4, 4, 4}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := NewHarness(t)
+			h.Opts.SpreadOut = tc.spread
+			h.Workers(tc.workers, tc.wcores, 64<<10)
+			h.App("app-1", tc.execCores, 512, tc.maxCor)
+			p := h.Schedule()
+			if got := sortedCounts(coresPerWorker(p)); !slices.Equal(got, tc.want) {
+				t.Fatalf("cores per worker = %v, want %v", got, tc.want)
+			}
+			for _, l := range p.LaunchExecutors {
+				if l.Executor.Cores != tc.execCores || l.Executor.State != schemas.ExecutorLaunching {
+					t.Fatalf("executor %+v: want %d cores LAUNCHING", l.Executor, tc.execCores)
+				}
+			}
+			if len(p.AppUpdates) != 1 || p.AppUpdates[0].State != schemas.AppRunning {
+				t.Fatalf("app updates = %+v, want one → RUNNING", p.AppUpdates)
+			}
+			if got, want := p.AppUpdates[0].NextExecutorID, len(p.LaunchExecutors); got != want {
+				t.Fatalf("next executor id = %d, want %d", got, want)
+			}
+			h.AssertStable()
+		})
+	}
+}
+
+func TestSchedule_Apps_MemoryLimitsExecutorsPerWorker(t *testing.T) {
+	h := NewHarness(t)
+	h.Worker("w1", 16, 4096)
+	h.App("app-1", 1, 1024, 0)
+	p := h.Schedule()
+	if len(p.LaunchExecutors) != 4 {
+		t.Fatalf("launched %d executors, want 4 (memory bound)", len(p.LaunchExecutors))
+	}
+	h.AssertStable()
+}
+
+func TestSchedule_Apps_MaxCoresCountsGrantedExecutors(t *testing.T) {
+	h := NewHarness(t)
+	h.Workers(4, 8, 64<<10)
+	a := h.App("app-1", 2, 256, 9)
+	a.State, a.NextExecutorID = schemas.AppRunning, 3
+	h.Executor("app-1", 0, "w00", 2, 256, schemas.ExecutorRunning)
+	h.Executor("app-1", 1, "w01", 2, 256, schemas.ExecutorFailed) // holds nothing
+	h.Executor("app-1", 5, "w01", 2, 256, schemas.ExecutorExited)  // id taken
+	p := h.Schedule()
+	// 9 max, 2 granted: 7 left → three 2-core executors (6 cores), 1 core unused.
+	if len(p.LaunchExecutors) != 3 {
+		t.Fatalf("launched %d, want 3: %+v", len(p.LaunchExecutors), p.LaunchExecutors)
+	}
+	var ids []int
+	for _, l := range p.LaunchExecutors {
+		ids = append(ids, l.Executor.ID)
+	}
+	slices.Sort(ids)
+	if !slices.Equal(ids, []int{6, 7, 8}) {
+		t.Fatalf("executor ids = %v, want [6 7 8] (after the highest existing id)", ids)
+	}
+	if u := p.AppUpdates[0]; u.State != "" || u.NextExecutorID != 9 {
+		t.Fatalf("app update = %+v, want state kept and next id 9", u)
+	}
+	h.AssertStable()
+}
+
+func TestSchedule_Apps_FIFOAndTooBigWaits(t *testing.T) {
+	h := NewHarness(t)
+	h.Workers(2, 4, 8192)
+	h.App("app-1", 4, 1024, 4)
+	h.App("app-2", 8, 1024, 0) // fits on no worker
+	h.App("app-3", 1, 1024, 0)
+	p := h.Schedule()
+	got := map[string]int{}
+	for _, l := range p.LaunchExecutors {
+		got[l.Executor.AppID] += l.Executor.Cores
+	}
+	if got["app-1"] != 4 || got["app-2"] != 0 || got["app-3"] != 4 {
+		t.Fatalf("cores per app = %v, want app-1:4 app-3:4", got)
+	}
+	if h.Snap.Apps["app-2"].State != schemas.AppWaiting {
+		t.Fatalf("app-2 = %s, want WAITING", h.Snap.Apps["app-2"].State)
+	}
+	h.AssertStable()
+}
+
+func TestSchedule_Drivers_RoundRobin(t *testing.T) {
+	h := NewHarness(t)
+	h.Workers(3, 2, 4096)
+	for i := 0; i < 3; i++ {
+		h.Driver(fmt.Sprintf("driver-%d", i), 1, 512, false)
+	}
+	p := h.Schedule()
+	if len(p.LaunchDrivers) != 3 {
+		t.Fatalf("launched %d drivers, want 3", len(p.LaunchDrivers))
+	}
+	on := map[string]int{}
+	for _, l := range p.LaunchDrivers {
+		on[l.WorkerID]++
+		if l.Attempt != 1 || l.From != schemas.DriverSubmitted || l.Driver.State != schemas.DriverRunning {
+			t.Fatalf("launch %+v: want attempt 1 from SUBMITTED, record RUNNING", l)
+		}
+	}
+	if len(on) != 3 {
+		t.Fatalf("drivers per worker = %v, want one on each (round robin)", on)
+	}
+	h.AssertStable()
+}
+
+func TestSchedule_Drivers_FitNowhereWaitsInOrder(t *testing.T) {
+	h := NewHarness(t)
+	h.Worker("w1", 1, 1024)
+	h.Driver("driver-big", 4, 512, false)
+	h.Driver("driver-a", 1, 512, false)
+	h.Driver("driver-b", 1, 512, false)
+	p := h.Schedule()
+	if len(p.LaunchDrivers) != 1 || p.LaunchDrivers[0].DriverID != "driver-a" {
+		t.Fatalf("launches = %+v, want only driver-a", p.LaunchDrivers)
+	}
+	for _, id := range []string{"driver-big", "driver-b"} {
+		if s := h.Snap.Drivers[id].State; s != schemas.DriverSubmitted {
+			t.Fatalf("%s = %s, want SUBMITTED", id, s)
+		}
+	}
+	h.AssertStable()
+}
+
+func TestSchedule_Drivers_BeforeApps(t *testing.T) {
+	h := NewHarness(t)
+	h.Worker("w1", 4, 4096)
+	h.App("app-1", 1, 256, 0)
+	h.Driver("driver-1", 1, 512, false)
+	p := h.Schedule()
+	if len(p.LaunchDrivers) != 1 || len(p.LaunchExecutors) != 3 {
+		t.Fatalf("drivers %d executors %d, want 1 and 3", len(p.LaunchDrivers), len(p.LaunchExecutors))
+	}
+	h.AssertStable()
+}
+
+func TestSchedule_Resources_NeverNegative(t *testing.T) {
+	h := NewHarness(t)
+	h.Worker("w1", 4, 1024)
+	a := h.App("app-1", 1, 128, 0)
+	a.State = schemas.AppRunning
+	h.Executor("app-1", 0, "w1", 6, 2048, schemas.ExecutorRunning) // more than the worker has
+	h.Driver("driver-1", 1, 128, false)
+	p := h.Schedule()
+	if len(p.LaunchExecutors)+len(p.LaunchDrivers) != 0 {
+		t.Fatalf("placed on an over-committed worker: %+v", p)
+	}
+	if len(p.Inconsistencies) != 2 || !strings.Contains(p.Inconsistencies[0], "w1") {
+		t.Fatalf("inconsistencies = %q, want cores and memory of w1", p.Inconsistencies)
+	}
+}
+
+func TestSchedule_Resources_AvoidedWorker(t *testing.T) {
+	h := NewHarness(t)
+	h.Workers(2, 4, 4096)
+	h.Opts.Avoid = map[string]bool{"w00": true}
+	h.App("app-1", 1, 128, 0)
+	p := h.Schedule()
+	if got := coresPerWorker(p); got["w00"] != 0 || got["w01"] != 4 {
+		t.Fatalf("cores per worker = %v, want only w01", got)
+	}
+}
+
+func TestReconcile_LostWorkers(t *testing.T) {
+	tests := []struct {
+		name     string
+		state    schemas.WorkerState // "" = no record
+		wantLost bool
+	}{
+		{"dead", schemas.WorkerDead, true},
+		{"decommissioned", schemas.WorkerDecommissioned, true},
+		{"missing", "", true},
+		{"unknown is recovery's", schemas.WorkerUnknown, false},
+		{"alive", schemas.WorkerAlive, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := NewHarness(t)
+			if tc.state != "" {
+				h.Worker("w1", 4, 4096).State = tc.state
+			}
+			a := h.App("app-1", 1, 128, 2)
+			a.State = schemas.AppRunning
+			h.Executor("app-1", 0, "w1", 1, 128, schemas.ExecutorRunning)
+			h.Executor("app-1", 1, "w1", 1, 128, schemas.ExecutorLaunching)
+			h.Executor("app-1", 2, "w1", 1, 128, schemas.ExecutorExited)
+			p := Reconcile(h.Snap, h.Opts)
+			if !tc.wantLost {
+				if !p.Empty() {
+					t.Fatalf("plan = %+v, want empty", p)
+				}
+				return
+			}
+			if len(p.ExecutorUpdates) != 2 {
+				t.Fatalf("executor updates = %+v, want 2 LOST", p.ExecutorUpdates)
+			}
+			for _, u := range p.ExecutorUpdates {
+				if u.State != schemas.ExecutorLost || u.Message == "" {
+					t.Fatalf("update %+v, want LOST with a reason", u)
+				}
+			}
+			h.Schedule()
+			h.AssertStable()
+		})
+	}
+}
+
+func TestReconcile_DriverOnLostWorker(t *testing.T) {
+	tests := []struct {
+		name       string
+		supervise  bool
+		killReq    bool
+		otherRoom  bool
+		wantUpdate schemas.DriverState // "" when relaunched at once
+		wantLaunch bool
+		wantApp    schemas.AppState
+	}{
+		{"supervised relaunches elsewhere", true, false, true, "", true, ""},
+		{"supervised waits without room", true, false, false, schemas.DriverSubmitted, false, ""},
+		{"unsupervised errors and fails its app", false, false, true, schemas.DriverError, false, schemas.AppFailed},
+		{"kill requested ends killed", true, true, true, schemas.DriverKilled, false, schemas.AppKilled},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := NewHarness(t)
+			h.Worker("w-dead", 4, 4096).State = schemas.WorkerDead
+			if tc.otherRoom {
+				h.Worker("w-ok", 4, 4096)
+			}
+			d := h.Driver("driver-1", 1, 512, tc.supervise)
+			d.State, d.WorkerID, d.Attempts, d.KillRequested = schemas.DriverRunning, "w-dead", 2, tc.killReq
+			a := h.App("app-1", 1, 128, 1)
+			a.DriverID = "driver-1"
+			a.State = schemas.AppRunning
+			p := h.Schedule()
+			if tc.wantUpdate != "" {
+				if len(p.DriverUpdates) != 1 || p.DriverUpdates[0].State != tc.wantUpdate {
+					t.Fatalf("driver updates = %+v, want %s", p.DriverUpdates, tc.wantUpdate)
+				}
+				if u := p.DriverUpdates[0]; u.WorkerID != "" || u.From != schemas.DriverRunning || u.FromWorker != "w-dead" {
+					t.Fatalf("driver update %+v: want from RUNNING on w-dead, no worker", u)
+				}
+			} else if len(p.DriverUpdates) != 0 {
+				t.Fatalf("driver updates = %+v, want none", p.DriverUpdates)
+			}
+			if tc.wantLaunch {
+				if len(p.LaunchDrivers) != 1 {
+					t.Fatalf("driver launches = %+v, want 1", p.LaunchDrivers)
+				}
+				l := p.LaunchDrivers[0]
+				if l.WorkerID != "w-ok" || l.Attempt != 3 || l.From != schemas.DriverRunning || l.FromWorker != "w-dead" {
+					t.Fatalf("launch %+v: want w-ok attempt 3 from RUNNING on w-dead", l)
+				}
+			} else if len(p.LaunchDrivers) != 0 {
+				t.Fatalf("driver launches = %+v, want none", p.LaunchDrivers)
+			}
+			if got := h.Snap.Apps["app-1"].State; tc.wantApp != "" && got != tc.wantApp {
+				t.Fatalf("app = %s, want %s", got, tc.wantApp)
+			}
+			if tc.supervise && !tc.killReq && !tc.otherRoom {
+				// Room appears: the waiting driver is placed, attempts kept + 1.
+				h.Worker("w-new", 4, 4096)
+				p := h.Schedule()
+				if len(p.LaunchDrivers) != 1 || p.LaunchDrivers[0].Attempt != 3 || p.LaunchDrivers[0].From != schemas.DriverSubmitted {
+					t.Fatalf("launches = %+v, want driver-1 attempt 3 from SUBMITTED", p.LaunchDrivers)
+				}
+			}
+			h.AssertStable()
+		})
+	}
+}
+
+func TestReconcile_AppFailsAfterRetries(t *testing.T) {
+	tests := []struct {
+		name     string
+		failures int
+		running  bool
+		want     bool
+	}{
+		{"at the limit with none running", 10, false, true},
+		{"below the limit", 9, false, false},
+		{"at the limit with one running", 10, true, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := NewHarness(t)
+			h.Worker("w1", 4, 4096)
+			a := h.App("app-1", 1, 128, 2)
+			a.State, a.ConsecutiveFailures, a.NextExecutorID = schemas.AppRunning, tc.failures, 2
+			h.Executor("app-1", 0, "w1", 1, 128, schemas.ExecutorLaunching)
+			if tc.running {
+				h.Executor("app-1", 1, "w1", 1, 128, schemas.ExecutorRunning)
+			}
+			p := h.Schedule()
+			failed := len(p.AppUpdates) == 1 && p.AppUpdates[0].State == schemas.AppFailed
+			if failed != tc.want {
+				t.Fatalf("app updates = %+v, want failed=%v", p.AppUpdates, tc.want)
+			}
+			if tc.want {
+				if !strings.Contains(p.AppUpdates[0].Message, "10 times in a row") {
+					t.Fatalf("message %q", p.AppUpdates[0].Message)
+				}
+				// Its launching executor is killed, nothing new is placed.
+				if len(p.Kills) != 1 || p.Kills[0].Kill.AppID != "app-1" || len(p.LaunchExecutors) != 0 {
+					t.Fatalf("kills %+v launches %+v, want one kill and no launch", p.Kills, p.LaunchExecutors)
+				}
+			}
+			h.AssertStable()
+		})
+	}
+}
+
+func TestReconcile_AppEndsWithItsDriver(t *testing.T) {
+	tests := []struct {
+		driver schemas.DriverState
+		want   schemas.AppState
+	}{
+		{schemas.DriverFinished, schemas.AppFinished},
+		{schemas.DriverFailed, schemas.AppFailed},
+		{schemas.DriverKilled, schemas.AppKilled},
+		{schemas.DriverError, schemas.AppFailed},
+		{schemas.DriverRelaunching, ""},
+		{schemas.DriverUnknown, ""},
+	}
+	for _, tc := range tests {
+		t.Run(string(tc.driver), func(t *testing.T) {
+			h := NewHarness(t)
+			h.Worker("w1", 4, 4096)
+			d := h.Driver("driver-1", 1, 128, false)
+			d.State, d.WorkerID = tc.driver, "w1"
+			a := h.App("app-1", 1, 128, 1)
+			a.State, a.DriverID, a.NextExecutorID = schemas.AppRunning, "driver-1", 1
+			h.Executor("app-1", 0, "w1", 1, 128, schemas.ExecutorRunning)
+			p := h.Schedule()
+			if tc.want == "" {
+				if len(p.AppUpdates)+len(p.Kills) != 0 {
+					t.Fatalf("plan = %+v, want nothing for the app", p)
+				}
+				return
+			}
+			if len(p.AppUpdates) != 1 || p.AppUpdates[0].State != tc.want {
+				t.Fatalf("app updates = %+v, want %s", p.AppUpdates, tc.want)
+			}
+			if len(p.Kills) != 1 || p.Kills[0].WorkerID != "w1" || p.Kills[0].Kill.ExecutorID != 0 {
+				t.Fatalf("kills = %+v, want executor 0 on w1", p.Kills)
+			}
+			h.AssertStable()
+		})
+	}
+}
+
+func TestReconcile_KillsForEndedAppsAndKillRequests(t *testing.T) {
+	h := NewHarness(t)
+	h.Worker("w1", 8, 8192)
+	h.Worker("w2", 8, 8192).State = schemas.WorkerUnknown
+	a := h.App("app-1", 1, 128, 0)
+	a.State = schemas.AppKilled
+	h.Executor("app-1", 0, "w1", 1, 128, schemas.ExecutorRunning)
+	h.Executor("app-1", 1, "w2", 1, 128, schemas.ExecutorRunning) // UNKNOWN worker: recovery's
+	h.Executor("app-gone", 0, "w1", 1, 128, schemas.ExecutorLaunching)
+	d := h.Driver("driver-1", 1, 128, true)
+	d.State, d.WorkerID, d.KillRequested = schemas.DriverRunning, "w1", true
+	sub := h.Driver("driver-2", 1, 128, false)
+	sub.KillRequested = true // registration ends it; never placed
+	p := h.Schedule()
+	var targets []string
+	for _, k := range p.Kills {
+		if k.WorkerID != "w1" {
+			t.Fatalf("kill %+v sent to %s", k, k.WorkerID)
+		}
+		targets = append(targets, KillTarget(k.Kill))
+	}
+	want := []string{"driver/driver-1", "executor/app-1.0", "executor/app-gone.0"}
+	if !slices.Equal(targets, want) {
+		t.Fatalf("kills = %v, want %v", targets, want)
+	}
+	if len(p.LaunchDrivers) != 0 {
+		t.Fatalf("placed a driver with a kill request: %+v", p.LaunchDrivers)
+	}
+	h.AssertStable()
+	// The service forgets sent kills after a while: they are sent again.
+	clear(h.Snap.Killing)
+	if p := Schedule(h.Snap, h.Opts); len(p.Kills) != 3 {
+		t.Fatalf("kills after forgetting = %+v, want 3 again", p.Kills)
+	}
+}
+
+func TestReconcile_UnknownLeftToRecovery(t *testing.T) {
+	h := NewHarness(t)
+	h.Worker("w1", 4, 4096)
+	a := h.App("app-1", 1, 128, 0)
+	a.State, a.ConsecutiveFailures = schemas.AppUnknown, 99
+	d := h.Driver("driver-1", 1, 128, false)
+	d.State = schemas.DriverUnknown
+	h.Executor("app-1", 0, "w1", 1, 128, schemas.ExecutorRunning)
+	if p := Schedule(h.Snap, h.Opts); !p.Empty() {
+		t.Fatalf("plan = %+v, want nothing for UNKNOWN records", p)
+	}
+}
+
+func TestSchedule_Idempotent_MixedCluster(t *testing.T) {
+	for _, spread := range []bool{true, false} {
+		t.Run(fmt.Sprintf("spread=%v", spread), func(t *testing.T) {
+			h := NewHarness(t)
+			h.Opts.SpreadOut = spread
+			h.Workers(7, 6, 6000)
+			h.Worker("w-dead", 8, 8192).State = schemas.WorkerDead
+			for i := 0; i < 5; i++ {
+				h.Driver(fmt.Sprintf("driver-%d", i), 1, 500, i%2 == 0)
+				h.App(fmt.Sprintf("app-%d", i), 1+i%3, 700, 4+i)
+			}
+			d := h.Driver("driver-x", 2, 500, true)
+			d.State, d.WorkerID = schemas.DriverRunning, "w-dead"
+			h.Executor("app-0", 0, "w-dead", 1, 700, schemas.ExecutorRunning)
+			p := h.Schedule()
+			if len(p.LaunchExecutors) == 0 || len(p.LaunchDrivers) != 6 || len(p.ExecutorUpdates) != 1 {
+				t.Fatalf("plan = %+v", p)
+			}
+			// Derived usage never exceeds a worker.
+			st := newPass(h.Snap, h.Opts)
+			for id, w := range h.Snap.Workers {
+				if st.usedCores[id] > w.Cores || st.usedMem[id] > w.MemoryMB {
+					t.Fatalf("worker %s over-committed: %d cores %d MB", id, st.usedCores[id], st.usedMem[id])
+				}
+			}
+			h.AssertStable()
+		})
+	}
+}
