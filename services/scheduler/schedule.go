@@ -203,7 +203,7 @@ type pass struct {
 	appNextID  map[string]int
 
 	// decisions of this pass
-	appDone    map[string]bool               // app reconciled this pass
+	appDone    map[string]bool                // app reconciled this pass
 	driverNext map[string]schemas.DriverState // driver state after reconciliation
 	requeued   map[string]int                 // driver id → index in p.DriverUpdates
 

@@ -76,7 +76,7 @@ func TestSchedule_Apps_MaxCoresCountsGrantedExecutors(t *testing.T) {
 	a.State, a.NextExecutorID = schemas.AppRunning, 3
 	h.Executor("app-1", 0, "w00", 2, 256, schemas.ExecutorRunning)
 	h.Executor("app-1", 1, "w01", 2, 256, schemas.ExecutorFailed) // holds nothing
-	h.Executor("app-1", 5, "w01", 2, 256, schemas.ExecutorExited)  // id taken
+	h.Executor("app-1", 5, "w01", 2, 256, schemas.ExecutorExited) // id taken
 	p := h.Schedule()
 	// 9 max, 2 granted: 7 left → three 2-core executors (6 cores), 1 core unused.
 	if len(p.LaunchExecutors) != 3 {
