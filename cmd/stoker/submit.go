@@ -1,0 +1,190 @@
+package main
+
+// Cluster-mode drivers: submit (and follow with --wait).
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/schemas"
+)
+
+// pollInterval is how often --wait and `stoker run` look at the cluster.
+var pollInterval = 200 * time.Millisecond
+
+type submitOptions struct {
+	url  string
+	wait bool
+	req  schemas.SubmitDriver
+}
+
+func init() {
+	register(&command{
+		name: "submit", group: "Clients", summary: "submit a driver to run on a worker (cluster mode)",
+		usage: "[flags] -- CMD [ARGS...]",
+		details: `Prints the driver id. The driver runs as a child process of a worker's agent,
+with STOKER_NATS_URL and STOKER_DRIVER_ID set, in <work>/<driver-id>/ with its
+stdout and stderr files (see stoker logs). With --supervise, a driver that
+exits non-zero is started again. With --wait, follows the driver's state and
+exits 0 only if it ends FINISHED.`,
+		examples: []string{
+			"stoker submit -- sleep 30",
+			"stoker submit --wait --name pi -- /usr/local/bin/pi --slices 4",
+			"stoker submit --supervise --driver-cores 2 --driver-memory 1g --env MODE=prod -- ./server",
+		},
+		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			o := &submitOptions{}
+			parseOpts := bindSubmit(fs, o)
+			return func(ctx context.Context, args []string) error {
+				if err := parseOpts(args); err != nil {
+					return err
+				}
+				return submit(ctx, e, o)
+			}
+		},
+	})
+}
+
+// bindSubmit declares submit's flags on fs and returns the function that
+// completes and validates o from the positional arguments.
+func bindSubmit(fs *flag.FlagSet, o *submitOptions) func(args []string) error {
+	url := natsFlag(fs)
+	name := fs.String("name", "", "driver name (default: the command's base name)")
+	supervise := fs.Bool("supervise", false, "restart the driver if it exits non-zero")
+	cores := fs.Int("driver-cores", 1, "cores the driver holds on its worker")
+	memory := sizeVar(fs, "driver-memory", 512, "memory the driver holds on its worker, e.g. 512m, 1g")
+	var envs listFlag
+	fs.Var(&envs, "env", "environment entry `K=V` for the driver (repeatable)")
+	wait := fs.Bool("wait", false, "follow the driver's state; exit 0 only if it ends FINISHED")
+	return func(args []string) error {
+		if len(args) == 0 {
+			return usagef("no command given: stoker submit [flags] -- CMD [ARGS...]")
+		}
+		if err := positive("driver-cores", *cores); err != nil {
+			return err
+		}
+		if err := needSize("driver-memory", memory); err != nil {
+			return err
+		}
+		env, err := envList(envs)
+		if err != nil {
+			return err
+		}
+		o.url, o.wait = *url, *wait
+		o.req = schemas.SubmitDriver{
+			Name: *name, Command: args, Env: env, Cores: *cores, MemoryMB: int64(*memory), Supervise: *supervise,
+		}
+		if o.req.Name == "" {
+			o.req.Name = filepath.Base(args[0])
+		}
+		if err := o.req.Validate(); err != nil {
+			return usagef("%v", err)
+		}
+		return nil
+	}
+}
+
+func submit(ctx context.Context, e *env, o *submitOptions) error {
+	return withClient(o.url, func(nc *nats.Conn) error {
+		var reply schemas.SubmitDriverReply
+		if err := bus.Call(ctx, nc, bus.APIDriversSubmit, &o.req, &reply); err != nil {
+			return err
+		}
+		fmt.Fprintln(e.stdout, reply.DriverID)
+		if reply.Warning != "" {
+			fmt.Fprintf(e.stderr, "warning: %s\n", reply.Warning)
+		}
+		if !o.wait {
+			return nil
+		}
+		final, err := followDriver(ctx, e, nc, reply.DriverID)
+		if err != nil {
+			return err
+		}
+		if final != schemas.DriverFinished {
+			return &exitError{code: exitFailure}
+		}
+		return nil
+	})
+}
+
+// followDriver polls the driver's record and prints each state change
+// until it is terminal; it returns the final state.
+func followDriver(ctx context.Context, e *env, nc *nats.Conn, id string) (schemas.DriverState, error) {
+	var last schemas.DriverState
+	var lastWorker string
+	t := time.NewTicker(pollInterval)
+	defer t.Stop()
+	for {
+		d, err := getDriver(ctx, nc, id)
+		switch {
+		case err == nil:
+			if d.State != last || d.WorkerID != lastWorker {
+				line := fmt.Sprintf("%s %s", id, d.State)
+				if d.WorkerID != "" && !d.State.Terminal() {
+					line += " on " + d.WorkerID
+				}
+				if d.ExitCode != nil && d.State.Terminal() {
+					line += fmt.Sprintf(" (exit %d)", *d.ExitCode)
+				}
+				if d.Message != "" {
+					line += ": " + d.Message
+				}
+				fmt.Fprintln(e.stderr, line)
+				last, lastWorker = d.State, d.WorkerID
+			}
+			if d.State.Terminal() {
+				return d.State, nil
+			}
+		case ctx.Err() != nil:
+		default:
+			// The cluster may be failing over; keep following.
+			fmt.Fprintf(e.stderr, "warning: %v\n", err)
+		}
+		select {
+		case <-ctx.Done():
+			fmt.Fprintf(e.stderr, "stopped waiting; %s keeps running (stoker kill %s)\n", id, id)
+			return last, &exitError{code: exitFailure}
+		case <-t.C:
+		}
+	}
+}
+
+var errNoSuchID = errors.New("no such id")
+
+func getDriver(ctx context.Context, nc *nats.Conn, id string) (*schemas.Driver, error) {
+	var list schemas.DriverList
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := bus.Call(cctx, nc, bus.APIDriversList, &schemas.ListRequest{IDs: []string{id}}, &list); err != nil {
+		return nil, err
+	}
+	for i := range list.Drivers {
+		if list.Drivers[i].ID == id {
+			return &list.Drivers[i], nil
+		}
+	}
+	return nil, fmt.Errorf("driver %s: %w", id, errNoSuchID)
+}
+
+func getApp(ctx context.Context, nc *nats.Conn, id string) (*schemas.AppView, error) {
+	var list schemas.AppList
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := bus.Call(cctx, nc, bus.APIAppsList, &schemas.ListRequest{IDs: []string{id}}, &list); err != nil {
+		return nil, err
+	}
+	for i := range list.Apps {
+		if list.Apps[i].ID == id {
+			return &list.Apps[i], nil
+		}
+	}
+	return nil, fmt.Errorf("app %s: %w", id, errNoSuchID)
+}
