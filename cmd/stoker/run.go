@@ -154,4 +154,3 @@ func runApp(ctx context.Context, e *env, o *runOptions) error {
 		}
 	}
 }
-
