@@ -1,0 +1,230 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/bus/bustest"
+	"github.com/stoker/stoker/schemas"
+)
+
+func TestNew_Defaults(t *testing.T) {
+	srv := bustest.Start(t)
+	nc := bustest.Conn(t, srv.URL())
+	hostname, _ := os.Hostname()
+	tests := []struct {
+		name    string
+		cfg     Config
+		wantErr string
+		check   func(t *testing.T, s *Service)
+	}{
+		{
+			name: "minimal",
+			cfg:  Config{NC: nc, NATSURL: srv.URL(), WorkDir: "rel-work"},
+			check: func(t *testing.T, s *Service) {
+				if s.WorkerID() != schemas.SanitizeID(hostname) {
+					t.Errorf("worker id %q, want sanitized hostname %q", s.WorkerID(), schemas.SanitizeID(hostname))
+				}
+				if s.cfg.Host != hostname || s.cfg.Cores != runtime.NumCPU() || s.cfg.MemoryMB < minMemoryMB {
+					t.Errorf("host %q cores %d memory %d", s.cfg.Host, s.cfg.Cores, s.cfg.MemoryMB)
+				}
+				if !filepath.IsAbs(s.cfg.WorkDir) || s.cfg.HeartbeatInterval != time.Second ||
+					s.cfg.KillGrace != 5*time.Second || s.cfg.RegisterTimeout != 2*time.Second {
+					t.Errorf("defaults: %+v", s.cfg)
+				}
+				if s.Instance() == "" {
+					t.Error("no instance")
+				}
+			},
+		},
+		{name: "no connection", cfg: Config{NATSURL: "nats://x"}, wantErr: "NC is required"},
+		{name: "no url", cfg: Config{NC: nc}, wantErr: "NATSURL is required"},
+		{name: "bad worker id", cfg: Config{NC: nc, NATSURL: "nats://x", WorkerID: "a.b"}, wantErr: "worker id"},
+		{name: "negative cores", cfg: Config{NC: nc, NATSURL: "nats://x", Cores: -1}, wantErr: "cores"},
+		{name: "negative grace", cfg: Config{NC: nc, NATSURL: "nats://x", KillGrace: -time.Second}, wantErr: "KillGrace"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := New(tc.cfg)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("want error containing %q, got %v", tc.wantErr, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, s)
+		})
+	}
+}
+
+func TestTotalMemoryMB_Parse(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "meminfo")
+	if err := os.WriteFile(p, []byte("MemTotal:       16303656 kB\nMemFree:         1234 kB\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := totalMemoryMB(p)
+	if err != nil || got != 16303656/1024 {
+		t.Fatalf("got %d %v", got, err)
+	}
+	if _, err := totalMemoryMB(filepath.Join(dir, "missing")); err == nil {
+		t.Fatal("want an error for a missing file")
+	}
+}
+
+func TestService_Start_RetriesUntilResponderAppears(t *testing.T) {
+	srv := bustest.Start(t)
+	nc := bustest.Conn(t, srv.URL())
+	// A silent listener sees the attempts without answering them.
+	var attempts atomic.Int32
+	silent, err := nc.Subscribe(bus.WorkerRegister, func(*nats.Msg) { attempts.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+	s := startAgent(t, srv.URL(), nil)
+	bustest.Eventually(t, 15*time.Second, "two registration attempts", func() bool { return attempts.Load() >= 2 })
+	select {
+	case <-s.Registered():
+		t.Fatal("registered without an answer")
+	default:
+	}
+	_ = silent.Unsubscribe()
+
+	c := startCluster(t, nc)
+	waitRegistered(t, s)
+	regs := c.registrations()
+	r := regs[len(regs)-1]
+	if r.WorkerID != testWID || r.Instance != s.Instance() || r.Host != "test-host" ||
+		r.Cores != 4 || r.MemoryMB != 2048 || r.WorkDir == "" {
+		t.Fatalf("registration: %+v", r)
+	}
+}
+
+func TestService_Register_DuplicateIsAccepted(t *testing.T) {
+	e := newEnv(t)
+	e.c.set(func(c *cluster) {
+		c.regReply = func(req *schemas.RegisterWorker) *schemas.WorkerRegistered {
+			return &schemas.WorkerRegistered{WorkerID: req.WorkerID, Duplicate: true, HeartbeatIntervalMS: 50, Epoch: 9}
+		}
+	})
+	s := startAgent(t, e.srv.URL(), nil)
+	waitRegistered(t, s)
+	// Still alive and heartbeating, and the reply's epoch is remembered.
+	bustest.Eventually(t, 15*time.Second, "heartbeats after a duplicate", func() bool { return len(e.c.heartbeats()) >= 2 })
+	if s.Epoch() != 9 {
+		t.Fatalf("epoch %d, want 9 from the registration reply", s.Epoch())
+	}
+}
+
+func TestService_Heartbeat_Flows(t *testing.T) {
+	e := newEnv(t)
+	// A long configured interval: the reply's 50ms must override it.
+	s := startAgent(t, e.srv.URL(), func(c *Config) { c.HeartbeatInterval = time.Hour })
+	waitRegistered(t, s)
+	bustest.Eventually(t, 15*time.Second, "three heartbeats", func() bool { return len(e.c.heartbeats()) >= 3 })
+	hbs := e.c.heartbeats()
+	for i, hb := range hbs {
+		if hb.WorkerID != testWID || hb.Instance != s.Instance() {
+			t.Fatalf("heartbeat %d: %+v", i, hb)
+		}
+		if i > 0 && hb.Seq <= hbs[i-1].Seq {
+			t.Fatalf("heartbeat seq not increasing: %d then %d", hbs[i-1].Seq, hb.Seq)
+		}
+	}
+}
+
+func TestService_Heartbeat_ReregisterReplyRegistersAgain(t *testing.T) {
+	e := newEnv(t)
+	s := startAgent(t, e.srv.URL(), nil)
+	waitRegistered(t, s)
+	app := newAppID()
+	launchExecutor(t, e.nc, app, 0, "sleep 30")
+	key := schemas.ExecutorKey(app, 0)
+	running := e.c.waitReport(key, "RUNNING")
+
+	// The cluster forgot the worker: it asks once to register again, and
+	// answers that registration with the executor to kill (replaced).
+	var asked atomic.Bool
+	e.c.set(func(c *cluster) {
+		c.hbReply = func(hb *schemas.Heartbeat) *schemas.Reregister {
+			if asked.CompareAndSwap(false, true) {
+				return &schemas.Reregister{WorkerID: hb.WorkerID, Reason: "unknown worker"}
+			}
+			return nil
+		}
+		c.regReply = func(req *schemas.RegisterWorker) *schemas.WorkerRegistered {
+			return &schemas.WorkerRegistered{WorkerID: req.WorkerID, HeartbeatIntervalMS: 50, KillExecutors: []string{key}}
+		}
+	})
+	bustest.Eventually(t, 15*time.Second, "a second registration", func() bool { return len(e.c.registrations()) >= 2 })
+	second := e.c.registrations()[1]
+	if len(second.Executors) != 1 || second.Executors[0].AppID != app || second.Executors[0].PID != running.PID ||
+		second.Executors[0].State != schemas.ExecutorRunning {
+		t.Fatalf("re-registration does not list the running executor: %+v", second.Executors)
+	}
+	e.c.waitReport(key, "KILLED")
+	if alive(running.PID) {
+		t.Fatalf("pid %d still alive after the registration reply asked to kill it", running.PID)
+	}
+}
+
+func TestService_Register_AgainAfterBusRestart(t *testing.T) {
+	srv := bustest.Start(t)
+	dir, port := srv.Dir, srv.Port()
+	nc := bustest.Conn(t, srv.URL())
+	c := startCluster(t, nc)
+	s := startAgent(t, srv.URL(), nil)
+	waitRegistered(t, s)
+	before := len(c.registrations())
+
+	srv.Stop()
+	srv2 := bustest.StartIn(t, dir, port)
+	if srv2.Port() != port {
+		t.Fatalf("restarted on port %d, want %d", srv2.Port(), port)
+	}
+	bustest.Eventually(t, 20*time.Second, "a registration after the restart", func() bool {
+		return len(c.registrations()) > before
+	})
+	n := len(c.heartbeats())
+	bustest.Eventually(t, 15*time.Second, "heartbeats after the restart", func() bool { return len(c.heartbeats()) > n })
+}
+
+func TestService_Shutdown_LeavesAndKillsChildren(t *testing.T) {
+	e := newEnv(t)
+	s := startAgent(t, e.srv.URL(), nil)
+	waitRegistered(t, s)
+	app := newAppID()
+	launchExecutor(t, e.nc, app, 1, "sleep 30")
+	pid := e.c.waitReport(schemas.ExecutorKey(app, 1), "RUNNING").PID
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("second shutdown: %v", err)
+	}
+	e.c.mu.Lock()
+	leaves := append([]schemas.WorkerLeaving(nil), e.c.leaves...)
+	e.c.mu.Unlock()
+	if len(leaves) != 1 || leaves[0].WorkerID != testWID || leaves[0].Instance != s.Instance() {
+		t.Fatalf("leaves: %+v", leaves)
+	}
+	if alive(pid) {
+		t.Fatalf("child %d survived Shutdown", pid)
+	}
+}

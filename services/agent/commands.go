@@ -1,0 +1,395 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/schemas"
+	"github.com/stoker/stoker/services/svc"
+)
+
+// admitLocked fences commands by epoch: one from an older scheduler epoch
+// than the highest seen is refused (Spark's "invalid master"); an equal or
+// newer one is accepted and raises the highest. Callers hold s.mu.
+func (s *Service) admitLocked(epoch uint64, what string) error {
+	if s.stopping {
+		return bus.Errorf(bus.CodeUnavailable, "worker %s is stopping", s.wid)
+	}
+	if epoch < s.epoch {
+		s.log.Warn().Uint64("epoch", epoch).Uint64("highest_epoch", s.epoch).Str("command", what).
+			Msg("invalid master attempted a command")
+		return bus.Errorf(bus.CodeConflict, "invalid master: epoch %d is older than %d", epoch, s.epoch)
+	}
+	s.epoch = epoch
+	return nil
+}
+
+// childEnv is the agent's environment, then the command's, then Stoker's
+// variables (the last value of a key wins in os/exec).
+func (s *Service) childEnv(extra []string, vars ...string) []string {
+	env := os.Environ()
+	env = append(env, extra...)
+	env = append(env, "STOKER_NATS_URL="+s.cfg.NATSURL, "STOKER_WORKER_ID="+s.wid)
+	return append(env, vars...)
+}
+
+// handleLaunchExecutor is Spark's LaunchExecutor: idempotent by
+// "<appid>.<execid>"; a process that cannot start is reported FAILED and
+// forgotten, and the scheduler starts a replacement.
+func (s *Service) handleLaunchExecutor(_ context.Context, _ bus.Inbound, req *schemas.LaunchExecutor) (any, error) {
+	key := schemas.ExecutorKey(req.AppID, req.ExecutorID)
+	log := s.log.With().Str("executor", key).Logger()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.admitLocked(req.Epoch, "launch executor "+key); err != nil {
+		return nil, err
+	}
+	if r := s.executors[key]; r != nil {
+		return &schemas.Ack{OK: true, Message: fmt.Sprintf("executor %s already running (pid %d)", key, r.pid)}, nil
+	}
+	if r, ok := s.finishedExecutors.get(key); ok {
+		return &schemas.Ack{OK: true, Message: fmt.Sprintf("executor %s already ended %s", key, r.state)}, nil
+	}
+	log.Info().Strs("command", req.Command).Int("cores", req.Cores).Int64("memory_mb", req.MemoryMB).
+		Msg("asked to launch executor")
+	r := &runner{
+		kind:     kindExecutor,
+		key:      key,
+		appID:    req.AppID,
+		execID:   req.ExecutorID,
+		argv:     req.Command,
+		cores:    req.Cores,
+		memoryMB: req.MemoryMB,
+		dir:      filepath.Join(s.cfg.WorkDir, req.AppID, strconv.Itoa(req.ExecutorID)),
+		killCh:   make(chan struct{}),
+		env: s.childEnv(req.Env,
+			"STOKER_APP_ID="+req.AppID,
+			"STOKER_EXECUTOR_ID="+strconv.Itoa(req.ExecutorID),
+			"STOKER_CORES="+strconv.Itoa(req.Cores),
+			"STOKER_MEMORY_MB="+strconv.FormatInt(req.MemoryMB, 10)),
+	}
+	if err := r.startLocked(); err != nil {
+		// Never recorded, so nothing to kill or forget: report and refuse.
+		log.Error().Err(err).Msg("failed to launch executor")
+		r.state = string(schemas.ExecutorFailed)
+		r.message = "launch failed: " + err.Error()
+		s.reports.push(r.stateChangeLocked(s.wid, s.instance))
+		return &schemas.Ack{OK: false, Message: r.message}, nil
+	}
+	r.state = string(schemas.ExecutorRunning)
+	s.executors[key] = r
+	s.reports.push(r.stateChangeLocked(s.wid, s.instance))
+	s.watchLocked(r)
+	log.Info().Int("pid", r.pid).Msg("executor running")
+	return &schemas.Ack{OK: true}, nil
+}
+
+// handleLaunchDriver starts a driver. It is idempotent by driver id and
+// attempt: a driver already running is acknowledged; a finished one is
+// started again only for a higher attempt (the cluster relaunching it).
+func (s *Service) handleLaunchDriver(_ context.Context, _ bus.Inbound, req *schemas.LaunchDriver) (any, error) {
+	log := s.log.With().Str("driver", req.DriverID).Logger()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.admitLocked(req.Epoch, "launch driver "+req.DriverID); err != nil {
+		return nil, err
+	}
+	if r := s.drivers[req.DriverID]; r != nil {
+		return &schemas.Ack{OK: true, Message: fmt.Sprintf("driver %s already running (attempt %d)", req.DriverID, r.attempt)}, nil
+	}
+	if r, ok := s.finishedDrivers.get(req.DriverID); ok {
+		if req.Attempt <= r.attempt {
+			return &schemas.Ack{OK: true, Message: fmt.Sprintf("driver %s attempt %d already ended %s", req.DriverID, r.attempt, r.state)}, nil
+		}
+		s.finishedDrivers.remove(req.DriverID)
+	}
+	log.Info().Strs("command", req.Command).Int("cores", req.Cores).Int64("memory_mb", req.MemoryMB).
+		Bool("supervise", req.Supervise).Int("attempt", req.Attempt).Msg("asked to launch driver")
+	r := &runner{
+		kind:      kindDriver,
+		key:       req.DriverID,
+		driverID:  req.DriverID,
+		argv:      req.Command,
+		cores:     req.Cores,
+		memoryMB:  req.MemoryMB,
+		supervise: req.Supervise,
+		attempt:   req.Attempt,
+		dir:       filepath.Join(s.cfg.WorkDir, req.DriverID),
+		killCh:    make(chan struct{}),
+		env: s.childEnv(req.Env,
+			"STOKER_DRIVER_ID="+req.DriverID,
+			"STOKER_CORES="+strconv.Itoa(req.Cores),
+			"STOKER_MEMORY_MB="+strconv.FormatInt(req.MemoryMB, 10)),
+	}
+	if err := r.startLocked(); err != nil {
+		log.Error().Err(err).Msg("failed to launch driver")
+		r.state = string(schemas.DriverError)
+		r.message = "launch failed: " + err.Error()
+		s.reports.push(r.stateChangeLocked(s.wid, s.instance))
+		return &schemas.Ack{OK: false, Message: r.message}, nil
+	}
+	r.state = string(schemas.DriverRunning)
+	s.drivers[req.DriverID] = r
+	s.reports.push(r.stateChangeLocked(s.wid, s.instance))
+	s.watchLocked(r)
+	log.Info().Int("pid", r.pid).Msg("driver running")
+	return &schemas.Ack{OK: true}, nil
+}
+
+// watchLocked starts the goroutine that waits for r's process. Callers
+// hold s.mu with s.stopping false, so the group is still open.
+func (s *Service) watchLocked(r *runner) {
+	if !s.group.Go(func(ctx context.Context) { s.watch(ctx, r) }) {
+		// Unreachable while the contract above holds; never leak a child.
+		r.signalLocked(syscall.SIGKILL)
+		go func() { _ = r.cmd.Wait() }()
+	}
+}
+
+// watch waits for r's process and acts on its end: report the final state,
+// or restart a supervised driver in place. A stopping agent ends the child
+// without reporting it (the shutdown path); a kill request reports KILLED.
+func (s *Service) watch(ctx context.Context, r *runner) {
+	relaunches := 0
+	for {
+		s.mu.Lock()
+		cmd := r.cmd
+		s.mu.Unlock()
+		started := time.Now()
+		waitErr := cmd.Wait()
+		code, msg := exitStatus(cmd.ProcessState, waitErr)
+
+		s.mu.Lock()
+		r.reapedLocked()
+		r.exitCode = &code
+		switch {
+		case s.stopping:
+			s.finishLocked(r, killedState(r.kind), "the agent stopped", false)
+			s.mu.Unlock()
+			return
+		case r.killed:
+			s.finishLocked(r, killedState(r.kind), r.message, true)
+			s.mu.Unlock()
+			return
+		case r.kind == kindExecutor && code == 0:
+			s.finishLocked(r, string(schemas.ExecutorExited), "", true)
+			s.mu.Unlock()
+			return
+		case r.kind == kindExecutor:
+			s.finishLocked(r, string(schemas.ExecutorFailed), msg, true)
+			s.mu.Unlock()
+			return
+		case code == 0:
+			s.finishLocked(r, string(schemas.DriverFinished), "", true)
+			s.mu.Unlock()
+			return
+		case !r.supervise:
+			s.finishLocked(r, string(schemas.DriverFailed), msg, true)
+			s.mu.Unlock()
+			return
+		}
+
+		// A supervised driver failed: restart it in place after a backoff.
+		if time.Since(started) >= relaunchResetAfter {
+			relaunches = 0
+		}
+		r.attempt++
+		r.state = string(schemas.DriverRelaunching)
+		r.message = msg
+		r.pid = 0
+		s.reports.push(r.stateChangeLocked(s.wid, s.instance))
+		s.log.Warn().Str("driver", r.driverID).Int("exit_code", code).Int("attempt", r.attempt).
+			Msg("supervised driver failed; relaunching")
+		s.mu.Unlock()
+
+		wait := svc.Backoff(relaunches, s.cfg.RelaunchBackoff, relaunchBackoffMax, rand.Int64N)
+		relaunches++
+		timer := time.NewTimer(wait)
+		select {
+		case <-timer.C:
+		case <-r.killCh:
+		case <-ctx.Done():
+		}
+		timer.Stop()
+
+		s.mu.Lock()
+		switch {
+		case s.stopping:
+			s.finishLocked(r, killedState(r.kind), "the agent stopped", false)
+			s.mu.Unlock()
+			return
+		case r.killed:
+			s.finishLocked(r, killedState(r.kind), r.message, true)
+			s.mu.Unlock()
+			return
+		}
+		if err := r.startLocked(); err != nil {
+			s.log.Error().Err(err).Str("driver", r.driverID).Msg("failed to relaunch driver")
+			s.finishLocked(r, string(schemas.DriverError), "relaunch failed: "+err.Error(), true)
+			s.mu.Unlock()
+			return
+		}
+		r.state = string(schemas.DriverRunning)
+		s.reports.push(r.stateChangeLocked(s.wid, s.instance))
+		s.log.Info().Str("driver", r.driverID).Int("pid", r.pid).Int("attempt", r.attempt).Msg("driver relaunched")
+		s.mu.Unlock()
+	}
+}
+
+func killedState(k kind) string {
+	if k == kindDriver {
+		return string(schemas.DriverKilled)
+	}
+	return string(schemas.ExecutorKilled)
+}
+
+// finishLocked moves r to the finished map in its final state and, unless
+// the agent is stopping, reports it. Callers hold s.mu.
+func (s *Service) finishLocked(r *runner, state, message string, report bool) {
+	r.state = state
+	r.message = message
+	if r.kind == kindDriver {
+		delete(s.drivers, r.key)
+		s.finishedDrivers.add(r)
+	} else {
+		delete(s.executors, r.key)
+		s.finishedExecutors.add(r)
+	}
+	ev := s.log.Info()
+	if r.exitCode != nil {
+		ev = ev.Int("exit_code", *r.exitCode)
+	}
+	ev.Str(r.kind.String(), r.key).Str("state", state).Str("detail", message).Msg(r.kind.String() + " ended")
+	if report {
+		s.reports.push(r.stateChangeLocked(s.wid, s.instance))
+	}
+}
+
+// killLocked is the kill path: SIGTERM to the process group, SIGKILL after
+// KillGrace; the watcher reports KILLED once the process is gone (or at
+// once, if a supervised driver is waiting to be relaunched). Callers hold s.mu.
+func (s *Service) killLocked(r *runner, reason string) {
+	if r.killed {
+		return
+	}
+	r.killed = true
+	r.message = "killed"
+	if reason != "" {
+		r.message = "killed: " + reason
+	}
+	close(r.killCh)
+	r.terminateLocked(s.cfg.KillGrace, &s.mu)
+}
+
+// handleKill is Spark's KillExecutor / KillDriver.
+func (s *Service) handleKill(_ context.Context, _ bus.Inbound, req *schemas.Kill) (any, error) {
+	k, key := kindExecutor, schemas.ExecutorKey(req.AppID, req.ExecutorID)
+	if req.DriverID != "" {
+		k, key = kindDriver, req.DriverID
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.admitLocked(req.Epoch, "kill "+key); err != nil {
+		return nil, err
+	}
+	running, finished := s.executors, s.finishedExecutors
+	if k == kindDriver {
+		running, finished = s.drivers, s.finishedDrivers
+	}
+	r := running[key]
+	if r == nil {
+		if f, ok := finished.get(key); ok {
+			return &schemas.Ack{OK: true, Message: fmt.Sprintf("%s %s already ended %s", k, key, f.state)}, nil
+		}
+		s.log.Error().Str(k.String(), key).Msgf("asked to kill unknown %s", k)
+		return &schemas.Ack{OK: false, Message: fmt.Sprintf("unknown %s %s", k, key)}, nil
+	}
+	s.log.Info().Str(k.String(), key).Str("reason", req.Reason).Msgf("asked to kill %s", k)
+	s.killLocked(r, req.Reason)
+	return &schemas.Ack{OK: true}, nil
+}
+
+// handleMaster answers a new scheduler epoch with what the agent runs.
+func (s *Service) handleMaster(_ context.Context, _ bus.Inbound, req *schemas.MasterChanged) (any, error) {
+	s.mu.Lock()
+	err := s.admitLocked(req.Epoch, "master changed")
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info().Uint64("epoch", req.Epoch).Str("leader", req.Leader).Msg("master changed")
+	execs, drivers := s.runningLists()
+	return &schemas.WorkerReport{
+		WorkerID: s.wid, Instance: s.instance, Epoch: req.Epoch,
+		Executors: execs, Drivers: drivers,
+	}, nil
+}
+
+// handleLogs returns the tail of a child's stdout or stderr, running or finished.
+func (s *Service) handleLogs(_ context.Context, _ bus.Inbound, req *schemas.LogsRequest) (any, error) {
+	s.mu.Lock()
+	var r *runner
+	if req.ID != "" {
+		if r = s.drivers[req.ID]; r == nil {
+			if r = s.executors[req.ID]; r == nil {
+				if r, _ = s.finishedDrivers.get(req.ID); r == nil {
+					r, _ = s.finishedExecutors.get(req.ID)
+				}
+			}
+		}
+	}
+	s.mu.Unlock()
+	if r == nil {
+		return nil, bus.Errorf(bus.CodeNotFound, "no driver or executor %s on worker %s", req.ID, s.wid)
+	}
+	name := stdoutFile
+	if req.Stderr {
+		name = stderrFile
+	}
+	limit := req.MaxBytes
+	if limit == 0 {
+		limit = DefaultLogsMaxBytes
+	}
+	// The reply must fit in one message, with room for its envelope.
+	if mp := int(s.nc.MaxPayload()) - 4096; mp > 0 && limit > mp {
+		limit = mp
+	}
+	data, truncated, err := tail(filepath.Join(r.dir, name), int64(limit))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, bus.Errorf(bus.CodeNotFound, "%s of %s is gone", name, req.ID)
+	}
+	if err != nil {
+		return nil, bus.Errorf(bus.CodeInternal, "read %s of %s: %v", name, req.ID, err)
+	}
+	return &schemas.LogsReply{ID: req.ID, Data: data, Truncated: truncated}, nil
+}
+
+// tail reads at most n bytes from the end of path.
+func tail(path string, n int64) ([]byte, bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, false, err
+	}
+	size := fi.Size()
+	off := max(size-n, 0)
+	buf := make([]byte, size-off)
+	got, err := f.ReadAt(buf, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, false, err
+	}
+	return buf[:got], off > 0, nil
+}

@@ -1,0 +1,500 @@
+package agent
+
+import (
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/bus/bustest"
+	"github.com/stoker/stoker/schemas"
+)
+
+func TestService_LaunchExecutor_RunsProcess(t *testing.T) {
+	e := newEnv(t)
+	var workDir string
+	s := startAgent(t, e.srv.URL(), func(c *Config) { workDir = c.WorkDir })
+	waitRegistered(t, s)
+	app := newAppID()
+	var ack schemas.Ack
+	err := call(t, e.nc, bus.WorkerCmdLaunchSubject(testWID), &schemas.LaunchExecutor{
+		AppID: app, ExecutorID: 7, Cores: 2, MemoryMB: 300, Env: []string{"EXTRA=yes", "STOKER_CORES=99"},
+		Command: sh(`echo "app=$STOKER_APP_ID exec=$STOKER_EXECUTOR_ID wid=$STOKER_WORKER_ID cores=$STOKER_CORES mem=$STOKER_MEMORY_MB url=$STOKER_NATS_URL extra=$EXTRA pwd=$(pwd)"; echo oops >&2`),
+	}, &ack)
+	if err != nil || !ack.OK {
+		t.Fatalf("launch: %+v %v", ack, err)
+	}
+	key := schemas.ExecutorKey(app, 7)
+	e.c.waitReport(key, "EXITED")
+	if got := e.c.stateList(key); strings.Join(got, ",") != "RUNNING,EXITED" {
+		t.Fatalf("reports %v, want RUNNING then EXITED", got)
+	}
+	dir := filepath.Join(workDir, app, "7")
+	out := readFile(t, filepath.Join(dir, "stdout"))
+	want := "app=" + app + " exec=7 wid=" + testWID + " cores=2 mem=300 url=" + e.srv.URL() + " extra=yes pwd=" + dir
+	if strings.TrimSpace(out) != want {
+		t.Fatalf("stdout:\n got %q\nwant %q", out, want)
+	}
+	if got := readFile(t, filepath.Join(dir, "stderr")); got != "oops\n" {
+		t.Fatalf("stderr %q", got)
+	}
+	if cores, mem := s.Used(); cores != 0 || mem != 0 {
+		t.Fatalf("used %d cores %d MB after exit", cores, mem)
+	}
+}
+
+func TestService_LaunchExecutor_ExitStates(t *testing.T) {
+	e := newEnv(t)
+	s := startAgent(t, e.srv.URL(), nil)
+	waitRegistered(t, s)
+	tests := []struct {
+		name   string
+		script string
+		state  string
+		code   int
+	}{
+		{"exit 0 is EXITED", "exit 0", "EXITED", 0},
+		{"exit 3 is FAILED", "exit 3", "FAILED", 3},
+		{"a signal is FAILED", "kill -9 $$", "FAILED", 137},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			app := newAppID()
+			launchExecutor(t, e.nc, app, i, tc.script)
+			sc := e.c.waitReport(schemas.ExecutorKey(app, i), tc.state)
+			if sc.ExitCode == nil || *sc.ExitCode != tc.code {
+				t.Fatalf("exit code %v, want %d", sc.ExitCode, tc.code)
+			}
+		})
+	}
+}
+
+func TestService_LaunchExecutor_MissingCommandFails(t *testing.T) {
+	e := newEnv(t)
+	s := startAgent(t, e.srv.URL(), nil)
+	waitRegistered(t, s)
+	app := newAppID()
+	var ack schemas.Ack
+	err := call(t, e.nc, bus.WorkerCmdLaunchSubject(testWID), &schemas.LaunchExecutor{
+		AppID: app, ExecutorID: 0, Cores: 1, MemoryMB: 100, Command: []string{"/nonexistent/stoker-no-such-binary"},
+	}, &ack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.OK || !strings.Contains(ack.Message, "no such file") {
+		t.Fatalf("ack %+v, want not OK with the start error", ack)
+	}
+	sc := e.c.waitReport(schemas.ExecutorKey(app, 0), "FAILED")
+	if !strings.Contains(sc.Message, "launch failed") {
+		t.Fatalf("report message %q", sc.Message)
+	}
+	s.mu.Lock()
+	_, fin := s.finishedExecutors.get(schemas.ExecutorKey(app, 0))
+	n := len(s.executors)
+	s.mu.Unlock()
+	if n != 0 || fin {
+		t.Fatalf("a runner was left behind: running %d, finished %v", n, fin)
+	}
+	// Drivers that cannot start are ERROR.
+	d := newDriverID()
+	err = call(t, e.nc, bus.WorkerCmdLaunchDriverSubject(testWID), &schemas.LaunchDriver{
+		DriverID: d, Cores: 1, MemoryMB: 100, Command: []string{"/nonexistent/stoker-no-such-binary"},
+	}, &ack)
+	if err != nil || ack.OK {
+		t.Fatalf("driver launch: %+v %v", ack, err)
+	}
+	e.c.waitReport(d, "ERROR")
+}
+
+func TestService_Kill_TermThenKilled(t *testing.T) {
+	e := newEnv(t)
+	var workDir string
+	s := startAgent(t, e.srv.URL(), func(c *Config) { workDir = c.WorkDir })
+	waitRegistered(t, s)
+	app := newAppID()
+	launchExecutor(t, e.nc, app, 0, `trap 'echo got-term; exit 0' TERM; echo ready; while :; do sleep 0.05; done`)
+	key := schemas.ExecutorKey(app, 0)
+	pid := e.c.waitReport(key, "RUNNING").PID
+	stdout := filepath.Join(workDir, app, "0", "stdout")
+	waitFileContains(t, stdout, "ready")
+
+	var ack schemas.Ack
+	if err := call(t, e.nc, bus.WorkerCmdKillSubject(testWID), &schemas.Kill{AppID: app, ExecutorID: 0, Reason: "test"}, &ack); err != nil || !ack.OK {
+		t.Fatalf("kill: %+v %v", ack, err)
+	}
+	sc := e.c.waitReport(key, "KILLED")
+	if !strings.Contains(sc.Message, "test") {
+		t.Fatalf("killed report message %q", sc.Message)
+	}
+	if !strings.Contains(readFile(t, stdout), "got-term") {
+		t.Fatal("the child never saw SIGTERM")
+	}
+	if alive(pid) {
+		t.Fatalf("pid %d still exists", pid)
+	}
+	// A second kill of the same executor is answered, not an error.
+	if err := call(t, e.nc, bus.WorkerCmdKillSubject(testWID), &schemas.Kill{AppID: app, ExecutorID: 0}, &ack); err != nil || !ack.OK {
+		t.Fatalf("kill of an ended executor: %+v %v", ack, err)
+	}
+}
+
+func TestService_Kill_SigkillAfterGrace(t *testing.T) {
+	e := newEnv(t)
+	var workDir string
+	s := startAgent(t, e.srv.URL(), func(c *Config) { workDir = c.WorkDir; c.KillGrace = time.Second })
+	waitRegistered(t, s)
+	d := newDriverID()
+	launchDriver(t, e.nc, d, true, `trap '' TERM; echo ready; while :; do sleep 0.05; done`)
+	pid := e.c.waitReport(d, "RUNNING").PID
+	waitFileContains(t, filepath.Join(workDir, d, "stdout"), "ready")
+
+	var ack schemas.Ack
+	if err := call(t, e.nc, bus.WorkerCmdKillSubject(testWID), &schemas.Kill{DriverID: d}, &ack); err != nil || !ack.OK {
+		t.Fatalf("kill: %+v %v", ack, err)
+	}
+	if !alive(pid) {
+		t.Fatal("a child ignoring SIGTERM died before the grace period")
+	}
+	sc := e.c.waitReport(d, "KILLED")
+	if sc.ExitCode == nil || *sc.ExitCode != 137 {
+		t.Fatalf("exit code %v, want 137 (SIGKILL)", sc.ExitCode)
+	}
+	if alive(pid) {
+		t.Fatalf("pid %d still exists", pid)
+	}
+	// Killed on request: a supervised driver is not relaunched.
+	if got := e.c.stateList(d); strings.Join(got, ",") != "RUNNING,KILLED" {
+		t.Fatalf("reports %v", got)
+	}
+}
+
+func TestService_Kill_UnknownIsRefused(t *testing.T) {
+	e := newEnv(t)
+	s := startAgent(t, e.srv.URL(), nil)
+	waitRegistered(t, s)
+	tests := []struct {
+		name string
+		kill schemas.Kill
+	}{
+		{"executor", schemas.Kill{AppID: newAppID(), ExecutorID: 4}},
+		{"driver", schemas.Kill{DriverID: newDriverID()}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var ack schemas.Ack
+			if err := call(t, e.nc, bus.WorkerCmdKillSubject(testWID), &tc.kill, &ack); err != nil {
+				t.Fatal(err)
+			}
+			if ack.OK || !strings.Contains(ack.Message, "unknown") {
+				t.Fatalf("ack %+v", ack)
+			}
+		})
+	}
+}
+
+func TestService_LaunchExecutor_Idempotent(t *testing.T) {
+	e := newEnv(t)
+	s := startAgent(t, e.srv.URL(), nil)
+	waitRegistered(t, s)
+	app := newAppID()
+	key := schemas.ExecutorKey(app, 2)
+	first := launchExecutor(t, e.nc, app, 2, "sleep 30")
+	second := launchExecutor(t, e.nc, app, 2, "sleep 30")
+	if !first.OK || !second.OK || !strings.Contains(second.Message, "already running") {
+		t.Fatalf("acks %+v %+v", first, second)
+	}
+	pid := e.c.waitReport(key, "RUNNING").PID
+	if execs, _ := s.runningLists(); len(execs) != 1 || execs[0].PID != pid {
+		t.Fatalf("want one process %d, running %+v", pid, execs)
+	}
+	var ack schemas.Ack
+	if err := call(t, e.nc, bus.WorkerCmdKillSubject(testWID), &schemas.Kill{AppID: app, ExecutorID: 2}, &ack); err != nil {
+		t.Fatal(err)
+	}
+	e.c.waitReport(key, "KILLED")
+	third := launchExecutor(t, e.nc, app, 2, "sleep 30")
+	if !third.OK || !strings.Contains(third.Message, "already ended") {
+		t.Fatalf("launch after the end: %+v", third)
+	}
+	if got := e.c.stateList(key); strings.Join(got, ",") != "RUNNING,KILLED" {
+		t.Fatalf("reports %v", got)
+	}
+}
+
+func TestService_Commands_EpochFencing(t *testing.T) {
+	e := newEnv(t)
+	s := startAgent(t, e.srv.URL(), nil)
+	waitRegistered(t, s)
+	app := newAppID()
+	var rep schemas.WorkerReport
+	if err := call(t, e.nc, bus.WorkerCmdMasterSubject(testWID), &schemas.MasterChanged{Epoch: 5, Leader: "s1"}, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.WorkerID != testWID || rep.Instance != s.Instance() || rep.Epoch != 5 {
+		t.Fatalf("report %+v", rep)
+	}
+	tests := []struct {
+		name    string
+		subject string
+		req     any
+		wantErr bool
+	}{
+		{"older launch", bus.WorkerCmdLaunchSubject(testWID), &schemas.LaunchExecutor{Epoch: 4, AppID: app, ExecutorID: 0, Command: sh("sleep 30"), Cores: 1, MemoryMB: 1}, true},
+		{"older driver launch", bus.WorkerCmdLaunchDriverSubject(testWID), &schemas.LaunchDriver{Epoch: 4, DriverID: newDriverID(), Command: sh("sleep 30"), Cores: 1, MemoryMB: 1}, true},
+		{"older kill", bus.WorkerCmdKillSubject(testWID), &schemas.Kill{Epoch: 1, AppID: app}, true},
+		{"older master", bus.WorkerCmdMasterSubject(testWID), &schemas.MasterChanged{Epoch: 4}, true},
+		{"equal launch", bus.WorkerCmdLaunchSubject(testWID), &schemas.LaunchExecutor{Epoch: 5, AppID: app, ExecutorID: 1, Command: sh("sleep 30"), Cores: 1, MemoryMB: 1}, false},
+		{"newer launch", bus.WorkerCmdLaunchSubject(testWID), &schemas.LaunchExecutor{Epoch: 7, AppID: app, ExecutorID: 2, Command: sh("sleep 30"), Cores: 1, MemoryMB: 1}, false},
+		{"older than the newest now", bus.WorkerCmdLaunchSubject(testWID), &schemas.LaunchExecutor{Epoch: 6, AppID: app, ExecutorID: 3, Command: sh("sleep 30"), Cores: 1, MemoryMB: 1}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := call(t, e.nc, tc.subject, tc.req, nil)
+			if !tc.wantErr {
+				if err != nil {
+					t.Fatalf("want accepted, got %v", err)
+				}
+				return
+			}
+			var be *bus.Error
+			if !errors.As(err, &be) || be.Code != bus.CodeConflict || !strings.Contains(be.Description, "invalid master") {
+				t.Fatalf("want a 409 invalid master error, got %v", err)
+			}
+		})
+	}
+	if s.Epoch() != 7 {
+		t.Fatalf("highest epoch %d, want 7", s.Epoch())
+	}
+	if len(e.c.reports(schemas.ExecutorKey(app, 0))) != 0 {
+		t.Fatal("a refused launch started a process")
+	}
+}
+
+func TestService_LaunchDriver_Outcomes(t *testing.T) {
+	e := newEnv(t)
+	s := startAgent(t, e.srv.URL(), nil)
+	waitRegistered(t, s)
+	tests := []struct {
+		name      string
+		supervise bool
+		script    string
+		final     string
+		code      int
+	}{
+		{"exit 0 is FINISHED", false, "exit 0", "FINISHED", 0},
+		{"exit 3 unsupervised is FAILED", false, "exit 3", "FAILED", 3},
+		{"exit 0 supervised is FINISHED", true, "exit 0", "FINISHED", 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newDriverID()
+			launchDriver(t, e.nc, d, tc.supervise, tc.script)
+			sc := e.c.waitReport(d, tc.final)
+			if sc.ExitCode == nil || *sc.ExitCode != tc.code {
+				t.Fatalf("exit code %v, want %d", sc.ExitCode, tc.code)
+			}
+			if got := e.c.stateList(d); strings.Join(got, ",") != "RUNNING,"+tc.final {
+				t.Fatalf("reports %v", got)
+			}
+		})
+	}
+}
+
+func TestService_LaunchDriver_SupervisedRelaunches(t *testing.T) {
+	e := newEnv(t)
+	var workDir string
+	s := startAgent(t, e.srv.URL(), func(c *Config) { workDir = c.WorkDir })
+	waitRegistered(t, s)
+	d := newDriverID()
+	launchDriver(t, e.nc, d, true, `echo "run $STOKER_DRIVER_ID"; exit 3`)
+	bustest.Eventually(t, 20*time.Second, "three relaunches", func() bool {
+		n := 0
+		for _, sc := range e.c.reports(d) {
+			if sc.State == "RELAUNCHING" {
+				n++
+			}
+		}
+		return n >= 3
+	})
+	var ack schemas.Ack
+	if err := call(t, e.nc, bus.WorkerCmdKillSubject(testWID), &schemas.Kill{DriverID: d}, &ack); err != nil || !ack.OK {
+		t.Fatalf("kill: %+v %v", ack, err)
+	}
+	e.c.waitReport(d, "KILLED")
+
+	reports := e.c.reports(d)
+	if reports[0].State != "RUNNING" || reports[0].Attempt != 1 {
+		t.Fatalf("first report %+v", reports[0])
+	}
+	last := 1
+	for i, sc := range reports[:len(reports)-1] {
+		if sc.State != "RELAUNCHING" {
+			continue
+		}
+		if sc.Attempt != last+1 || sc.ExitCode == nil || *sc.ExitCode != 3 {
+			t.Fatalf("report %d: %+v, want attempt %d with exit code 3", i, sc, last+1)
+		}
+		last = sc.Attempt
+		if next := reports[i+1]; next.State != "RUNNING" && next.State != "KILLED" {
+			t.Fatalf("after RELAUNCHING came %s", next.State)
+		}
+	}
+	// Every attempt appended to the same stdout.
+	out := readFile(t, filepath.Join(workDir, d, "stdout"))
+	if n := strings.Count(out, "run "+d); n < 3 {
+		t.Fatalf("stdout has %d runs:\n%s", n, out)
+	}
+}
+
+func TestService_StateAck_KillRequest(t *testing.T) {
+	e := newEnv(t)
+	app := newAppID()
+	doomed := schemas.ExecutorKey(app, 1)
+	e.c.set(func(c *cluster) {
+		c.stateAck = func(sc *schemas.StateChange) *schemas.StateAck {
+			if reportID(*sc) == doomed && sc.State == "RUNNING" {
+				return &schemas.StateAck{Kill: true, Reason: "replaced"}
+			}
+			return &schemas.StateAck{}
+		}
+	})
+	s := startAgent(t, e.srv.URL(), nil)
+	waitRegistered(t, s)
+	launchExecutor(t, e.nc, app, 0, "sleep 30")
+	launchExecutor(t, e.nc, app, 1, "sleep 30")
+	pid := e.c.waitReport(doomed, "RUNNING").PID
+	e.c.waitReport(doomed, "KILLED")
+	if alive(pid) {
+		t.Fatalf("pid %d still exists", pid)
+	}
+	if got := e.c.stateList(schemas.ExecutorKey(app, 0)); strings.Join(got, ",") != "RUNNING" {
+		t.Fatalf("the other executor: %v", got)
+	}
+}
+
+func TestService_StateReports_RetriedInOrderUntilAcked(t *testing.T) {
+	e := newEnv(t)
+	s := startAgent(t, e.srv.URL(), nil)
+	waitRegistered(t, s)
+	// The registration service is unavailable for a while.
+	e.c.set(func(c *cluster) { c.refuseStates = true })
+	app := newAppID()
+	key := schemas.ExecutorKey(app, 0)
+	launchExecutor(t, e.nc, app, 0, "exit 0")
+	bustest.Eventually(t, 15*time.Second, "refused report attempts", func() bool {
+		e.c.mu.Lock()
+		defer e.c.mu.Unlock()
+		return e.c.refused >= 3
+	})
+	bustest.Eventually(t, 15*time.Second, "RUNNING and EXITED pending", func() bool { return s.reports.pending() == 2 })
+	e.c.set(func(c *cluster) { c.refuseStates = false })
+	e.c.waitReport(key, "EXITED")
+	if got := e.c.stateList(key); strings.Join(got, ",") != "RUNNING,EXITED" {
+		t.Fatalf("reports %v, want RUNNING then EXITED", got)
+	}
+}
+
+func TestService_Master_ReportsRunning(t *testing.T) {
+	e := newEnv(t)
+	s := startAgent(t, e.srv.URL(), nil)
+	waitRegistered(t, s)
+	app, d := newAppID(), newDriverID()
+	launchExecutor(t, e.nc, app, 3, "sleep 30")
+	launchDriver(t, e.nc, d, false, "sleep 30")
+	epid := e.c.waitReport(schemas.ExecutorKey(app, 3), "RUNNING").PID
+	dpid := e.c.waitReport(d, "RUNNING").PID
+	var rep schemas.WorkerReport
+	if err := call(t, e.nc, bus.WorkerCmdMasterSubject(testWID), &schemas.MasterChanged{Epoch: 3, Leader: "s2"}, &rep); err != nil {
+		t.Fatal(err)
+	}
+	wantExec := schemas.RunningExecutor{AppID: app, ExecutorID: 3, Cores: 1, MemoryMB: 256, State: schemas.ExecutorRunning, PID: epid}
+	wantDriver := schemas.RunningDriver{DriverID: d, Cores: 1, MemoryMB: 256, State: schemas.DriverRunning, PID: dpid, Attempt: 1}
+	if rep.Epoch != 3 || len(rep.Executors) != 1 || rep.Executors[0] != wantExec || len(rep.Drivers) != 1 || rep.Drivers[0] != wantDriver {
+		t.Fatalf("report %+v", rep)
+	}
+	if cores, mem := s.Used(); cores != 2 || mem != 512 {
+		t.Fatalf("used %d cores %d MB", cores, mem)
+	}
+}
+
+func TestService_Stop_KillsEveryChild(t *testing.T) {
+	e := newEnv(t)
+	s := startAgent(t, e.srv.URL(), func(c *Config) { c.KillGrace = time.Second })
+	waitRegistered(t, s)
+	app, d := newAppID(), newDriverID()
+	launchExecutor(t, e.nc, app, 0, "sleep 30")
+	launchExecutor(t, e.nc, app, 1, "trap '' TERM; while :; do sleep 0.05; done")
+	launchDriver(t, e.nc, d, true, "sleep 30")
+	pids := []int{
+		e.c.waitReport(schemas.ExecutorKey(app, 0), "RUNNING").PID,
+		e.c.waitReport(schemas.ExecutorKey(app, 1), "RUNNING").PID,
+		e.c.waitReport(d, "RUNNING").PID,
+	}
+	s.Stop()
+	s.Stop()
+	for _, pid := range pids {
+		if alive(pid) {
+			t.Fatalf("pid %d survived Stop", pid)
+		}
+	}
+	// The shutdown path is not the kill path: nothing was reported KILLED,
+	// and a stopped agent refuses work.
+	for _, id := range []string{schemas.ExecutorKey(app, 0), schemas.ExecutorKey(app, 1), d} {
+		if got := e.c.stateList(id); strings.Join(got, ",") != "RUNNING" {
+			t.Fatalf("%s reports %v", id, got)
+		}
+	}
+	if s.subs != nil {
+		t.Fatal("subscriptions left after Stop")
+	}
+}
+
+func TestService_Logs_Tail(t *testing.T) {
+	e := newEnv(t)
+	s := startAgent(t, e.srv.URL(), nil)
+	waitRegistered(t, s)
+	app, d := newAppID(), newDriverID()
+	launchExecutor(t, e.nc, app, 0, `printf 'line1\nline2\nline3\n'; echo err-line >&2`)
+	key := schemas.ExecutorKey(app, 0)
+	e.c.waitReport(key, "EXITED")
+	launchDriver(t, e.nc, d, false, `echo driver-out; sleep 30`)
+	e.c.waitReport(d, "RUNNING")
+
+	tests := []struct {
+		name      string
+		req       schemas.LogsRequest
+		want      string
+		truncated bool
+		code      int
+	}{
+		{"finished executor stdout", schemas.LogsRequest{ID: key}, "line1\nline2\nline3\n", false, 0},
+		{"tail", schemas.LogsRequest{ID: key, MaxBytes: 6}, "line3\n", true, 0},
+		{"stderr", schemas.LogsRequest{ID: key, Stderr: true}, "err-line\n", false, 0},
+		{"running driver", schemas.LogsRequest{ID: d}, "driver-out\n", false, 0},
+		{"unknown executor", schemas.LogsRequest{ID: schemas.ExecutorKey(app, 9)}, "", false, bus.CodeNotFound},
+		{"unknown driver", schemas.LogsRequest{ID: newDriverID()}, "", false, bus.CodeNotFound},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var rep schemas.LogsReply
+			var err error
+			bustest.Eventually(t, 10*time.Second, "log content", func() bool {
+				rep = schemas.LogsReply{}
+				err = call(t, e.nc, bus.WorkerLogsSubject(testWID), &tc.req, &rep)
+				return err != nil || string(rep.Data) == tc.want
+			})
+			if tc.code != 0 {
+				var be *bus.Error
+				if !errors.As(err, &be) || be.Code != tc.code {
+					t.Fatalf("want code %d, got %v", tc.code, err)
+				}
+				return
+			}
+			if err != nil || string(rep.Data) != tc.want || rep.Truncated != tc.truncated || rep.ID != tc.req.ID {
+				t.Fatalf("reply %+v (%q) %v", rep, rep.Data, err)
+			}
+		})
+	}
+}

@@ -1,0 +1,163 @@
+package agent
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/stoker/stoker/schemas"
+)
+
+// Defaults.
+const (
+	DefaultWorkDir           = "./work"
+	DefaultHeartbeatInterval = time.Second
+	DefaultKillGrace         = 5 * time.Second
+	DefaultRegisterTimeout   = 2 * time.Second
+	DefaultRelaunchBackoff   = 500 * time.Millisecond
+	// DefaultLogsMaxBytes is the tail returned when a LogsRequest says 0.
+	DefaultLogsMaxBytes = 1 << 20
+	// minMemoryMB is the floor of the memory default.
+	minMemoryMB = 512
+	// retainFinished bounds finishedExecutors and finishedDrivers, as
+	// Spark's spark.worker.ui.retainedExecutors/Drivers (1000) do.
+	retainFinished = 1000
+)
+
+// Config configures an agent.
+type Config struct {
+	// NC is the connection the agent uses; the caller owns (and closes) it.
+	NC *nats.Conn
+	// ID and Replicas are part of every service's Config so cmd/stoker can
+	// wire them alike; the agent does not use them (its identity is
+	// WorkerID, and it has no JetStream state).
+	ID       string
+	Replicas int
+	Log      zerolog.Logger
+
+	// NATSURL is given to every child as STOKER_NATS_URL. Required.
+	NATSURL string
+	// WorkerID names the worker (schemas.ValidID). Default: the hostname,
+	// sanitized with schemas.SanitizeID.
+	WorkerID string
+	// Host is the address reported at registration. Default: the hostname.
+	Host string
+	// Cores offered to the cluster. Default runtime.NumCPU().
+	Cores int
+	// MemoryMB offered to the cluster. Default: total memory minus 1 GiB,
+	// at least 512.
+	MemoryMB int64
+	// WorkDir holds <appid>/<execid>/ and <driverid>/ directories with each
+	// child's stdout and stderr. Default ./work; created; made absolute.
+	WorkDir string
+	// HeartbeatInterval until the registration reply says otherwise. Default 1s.
+	HeartbeatInterval time.Duration
+	// KillGrace is the wait between SIGTERM and SIGKILL. Default 5s.
+	KillGrace time.Duration
+	// RegisterTimeout bounds one registration attempt. Default 2s.
+	RegisterTimeout time.Duration
+	// RelaunchBackoff is the first wait before a supervised driver that
+	// exited non-zero is started again; it doubles up to 30s. Default 500ms.
+	RelaunchBackoff time.Duration
+}
+
+// applyDefaults fills zero fields and validates the result.
+func (c *Config) applyDefaults() error {
+	if c.NC == nil {
+		return errors.New("agent: Config.NC is required")
+	}
+	if strings.TrimSpace(c.NATSURL) == "" {
+		return errors.New("agent: Config.NATSURL is required (children get it as STOKER_NATS_URL)")
+	}
+	hostname, _ := os.Hostname()
+	if c.WorkerID == "" {
+		c.WorkerID = schemas.SanitizeID(hostname)
+	}
+	if err := schemas.ValidID("worker", c.WorkerID); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if c.Host == "" {
+		c.Host = hostname
+	}
+	if len(c.Host) > schemas.MaxHostLen {
+		return fmt.Errorf("agent: host is longer than %d characters", schemas.MaxHostLen)
+	}
+	if c.Cores == 0 {
+		c.Cores = runtime.NumCPU()
+	}
+	if c.MemoryMB == 0 {
+		c.MemoryMB = defaultMemoryMB()
+	}
+	if err := schemas.ValidResources("worker", c.Cores, c.MemoryMB); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if c.WorkDir == "" {
+		c.WorkDir = DefaultWorkDir
+	}
+	abs, err := filepath.Abs(c.WorkDir)
+	if err != nil {
+		return fmt.Errorf("agent: work dir %q: %w", c.WorkDir, err)
+	}
+	c.WorkDir = abs
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+		n   string
+	}{
+		{&c.HeartbeatInterval, DefaultHeartbeatInterval, "HeartbeatInterval"},
+		{&c.KillGrace, DefaultKillGrace, "KillGrace"},
+		{&c.RegisterTimeout, DefaultRegisterTimeout, "RegisterTimeout"},
+		{&c.RelaunchBackoff, DefaultRelaunchBackoff, "RelaunchBackoff"},
+	} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+		if *d.v < 0 {
+			return fmt.Errorf("agent: %s must be > 0, got %s", d.n, *d.v)
+		}
+	}
+	return nil
+}
+
+// defaultMemoryMB is the machine's total memory minus 1 GiB for the system,
+// at least 512 MB (1 GiB when /proc/meminfo cannot be read).
+func defaultMemoryMB() int64 {
+	total, err := totalMemoryMB("/proc/meminfo")
+	if err != nil {
+		return 1024
+	}
+	return max(total-1024, minMemoryMB)
+}
+
+// totalMemoryMB reads MemTotal from a meminfo file.
+func totalMemoryMB(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "MemTotal:" {
+			kb, err := strconv.ParseInt(fields[1], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s: MemTotal %q: %w", path, fields[1], err)
+			}
+			return kb / 1024, nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("%s: no MemTotal line", path)
+}
