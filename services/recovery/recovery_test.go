@@ -457,10 +457,27 @@ func TestService_Recover_ErrorsStillEndAlive(t *testing.T) {
 			},
 		},
 		{
-			name:    "panic while applying",
-			setup:   func(h *harness) { h.addWorker("w1"); h.agent("w1", report("w1")) },
+			name: "panic while applying",
+			setup: func(h *harness) {
+				h.addWorker("w1")
+				h.addApp(app, schemas.AppRunning)
+				h.addDriver("driver-20260101000000-000001", "w1", true)
+				h.agent("w1", report("w1"))
+			},
 			mod:     func(s *Service) { s.testHook = panicAt("apply") },
 			message: "panic: injected at apply",
+			check: func(h *harness) {
+				// Nothing is left UNKNOWN to wait forever.
+				if st := h.workerState("w1"); st != schemas.WorkerAlive {
+					h.t.Errorf("w1 = %s, want ALIVE (restored)", st)
+				}
+				if st := get[schemas.App](h, h.st.Apps, app).State; st != schemas.AppRunning {
+					h.t.Errorf("app = %s, want RUNNING (restored)", st)
+				}
+				if st := get[schemas.Driver](h, h.st.Drivers, "driver-20260101000000-000001").State; st != schemas.DriverRunning {
+					h.t.Errorf("driver = %s, want RUNNING (restored)", st)
+				}
+			},
 		},
 		{
 			name:    "panic while loading",

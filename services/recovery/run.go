@@ -62,6 +62,12 @@ func (t *tally) String() string {
 	return strings.Join(parts, "; ")
 }
 
+// runState is what a recovery run has done so far, for the error path.
+type runState struct {
+	snap *Snapshot         // set once loaded and marked
+	was  map[string]string // "app/<id>", "driver/<id>" → state before marking
+}
+
 // recover runs steps 2-5 for the claimed epoch. Whatever happens inside —
 // an error or a panic — the cluster ends ALIVE for the epoch, unless the
 // recovery was abandoned (a newer epoch or Stop cancelled ctx).
@@ -69,10 +75,14 @@ func (s *Service) recover(ctx context.Context, ei epochInfo) {
 	log := s.log.With().Uint64("epoch", ei.epoch).Str("leader", ei.leader).Logger()
 	start := time.Now()
 	log.Info().Msg("recovery started")
-	summary, err := s.safeSteps(ctx, log, ei)
+	rs := &runState{was: map[string]string{}}
+	summary, err := s.safeSteps(ctx, log, ei, rs)
 	if ctx.Err() != nil {
 		log.Info().Msg("recovery abandoned")
 		return
+	}
+	if err != nil && rs.snap != nil {
+		s.safeRevert(ctx, log, ei.epoch, rs)
 	}
 	msg := summary
 	if err != nil {
@@ -116,14 +126,14 @@ func (s *Service) recover(ctx context.Context, ei epochInfo) {
 }
 
 // safeSteps turns a panic anywhere in the recovery into an error.
-func (s *Service) safeSteps(ctx context.Context, log zerolog.Logger, ei epochInfo) (summary string, err error) {
+func (s *Service) safeSteps(ctx context.Context, log zerolog.Logger, ei epochInfo, rs *runState) (summary string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			log.Error().Interface("panic", r).Bytes("stack", debug.Stack()).Msg("recovery panicked")
 			err = fmt.Errorf("panic: %v", r)
 		}
 	}()
-	return s.steps(ctx, log, ei)
+	return s.steps(ctx, log, ei, rs)
 }
 
 func (s *Service) hook(stage string) {
@@ -133,7 +143,7 @@ func (s *Service) hook(stage string) {
 }
 
 // steps is recovery proper: load, mark UNKNOWN, ask, reconcile, apply.
-func (s *Service) steps(ctx context.Context, log zerolog.Logger, ei epochInfo) (string, error) {
+func (s *Service) steps(ctx context.Context, log zerolog.Logger, ei epochInfo, rs *runState) (string, error) {
 	start := time.Now()
 	deadline := start.Add(s.cfg.RecoveryTimeout)
 	var t tally
@@ -145,7 +155,8 @@ func (s *Service) steps(ctx context.Context, log zerolog.Logger, ei epochInfo) (
 	}
 
 	s.hook("mark")
-	s.mark(ctx, log, &snap, &t)
+	rs.snap = &snap
+	s.mark(ctx, log, &snap, rs, &t)
 	if ctx.Err() != nil {
 		return "", ctx.Err()
 	}
@@ -251,7 +262,7 @@ func mutateIf[T any](ctx context.Context, kv jetstream.KeyValue, key string, fn 
 
 // mark moves ALIVE workers, live apps and running drivers to UNKNOWN and
 // updates the snapshot with what KV holds afterwards.
-func (s *Service) mark(ctx context.Context, log zerolog.Logger, snap *Snapshot, t *tally) {
+func (s *Service) mark(ctx context.Context, log zerolog.Logger, snap *Snapshot, rs *runState, t *tally) {
 	e := snap.Epoch
 	now := time.Now().UTC()
 	for _, id := range sortedKeys(snap.Workers) {
@@ -285,6 +296,9 @@ func (s *Service) mark(ctx context.Context, log zerolog.Logger, snap *Snapshot, 
 			n.Message = fmt.Sprintf("recovering epoch %d (was %s)", e, cur.State)
 			return &n
 		})
+		if wrote {
+			rs.was["app/"+id] = string(snap.Apps[id].State)
+		}
 		noteMark(log, snap.Apps, id, v, err, t)
 		if wrote {
 			bus.Emit(s.cfg.NC, "app", id, string(schemas.AppUnknown), v.Message)
@@ -303,6 +317,9 @@ func (s *Service) mark(ctx context.Context, log zerolog.Logger, snap *Snapshot, 
 			n.Message = fmt.Sprintf("recovering epoch %d (was %s)", e, cur.State)
 			return &n
 		})
+		if wrote {
+			rs.was["driver/"+id] = string(snap.Drivers[id].State)
+		}
 		noteMark(log, snap.Drivers, id, v, err, t)
 		if wrote {
 			bus.Emit(s.cfg.NC, "driver", id, string(schemas.DriverUnknown), v.Message)
@@ -324,6 +341,80 @@ func noteMark[T any](log zerolog.Logger, m map[string]*T, id string, v *T, err e
 	default:
 		m[id] = v
 	}
+}
+
+// safeRevert is revert under a recover and a time bound.
+func (s *Service) safeRevert(ctx context.Context, log zerolog.Logger, epoch uint64, rs *runState) {
+	defer keepGoing(log)
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.RecoveryTimeout)
+	defer cancel()
+	s.revert(rctx, log, epoch, rs)
+}
+
+// revert is the error path's best effort: records still UNKNOWN go back to
+// what they were, so that nothing waits forever on a recovery that failed.
+// A worker back to ALIVE that is really gone is then the heartbeat
+// service's to declare DEAD; one that is alive simply goes on.
+func (s *Service) revert(ctx context.Context, log zerolog.Logger, epoch uint64, rs *runState) {
+	now := time.Now().UTC()
+	why := fmt.Sprintf("recovery for epoch %d failed; restored", epoch)
+	for _, id := range sortedKeys(rs.snap.Workers) {
+		if rs.snap.Workers[id].State != schemas.WorkerUnknown {
+			continue
+		}
+		_, wrote, err := mutateIf(ctx, s.store.Workers, id, func(cur *schemas.Worker) *schemas.Worker {
+			if cur.State != schemas.WorkerUnknown {
+				return nil
+			}
+			n := *cur
+			n.State, n.Reason, n.UpdatedAt = schemas.WorkerAlive, why, now
+			return &n
+		})
+		if err == nil && wrote {
+			bus.Emit(s.cfg.NC, "worker", id, string(schemas.WorkerAlive), why)
+		}
+	}
+	for _, id := range sortedKeys(rs.snap.Apps) {
+		if rs.snap.Apps[id].State != schemas.AppUnknown {
+			continue
+		}
+		to := schemas.AppState(rs.was["app/"+id])
+		if to == "" {
+			to = schemas.AppWaiting // marked by an abandoned epoch; the scheduler moves it on
+		}
+		_, wrote, err := mutateIf(ctx, s.store.Apps, id, func(cur *schemas.App) *schemas.App {
+			if cur.State != schemas.AppUnknown {
+				return nil
+			}
+			n := *cur
+			n.State, n.Message, n.UpdatedAt = to, why, now
+			return &n
+		})
+		if err == nil && wrote {
+			bus.Emit(s.cfg.NC, "app", id, string(to), why)
+		}
+	}
+	for _, id := range sortedKeys(rs.snap.Drivers) {
+		if rs.snap.Drivers[id].State != schemas.DriverUnknown {
+			continue
+		}
+		to := schemas.DriverState(rs.was["driver/"+id])
+		if to == "" {
+			to = schemas.DriverRunning
+		}
+		_, wrote, err := mutateIf(ctx, s.store.Drivers, id, func(cur *schemas.Driver) *schemas.Driver {
+			if cur.State != schemas.DriverUnknown {
+				return nil
+			}
+			n := *cur
+			n.State, n.Message, n.UpdatedAt = to, why, now
+			return &n
+		})
+		if err == nil && wrote {
+			bus.Emit(s.cfg.NC, "driver", id, string(to), why)
+		}
+	}
+	log.Info().Msg("restored records left UNKNOWN by the failed recovery")
 }
 
 // ask sends MasterChanged to every worker and app concurrently and collects
