@@ -80,6 +80,14 @@ func (c *ElectorConfig) validate() error {
 	if c.OnStartedLeading == nil {
 		return bad("OnStartedLeading is required")
 	}
+	return c.timings()
+}
+
+// timings applies the timing defaults and checks how they relate.
+func (c *ElectorConfig) timings() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrElectorConfig, fmt.Sprintf(format, args...))
+	}
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = DefaultLeaseTTL
 	}
