@@ -33,11 +33,11 @@ func init() {
 					if err := bus.Call(ctx, nc, subject, &schemas.KillRequest{ID: id}, &ack); err != nil {
 						return err
 					}
-					msg := "kill requested"
+					msg := "kill requested for " + id
 					if ack.Message != "" {
 						msg = ack.Message
 					}
-					fmt.Fprintf(e.stdout, "%s: %s\n", id, msg)
+					fmt.Fprintln(e.stdout, msg)
 					return nil
 				})
 			}

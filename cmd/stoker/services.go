@@ -1,0 +1,423 @@
+package main
+
+// Service commands: each runs one part of the cluster until SIGINT/SIGTERM.
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/schemas"
+	"github.com/stoker/stoker/services/agent"
+	"github.com/stoker/stoker/services/heartbeat"
+	"github.com/stoker/stoker/services/recovery"
+	"github.com/stoker/stoker/services/registration"
+	"github.com/stoker/stoker/services/scheduler"
+)
+
+// service is what every services/* package's *Service offers.
+type service interface {
+	Start(ctx context.Context) error
+	Stop()
+}
+
+// Service defaults shared by `stoker up` and the separate commands.
+const (
+	defaultHeartbeatInterval  = time.Second
+	defaultWorkerTimeout      = 5 * time.Second
+	defaultRecoveryTimeout    = 2 * time.Second
+	defaultMaxExecutorRetries = 10
+	defaultKillGrace          = 5 * time.Second
+)
+
+// startTimeout bounds a service's Start (bucket creation, subscriptions).
+const startTimeout = 30 * time.Second
+
+// startContext is the context a service's Start gets: not cancelled by the
+// signal that later asks for an orderly stop, and bounded by startTimeout,
+// except for recovery, which keeps its lease watcher on Start's context
+// and so must get one that lives until Stop.
+func startContext(ctx context.Context, kind string) (context.Context, context.CancelFunc) {
+	base := context.WithoutCancel(ctx)
+	if kind == "recovery" {
+		return base, func() {}
+	}
+	return context.WithTimeout(base, startTimeout)
+}
+
+// hostname is the machine's name, sanitized into an id.
+func hostname() string {
+	h, _ := os.Hostname()
+	return schemas.SanitizeID(h)
+}
+
+// instanceID is a default service instance id: host plus a random suffix,
+// so two instances on one machine never share an id.
+func instanceID(kind string) string {
+	id := hostname()
+	if len(id) > schemas.MaxIDLen-len(kind)-8 {
+		id = id[:schemas.MaxIDLen-len(kind)-8]
+	}
+	return schemas.SanitizeID(id + "-" + kind + "-" + schemas.NewInstance()[:6])
+}
+
+// commonServiceFlags are on every service command.
+type commonServiceFlags struct {
+	url, id, logLevel *string
+	replicas          *int
+}
+
+func bindCommon(fs *flag.FlagSet) *commonServiceFlags {
+	return &commonServiceFlags{
+		url:      natsFlag(fs),
+		id:       fs.String("id", "", "instance id (default: <hostname>-<service>-<random>)"),
+		replicas: fs.Int("replicas", 1, "JetStream replicas for buckets this instance creates (3 on a 3-node bus)"),
+		logLevel: logLevelFlag(fs),
+	}
+}
+
+// check validates the common flags and returns the instance id.
+func (c *commonServiceFlags) check(kind string, args []string) (string, error) {
+	if len(args) > 0 {
+		return "", usagef("unexpected arguments %q", strings.Join(args, " "))
+	}
+	if *c.replicas <= 0 {
+		return "", usagef("--replicas must be > 0, got %d", *c.replicas)
+	}
+	id := *c.id
+	if id == "" {
+		return instanceID(kind), nil
+	}
+	if err := schemas.ValidID(kind, id); err != nil {
+		return "", usagef("--id: %v", err)
+	}
+	return id, nil
+}
+
+// runService connects, builds the service with mk, starts it and runs it
+// until ctx is done; then stops it and drains the connection.
+func runService(ctx context.Context, e *env, c *commonServiceFlags, kind string, args []string,
+	mk func(nc *nats.Conn, id string, log zerolog.Logger) (service, error)) error {
+	id, err := c.check(kind, args)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(e, *c.logLevel)
+	if err != nil {
+		return err
+	}
+	log = log.With().Str("service", kind).Logger()
+	nc, err := bus.Connect(*c.url, bus.ConnectOptions{Name: "stoker-" + kind + "-" + id, Retry: true, Log: &log})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	s, err := mk(nc, id, log)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	sctx, cancel := startContext(ctx, kind)
+	err = s.Start(sctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	log.Info().Str("id", id).Str("nats", nc.ConnectedUrlRedacted()).Msg(kind + " running; Ctrl-C stops it")
+	<-ctx.Done()
+	log.Info().Msg("stopping")
+	s.Stop()
+	_ = nc.Drain()
+	return nil
+}
+
+func init() {
+	register(&command{
+		name: "registration", group: "Services", summary: "run a registration instance (workers, drivers, apps API)",
+		usage:    "[--nats URL] [--id ID] [--replicas 1] [--heartbeat-interval 1s] [--worker-timeout 5s]",
+		examples: []string{"stoker registration --nats nats://n1:4222,nats://n2:4222 --replicas 3"},
+		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			c := bindCommon(fs)
+			hb := fs.Duration("heartbeat-interval", defaultHeartbeatInterval, "heartbeat interval told to agents and drivers")
+			wt := fs.Duration("worker-timeout", defaultWorkerTimeout, "silence after which a worker is DEAD (for validation and replies)")
+			return func(ctx context.Context, args []string) error {
+				return runService(ctx, e, c, "registration", args, func(nc *nats.Conn, id string, log zerolog.Logger) (service, error) {
+					return registration.New(registration.Config{NC: nc, ID: id, Replicas: *c.replicas, Log: log,
+						HeartbeatInterval: *hb, WorkerTimeout: *wt})
+				})
+			}
+		},
+	})
+	register(&command{
+		name: "heartbeat", group: "Services", summary: "run a heartbeat instance (marks silent workers DEAD)",
+		usage:    "[--nats URL] [--id ID] [--replicas 1] [--worker-timeout 5s] [--heartbeat-interval 1s]",
+		examples: []string{"stoker heartbeat --worker-timeout 10s"},
+		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			c := bindCommon(fs)
+			wt := fs.Duration("worker-timeout", defaultWorkerTimeout, "silence after which a worker is DEAD and an app's driver gone")
+			hb := fs.Duration("heartbeat-interval", defaultHeartbeatInterval, "heartbeat interval agents use (validates --worker-timeout)")
+			return func(ctx context.Context, args []string) error {
+				return runService(ctx, e, c, "heartbeat", args, func(nc *nats.Conn, id string, log zerolog.Logger) (service, error) {
+					return heartbeat.New(heartbeat.Config{NC: nc, ID: id, Replicas: *c.replicas, Log: log,
+						WorkerTimeout: *wt, HeartbeatInterval: *hb})
+				})
+			}
+		},
+	})
+	register(&command{
+		name: "scheduler", group: "Services", summary: "run a scheduler instance (one active per cluster, by lease)",
+		usage:    "[--nats URL] [--id ID] [--replicas 1] [--spread-out=true] [--max-executor-retries 10] [--lease-ttl D]",
+		examples: []string{"stoker scheduler --id sched-a", "stoker scheduler --spread-out=false   # consolidate executors"},
+		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			c := bindCommon(fs)
+			sc := bindSchedulerFlags(fs)
+			return func(ctx context.Context, args []string) error {
+				if err := sc.check(); err != nil {
+					return err
+				}
+				return runService(ctx, e, c, "scheduler", args, func(nc *nats.Conn, id string, log zerolog.Logger) (service, error) {
+					return scheduler.New(sc.config(nc, id, *c.replicas, log))
+				})
+			}
+		},
+	})
+	register(&command{
+		name: "recovery", group: "Services", summary: "run a recovery instance (reconciles state on each new scheduler epoch)",
+		usage:    "[--nats URL] [--id ID] [--replicas 1] [--recovery-timeout 2s]",
+		examples: []string{"stoker recovery --recovery-timeout 5s"},
+		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			c := bindCommon(fs)
+			rt := fs.Duration("recovery-timeout", defaultRecoveryTimeout, "how long recovery waits for agents and drivers to answer")
+			return func(ctx context.Context, args []string) error {
+				if *rt <= 0 {
+					return usagef("--recovery-timeout must be > 0")
+				}
+				return runService(ctx, e, c, "recovery", args, func(nc *nats.Conn, id string, log zerolog.Logger) (service, error) {
+					return recovery.New(recovery.Config{NC: nc, ID: id, Replicas: *c.replicas, Log: log, RecoveryTimeout: *rt})
+				})
+			}
+		},
+	})
+	register(&command{
+		name: "agent", group: "Services", summary: "run a worker agent (offers cores and memory, runs executors and drivers)",
+		usage: "[--nats URL] [--id ID] [--cores N] [--memory 4g] [--work-dir DIR] [--heartbeat-interval 1s]",
+		details: `Defaults as Spark's worker: the id is the hostname, all cores, total memory
+minus 1 GiB. On SIGTERM or Ctrl-C the agent tells the cluster it is leaving
+(the worker is DECOMMISSIONED at once) and stops its executors and drivers.`,
+		examples: []string{
+			"stoker agent --nats nats://10.0.0.1:4222",
+			"stoker agent --id gpu-1 --cores 8 --memory 30g --work-dir /var/lib/stoker/work",
+		},
+		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			o := &agentOptions{}
+			complete := bindAgent(fs, o)
+			return func(ctx context.Context, args []string) error {
+				if err := complete(args); err != nil {
+					return err
+				}
+				return runAgent(ctx, e, o)
+			}
+		},
+	})
+}
+
+// schedulerFlags are shared by `stoker scheduler` and `stoker up`.
+type schedulerFlags struct {
+	spreadOut  *bool
+	maxRetries *int
+	leaseTTL   *time.Duration
+}
+
+func bindSchedulerFlags(fs *flag.FlagSet) *schedulerFlags {
+	return &schedulerFlags{
+		spreadOut:  fs.Bool("spread-out", true, "spread executors over workers (false: fill one worker before the next)"),
+		maxRetries: fs.Int("max-executor-retries", defaultMaxExecutorRetries, "executor failures in a row (none running) after which an app FAILS"),
+		leaseTTL:   fs.Duration("lease-ttl", 0, "scheduler lease time-to-live (0: the default)"),
+	}
+}
+
+func (s *schedulerFlags) check() error {
+	if *s.maxRetries <= 0 {
+		return usagef("--max-executor-retries must be > 0, got %d", *s.maxRetries)
+	}
+	if *s.leaseTTL < 0 {
+		return usagef("--lease-ttl must be >= 0")
+	}
+	return nil
+}
+
+// config is the scheduler's Config from the flags.
+func (s *schedulerFlags) config(nc *nats.Conn, id string, replicas int, log zerolog.Logger) scheduler.Config {
+	return scheduler.Config{NC: nc, ID: id, Replicas: replicas, Log: log,
+		Consolidate: !*s.spreadOut, MaxExecutorRetries: *s.maxRetries, LeaseTTL: *s.leaseTTL}
+}
+
+// agentOptions is `stoker agent` parsed.
+type agentOptions struct {
+	url, id, host, workDir, logLevel string
+	cores                            int
+	memoryMB                         int64
+	heartbeat, killGrace             time.Duration
+}
+
+func bindAgent(fs *flag.FlagSet, o *agentOptions) func(args []string) error {
+	url := natsFlag(fs)
+	id := fs.String("id", "", "worker id (default: the hostname)")
+	host := fs.String("host", "", "address reported for this worker (default: the hostname)")
+	cores := fs.Int("cores", runtime.NumCPU(), "cores offered to the cluster")
+	memory := sizeVar(fs, "memory", 0, "memory offered, e.g. 4g (default: total memory minus 1 GiB)")
+	workDir := fs.String("work-dir", "./work", "directory for executors' and drivers' work dirs and logs")
+	hb := fs.Duration("heartbeat-interval", defaultHeartbeatInterval, "heartbeat interval until the cluster says otherwise")
+	grace := fs.Duration("kill-grace", defaultKillGrace, "wait between SIGTERM and SIGKILL when killing a child")
+	level := logLevelFlag(fs)
+	return func(args []string) error {
+		if len(args) > 0 {
+			return usagef("unexpected arguments %q", strings.Join(args, " "))
+		}
+		if err := positive("cores", *cores); err != nil {
+			return err
+		}
+		if *hb <= 0 || *grace < 0 {
+			return usagef("--heartbeat-interval must be > 0 and --kill-grace >= 0")
+		}
+		wid := *id
+		if wid == "" {
+			wid = hostname()
+		}
+		if err := schemas.ValidID("worker", wid); err != nil {
+			return usagef("--id: %v", err)
+		}
+		*o = agentOptions{url: *url, id: wid, host: *host, workDir: *workDir, logLevel: *level,
+			cores: *cores, memoryMB: int64(*memory), heartbeat: *hb, killGrace: *grace}
+		return nil
+	}
+}
+
+func runAgent(ctx context.Context, e *env, o *agentOptions) error {
+	log, err := newLogger(e, o.logLevel)
+	if err != nil {
+		return err
+	}
+	nc, err := bus.Connect(o.url, bus.ConnectOptions{Name: "stoker-agent-" + o.id, Retry: true, Log: &log})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	workDir, _ := filepath.Abs(o.workDir)
+	a, err := agent.New(agent.Config{NC: nc, ID: o.id, Log: log, NATSURL: o.url, WorkerID: o.id, Host: o.host,
+		Cores: o.cores, MemoryMB: o.memoryMB, WorkDir: workDir, HeartbeatInterval: o.heartbeat, KillGrace: o.killGrace})
+	if err != nil {
+		return usagef("%v", err)
+	}
+	if err := a.Start(context.WithoutCancel(ctx)); err != nil {
+		return err
+	}
+	go func() {
+		select {
+		case <-a.Registered():
+			log.Info().Str("worker_id", o.id).Msg("worker registered; Ctrl-C or SIGTERM decommissions it")
+		case <-ctx.Done():
+		}
+	}()
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Shutdown(sctx); err != nil {
+		log.Warn().Err(err).Msg("leave not acknowledged; the cluster will mark the worker DEAD after its timeout")
+	}
+	_ = nc.Drain()
+	return nil
+}
+
+// busOptions is `stoker bus` parsed.
+type busOptions struct {
+	cfg bus.ServerConfig
+	log string
+}
+
+func init() {
+	register(&command{
+		name: "bus", group: "Services", summary: "run an embedded NATS server with JetStream (one node of the bus)",
+		usage: "--data DIR [--port 4222] [--host H] [--server-name N] [--cluster-name C --cluster-port P --routes URLS] [--monitor-port P]",
+		details: `Any NATS 2.11+ server with JetStream works as the bus; this is the same
+server embedded, so a cluster needs nothing else installed. Three nodes with
+--routes to each other form a JetStream cluster (run services with --replicas 3).`,
+		examples: []string{
+			"stoker bus --data ./data/nats",
+			"stoker bus --data /data --server-name n1 --cluster-name stoker --cluster-port 6222 --routes nats://n2:6222,nats://n3:6222",
+		},
+		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			o := &busOptions{}
+			complete := bindBus(fs, o)
+			return func(ctx context.Context, args []string) error {
+				if err := complete(args); err != nil {
+					return err
+				}
+				return runBus(ctx, e, o)
+			}
+		},
+	})
+}
+
+func bindBus(fs *flag.FlagSet, o *busOptions) func(args []string) error {
+	port := fs.Int("port", 4222, "client port")
+	host := fs.String("host", "0.0.0.0", "client listen address")
+	data := fs.String("data", "", "JetStream store directory (required)")
+	name := fs.String("server-name", "", "server name, unique in a cluster (default: the hostname)")
+	clusterName := fs.String("cluster-name", "", "JetStream cluster name (enables clustering)")
+	clusterPort := fs.Int("cluster-port", 6222, "cluster route port")
+	routes := fs.String("routes", "", "comma-separated route URLs of the other nodes, e.g. nats://n2:6222")
+	monitor := fs.Int("monitor-port", 0, "HTTP monitoring port (0: off)")
+	level := logLevelFlag(fs)
+	return func(args []string) error {
+		if len(args) > 0 {
+			return usagef("unexpected arguments %q", strings.Join(args, " "))
+		}
+		if *data == "" {
+			return usagef("--data is required")
+		}
+		if *port <= 0 || *port > 65535 {
+			return usagef("--port must be 1..65535, got %d", *port)
+		}
+		n := *name
+		if n == "" {
+			n = hostname()
+		}
+		cfg := bus.ServerConfig{Name: n, Host: *host, Port: *port, StoreDir: *data, MonitorPort: *monitor}
+		if *clusterName != "" || *routes != "" {
+			cfg.ClusterName, cfg.ClusterPort = *clusterName, *clusterPort
+			for _, r := range strings.Split(*routes, ",") {
+				if r = strings.TrimSpace(r); r != "" {
+					cfg.Routes = append(cfg.Routes, r)
+				}
+			}
+		}
+		*o = busOptions{cfg: cfg, log: *level}
+		return nil
+	}
+}
+
+func runBus(ctx context.Context, e *env, o *busOptions) error {
+	log, err := newLogger(e, o.log)
+	if err != nil {
+		return err
+	}
+	o.cfg.Log = &log
+	srv, err := bus.StartServer(o.cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "NATS with JetStream at %s (data in %s)\n", srv.URL(), o.cfg.StoreDir)
+	<-ctx.Done()
+	log.Info().Msg("stopping the bus")
+	srv.Stop()
+	return nil
+}

@@ -1,0 +1,328 @@
+package main
+
+// `stoker up`: a whole cluster in one process. The bus is embedded; every
+// service and agent gets its own connection and talks only over NATS, so
+// the wiring is the same as when they run apart.
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/schemas"
+	"github.com/stoker/stoker/services/agent"
+	"github.com/stoker/stoker/services/heartbeat"
+	"github.com/stoker/stoker/services/recovery"
+	"github.com/stoker/stoker/services/registration"
+	"github.com/stoker/stoker/services/scheduler"
+)
+
+// upOptions is `stoker up` parsed.
+type upOptions struct {
+	workers           int
+	coresPerWorker    int
+	memoryPerWorkerMB int64
+	data              string
+	host              string
+	port              int // -1: random (tests)
+	workerTimeout     time.Duration
+	heartbeatInterval time.Duration
+	recoveryTimeout   time.Duration
+	killGrace         time.Duration
+	spreadOut         bool
+	maxRetries        int
+	leaseTTL          time.Duration
+	logLevel          string
+	// registerWait bounds the wait for every agent's first registration.
+	registerWait time.Duration
+}
+
+func init() {
+	register(&command{
+		name: "up", group: "Cluster", summary: "run a whole cluster in this process: bus, services and N workers",
+		usage: "[--workers 2] [--cores-per-worker N] [--memory-per-worker 2g] [--data ./data] [--port 4222] [flags]",
+		details: `Starts an embedded NATS server with JetStream (data in <data>/nats), the
+registration, heartbeat, recovery and scheduler services, and N worker agents
+named <hostname>-1..N with work dirs <data>/work/<worker>. Ctrl-C or SIGTERM
+decommissions the workers, stops the services, then the bus. Starting again
+on the same --data keeps the cluster's state.`,
+		examples: []string{
+			"stoker up",
+			"stoker up --workers 4 --cores-per-worker 2 --memory-per-worker 1g --data /tmp/stoker",
+			"stoker up --spread-out=false --worker-timeout 10s",
+		},
+		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			o := &upOptions{}
+			complete := bindUp(fs, o)
+			return func(ctx context.Context, args []string) error {
+				if err := complete(args); err != nil {
+					return err
+				}
+				return runUp(ctx, e, o)
+			}
+		},
+	})
+}
+
+func bindUp(fs *flag.FlagSet, o *upOptions) func(args []string) error {
+	workers := fs.Int("workers", 2, "number of local workers")
+	cores := fs.Int("cores-per-worker", runtime.NumCPU(), "cores each worker offers")
+	memory := sizeVar(fs, "memory-per-worker", 2048, "memory each worker offers, e.g. 2g")
+	data := fs.String("data", "./data", "directory for the bus's JetStream store and the workers' work dirs")
+	host := fs.String("host", "127.0.0.1", "address the bus listens on (0.0.0.0 to let other machines join)")
+	port := fs.Int("port", 4222, "NATS client port")
+	wt := fs.Duration("worker-timeout", defaultWorkerTimeout, "silence after which a worker is DEAD")
+	hb := fs.Duration("heartbeat-interval", defaultHeartbeatInterval, "worker and app heartbeat interval")
+	rt := fs.Duration("recovery-timeout", defaultRecoveryTimeout, "how long recovery waits for agents and drivers")
+	grace := fs.Duration("kill-grace", defaultKillGrace, "wait between SIGTERM and SIGKILL when killing a child")
+	sc := bindSchedulerFlags(fs)
+	level := logLevelFlag(fs)
+	return func(args []string) error {
+		if len(args) > 0 {
+			return usagef("unexpected arguments %q", strings.Join(args, " "))
+		}
+		if err := positive("workers", *workers); err != nil {
+			return err
+		}
+		if err := positive("cores-per-worker", *cores); err != nil {
+			return err
+		}
+		if err := needSize("memory-per-worker", memory); err != nil {
+			return err
+		}
+		if *port <= 0 || *port > 65535 {
+			return usagef("--port must be 1..65535, got %d", *port)
+		}
+		if *hb <= 0 || *rt <= 0 || *grace < 0 {
+			return usagef("--heartbeat-interval and --recovery-timeout must be > 0, --kill-grace >= 0")
+		}
+		if *wt <= *hb {
+			return usagef("--worker-timeout (%s) must exceed --heartbeat-interval (%s)", *wt, *hb)
+		}
+		if err := sc.check(); err != nil {
+			return err
+		}
+		if *data == "" {
+			return usagef("--data must not be empty")
+		}
+		*o = upOptions{
+			workers: *workers, coresPerWorker: *cores, memoryPerWorkerMB: int64(*memory),
+			data: *data, host: *host, port: *port,
+			workerTimeout: *wt, heartbeatInterval: *hb, recoveryTimeout: *rt, killGrace: *grace,
+			spreadOut: *sc.spreadOut, maxRetries: *sc.maxRetries, leaseTTL: *sc.leaseTTL,
+			logLevel: *level, registerWait: 15 * time.Second,
+		}
+		return nil
+	}
+}
+
+func runUp(ctx context.Context, e *env, o *upOptions) error {
+	log, err := newLogger(e, o.logLevel)
+	if err != nil {
+		return err
+	}
+	c, err := startUp(ctx, o, log)
+	if err != nil {
+		return err
+	}
+	printUpBanner(e.stdout, o, c)
+	<-ctx.Done()
+	log.Info().Msg("stopping: decommissioning workers, then services, then the bus")
+	c.Stop()
+	return nil
+}
+
+// upCluster is what `stoker up` started, in start order.
+type upCluster struct {
+	log      zerolog.Logger
+	srv      *bus.Server
+	url      string
+	conns    []*nats.Conn
+	services []namedService // started, in order
+	agents   []*agent.Service
+	stopOnce sync.Once
+}
+
+type namedService struct {
+	name string
+	s    service
+}
+
+// startUp starts the bus, the services and the agents, and waits (up to
+// o.registerWait) for every agent to be registered. On error, whatever was
+// started is stopped.
+func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluster, err error) {
+	data, err := filepath.Abs(o.data)
+	if err != nil {
+		return nil, err
+	}
+	busLog := log.With().Str("component", "bus").Logger().Level(maxLevel(log.GetLevel(), zerolog.WarnLevel))
+	srv, err := bus.StartServer(bus.ServerConfig{Name: hostname(), Host: o.host, Port: o.port,
+		StoreDir: filepath.Join(data, "nats"), Log: &busLog})
+	if err != nil {
+		return nil, err
+	}
+	c := &upCluster{log: log, srv: srv, url: srv.URL()}
+	defer func() {
+		if err != nil {
+			c.Stop()
+		}
+	}()
+
+	conn := func(name string) (*nats.Conn, error) {
+		l := log.With().Str("conn", name).Logger()
+		nc, err := bus.Connect("", bus.ConnectOptions{Name: "stoker-up-" + name, Server: srv, Log: &l})
+		if err != nil {
+			return nil, err
+		}
+		c.conns = append(c.conns, nc)
+		return nc, nil
+	}
+	startSvc := func(name string, mk func(nc *nats.Conn, id string, log zerolog.Logger) (service, error)) error {
+		nc, err := conn(name)
+		if err != nil {
+			return err
+		}
+		s, err := mk(nc, instanceID(name), log.With().Str("service", name).Logger())
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		sctx, cancel := startContext(ctx, name)
+		err = s.Start(sctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		c.services = append(c.services, namedService{name, s})
+		return nil
+	}
+
+	steps := []struct {
+		name string
+		mk   func(nc *nats.Conn, id string, log zerolog.Logger) (service, error)
+	}{
+		{"registration", func(nc *nats.Conn, id string, l zerolog.Logger) (service, error) {
+			return registration.New(registration.Config{NC: nc, ID: id, Replicas: 1, Log: l,
+				HeartbeatInterval: o.heartbeatInterval, WorkerTimeout: o.workerTimeout})
+		}},
+		{"heartbeat", func(nc *nats.Conn, id string, l zerolog.Logger) (service, error) {
+			return heartbeat.New(heartbeat.Config{NC: nc, ID: id, Replicas: 1, Log: l,
+				WorkerTimeout: o.workerTimeout, HeartbeatInterval: o.heartbeatInterval})
+		}},
+		// Recovery before the scheduler, so it sees the scheduler's first epoch.
+		{"recovery", func(nc *nats.Conn, id string, l zerolog.Logger) (service, error) {
+			return recovery.New(recovery.Config{NC: nc, ID: id, Replicas: 1, Log: l, RecoveryTimeout: o.recoveryTimeout})
+		}},
+		{"scheduler", func(nc *nats.Conn, id string, l zerolog.Logger) (service, error) {
+			sf := &schedulerFlags{spreadOut: &o.spreadOut, maxRetries: &o.maxRetries, leaseTTL: &o.leaseTTL}
+			return scheduler.New(sf.config(nc, id, 1, l))
+		}},
+	}
+	for _, st := range steps {
+		if err := startSvc(st.name, st.mk); err != nil {
+			return nil, err
+		}
+	}
+
+	host := hostname()
+	for i := 1; i <= o.workers; i++ {
+		wid := upWorkerID(host, i)
+		nc, err := conn(wid)
+		if err != nil {
+			return nil, err
+		}
+		a, err := agent.New(agent.Config{NC: nc, ID: wid, Log: log, NATSURL: c.url, WorkerID: wid, Host: host,
+			Cores: o.coresPerWorker, MemoryMB: o.memoryPerWorkerMB, WorkDir: filepath.Join(data, "work", wid),
+			HeartbeatInterval: o.heartbeatInterval, KillGrace: o.killGrace})
+		if err != nil {
+			return nil, fmt.Errorf("agent %s: %w", wid, err)
+		}
+		if err := a.Start(context.WithoutCancel(ctx)); err != nil {
+			return nil, fmt.Errorf("agent %s: %w", wid, err)
+		}
+		c.agents = append(c.agents, a)
+	}
+	wait := time.NewTimer(o.registerWait)
+	defer wait.Stop()
+	for _, a := range c.agents {
+		select {
+		case <-a.Registered():
+		case <-wait.C:
+			log.Warn().Str("worker_id", a.WorkerID()).Msg("worker not registered yet; it keeps trying")
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return c, nil
+}
+
+// upWorkerID is <hostname>-<i>, kept within the id length limit.
+func upWorkerID(host string, i int) string {
+	suffix := fmt.Sprintf("-%d", i)
+	if len(host)+len(suffix) > schemas.MaxIDLen {
+		host = strings.TrimRight(host[:schemas.MaxIDLen-len(suffix)], "-_")
+	}
+	return host + suffix
+}
+
+func maxLevel(a, b zerolog.Level) zerolog.Level {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+// Stop decommissions the agents (in parallel), stops the services in
+// reverse order, closes the connections and stops the bus. Idempotent.
+func (c *upCluster) Stop() {
+	c.stopOnce.Do(func() {
+		var wg sync.WaitGroup
+		for _, a := range c.agents {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				if err := a.Shutdown(ctx); err != nil && !errors.Is(err, context.Canceled) {
+					c.log.Warn().Err(err).Str("worker_id", a.WorkerID()).Msg("leave not acknowledged")
+				}
+			}()
+		}
+		wg.Wait()
+		for i := len(c.services) - 1; i >= 0; i-- {
+			c.services[i].s.Stop()
+		}
+		for _, nc := range c.conns {
+			nc.Close()
+		}
+		c.srv.Stop()
+	})
+}
+
+func printUpBanner(w io.Writer, o *upOptions, c *upCluster) {
+	fmt.Fprintf(w, `Stoker is up: NATS at %s
+  %s with %d cores and %s each; data in %s
+
+Try, in another terminal:
+  export STOKER_NATS_URL=%s
+  stoker workers
+  stoker submit --wait -- sleep 3
+  stoker run -- sleep 600              # a client-mode app holding executors
+  go run ./examples/pi --slices 10     # Monte Carlo pi on the executors
+  nats --server %s kv ls stoker-workers
+
+Ctrl-C stops the cluster; starting again on the same --data keeps its state.
+`, c.url, plural(len(c.agents), "worker", "workers"), o.coresPerWorker, schemas.FormatMemoryMB(o.memoryPerWorkerMB),
+		o.data, c.url, c.url)
+}
