@@ -55,7 +55,7 @@ func ctxT(t *testing.T) context.Context {
 // start runs a recovery instance; mod adjusts the config or the service.
 func (h *harness) start(id string, timeout time.Duration, mod ...func(*Service)) *Service {
 	h.t.Helper()
-	s, err := New(Config{NC: h.nc, ID: id, Log: zerolog.Nop(), RecoveryTimeout: timeout})
+	s, err := New(Config{NC: h.nc, ID: id, Log: testLog, RecoveryTimeout: timeout})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -685,3 +685,66 @@ func TestNew_Config(t *testing.T) {
 		})
 	}
 }
+
+// SPARK-3736: an agent that reconnects while recovery waits is recovered,
+// not declared DEAD.
+func TestService_Recover_AgentReconnectsDuringRecovery(t *testing.T) {
+	h := newHarness(t)
+	const app = "app-20260101000000-aaaaaa"
+	h.addWorker("w1")
+	h.addExecutor(app, 1, "w1", schemas.ExecutorRunning, 2)
+	h.start("rec-1", 10*time.Second)
+	e := h.lease("sched-1")
+	bustest.Eventually(t, 5*time.Second, "w1 UNKNOWN", func() bool { return h.workerState("w1") == schemas.WorkerUnknown })
+	// Nobody listened when recovery first asked; now the agent is back.
+	h.agent("w1", report("w1", running(app, 1, 7)))
+	h.waitCluster(e, schemas.ClusterAlive, 5*time.Second)
+	if st := h.workerState("w1"); st != schemas.WorkerAlive {
+		t.Errorf("w1 = %s, want ALIVE", st)
+	}
+	if st := h.executorState(app, 1); st != schemas.ExecutorRunning {
+		t.Errorf("executor = %s, want RUNNING", st)
+	}
+}
+
+// The bus restarting under a running recovery service: it follows the
+// lease again and recovers the next epoch.
+func TestService_Start_SurvivesBusRestart(t *testing.T) {
+	dir := t.TempDir()
+	srv := bustest.StartIn(t, dir, -1)
+	port := srv.Port()
+	nc := bustest.Conn(t, srv.URL())
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := bus.EnsureStore(ctxT(t), js, bus.StoreConfig{Replicas: 1, LeaseTTL: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, nc: nc, st: st}
+	h.start("rec-1", 2*time.Second)
+	e1 := h.lease("sched-1")
+	h.waitCluster(e1, schemas.ClusterAlive, 5*time.Second)
+
+	srv.Stop()
+	srv = bustest.StartIn(t, dir, port)
+	bustest.Eventually(t, 10*time.Second, "reconnect", nc.IsConnected)
+
+	h.addWorker("w1")
+	h.agent("w1", report("w1"))
+	var e2 uint64
+	bustest.Eventually(t, 10*time.Second, "a new lease", func() bool {
+		_ = h.st.Leader.Delete(context.Background(), bus.KeyScheduler)
+		rev, err := bus.Create(context.Background(), h.st.Leader, bus.KeyScheduler, &schemas.Lease{Holder: "sched-2"})
+		e2 = rev
+		return err == nil
+	})
+	h.waitCluster(e2, schemas.ClusterAlive, 15*time.Second)
+	if st := h.workerState("w1"); st != schemas.WorkerAlive {
+		t.Errorf("w1 = %s, want ALIVE", st)
+	}
+}
+
+// testLog is the services' logger in tests; point it at a console writer to debug.
+var testLog = zerolog.Nop()

@@ -287,17 +287,19 @@ func (s *Service) mark(ctx context.Context, log zerolog.Logger, snap *Snapshot, 
 		if a := snap.Apps[id]; a.State.Terminal() || a.State == schemas.AppUnknown {
 			continue
 		}
+		var was schemas.AppState
 		v, wrote, err := mutateIf(ctx, s.store.Apps, id, func(cur *schemas.App) *schemas.App {
 			if cur.State.Terminal() || cur.State == schemas.AppUnknown {
 				return nil
 			}
+			was = cur.State
 			n := *cur
 			n.State, n.UpdatedAt = schemas.AppUnknown, now
 			n.Message = fmt.Sprintf("recovering epoch %d (was %s)", e, cur.State)
 			return &n
 		})
 		if wrote {
-			rs.was["app/"+id] = string(snap.Apps[id].State)
+			rs.was["app/"+id] = string(was)
 		}
 		noteMark(log, snap.Apps, id, v, err, t)
 		if wrote {
@@ -308,17 +310,19 @@ func (s *Service) mark(ctx context.Context, log zerolog.Logger, snap *Snapshot, 
 		if !snap.Drivers[id].State.Holds() {
 			continue
 		}
+		var was schemas.DriverState
 		v, wrote, err := mutateIf(ctx, s.store.Drivers, id, func(cur *schemas.Driver) *schemas.Driver {
 			if !cur.State.Holds() {
 				return nil
 			}
+			was = cur.State
 			n := *cur
 			n.State, n.UpdatedAt = schemas.DriverUnknown, now
 			n.Message = fmt.Sprintf("recovering epoch %d (was %s)", e, cur.State)
 			return &n
 		})
 		if wrote {
-			rs.was["driver/"+id] = string(snap.Drivers[id].State)
+			rs.was["driver/"+id] = string(was)
 		}
 		noteMark(log, snap.Drivers, id, v, err, t)
 		if wrote {
