@@ -193,6 +193,9 @@ func plural(n int, one, many string) string {
 func printFlags(w io.Writer, cmd string, fs *flag.FlagSet) {
 	fs.VisitAll(func(f *flag.Flag) {
 		typ, usage := flag.UnquoteUsage(f)
+		if _, ok := f.Value.(*sizeFlag); ok {
+			typ = "size"
+		}
 		line := "  --" + f.Name
 		if typ != "" {
 			line += " " + typ
@@ -200,7 +203,7 @@ func printFlags(w io.Writer, cmd string, fs *flag.FlagSet) {
 		fmt.Fprintln(w, line)
 		extra := ""
 		switch f.DefValue {
-		case "", "0", "false", "[]":
+		case "", "0", "0s", "false", "[]":
 		default:
 			extra = fmt.Sprintf(" (default %s)", f.DefValue)
 		}

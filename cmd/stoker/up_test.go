@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/stoker/stoker/bus/bustest"
+	"github.com/stoker/stoker/schemas"
+)
+
+// startTestCluster runs the `stoker up` wiring in-process on a random port
+// with two small workers and stops it at cleanup.
+func startTestCluster(t *testing.T) *upCluster {
+	t.Helper()
+	o := &upOptions{
+		workers: 2, coresPerWorker: 2, memoryPerWorkerMB: 1024,
+		data: t.TempDir(), host: "127.0.0.1", port: -1,
+		workerTimeout: 3 * time.Second, heartbeatInterval: 200 * time.Millisecond,
+		recoveryTimeout: time.Second, killGrace: time.Second,
+		spreadOut: true, maxRetries: 10, registerWait: 20 * time.Second,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := startUp(ctx, o, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+	if err != nil {
+		t.Fatalf("startUp: %v", err)
+	}
+	t.Cleanup(c.Stop)
+	return c
+}
+
+func TestUp_WorkersJSON_ListsBothAlive(t *testing.T) {
+	c := startTestCluster(t)
+	host := hostname()
+	want := map[string]bool{upWorkerID(host, 1): true, upWorkerID(host, 2): true}
+
+	var last string
+	bustest.Eventually(t, 20*time.Second, "both workers ALIVE in `stoker workers --json`", func() bool {
+		code, out, stderr := runCmd(t, nil, "workers", "--json", "--nats", c.url)
+		last = out + stderr
+		if code != exitOK {
+			return false
+		}
+		var ws []schemas.WorkerView
+		if err := json.Unmarshal([]byte(out), &ws); err != nil {
+			t.Fatalf("workers --json is not a JSON array of workers: %v\n%s", err, out)
+		}
+		alive := 0
+		for _, w := range ws {
+			if want[w.ID] && w.State == schemas.WorkerAlive && w.Cores == 2 && w.MemoryMB == 1024 {
+				alive++
+			}
+		}
+		return alive == 2
+	})
+	if t.Failed() {
+		t.Logf("last output: %s", last)
+	}
+
+	// The table for people names both workers too.
+	code, out, _ := runCmd(t, nil, "workers", "--nats", c.url)
+	for id := range want {
+		if code != exitOK || !strings.Contains(out, id) {
+			t.Errorf("workers table (exit %d) lacks %s:\n%s", code, id, out)
+		}
+	}
+}
+
+func TestUp_SubmitWait_ExitCodeFollowsDriver(t *testing.T) {
+	c := startTestCluster(t)
+	tests := []struct {
+		name string
+		cmd  []string
+		want int
+	}{
+		{"finished", []string{"true"}, exitOK},
+		{"failed", []string{"false"}, exitFailure},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"submit", "--wait", "--nats", c.url, "--"}, tt.cmd...)
+			code, out, stderr := runCmd(t, nil, args...)
+			if code != tt.want {
+				t.Fatalf("exit = %d, want %d\nstdout %s\nstderr %s", code, tt.want, out, stderr)
+			}
+			if !strings.HasPrefix(out, schemas.DriverIDPrefix) {
+				t.Errorf("stdout = %q, want the driver id first", out)
+			}
+		})
+	}
+}
