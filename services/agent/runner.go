@@ -112,9 +112,9 @@ func (r *runner) startLocked() error {
 	cmd.Env = r.env
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
-	// Its own process group, so SIGTERM and SIGKILL reach whatever it forks.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	// Its own process group, so SIGTERM and SIGKILL reach whatever it forks,
+	// and a parent-death signal (see spawn_linux.go).
+	if err := startChild(cmd); err != nil {
 		return err
 	}
 	r.cmd = cmd
