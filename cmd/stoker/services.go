@@ -43,15 +43,10 @@ const (
 const startTimeout = 30 * time.Second
 
 // startContext is the context a service's Start gets: not cancelled by the
-// signal that later asks for an orderly stop, and bounded by startTimeout,
-// except for recovery, which keeps its lease watcher on Start's context
-// and so must get one that lives until Stop.
+// signal that later asks for an orderly stop, and bounded by startTimeout.
+// Services keep nothing on it past Start.
 func startContext(ctx context.Context, kind string) (context.Context, context.CancelFunc) {
-	base := context.WithoutCancel(ctx)
-	if kind == "recovery" {
-		return base, func() {}
-	}
-	return context.WithTimeout(base, startTimeout)
+	return context.WithTimeout(context.WithoutCancel(ctx), startTimeout)
 }
 
 // hostname is the machine's name, sanitized into an id.

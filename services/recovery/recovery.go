@@ -141,9 +141,11 @@ func (s *Service) start(ctx context.Context) error {
 	s.micro = m
 
 	s.group = svc.NewGroup(context.Background())
-	w, err := st.Leader.Watch(ctx, bus.KeyScheduler)
+	// The watch lives until Stop, not as long as Start's (possibly bounded) ctx.
+	w, err := st.Leader.Watch(s.group.Context(), bus.KeyScheduler)
 	if err != nil {
 		_ = m.Stop()
+		s.group.Stop()
 		return fmt.Errorf("recovery: watch %s/%s: %w", bus.BucketLeader, bus.KeyScheduler, err)
 	}
 	s.group.Go(func(gctx context.Context) { s.control(gctx, w) })
