@@ -47,19 +47,26 @@ func Connect(urls string, o ConnectOptions) (*nats.Conn, error) {
 	if o.Retry {
 		opts = append(opts, nats.RetryOnFailedConnect(true))
 	}
+	var l zerolog.Logger = zerolog.Nop()
+	if o.Log != nil {
+		l = *o.Log
+	}
+	opts = append(opts,
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			l.Info().Str("url", nc.ConnectedUrlRedacted()).Msg("reconnected to NATS")
+			runReconnectHooks(nc)
+		}),
+		nats.ClosedHandler(forgetReconnectHooks),
+	)
 	if o.Server != nil {
 		opts = append(opts, nats.InProcessServer(o.Server.Server))
 	}
 	if o.Log != nil {
-		l := *o.Log
 		opts = append(opts,
 			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 				if err != nil {
 					l.Warn().Err(err).Msg("disconnected from NATS")
 				}
-			}),
-			nats.ReconnectHandler(func(nc *nats.Conn) {
-				l.Info().Str("url", nc.ConnectedUrlRedacted()).Msg("reconnected to NATS")
 			}),
 			nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 				ev := l.Warn().Err(err)

@@ -113,6 +113,14 @@ func EnsureStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (
 	}); err != nil {
 		return nil, fmt.Errorf("bus: stream %s: %w", StreamEvents, err)
 	}
+	// After a reconnect the bus may have come back without its store.
+	if nc := js.Conn(); nc != nil {
+		OnReconnect(nc, "ensure-store", func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, _ = EnsureStore(ctx, js, cfg)
+		})
+	}
 	return s, nil
 }
 

@@ -277,18 +277,34 @@ func TestSubmit_InvalidInputRejected(t *testing.T) {
 }
 
 func TestAgent_RefusesOldEpoch(t *testing.T) {
-	c := fullCluster(t, nil, map[string]int{"a": 2})
+	c := fullCluster(t, []string{"--id", "s1"}, map[string]int{"a": 2})
+	// A second scheduler takes over from a killed first: epoch E1 < E2.
 	var st schemas.Status
 	c.CLIJSON(&st, "status")
-	if st.Leader == nil || st.Leader.Epoch < 2 {
-		t.Fatalf("status has no usable leader epoch: %+v", st)
+	old := st.Leader.Epoch
+	c.StartService("scheduler", "--id", "s2")
+	first := c.findProc("scheduler")
+	c.mu.Lock()
+	for _, p := range c.procs {
+		if p.Name == "scheduler" && !p.Exited() {
+			first = p
+			break
+		}
 	}
+	c.mu.Unlock()
+	first.Signal(syscall.SIGKILL)
+	c.Eventually(30*time.Second, "a newer epoch ALIVE", func() bool {
+		out, _, err := c.CLI("status", "--json")
+		return err == nil && jsonInto(out, &st) == nil && st.Leader != nil && st.Leader.Epoch > old && st.State == schemas.ClusterAlive
+	})
+	// The agent has seen the new epoch (recovery's master-changed); a
+	// launch from the old master is refused.
 	err := bus.Call(context.Background(), c.NC(), bus.WorkerCmdLaunchSubject("a"), &schemas.LaunchExecutor{
-		Epoch: st.Leader.Epoch - 1, AppID: "app-20260101000000-abcdef", ExecutorID: 0,
+		Epoch: old, AppID: "app-20260101000000-abcdef", ExecutorID: 0,
 		Command: []string{"sleep", "100"}, Cores: 1, MemoryMB: 64,
 	}, nil)
 	var e *bus.Error
 	if err == nil || !asBusError(err, &e) || e.Code != bus.CodeConflict {
-		t.Fatalf("launch with an old epoch: %v, want a 409 refusal", err)
+		t.Fatalf("launch with the old epoch %d (current %d): %v, want a 409 refusal", old, st.Leader.Epoch, err)
 	}
 }
