@@ -1,0 +1,437 @@
+package heartbeat
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/bus/bustest"
+	"github.com/stoker/stoker/schemas"
+)
+
+const (
+	testTimeout  = 300 * time.Millisecond
+	testInterval = 100 * time.Millisecond
+)
+
+type env struct {
+	srv *bustest.Server
+	nc  *nats.Conn
+	st  *bus.Store
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	srv := bustest.Start(t)
+	nc := bustest.Conn(t, srv.URL())
+	return &env{srv: srv, nc: nc, st: bustest.Store(t, nc)}
+}
+
+func (e *env) start(t *testing.T, id string) *Service {
+	t.Helper()
+	return e.startWith(t, id, testTimeout)
+}
+
+func (e *env) startWith(t *testing.T, id string, timeout time.Duration) *Service {
+	t.Helper()
+	s, err := New(Config{NC: bustest.Conn(t, e.srv.URL()), ID: id, Log: zerolog.Nop(),
+		WorkerTimeout: timeout, HeartbeatInterval: testInterval})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func ctxT(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func put[T any](t *testing.T, kv jetstream.KeyValue, key string, v *T) {
+	t.Helper()
+	if _, _, err := bus.Mutate(ctxT(t), kv, key, func(*T) (*T, error) { return v, nil }); err != nil {
+		t.Fatalf("put %s/%s: %v", kv.Bucket(), key, err)
+	}
+}
+
+func alive(id, instance string) *schemas.Worker {
+	now := time.Now().UTC()
+	return &schemas.Worker{ID: id, Instance: instance, Cores: 4, MemoryMB: 1024,
+		State: schemas.WorkerAlive, RegisteredAt: now, UpdatedAt: now}
+}
+
+func workerState(t *testing.T, e *env, id string) schemas.WorkerState {
+	t.Helper()
+	w, _, err := bus.Get[schemas.Worker](ctxT(t), e.st.Workers, id)
+	if err != nil {
+		t.Fatalf("get worker %s: %v", id, err)
+	}
+	return w.State
+}
+
+// seen reports whether the service's watcher has applied a worker state.
+func seen(s *Service, id string, st schemas.WorkerState) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := s.workers[id]
+	return w != nil && w.state == st
+}
+
+func beat(t *testing.T, nc *nats.Conn, wid, instance, reply string) {
+	t.Helper()
+	if err := bus.PublishRequest(nc, bus.WorkerHeartbeatSubject(wid), reply, &schemas.Heartbeat{WorkerID: wid, Instance: instance}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestService_Worker_DeadAfterTimeout(t *testing.T) {
+	e := newEnv(t)
+	events, err := e.nc.SubscribeSync(bus.EventSubject("worker", "w1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := e.start(t, "hb-1")
+	put(t, e.st.Workers, "w1", alive("w1", "i1"))
+	bustest.Eventually(t, 5*time.Second, "w1 DEAD", func() bool { return workerState(t, e, "w1") == schemas.WorkerDead })
+	w, _, _ := bus.Get[schemas.Worker](ctxT(t), e.st.Workers, "w1")
+	if w.Reason != "no heartbeat for 300ms" || w.Instance != "i1" {
+		t.Fatalf("record = %+v", w)
+	}
+	m, err := events.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatalf("no event: %v", err)
+	}
+	var ev schemas.Event
+	if err := bus.DecodeMsg(m, &ev); err != nil || ev.State != "DEAD" || ev.Kind != "worker" {
+		t.Fatalf("event = %+v %v", ev, err)
+	}
+	bustest.Eventually(t, 5*time.Second, "service sees DEAD", func() bool { return seen(s, "w1", schemas.WorkerDead) })
+}
+
+func TestService_Worker_AliveWhileHeartbeating(t *testing.T) {
+	e := newEnv(t)
+	// A wider margin than the other tests: a loaded CI machine must not
+	// make a heartbeating worker look silent.
+	const timeout = 600 * time.Millisecond
+	s := e.startWith(t, "hb-1", timeout)
+	put(t, e.st.Workers, "w1", alive("w1", "i1"))
+	bustest.Eventually(t, 5*time.Second, "watcher sees w1", func() bool { return seen(s, "w1", schemas.WorkerAlive) })
+
+	agent := bustest.Conn(t, e.srv.URL())
+	inbox := agent.NewRespInbox()
+	replies, err := agent.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Heartbeat for several timeouts.
+	deadline := time.Now().Add(3 * timeout)
+	for time.Now().Before(deadline) {
+		beat(t, agent, "w1", "i1", inbox)
+		time.Sleep(testInterval / 2)
+	}
+	if st := workerState(t, e, "w1"); st != schemas.WorkerAlive {
+		t.Fatalf("a heartbeating worker became %s", st)
+	}
+	if m, err := replies.NextMsg(10 * time.Millisecond); err == nil {
+		t.Fatalf("a known worker was answered: %s %v", m.Data, m.Header)
+	}
+	// Silence: DEAD.
+	bustest.Eventually(t, 5*time.Second, "w1 DEAD after silence", func() bool { return workerState(t, e, "w1") == schemas.WorkerDead })
+}
+
+func TestService_Heartbeat_Reregister(t *testing.T) {
+	e := newEnv(t)
+	s := e.start(t, "hb-1")
+	put(t, e.st.Workers, "dead", &schemas.Worker{ID: "dead", Instance: "i1", State: schemas.WorkerDead})
+	put(t, e.st.Workers, "gone", &schemas.Worker{ID: "gone", Instance: "i1", State: schemas.WorkerDecommissioned})
+	put(t, e.st.Workers, "alive", alive("alive", "i1"))
+	put(t, e.st.Workers, "recovering", &schemas.Worker{ID: "recovering", Instance: "i1", State: schemas.WorkerUnknown, UpdatedAt: time.Now()})
+	bustest.Eventually(t, 5*time.Second, "watcher sees all", func() bool {
+		return seen(s, "dead", schemas.WorkerDead) && seen(s, "gone", schemas.WorkerDecommissioned) &&
+			seen(s, "alive", schemas.WorkerAlive) && seen(s, "recovering", schemas.WorkerUnknown)
+	})
+	agent := bustest.Conn(t, e.srv.URL())
+	cases := []struct {
+		name, wid, instance string
+		want                string // "" = no answer
+	}{
+		{"unknown worker", "nobody", "i1", "not registered"},
+		{"dead worker", "dead", "i1", "is DEAD"},
+		{"decommissioned worker", "gone", "i1", "is DECOMMISSIONED"},
+		{"other instance", "alive", "i2", "another agent instance"},
+		{"alive, same instance", "alive", "i1", ""},
+		{"recovering", "recovering", "i2", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			inbox := agent.NewRespInbox()
+			sub, err := agent.SubscribeSync(inbox)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = sub.Unsubscribe() }()
+			beat(t, agent, c.wid, c.instance, inbox)
+			// A probe that is always answered, sent after: heartbeats are
+			// handled in order, so the first reply tells whether the case
+			// itself was answered.
+			beat(t, agent, "probe", "p", inbox)
+			m, err := sub.NextMsg(5 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rr schemas.Reregister
+			if err := bus.DecodeMsg(m, &rr); err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case c.want == "" && rr.WorkerID != "probe":
+				t.Fatalf("want no answer, got %+v", rr)
+			case c.want != "" && (rr.WorkerID != c.wid || !strings.Contains(rr.Reason, c.want)):
+				t.Fatalf("got %+v, want re-register with %q", rr, c.want)
+			}
+		})
+	}
+}
+
+// TestService_Heartbeat_AfterFreshRegistration: a heartbeat racing ahead of
+// the watcher is checked against KV before the agent is sent back.
+func TestService_Heartbeat_AfterFreshRegistration(t *testing.T) {
+	e := newEnv(t)
+	s := e.start(t, "hb-1")
+	put(t, e.st.Workers, "w1", alive("w1", "i1"))
+	bustest.Eventually(t, 5*time.Second, "watcher sees w1", func() bool { return seen(s, "w1", schemas.WorkerAlive) })
+	// Forget it, as if the watcher had not delivered it yet.
+	s.mu.Lock()
+	stopTimer(&s.workers["w1"].timer)
+	delete(s.workers, "w1")
+	s.mu.Unlock()
+	agent := bustest.Conn(t, e.srv.URL())
+	inbox := agent.NewRespInbox()
+	sub, _ := agent.SubscribeSync(inbox)
+	beat(t, agent, "w1", "i1", inbox)
+	beat(t, agent, "probe", "p", inbox)
+	m, err := sub.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rr schemas.Reregister
+	if err := bus.DecodeMsg(m, &rr); err != nil || rr.WorkerID != "probe" {
+		t.Fatalf("registered worker told to re-register: %+v %v", rr, err)
+	}
+	if !seen(s, "w1", schemas.WorkerAlive) {
+		t.Fatal("KV read did not refresh the service's view")
+	}
+}
+
+func TestService_TwoInstances_OneDeadTransition(t *testing.T) {
+	e := newEnv(t)
+	a := e.start(t, "hb-a")
+	b := e.start(t, "hb-b")
+	put(t, e.st.Workers, "w1", alive("w1", "i1"))
+	bustest.Eventually(t, 5*time.Second, "both see DEAD", func() bool {
+		return seen(a, "w1", schemas.WorkerDead) && seen(b, "w1", schemas.WorkerDead)
+	})
+	h, err := e.st.Workers.History(ctxT(t), "w1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := 0
+	for _, en := range h {
+		var w schemas.Worker
+		if err := bus.DecodeRecord(en.Value(), &w); err != nil {
+			t.Fatal(err)
+		}
+		if w.State == schemas.WorkerDead {
+			dead++
+		}
+	}
+	if dead != 1 || len(h) != 2 {
+		t.Fatalf("history has %d revisions, %d DEAD; want 2 and exactly 1", len(h), dead)
+	}
+}
+
+func TestService_ReregisteredWorkerGetsNewTimer(t *testing.T) {
+	e := newEnv(t)
+	s := e.start(t, "hb-1")
+	put(t, e.st.Workers, "w1", alive("w1", "i1"))
+	bustest.Eventually(t, 5*time.Second, "w1 DEAD", func() bool { return seen(s, "w1", schemas.WorkerDead) })
+	// The agent restarts and registers (registration's write).
+	put(t, e.st.Workers, "w1", alive("w1", "i2"))
+	bustest.Eventually(t, 5*time.Second, "w1 ALIVE again", func() bool { return seen(s, "w1", schemas.WorkerAlive) })
+	bustest.Eventually(t, 5*time.Second, "w1 DEAD again", func() bool { return workerState(t, e, "w1") == schemas.WorkerDead })
+	w, _, _ := bus.Get[schemas.Worker](ctxT(t), e.st.Workers, "w1")
+	if w.Instance != "i2" {
+		t.Fatalf("record = %+v", w)
+	}
+}
+
+func TestService_App_FinishedWithoutHeartbeat(t *testing.T) {
+	e := newEnv(t)
+	s := e.start(t, "hb-1")
+	silent := schemas.NewAppID(time.Now())
+	chatty := schemas.NewAppID(time.Now())
+	put(t, e.st.Apps, silent, &schemas.App{ID: silent, State: schemas.AppRunning})
+	put(t, e.st.Apps, chatty, &schemas.App{ID: chatty, State: schemas.AppWaiting})
+	bustest.Eventually(t, 5*time.Second, "watcher sees the apps", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.apps[chatty] != nil
+	})
+
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tk := time.NewTicker(testInterval / 2)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+				_ = bus.Publish(e.nc, bus.AppHeartbeatSubject(chatty), &schemas.AppHeartbeat{AppID: chatty})
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); wg.Wait() })
+
+	bustest.Eventually(t, 5*time.Second, "silent app FINISHED", func() bool {
+		a, _, err := bus.Get[schemas.App](ctxT(t), e.st.Apps, silent)
+		return err == nil && a.State == schemas.AppFinished && a.Message == AppSilentMessage
+	})
+	time.Sleep(2 * testTimeout) // the chatty app keeps heartbeating across timeouts
+	a, _, err := bus.Get[schemas.App](ctxT(t), e.st.Apps, chatty)
+	if err != nil || a.State != schemas.AppWaiting {
+		t.Fatalf("heartbeating app = %+v %v", a, err)
+	}
+}
+
+func TestService_App_UnknownIsNotJudged(t *testing.T) {
+	e := newEnv(t)
+	s := e.start(t, "hb-1")
+	id := schemas.NewAppID(time.Now())
+	put(t, e.st.Apps, id, &schemas.App{ID: id, State: schemas.AppUnknown})
+	bustest.Eventually(t, 5*time.Second, "timer fired and re-armed", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		a := s.apps[id]
+		return a != nil && a.gen >= 3
+	})
+	a, _, _ := bus.Get[schemas.App](ctxT(t), e.st.Apps, id)
+	if a.State != schemas.AppUnknown {
+		t.Fatalf("app in recovery became %s", a.State)
+	}
+}
+
+func TestService_BadPayloads(t *testing.T) {
+	e := newEnv(t)
+	s := e.start(t, "hb-1")
+	app := schemas.NewAppID(time.Now())
+	subjects := []string{bus.WorkerHeartbeatSubject("w1"), bus.AppHeartbeatSubject(app)}
+	payloads := []struct {
+		name string
+		data []byte
+		json bool
+	}{
+		{"msgpack garbage", []byte{0xc1, 0xff, 0x00}, false},
+		{"json garbage", []byte(`{"worker_id":`), true},
+		{"invalid id", []byte(`{"worker_id":"bad id","app_id":"nope"}`), true},
+		{"wrong type", []byte(`{"type":"io.stoker.v1.ack"}`), true},
+	}
+	for _, subj := range subjects {
+		for _, p := range payloads {
+			t.Run(subj+"/"+p.name, func(t *testing.T) {
+				m := &nats.Msg{Subject: subj, Data: p.data, Header: nats.Header{}}
+				if p.json {
+					m.Header.Set(bus.ContentType, bus.ContentTypeJSON)
+				}
+				r, err := e.nc.RequestMsg(m, 5*time.Second)
+				if err != nil {
+					t.Fatalf("no reply: %v", err)
+				}
+				if r.Header.Get(bus.ErrorCodeHeader) != "400" || r.Header.Get(bus.ErrorHeader) == "" {
+					t.Fatalf("reply headers = %v", r.Header)
+				}
+			})
+		}
+	}
+	// Subject and body disagree.
+	r, err := e.nc.Request(bus.WorkerHeartbeatSubject("w2"), mustEncode(t, &schemas.Heartbeat{WorkerID: "w1", Instance: "i"}), 5*time.Second)
+	if err != nil || r.Header.Get(bus.ErrorCodeHeader) != "400" {
+		t.Fatalf("mismatched subject: %v %v", err, r)
+	}
+	// Without a reply subject: nothing to answer, nothing breaks.
+	if err := e.nc.Publish(bus.WorkerHeartbeatSubject("w1"), []byte{0xc1}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Counters.BadInput.Load() < int64(len(subjects)*len(payloads)) {
+		t.Fatalf("bad input counted %d times", s.Counters.BadInput.Load())
+	}
+	// Still serving.
+	var rr schemas.Reregister
+	if err := bus.Call(ctxT(t), e.nc, bus.WorkerHeartbeatSubject("w9"), &schemas.Heartbeat{WorkerID: "w9", Instance: "i"}, &rr); err != nil || rr.WorkerID != "w9" {
+		t.Fatalf("after bad input: %+v %v", rr, err)
+	}
+}
+
+func mustEncode(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := bus.Encode(v, bus.Msgpack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestService_Stop_StopsTimers(t *testing.T) {
+	e := newEnv(t)
+	s := e.start(t, "hb-1")
+	put(t, e.st.Workers, "w1", alive("w1", "i1"))
+	bustest.Eventually(t, 5*time.Second, "watcher sees w1", func() bool { return seen(s, "w1", schemas.WorkerAlive) })
+	s.Stop()
+	s.Stop()
+	time.Sleep(2 * testTimeout)
+	if st := workerState(t, e, "w1"); st != schemas.WorkerAlive {
+		t.Fatalf("a stopped service marked the worker %s", st)
+	}
+}
+
+func TestNew_Validates(t *testing.T) {
+	e := newEnv(t)
+	cases := []struct {
+		name string
+		cfg  Config
+	}{
+		{"no connection", Config{}},
+		{"timeout equal to interval", Config{NC: e.nc, WorkerTimeout: time.Second, HeartbeatInterval: time.Second}},
+		{"timeout below interval", Config{NC: e.nc, WorkerTimeout: 100 * time.Millisecond}},
+		{"negative", Config{NC: e.nc, WorkerTimeout: -time.Second}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if _, err := New(c.cfg); err == nil {
+				t.Fatal("want an error")
+			}
+		})
+	}
+	s, err := New(Config{NC: e.nc})
+	if err != nil || s.cfg.WorkerTimeout != 5*time.Second || s.cfg.HeartbeatInterval != time.Second || s.ID() == "" {
+		t.Fatalf("defaults: %+v %v", s.cfg, err)
+	}
+}
