@@ -274,10 +274,11 @@ func (s *Service) handleListApps(ctx context.Context, _ bus.Inbound, req *schema
 // handleStatus is stoker.api.status.
 func (s *Service) handleStatus(ctx context.Context, _ bus.Inbound, _ *schemas.ListRequest) (any, error) {
 	var snap Snapshot
-	lease, rev, err := bus.Get[schemas.Lease](ctx, s.st.Leader, bus.KeyScheduler)
+	lease, epoch, err := bus.CurrentLease(ctx, s.st.Leader, bus.KeyScheduler)
 	switch {
 	case err == nil:
-		snap.Lease, snap.LeaseRevision = lease, rev
+		// CurrentLease already resolved the epoch (value, else revision).
+		snap.Lease, snap.LeaseRevision = lease, epoch
 	case !isNotFound(err):
 		return nil, fmt.Errorf("read lease: %w", err)
 	}
