@@ -13,7 +13,7 @@ import (
 )
 
 // haCluster is a bus, registration, heartbeat, recovery, n schedulers and
-// the given agents (4 cores, 2g each), all separate processes.
+// the given agents (16 cores, 4g each: room for every app the chaos test submits), all separate processes.
 type haCluster struct {
 	*Cluster
 	schedulers map[string]*Proc
@@ -31,7 +31,7 @@ func newHACluster(t testing.TB, schedulers int, agents ...string) *haCluster {
 		h.startScheduler(fmt.Sprintf("s%d", i))
 	}
 	for _, a := range agents {
-		h.agents[a] = c.StartAgent(a, 4, "2g")
+		h.agents[a] = c.StartAgent(a, 16, "4g")
 	}
 	c.Eventually(30*time.Second, "cluster ALIVE with every agent", func() bool {
 		st := h.status()
@@ -159,17 +159,34 @@ func TestChaos_LeaderKills(t *testing.T) {
 		h.checkInvariants(apps)
 
 		switch {
-		case round%7 == 3: // kill and restart an agent
+		case round%7 == 3 && round != 12: // kill and restart an agent
 			ids := []string{"a", "b", "c"}
 			id := ids[rng.Intn(len(ids))]
+			var orphans []int
+			for _, a := range h.apps() {
+				for _, e := range a.Executors {
+					if e.WorkerID == id && e.State == schemas.ExecutorRunning {
+						orphans = append(orphans, e.PID)
+					}
+				}
+			}
 			h.agents[id].Signal(syscall.SIGKILL)
 			_ = h.agents[id].Wait(5 * time.Second)
 			h.Eventually(20*time.Second, "killed agent DEAD", func() bool {
 				w := h.Worker(id)
 				return w != nil && w.State == schemas.WorkerDead
 			})
-			h.agents[id] = h.StartAgent(id, 4, "2g")
-		case round == rounds/2: // restart the bus
+			// Its children died with it (parent-death signal): no orphans.
+			h.Eventually(10*time.Second, "the killed agent's executors gone", func() bool {
+				for _, pid := range orphans {
+					if syscall.Kill(pid, 0) == nil {
+						return false
+					}
+				}
+				return true
+			})
+			h.agents[id] = h.StartAgent(id, 16, "4g")
+		case round == 12: // restart the bus
 			busProc := h.findProc("bus")
 			busProc.Signal(syscall.SIGKILL)
 			_ = busProc.Wait(5 * time.Second)
@@ -182,6 +199,12 @@ func TestChaos_LeaderKills(t *testing.T) {
 		}
 	}
 	// Every submitted app eventually runs its two executors.
+	var bad string
+	defer func() {
+		if t.Failed() && bad != "" {
+			t.Logf("last app not running as expected: %s", bad)
+		}
+	}()
 	h.Eventually(60*time.Second, "every app RUNNING with 2 executors", func() bool {
 		byID := map[string]schemas.AppView{}
 		for _, a := range h.apps() {
@@ -196,6 +219,7 @@ func TestChaos_LeaderKills(t *testing.T) {
 				}
 			}
 			if a.State != schemas.AppRunning || n != 2 {
+				bad = fmt.Sprintf("%+v", a)
 				return false
 			}
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
+	"github.com/stoker/stoker/sdk"
 )
 
 // fullCluster starts every service and the given agents (id → cores, 2g each).
@@ -75,33 +76,19 @@ func (c *Cluster) workers() []schemas.WorkerView {
 	return ws
 }
 
-// registerApp registers a client-mode app the way `stoker run` does and
-// keeps it alive with app heartbeats until the test ends.
+// registerApp registers a client-mode app through the SDK, as `stoker run`
+// does: it heartbeats and answers recovery's master-changed until the test ends.
 func (c *Cluster) registerApp(name string, cores int, maxCores int, argv ...string) string {
 	c.t.Helper()
-	var reply schemas.AppRegistered
-	err := bus.Call(context.Background(), c.NC(), bus.APIAppsRegister, &schemas.RegisterApp{
+	app, err := sdk.RegisterApp(context.Background(), c.NC(), schemas.RegisterApp{
 		Name: name, MaxCores: maxCores,
 		Executor: schemas.ExecutorSpec{Command: argv, Cores: cores, MemoryMB: 64},
-	}, &reply)
+	})
 	if err != nil {
 		c.t.Fatalf("register app: %v", err)
 	}
-	stop := make(chan struct{})
-	go func() {
-		tk := time.NewTicker(200 * time.Millisecond)
-		defer tk.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tk.C:
-				_ = bus.Publish(c.NC(), bus.AppHeartbeatSubject(reply.AppID), &schemas.AppHeartbeat{AppID: reply.AppID})
-			}
-		}
-	}()
-	c.t.Cleanup(func() { close(stop) })
-	return reply.AppID
+	c.t.Cleanup(app.Release)
+	return app.ID
 }
 
 func runningPerWorker(a *schemas.AppView) []int {
