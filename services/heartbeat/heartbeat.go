@@ -194,6 +194,7 @@ func (s *Service) Start(ctx context.Context) error {
 		s.Stop()
 		return fmt.Errorf("heartbeat: flush: %w", err)
 	}
+	bus.OnReconnect(s.nc, "heartbeat-rearm", s.rearmAll)
 	s.log.Info().Dur("worker_timeout", s.cfg.WorkerTimeout).Msg("heartbeat serving")
 	return nil
 }

@@ -197,3 +197,29 @@ func (s *Service) beat(wid, instance string) string {
 	s.resetWorkerTimerLocked(wid, w, s.cfg.WorkerTimeout)
 	return ""
 }
+
+// rearmAll gives every judged worker and application a full timeout again.
+// It runs after this service reconnects to NATS: heartbeats sent while it
+// was cut off never reached it, which is no fault of the workers (the same
+// reason Nomad resets every heartbeat timer on a leadership change). KV
+// revisions are forgotten too, since a bus that lost its store starts them
+// again from 1.
+func (s *Service) rearmAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return
+	}
+	for wid, w := range s.workers {
+		w.rev = 0
+		if w.timer != nil && !w.state.Gone() {
+			s.resetWorkerTimerLocked(wid, w, s.cfg.WorkerTimeout)
+		}
+	}
+	for id, a := range s.apps {
+		if a.timer != nil && !a.state.Terminal() {
+			s.resetAppTimerLocked(id, a, s.cfg.WorkerTimeout)
+		}
+	}
+	s.log.Info().Int("workers", len(s.workers)).Int("apps", len(s.apps)).Msg("reconnected: every worker and app gets a full timeout")
+}
