@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/services/svc"
 )
 
 // Exit codes.
@@ -27,10 +28,6 @@ const (
 	exitFailure = 1
 	exitUsage   = 2
 )
-
-// version is set with -ldflags "-X main.version=..."; otherwise it comes
-// from the module's build info.
-var version = ""
 
 // env is what a command needs from its surroundings, so tests can run
 // commands without touching the process's own stdout or environment.
@@ -214,14 +211,32 @@ func (c *command) exec(ctx context.Context, e *env, args []string) error {
 	return runFn(ctx, pos)
 }
 
+// buildVersion is svc.Version (the one micro services announce), with the
+// VCS revision when the binary was built from a checkout.
 func buildVersion() string {
-	if version != "" {
-		return version
+	v := svc.Version
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return v
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
+	var rev, dirty string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = ", modified"
+			}
+		}
 	}
-	return "(devel)"
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if rev != "" {
+		v += " (" + rev + dirty + ")"
+	}
+	return v
 }
 
 func init() {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
+	"github.com/stoker/stoker/services/svc"
 )
 
 // testEnv is an env with captured output and the given variables.
@@ -114,7 +115,7 @@ func TestRun_HelpForEveryCommand(t *testing.T) {
 
 func TestRun_Version(t *testing.T) {
 	code, out, _ := runCmd(t, nil, "version")
-	if code != exitOK || !strings.HasPrefix(out, "stoker ") {
+	if code != exitOK || !strings.HasPrefix(out, "stoker "+svc.Version) {
 		t.Errorf("version: exit %d, output %q", code, out)
 	}
 }

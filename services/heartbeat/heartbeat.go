@@ -168,7 +168,7 @@ func (s *Service) Start(ctx context.Context) error {
 
 	m, err := micro.AddService(s.nc, micro.Config{
 		Name:        bus.ServiceHeartbeat,
-		Version:     "0.1.0",
+		Version:     svc.Version,
 		Description: "Stoker worker and application liveness",
 		Metadata:    map[string]string{"instance": s.cfg.ID},
 		// Every instance must see every heartbeat.

@@ -131,7 +131,7 @@ func (s *Service) start(ctx context.Context) error {
 	s.store = st
 	m, err := micro.AddService(s.cfg.NC, micro.Config{
 		Name:        bus.ServiceRecovery,
-		Version:     "0.1.0",
+		Version:     svc.Version,
 		Description: "Stoker recovery: reconciles the cluster on every new scheduler epoch",
 		Metadata:    map[string]string{"instance": s.cfg.ID},
 	})

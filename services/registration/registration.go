@@ -116,7 +116,7 @@ func (s *Service) Start(ctx context.Context) error {
 
 	m, err := micro.AddService(s.nc, micro.Config{
 		Name:        bus.ServiceRegistration,
-		Version:     "0.1.0",
+		Version:     svc.Version,
 		Description: "Stoker worker registration, state reports, driver and app API",
 		Metadata:    map[string]string{"instance": s.cfg.ID},
 		QueueGroup:  bus.ServiceRegistration,

@@ -195,7 +195,7 @@ func (s *Service) start(ctx context.Context) error {
 	}
 	m, err := micro.AddService(s.cfg.NC, micro.Config{
 		Name:        bus.ServiceScheduler,
-		Version:     "0.1.0",
+		Version:     svc.Version,
 		Description: "Stoker scheduler: places drivers and executors while it holds the lease",
 		Metadata:    map[string]string{"id": s.cfg.ID},
 	})

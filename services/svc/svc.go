@@ -13,6 +13,10 @@ import (
 	"github.com/rs/zerolog"
 )
 
+// Version is Stoker's semantic version: every micro service announces it
+// (`nats micro ls`) and `stoker version` prints it. Declared once, here.
+const Version = "0.1.0"
+
 // Group tracks goroutines: Go refuses after Stop; Stop cancels the group's
 // context and waits; Stop is idempotent.
 type Group struct {
