@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 
@@ -78,7 +79,11 @@ type Service struct {
 	group *svc.Group
 	store *bus.Store
 	el    *Elector
-	micro micro.Service
+
+	microMu      sync.Mutex    // guards the three fields below
+	micro        micro.Service // re-created on every leadership change
+	announced    string        // "<leader>/<epoch>" the running micro service says
+	microStopped bool
 
 	startOnce sync.Once
 	stopOnce  sync.Once
@@ -193,23 +198,20 @@ func (s *Service) start(ctx context.Context) error {
 		name := b.name
 		s.group.Go(func(ctx context.Context) { s.watch(ctx, name, w) })
 	}
-	m, err := micro.AddService(s.cfg.NC, micro.Config{
-		Name:        bus.ServiceScheduler,
-		Version:     svc.Version,
-		Description: "Stoker scheduler: places drivers and executors while it holds the lease",
-		Metadata:    map[string]string{"id": s.cfg.ID},
-	})
-	if err != nil {
+	if err := s.announce(nil); err != nil {
 		s.group.Stop()
 		return fmt.Errorf("scheduler: micro: %w", err)
 	}
-	s.micro = m
-	el, err := NewElector(ElectorConfig{
+	// el is declared first so the callbacks can read its state: both run
+	// only after el.Start, which follows the assignment.
+	var el *Elector
+	el, err = NewElector(ElectorConfig{
 		KV: st.Leader, NC: s.cfg.NC, Key: bus.KeyScheduler, ID: s.cfg.ID,
 		LeaseTTL: s.cfg.LeaseTTL, RenewInterval: s.cfg.RenewInterval,
 		BeatInterval: s.cfg.BeatInterval, MissedBeats: s.cfg.MissedBeats,
 		ReleaseOnStop: true, Log: s.cfg.Log,
 		OnStartedLeading: func(lctx context.Context, epoch uint64) {
+			s.reannounce(el)
 			s.group.Go(func(gctx context.Context) {
 				ctx, cancel := context.WithCancel(lctx)
 				defer context.AfterFunc(gctx, cancel)()
@@ -217,12 +219,13 @@ func (s *Service) start(ctx context.Context) error {
 				s.lead(ctx, epoch)
 			})
 		},
+		OnStoppedLeading: func() { s.reannounce(el) },
 	})
 	if err == nil {
 		err = el.Start(ctx)
 	}
 	if err != nil {
-		_ = m.Stop()
+		s.stopMicro()
 		s.group.Stop()
 		return fmt.Errorf("scheduler: %w", err)
 	}
@@ -236,16 +239,72 @@ func (s *Service) start(ctx context.Context) error {
 // stops every goroutine and the micro service. Idempotent.
 func (s *Service) Stop() {
 	s.stopOnce.Do(func() {
+		s.microMu.Lock()
+		s.microStopped = true // no re-creation while stepping down
+		s.microMu.Unlock()
 		if s.el != nil {
 			s.el.Stop()
 		}
 		if s.group != nil {
 			s.group.Stop()
 		}
-		if s.micro != nil {
-			_ = s.micro.Stop()
+		s.stopMicro()
+	})
+}
+
+// announce (re)creates the micro service so that its metadata says whether
+// this instance leads and with which epoch ({"id", "leader", "epoch"};
+// epoch 0 on a standby): micro metadata is fixed at AddService, so
+// `nats micro info stoker-scheduler` could not show a leadership change
+// otherwise. It reads el's state now rather than taking it as arguments, so
+// calls racing around a change converge on the latest. el nil: standby.
+func (s *Service) announce(el *Elector) error {
+	leader, epoch := false, uint64(0)
+	if el != nil {
+		leader, epoch = el.IsLeader(), el.Epoch()
+	}
+	s.microMu.Lock()
+	defer s.microMu.Unlock()
+	key := fmt.Sprintf("%t/%d", leader, epoch)
+	if s.microStopped || (s.micro != nil && s.announced == key) {
+		return nil
+	}
+	if s.micro != nil {
+		_ = s.micro.Stop()
+		s.micro = nil
+	}
+	m, err := micro.AddService(s.cfg.NC, micro.Config{
+		Name:        bus.ServiceScheduler,
+		Version:     svc.Version,
+		Description: "Stoker scheduler: places drivers and executors while it holds the lease",
+		Metadata: map[string]string{
+			"id": s.cfg.ID, "leader": strconv.FormatBool(leader), "epoch": strconv.FormatUint(epoch, 10),
+		},
+	})
+	if err != nil {
+		return err
+	}
+	s.micro, s.announced = m, key
+	return nil
+}
+
+// reannounce runs announce off the elector's goroutine.
+func (s *Service) reannounce(el *Elector) {
+	s.group.Go(func(context.Context) {
+		if err := s.announce(el); err != nil {
+			s.log.Warn().Err(err).Msg("cannot re-create the micro service after a leadership change")
 		}
 	})
+}
+
+func (s *Service) stopMicro() {
+	s.microMu.Lock()
+	defer s.microMu.Unlock()
+	s.microStopped = true
+	if s.micro != nil {
+		_ = s.micro.Stop()
+		s.micro = nil
+	}
 }
 
 func (s *Service) poke() {
