@@ -11,13 +11,24 @@ import (
 // Emit publishes a state-change event on stoker.events.<kind>.<id>. It is
 // best effort: the KV write is the fact, the event is its history.
 // Kinds: worker, driver, app, executor, leader, cluster.
+//
+// Events are JSON with a Content-Type header, like KV records, so
+// `nats sub 'stoker.events.>'` and the stoker-events stream show them as
+// they are; DecodeMsg reads them (and older msgpack ones) by that header.
 func Emit(nc *nats.Conn, kind, id, state, message string) {
 	if nc == nil {
 		return
 	}
-	_ = Publish(nc, EventSubject(kind, eventToken(id)), &schemas.Event{
+	b, err := Encode(&schemas.Event{
 		Kind: kind, ID: id, State: state, Message: message, At: time.Now().UTC(),
-	})
+	}, JSON)
+	if err != nil {
+		return
+	}
+	m := nats.NewMsg(EventSubject(kind, eventToken(id)))
+	m.Header.Set(ContentType, ContentTypeJSON)
+	m.Data = b
+	_ = nc.PublishMsg(m)
 }
 
 // eventToken keeps an id usable as one subject token (executor keys have a dot).
