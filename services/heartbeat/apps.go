@@ -114,6 +114,10 @@ func (s *Service) expireApp(ctx context.Context, id string, gen uint64) {
 		s.log.Error().Err(err).Str("app_id", id).Msg("cannot finish silent app; retrying")
 		rearm = true
 	}
+	if written {
+		// Emitted whatever happened to the timer meanwhile: the record changed.
+		bus.Emit(s.nc, "app", id, string(schemas.AppFinished), AppSilentMessage)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.apps[id] != a || a.gen != gen {
@@ -122,7 +126,6 @@ func (s *Service) expireApp(ctx context.Context, id string, gen uint64) {
 	if written {
 		stopTimer(&a.timer)
 		delete(s.apps, id)
-		bus.Emit(s.nc, "app", id, string(schemas.AppFinished), AppSilentMessage)
 		s.log.Warn().Str("app_id", id).Msg("app FINISHED: " + AppSilentMessage)
 		return
 	}

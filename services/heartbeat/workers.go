@@ -127,6 +127,10 @@ func (s *Service) expireWorker(ctx context.Context, wid string, gen uint64) {
 		s.log.Error().Err(err).Str("worker_id", wid).Msg("cannot mark worker DEAD; retrying")
 		rearm = s.cfg.HeartbeatInterval
 	}
+	if written {
+		// Emitted whatever happened to the timer meanwhile: the record changed.
+		bus.Emit(s.nc, "worker", wid, string(schemas.WorkerDead), reason)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.workers[wid] != w || w.gen != gen {
@@ -135,7 +139,6 @@ func (s *Service) expireWorker(ctx context.Context, wid string, gen uint64) {
 	if written {
 		w.state = schemas.WorkerDead
 		stopTimer(&w.timer)
-		bus.Emit(s.nc, "worker", wid, string(schemas.WorkerDead), reason)
 		s.log.Warn().Str("worker_id", wid).Str("agent_instance", instance).Str("reason", reason).Msg("worker DEAD")
 		return
 	}

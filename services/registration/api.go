@@ -155,10 +155,7 @@ func (s *Service) handleUnregisterApp(ctx context.Context, _ bus.Inbound, req *s
 		}
 		n := *cur
 		n.State = final
-		n.Message = req.Message
-		if n.Message == "" {
-			n.Message = "unregistered by its driver"
-		}
+		n.Message = unregisterMessage(req.Message)
 		n.UpdatedAt = now()
 		written = true
 		return &n, nil
@@ -169,8 +166,16 @@ func (s *Service) handleUnregisterApp(ctx context.Context, _ bus.Inbound, req *s
 	if !written {
 		return &schemas.Ack{OK: true, Message: fmt.Sprintf("app %s already %s", req.AppID, was)}, nil
 	}
-	s.emit("app", req.AppID, string(final), req.Message)
+	s.emit("app", req.AppID, string(final), unregisterMessage(req.Message))
 	return &schemas.Ack{OK: true, Message: fmt.Sprintf("app %s %s", req.AppID, final)}, nil
+}
+
+// unregisterMessage is the record's and the event's message for an unregister.
+func unregisterMessage(m string) string {
+	if m == "" {
+		return "unregistered by its driver"
+	}
+	return m
 }
 
 // handleKillApp is stoker.api.apps.kill.

@@ -350,6 +350,8 @@ func (e *Elector) tick(ctx context.Context) {
 		}
 		e.log.Info().Str("holder", e.holder).Uint64("epoch", e.holderEpoch).
 			Dur("silent", now.Sub(e.lastSeen)).Msg("lease holder stopped beating; deleted its lease")
+		bus.Emit(e.cfg.NC, "leader", e.cfg.Key, "REVOKED", fmt.Sprintf("%s deleted the lease of %s (epoch %d): no beat for %s",
+			e.cfg.ID, e.holder, e.holderEpoch, now.Sub(e.lastSeen).Round(time.Millisecond)))
 		e.present, e.holder = false, ""
 		e.campaign(ctx, true)
 	}
@@ -456,6 +458,8 @@ func (e *Elector) shutdown() {
 		defer cancel()
 		if err := e.cfg.KV.Delete(ctx, e.cfg.Key, jetstream.LastRevision(rev)); err != nil {
 			e.log.Debug().Err(err).Msg("could not release the lease")
+			return
 		}
+		bus.Emit(e.cfg.NC, "leader", e.cfg.Key, "RELEASED", fmt.Sprintf("%s released epoch %d", e.cfg.ID, e.epoch.Load()))
 	}
 }

@@ -510,26 +510,32 @@ func (s *Service) apply(ctx context.Context, epoch uint64, p Plan, log *zerolog.
 	now := func() time.Time { return time.Now().UTC() }
 
 	for _, u := range p.ExecutorUpdates {
+		var wrote bool
 		_, _, err := bus.Mutate(ctx, st.Executors, u.Key, func(cur *schemas.Executor) (*schemas.Executor, error) {
+			wrote = false
 			if cur == nil || cur.State != u.From || cur.WorkerID != u.WorkerID {
 				return nil, nil
 			}
 			n := *cur
 			n.State, n.Message, n.UpdatedAt = u.State, u.Message, now()
+			wrote = true
 			return &n, nil
 		})
-		s.after(ctx, log, st.Executors, u.Key, err, "executor", string(u.State), u.Message)
+		s.after(ctx, log, st.Executors, u.Key, err, wrote, "executor", string(u.State), u.Message)
 	}
 	for _, u := range p.DriverUpdates {
+		var wrote bool
 		_, _, err := bus.Mutate(ctx, st.Drivers, u.DriverID, func(cur *schemas.Driver) (*schemas.Driver, error) {
+			wrote = false
 			if cur == nil || cur.State != u.From || cur.WorkerID != u.FromWorker {
 				return nil, nil
 			}
 			n := *cur
 			n.State, n.WorkerID, n.Message, n.UpdatedAt = u.State, u.WorkerID, u.Message, now()
+			wrote = true
 			return &n, nil
 		})
-		s.after(ctx, log, st.Drivers, u.DriverID, err, "driver", string(u.State), u.Message)
+		s.after(ctx, log, st.Drivers, u.DriverID, err, wrote, "driver", string(u.State), u.Message)
 	}
 	var placed []AppUpdate
 	for _, u := range p.AppUpdates {
@@ -594,8 +600,9 @@ func (s *Service) apply(ctx context.Context, epoch uint64, p Plan, log *zerolog.
 	}
 }
 
-// after logs and emits the outcome of a record change.
-func (s *Service) after(ctx context.Context, log *zerolog.Logger, kv jetstream.KeyValue, key string, err error, kind, state, msg string) {
+// after logs and emits the outcome of a record change; wrote says whether
+// the compare-and-set wrote it (the event follows the write, not the plan).
+func (s *Service) after(ctx context.Context, log *zerolog.Logger, kv jetstream.KeyValue, key string, err error, wrote bool, kind, state, msg string) {
 	if err != nil {
 		if ctx.Err() == nil {
 			log.Warn().Err(err).Str(kind, key).Msg("cannot update record")
@@ -606,21 +613,7 @@ func (s *Service) after(ctx context.Context, log *zerolog.Logger, kv jetstream.K
 	// Mutate wrote nothing when the record moved on: re-read it (cheap,
 	// rare) so the snapshot does not keep the optimistic value.
 	s.refresh(ctx, kv, key)
-	s.mu.Lock()
-	var changed bool
-	switch kind {
-	case "executor":
-		e := s.snap.Executors[key]
-		changed = e != nil && string(e.State) == state
-	case "driver":
-		d := s.snap.Drivers[key]
-		changed = d != nil && string(d.State) == state
-	case "app":
-		a := s.snap.Apps[key]
-		changed = a != nil && string(a.State) == state
-	}
-	s.mu.Unlock()
-	if changed {
+	if wrote {
 		bus.Emit(s.cfg.NC, kind, key, state, msg)
 		log.Info().Str(kind, key).Str("state", state).Str("why", msg).Msg("record updated")
 	}
@@ -700,15 +693,18 @@ func (s *Service) launchExecutor(ctx context.Context, epoch uint64, l ExecutorLa
 	s.avoidWorker(e.WorkerID)
 	msg := fmt.Sprintf("launch on %s failed: %v", e.WorkerID, err)
 	log.Warn().Str("executor", e.Key()).Str("worker_id", e.WorkerID).Err(err).Msg("executor launch failed")
+	var wrote bool
 	_, _, merr := bus.Mutate(ctx, s.store.Executors, e.Key(), func(cur *schemas.Executor) (*schemas.Executor, error) {
+		wrote = false
 		if cur == nil || cur.State != schemas.ExecutorLaunching || cur.Epoch != epoch {
 			return nil, nil
 		}
 		n := *cur
 		n.State, n.Message, n.UpdatedAt = schemas.ExecutorFailed, msg, time.Now().UTC()
+		wrote = true
 		return &n, nil
 	})
-	s.after(ctx, log, s.store.Executors, e.Key(), merr, "executor", string(schemas.ExecutorFailed), msg)
+	s.after(ctx, log, s.store.Executors, e.Key(), merr, wrote, "executor", string(schemas.ExecutorFailed), msg)
 	return err
 }
 
@@ -754,13 +750,16 @@ func (s *Service) launchDriver(ctx context.Context, epoch uint64, l DriverLaunch
 	s.avoidWorker(l.WorkerID)
 	msg := fmt.Sprintf("launch on %s failed: %v", l.WorkerID, err)
 	dlog.Warn().Err(err).Msg("driver launch failed; back to SUBMITTED")
+	var wrote bool
 	_, _, merr := bus.Mutate(ctx, st.Drivers, l.DriverID, func(cur *schemas.Driver) (*schemas.Driver, error) {
+		wrote = false
 		if cur == nil || cur.State != schemas.DriverRunning || cur.WorkerID != l.WorkerID || cur.Attempts != l.Attempt {
 			return nil, nil
 		}
 		n := *cur
 		n.State, n.WorkerID, n.Message, n.UpdatedAt = schemas.DriverSubmitted, "", msg, time.Now().UTC()
+		wrote = true
 		return &n, nil
 	})
-	s.after(ctx, log, st.Drivers, l.DriverID, merr, "driver", string(schemas.DriverSubmitted), msg)
+	s.after(ctx, log, st.Drivers, l.DriverID, merr, wrote, "driver", string(schemas.DriverSubmitted), msg)
 }
