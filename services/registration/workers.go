@@ -350,7 +350,7 @@ func (s *Service) executorReport(ctx context.Context, req *schemas.StateChange) 
 		return &schemas.StateAck{Kill: true, Reason: killReason}, nil
 	}
 	if changed {
-		s.emit("executor", key, string(st), req.Message)
+		s.emit("executor", key, string(st), reportMessage(req))
 		switch st {
 		case schemas.ExecutorFailed:
 			s.addFailure(ctx, req.AppID)
@@ -359,6 +359,15 @@ func (s *Service) executorReport(ctx context.Context, req *schemas.StateChange) 
 		}
 	}
 	return &schemas.StateAck{}, nil
+}
+
+// reportMessage is the event message of a state report: the agent's own,
+// else the exit code when there is one.
+func reportMessage(req *schemas.StateChange) string {
+	if req.Message == "" && req.ExitCode != nil {
+		return fmt.Sprintf("exit %d", *req.ExitCode)
+	}
+	return req.Message
 }
 
 func sameCode(a, b *int) bool {
@@ -467,7 +476,7 @@ func (s *Service) driverReport(ctx context.Context, req *schemas.StateChange) (a
 		return &schemas.StateAck{Kill: true, Reason: killReason}, nil
 	}
 	if changed {
-		s.emit("driver", id, string(st), req.Message)
+		s.emit("driver", id, string(st), reportMessage(req))
 	}
 	return &schemas.StateAck{}, nil
 }
