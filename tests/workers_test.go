@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"os"
 	"sort"
 	"syscall"
 	"testing"
@@ -45,8 +46,11 @@ func TestWorkers_RegisterAndList(t *testing.T) {
 // TestAgent_SIGKILL_MarkedDead kills a real agent process with SIGKILL ten
 // times and checks each time that the heartbeat service marks it DEAD within
 // the worker timeout plus one heartbeat interval. It logs the distribution.
+//
+// STOKER_E2E_WORKER_TIMEOUT and STOKER_E2E_HEARTBEAT_INTERVAL override the
+// timings (to measure with the defaults, 5s and 1s).
 func TestAgent_SIGKILL_MarkedDead(t *testing.T) {
-	timeout, interval := 1*time.Second, 200*time.Millisecond
+	timeout, interval := envDuration("STOKER_E2E_WORKER_TIMEOUT", time.Second), envDuration("STOKER_E2E_HEARTBEAT_INTERVAL", 200*time.Millisecond)
 	c := NewCluster(t, ClusterOptions{WorkerTimeout: timeout, HeartbeatInterval: interval})
 	startLiveness(c)
 	kills := 10
@@ -151,4 +155,13 @@ func containsAll(s string, subs ...string) bool {
 		}
 	}
 	return true
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v := os.Getenv(name); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+	}
+	return def
 }
