@@ -1,0 +1,143 @@
+package main
+
+// stoker health: an exit code for container health checks (images are
+// FROM scratch: no shell, no curl, only this binary).
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stoker/stoker/bus"
+)
+
+// setCounter is a string flag that counts how often it was set: once from
+// the environment and once more from the command line tells them apart.
+type setCounter struct {
+	v    string
+	sets int
+}
+
+func (s *setCounter) String() string {
+	if s == nil {
+		return ""
+	}
+	return s.v
+}
+
+func (s *setCounter) Set(v string) error {
+	s.v = v
+	s.sets++
+	return nil
+}
+
+func init() {
+	register(&command{
+		name: "health", group: "Other", summary: "check that the bus and the cluster's store answer (exit 0 healthy, 1 not)",
+		usage: "[--bus] [--timeout 2s] [--nats URL]",
+		details: `Prints one line and exits 0 when healthy, 1 otherwise: a container health
+check that needs no shell.
+
+Without --bus: connects to --nats, checks that JetStream answers (account
+info) and that every stoker bucket and the stoker-events stream exist, i.e.
+the services have set the store up.
+
+With --bus: checks only that this NATS node answers JetStream requests (in a
+cluster: that it has a meta leader), for a bus container's own health check.
+--nats then defaults to ` + bus.DefaultURL + `, not $` + envNATSURL + `.`,
+		examples: []string{
+			"stoker health",
+			"stoker health --bus                # in a bus container",
+			`healthcheck: {test: ["CMD", "/stoker", "health", "--bus"], interval: 2s}`,
+		},
+		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			url := &setCounter{v: bus.DefaultURL}
+			fs.Var(url, "nats", "NATS server `URL`(s), comma separated [$"+envNATSURL+"]")
+			busOnly := fs.Bool("bus", false, "check only that this NATS node answers JetStream (not the stoker store)")
+			timeout := fs.Duration("timeout", 2*time.Second, "give up and report unhealthy after this long")
+			return func(ctx context.Context, args []string) error {
+				if err := noArgs("health", args); err != nil {
+					return err
+				}
+				if *timeout <= 0 {
+					return usagef("--timeout must be positive, got %s", *timeout)
+				}
+				target := healthTarget(url, *busOnly, e.getenv(envNATSURL))
+				msg, err := checkHealth(ctx, target, *busOnly, *timeout)
+				if err != nil {
+					fmt.Fprintf(e.stderr, "unhealthy: %v\n", err)
+					return &exitError{code: exitFailure}
+				}
+				fmt.Fprintf(e.stdout, "healthy: %s\n", msg)
+				return nil
+			}
+		},
+	})
+}
+
+// healthTarget is the URL to check. With --bus, a --nats set only by
+// $STOKER_NATS_URL (which names the whole cluster) gives way to this node's
+// own default URL; an explicit --nats always wins.
+func healthTarget(url *setCounter, busOnly bool, envURL string) string {
+	if busOnly && url.sets == 1 && envURL != "" && envURL == url.v {
+		return bus.DefaultURL
+	}
+	return url.v
+}
+
+// checkHealth runs the checks within timeout and says what it found.
+func checkHealth(ctx context.Context, url string, busOnly bool, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	type result struct {
+		msg string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		msg, err := healthChecks(ctx, url, busOnly, timeout)
+		done <- result{msg, err}
+	}()
+	select {
+	case r := <-done:
+		return r.msg, r.err
+	case <-ctx.Done():
+		return "", fmt.Errorf("no answer from %s within %s", url, timeout)
+	}
+}
+
+func healthChecks(ctx context.Context, url string, busOnly bool, timeout time.Duration) (string, error) {
+	nc, err := nats.Connect(url, nats.Name("stoker-health"), nats.Timeout(timeout), nats.NoReconnect())
+	if err != nil {
+		return "", fmt.Errorf("cannot connect to %s: %w", url, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return "", err
+	}
+	server := nc.ConnectedServerName()
+	ai, err := js.AccountInfo(ctx)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = errors.New("no JetStream answer (no meta leader?)")
+		}
+		return "", fmt.Errorf("NATS %s at %s: JetStream: %w", server, nc.ConnectedUrlRedacted(), err)
+	}
+	if busOnly {
+		return fmt.Sprintf("NATS %s at %s answers JetStream (%d streams)", server, nc.ConnectedUrlRedacted(), ai.Streams), nil
+	}
+	if _, err := bus.OpenStore(ctx, js); err != nil {
+		return "", err
+	}
+	if _, err := js.Stream(ctx, bus.StreamEvents); err != nil {
+		return "", fmt.Errorf("stream %s: %w (is the cluster up?)", bus.StreamEvents, err)
+	}
+	return fmt.Sprintf("NATS %s at %s: JetStream answers, 6 stoker buckets and stream %s exist",
+		server, nc.ConnectedUrlRedacted(), bus.StreamEvents), nil
+}

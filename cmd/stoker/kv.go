@@ -1,0 +1,216 @@
+package main
+
+// stoker kv get|ls: the KV records, decoded for people.
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/schemas"
+)
+
+// kvBucket is one of Stoker's buckets and the schemas type of its records.
+type kvBucket struct {
+	name    string
+	kv      func(*bus.Store) jetstream.KeyValue
+	record  func() any
+	summary func(v any) string // one line for `stoker kv ls`
+}
+
+var kvBuckets = []kvBucket{
+	{bus.BucketWorkers, func(s *bus.Store) jetstream.KeyValue { return s.Workers }, func() any { return new(schemas.Worker) },
+		func(v any) string {
+			w := v.(*schemas.Worker)
+			return fmt.Sprintf("%s  %d cores  %s  host %s", w.State, w.Cores, mem(w.MemoryMB), orDash(w.Host))
+		}},
+	{bus.BucketDrivers, func(s *bus.Store) jetstream.KeyValue { return s.Drivers }, func() any { return new(schemas.Driver) },
+		func(v any) string {
+			d := v.(*schemas.Driver)
+			return fmt.Sprintf("%s  worker %s  attempts %d", d.State, orDash(d.WorkerID), d.Attempts)
+		}},
+	{bus.BucketApps, func(s *bus.Store) jetstream.KeyValue { return s.Apps }, func() any { return new(schemas.App) },
+		func(v any) string {
+			a := v.(*schemas.App)
+			return fmt.Sprintf("%s  %s  driver %s", a.State, orDash(a.Name), orDash(a.DriverID))
+		}},
+	{bus.BucketExecutors, func(s *bus.Store) jetstream.KeyValue { return s.Executors }, func() any { return new(schemas.Executor) },
+		func(v any) string {
+			x := v.(*schemas.Executor)
+			return fmt.Sprintf("%s  worker %s  %d cores  %s", x.State, x.WorkerID, x.Cores, mem(x.MemoryMB))
+		}},
+	{bus.BucketLeader, func(s *bus.Store) jetstream.KeyValue { return s.Leader }, func() any { return new(schemas.Lease) },
+		func(v any) string {
+			l := v.(*schemas.Lease)
+			return fmt.Sprintf("holder %s  epoch %d  since %s", l.Holder, l.Epoch, ago(l.Since))
+		}},
+	{bus.BucketCluster, func(s *bus.Store) jetstream.KeyValue { return s.Cluster }, func() any { return new(schemas.Cluster) },
+		func(v any) string {
+			c := v.(*schemas.Cluster)
+			return fmt.Sprintf("%s  epoch %d  leader %s", c.State, c.Epoch, orDash(c.Leader))
+		}},
+}
+
+// findBucket accepts a bucket's full name (stoker-workers) or its short one (workers).
+func findBucket(name string) (kvBucket, error) {
+	var names []string
+	for _, b := range kvBuckets {
+		if name == b.name || "stoker-"+name == b.name {
+			return b, nil
+		}
+		names = append(names, b.name)
+	}
+	return kvBucket{}, usagef("unknown bucket %q; one of %s", name, strings.Join(names, ", "))
+}
+
+// kvRecord is a record as `stoker kv get|ls --json` prints it.
+type kvRecord struct {
+	Bucket   string    `json:"bucket"`
+	Key      string    `json:"key"`
+	Revision uint64    `json:"revision"`
+	Created  time.Time `json:"created"`
+	Value    any       `json:"value"`
+}
+
+func init() {
+	register(&command{
+		name: "kv", group: "Clients", summary: "show KV records decoded: kv get BUCKET KEY, kv ls BUCKET",
+		usage: "get BUCKET KEY [--json] | ls BUCKET [--json]  [--nats URL]",
+		details: `BUCKET is stoker-workers, -drivers, -apps, -executors, -leader or -cluster
+(or the short name: workers, ...). get prints the record as indented JSON of its
+schemas type with its revision and the time it was written; ls prints every
+live key with a summary. Records are JSON, so ` + "`nats kv get`" + ` shows them too.`,
+		examples: []string{
+			"stoker kv ls workers",
+			"stoker kv get stoker-leader scheduler",
+			"stoker kv get stoker-executors app-20250101120000-ab12.0 --json | jq .value.state",
+		},
+		interspersed: true,
+		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			url, asJSON := natsFlag(fs), jsonFlag(fs)
+			return func(ctx context.Context, args []string) error {
+				if len(args) == 0 {
+					return usagef("expected get BUCKET KEY or ls BUCKET")
+				}
+				var want int
+				switch args[0] {
+				case "get":
+					want = 3
+				case "ls", "list":
+					want = 2
+				default:
+					return usagef("unknown kv command %q (get or ls)", args[0])
+				}
+				if len(args) != want {
+					return usagef("kv %s expects %d argument(s), got %d", args[0], want-1, len(args)-1)
+				}
+				b, err := findBucket(args[1])
+				if err != nil {
+					return err
+				}
+				return withClient(*url, func(nc *nats.Conn) error {
+					kv, err := openBucket(ctx, nc, b)
+					if err != nil {
+						return err
+					}
+					if want == 3 {
+						return kvGet(ctx, e.stdout, b, kv, args[2], *asJSON)
+					}
+					return kvList(ctx, e.stdout, b, kv, *asJSON)
+				})
+			}
+		},
+	})
+}
+
+func openBucket(ctx context.Context, nc *nats.Conn, b kvBucket) (jetstream.KeyValue, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := bus.OpenStore(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	return b.kv(st), nil
+}
+
+func kvGet(ctx context.Context, w io.Writer, b kvBucket, kv jetstream.KeyValue, key string, asJSON bool) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	e, err := kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return fmt.Errorf("%s %q: %w", b.name, key, bus.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("%s %q: %w", b.name, key, err)
+	}
+	v := b.record()
+	if err := bus.DecodeRecord(e.Value(), v); err != nil {
+		return fmt.Errorf("%s %q: %w", b.name, key, err)
+	}
+	rec := kvRecord{Bucket: b.name, Key: key, Revision: e.Revision(), Created: e.Created(), Value: v}
+	if asJSON {
+		return writeJSON(w, rec)
+	}
+	fmt.Fprintf(w, "%s/%s  revision %d  written %s (%s)\n", b.name, key, rec.Revision,
+		rec.Created.Local().Format("2006-01-02 15:04:05.000"), ago(rec.Created))
+	return writeJSON(w, v)
+}
+
+func kvList(ctx context.Context, w io.Writer, b kvBucket, kv jetstream.KeyValue, asJSON bool) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	watch, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("%s: %w", b.name, err)
+	}
+	defer func() { _ = watch.Stop() }()
+	recs := []kvRecord{}
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w", b.name, ctx.Err())
+		case e, ok := <-watch.Updates():
+			if !ok || e == nil { // nil: every current value delivered
+				done = true
+				break
+			}
+			v := b.record()
+			if err := bus.DecodeRecord(e.Value(), v); err != nil {
+				v = map[string]string{"error": err.Error()}
+			}
+			recs = append(recs, kvRecord{Bucket: b.name, Key: e.Key(), Revision: e.Revision(), Created: e.Created(), Value: v})
+		}
+	}
+	sort.Slice(recs, func(i, j int) bool { return recs[i].Key < recs[j].Key })
+	if asJSON {
+		return writeJSON(w, recs)
+	}
+	t := newTable(w)
+	fmt.Fprintln(t, "KEY\tREVISION\tWRITTEN\tSUMMARY")
+	for _, r := range recs {
+		sum := "undecodable"
+		if m, ok := r.Value.(map[string]string); ok {
+			sum += ": " + m["error"]
+		} else {
+			sum = b.summary(r.Value)
+		}
+		fmt.Fprintf(t, "%s\t%d\t%s\t%s\n", r.Key, r.Revision, ago(r.Created), sum)
+	}
+	if len(recs) == 0 {
+		fmt.Fprintf(t, "(no keys in %s)\n", b.name)
+	}
+	return t.Flush()
+}
