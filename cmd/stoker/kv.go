@@ -24,37 +24,41 @@ type kvBucket struct {
 	name    string
 	kv      func(*bus.Store) jetstream.KeyValue
 	record  func() any
-	summary func(v any) string // one line for `stoker kv ls`
+	summary func(v any, rev uint64) string // one line for `stoker kv ls`
 }
 
 var kvBuckets = []kvBucket{
 	{bus.BucketWorkers, func(s *bus.Store) jetstream.KeyValue { return s.Workers }, func() any { return new(schemas.Worker) },
-		func(v any) string {
+		func(v any, rev uint64) string {
 			w := v.(*schemas.Worker)
 			return fmt.Sprintf("%s  %d cores  %s  host %s", w.State, w.Cores, mem(w.MemoryMB), orDash(w.Host))
 		}},
 	{bus.BucketDrivers, func(s *bus.Store) jetstream.KeyValue { return s.Drivers }, func() any { return new(schemas.Driver) },
-		func(v any) string {
+		func(v any, rev uint64) string {
 			d := v.(*schemas.Driver)
 			return fmt.Sprintf("%s  worker %s  attempts %d", d.State, orDash(d.WorkerID), d.Attempts)
 		}},
 	{bus.BucketApps, func(s *bus.Store) jetstream.KeyValue { return s.Apps }, func() any { return new(schemas.App) },
-		func(v any) string {
+		func(v any, rev uint64) string {
 			a := v.(*schemas.App)
 			return fmt.Sprintf("%s  %s  driver %s", a.State, orDash(a.Name), orDash(a.DriverID))
 		}},
 	{bus.BucketExecutors, func(s *bus.Store) jetstream.KeyValue { return s.Executors }, func() any { return new(schemas.Executor) },
-		func(v any) string {
+		func(v any, rev uint64) string {
 			x := v.(*schemas.Executor)
 			return fmt.Sprintf("%s  worker %s  %d cores  %s", x.State, x.WorkerID, x.Cores, mem(x.MemoryMB))
 		}},
 	{bus.BucketLeader, func(s *bus.Store) jetstream.KeyValue { return s.Leader }, func() any { return new(schemas.Lease) },
-		func(v any) string {
+		func(v any, rev uint64) string {
 			l := v.(*schemas.Lease)
-			return fmt.Sprintf("holder %s  epoch %d  since %s", l.Holder, l.Epoch, ago(l.Since))
+			epoch := l.Epoch
+			if epoch == 0 { // not renewed yet: the epoch is the revision that created it
+				epoch = rev
+			}
+			return fmt.Sprintf("holder %s  epoch %d  since %s", l.Holder, epoch, ago(l.Since))
 		}},
 	{bus.BucketCluster, func(s *bus.Store) jetstream.KeyValue { return s.Cluster }, func() any { return new(schemas.Cluster) },
-		func(v any) string {
+		func(v any, rev uint64) string {
 			c := v.(*schemas.Cluster)
 			return fmt.Sprintf("%s  epoch %d  leader %s", c.State, c.Epoch, orDash(c.Leader))
 		}},
@@ -205,7 +209,7 @@ func kvList(ctx context.Context, w io.Writer, b kvBucket, kv jetstream.KeyValue,
 		if m, ok := r.Value.(map[string]string); ok {
 			sum += ": " + m["error"]
 		} else {
-			sum = b.summary(r.Value)
+			sum = b.summary(r.Value, r.Revision)
 		}
 		fmt.Fprintf(t, "%s\t%d\t%s\t%s\n", r.Key, r.Revision, ago(r.Created), sum)
 	}
