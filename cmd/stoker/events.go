@@ -107,7 +107,11 @@ func printEvents(ctx context.Context, nc *nats.Conn, w io.Writer, q eventsQuery)
 	if q.kind != "" {
 		filter = bus.EventSubject(q.kind, ">")
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	// A short inactivity threshold: a reader killed without cleaning up
+	// leaves its consumer on the server only briefly.
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: 10 * time.Second,
+	}
 	keep := 0 // > 0: hold the latest `keep` events until caught up
 	switch {
 	case q.since > 0:
@@ -132,7 +136,15 @@ func printEvents(ctx context.Context, nc *nats.Conn, w io.Writer, q eventsQuery)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", bus.StreamEvents, err)
 	}
-	defer it.Stop()
+	defer func() {
+		it.Stop()
+		// Remove the consumer now rather than after the inactivity threshold.
+		if info := cons.CachedInfo(); info != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_ = stream.DeleteConsumer(dctx, info.Name)
+			cancel()
+		}
+	}()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
 
