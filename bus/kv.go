@@ -105,11 +105,14 @@ func EnsureStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (
 	}); err != nil {
 		return nil, err
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: StreamEvents, Description: "Stoker cluster events",
-		Subjects: []string{Events}, Retention: jetstream.LimitsPolicy,
-		MaxAge: cfg.EventsMaxAge, MaxBytes: cfg.EventsMaxBytes, Replicas: cfg.Replicas,
-		Storage: jetstream.FileStorage, Discard: jetstream.DiscardOld,
+	if err := retry(ctx, func(actx context.Context) error {
+		_, err := js.CreateOrUpdateStream(actx, jetstream.StreamConfig{
+			Name: StreamEvents, Description: "Stoker cluster events",
+			Subjects: []string{Events}, Retention: jetstream.LimitsPolicy,
+			MaxAge: cfg.EventsMaxAge, MaxBytes: cfg.EventsMaxBytes, Replicas: cfg.Replicas,
+			Storage: jetstream.FileStorage, Discard: jetstream.DiscardOld,
+		})
+		return err
 	}); err != nil {
 		return nil, fmt.Errorf("bus: stream %s: %w", StreamEvents, err)
 	}
@@ -144,16 +147,45 @@ func OpenStore(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 }
 
 func ensureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	kv, err := js.CreateKeyValue(ctx, cfg)
-	if err == nil {
-		return kv, nil
+	var kv jetstream.KeyValue
+	err := retry(ctx, func(actx context.Context) error {
+		var err error
+		kv, err = js.CreateKeyValue(actx, cfg)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			// Same name, other settings (e.g. created by an older version):
+			// keep the data, bind to it.
+			kv, err = js.KeyValue(actx, cfg.Bucket)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: bucket %s: %w", cfg.Bucket, err)
 	}
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		// Same name, other settings (e.g. created by an older version):
-		// keep the data, bind to it.
-		return js.KeyValue(ctx, cfg.Bucket)
+	return kv, nil
+}
+
+// retry runs fn with a 5s budget per attempt until it succeeds or ctx ends.
+// Several services create the same replicated streams at once on a cluster
+// that may have just elected its meta leader: an attempt can time out while
+// the next one succeeds.
+func retry(ctx context.Context, fn func(context.Context) error) error {
+	wait := 100 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := fn(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		if wait < 2*time.Second {
+			wait *= 2
+		}
 	}
-	return nil, fmt.Errorf("bus: bucket %s: %w", cfg.Bucket, err)
 }
 
 // Entry is a decoded KV value with its revision.

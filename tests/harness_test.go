@@ -103,6 +103,8 @@ type Cluster struct {
 type ClusterOptions struct {
 	WorkerTimeout     time.Duration
 	HeartbeatInterval time.Duration
+	// NoBus leaves starting the bus to the test (a multi-node bus).
+	NoBus bool
 }
 
 func freePort(t testing.TB) int {
@@ -127,7 +129,9 @@ func NewCluster(t testing.TB, o ClusterOptions) *Cluster {
 	c := &Cluster{t: t, Dir: t.TempDir(), Port: freePort(t), timeout: o.WorkerTimeout.String(), hb: o.HeartbeatInterval.String()}
 	c.URL = fmt.Sprintf("nats://127.0.0.1:%d", c.Port)
 	t.Cleanup(c.stopAll)
-	c.StartBus()
+	if !o.NoBus {
+		c.StartBus()
+	}
 	return c
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/stoker/stoker/bus"
@@ -22,6 +23,7 @@ import (
 	"github.com/stoker/stoker/services/recovery"
 	"github.com/stoker/stoker/services/registration"
 	"github.com/stoker/stoker/services/scheduler"
+	"github.com/stoker/stoker/services/svc"
 )
 
 // service is what every services/* package's *Service offers.
@@ -116,6 +118,9 @@ func runService(ctx context.Context, e *env, c *commonServiceFlags, kind string,
 		return err
 	}
 	defer nc.Close()
+	if err := waitForJetStream(ctx, nc, log); err != nil {
+		return err
+	}
 	s, err := mk(nc, id, log)
 	if err != nil {
 		return usagef("%v", err)
@@ -415,4 +420,30 @@ func runBus(ctx context.Context, e *env, o *busOptions) error {
 	log.Info().Msg("stopping the bus")
 	srv.Stop()
 	return nil
+}
+
+// waitForJetStream returns once the bus answers JetStream requests (on a
+// cluster: once it has a meta leader), so a service started alongside the
+// bus, as compose does, waits for it instead of failing.
+func waitForJetStream(ctx context.Context, nc *nats.Conn, log zerolog.Logger) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := js.AccountInfo(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if attempt%5 == 1 {
+			log.Warn().Err(err).Int("attempt", attempt).Msg("waiting for JetStream on the bus")
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("bus never answered JetStream: %w", err)
+		case <-time.After(svc.Backoff(attempt, 100*time.Millisecond, 2*time.Second, nil)):
+		}
+	}
 }
