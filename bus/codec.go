@@ -81,14 +81,7 @@ func Decode(data []byte, f Format, v any) error {
 	if len(data) == 0 {
 		return fmt.Errorf("%w: empty payload (send {} with Content-Type: application/json for an empty JSON request)", ErrDecode)
 	}
-	var err error
-	if f == JSON {
-		err = json.Unmarshal(data, v)
-	} else {
-		dec := msgpack.NewDecoder(bytes.NewReader(data))
-		dec.SetCustomStructTag("json")
-		err = dec.Decode(v)
-	}
+	err := unmarshal(data, f, v)
 	if err != nil {
 		return fmt.Errorf("%w as %s: %v", ErrDecode, f, err)
 	}
@@ -119,14 +112,7 @@ func DecodeRecord(data []byte, v any) error {
 	if len(data) == 0 {
 		return fmt.Errorf("%w: empty record", ErrDecode)
 	}
-	var err error
-	if f == JSON {
-		err = json.Unmarshal(data, v)
-	} else {
-		dec := msgpack.NewDecoder(bytes.NewReader(data))
-		dec.SetCustomStructTag("json")
-		err = dec.Decode(v)
-	}
+	err := unmarshal(data, f, v)
 	if err != nil {
 		return fmt.Errorf("%w: record: %v", ErrDecode, err)
 	}
@@ -186,4 +172,13 @@ func errorFromHeader(h nats.Header) error {
 		code = CodeInternal
 	}
 	return &Error{Code: code, Description: desc}
+}
+
+func unmarshal(data []byte, f Format, v any) error {
+	if f == JSON {
+		return json.Unmarshal(data, v)
+	}
+	dec := msgpack.NewDecoder(bytes.NewReader(data))
+	dec.SetCustomStructTag("json")
+	return dec.Decode(v)
 }

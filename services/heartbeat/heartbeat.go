@@ -34,8 +34,8 @@ import (
 
 // Defaults applied by New.
 const (
-	DefaultWorkerTimeout     = 5 * time.Second
-	DefaultHeartbeatInterval = time.Second
+	DefaultWorkerTimeout     = svc.DefaultWorkerTimeout
+	DefaultHeartbeatInterval = svc.DefaultHeartbeatInterval
 )
 
 // Config configures a heartbeat service.
@@ -99,18 +99,8 @@ func New(cfg Config) (*Service, error) {
 	if cfg.ID == "" {
 		cfg.ID = "heartbeat-" + schemas.NewInstance()[:8]
 	}
-	if cfg.WorkerTimeout == 0 {
-		cfg.WorkerTimeout = DefaultWorkerTimeout
-	}
-	if cfg.HeartbeatInterval == 0 {
-		cfg.HeartbeatInterval = DefaultHeartbeatInterval
-	}
-	if cfg.WorkerTimeout < 0 || cfg.HeartbeatInterval < 0 {
-		return nil, errors.New("heartbeat: durations must be positive")
-	}
-	if cfg.WorkerTimeout <= cfg.HeartbeatInterval {
-		return nil, fmt.Errorf("heartbeat: worker timeout %s must be longer than the heartbeat interval %s",
-			cfg.WorkerTimeout, cfg.HeartbeatInterval)
+	if err := svc.LivenessTimings("heartbeat", &cfg.HeartbeatInterval, &cfg.WorkerTimeout); err != nil {
+		return nil, err
 	}
 	return &Service{
 		cfg:     cfg,

@@ -32,8 +32,8 @@ import (
 
 // Defaults applied by New.
 const (
-	DefaultHeartbeatInterval = time.Second
-	DefaultWorkerTimeout     = 5 * time.Second
+	DefaultHeartbeatInterval = svc.DefaultHeartbeatInterval
+	DefaultWorkerTimeout     = svc.DefaultWorkerTimeout
 )
 
 // Config configures a registration service.
@@ -74,18 +74,8 @@ func New(cfg Config) (*Service, error) {
 	if cfg.ID == "" {
 		cfg.ID = "registration-" + schemas.NewInstance()[:8]
 	}
-	if cfg.HeartbeatInterval == 0 {
-		cfg.HeartbeatInterval = DefaultHeartbeatInterval
-	}
-	if cfg.WorkerTimeout == 0 {
-		cfg.WorkerTimeout = DefaultWorkerTimeout
-	}
-	if cfg.HeartbeatInterval < 0 || cfg.WorkerTimeout < 0 {
-		return nil, errors.New("registration: durations must be positive")
-	}
-	if cfg.WorkerTimeout <= cfg.HeartbeatInterval {
-		return nil, fmt.Errorf("registration: worker timeout %s must be longer than the heartbeat interval %s",
-			cfg.WorkerTimeout, cfg.HeartbeatInterval)
+	if err := svc.LivenessTimings("registration", &cfg.HeartbeatInterval, &cfg.WorkerTimeout); err != nil {
+		return nil, err
 	}
 	return &Service{
 		cfg: cfg,
