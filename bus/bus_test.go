@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -142,5 +143,13 @@ func TestServe_BadPayloads(t *testing.T) {
 	var ack schemas.Ack
 	if err := bus.Call(context.Background(), nc, "t.hb", &schemas.Heartbeat{WorkerID: "w2"}, &ack); err != nil || ack.Message != "w2" {
 		t.Fatalf("call after bad input: %v %+v", err, ack)
+	}
+}
+
+func TestDecode_JSONWithoutHeaderHints(t *testing.T) {
+	var hb schemas.Heartbeat
+	err := bus.Decode([]byte(`{"worker_id":"w1"}`), bus.Msgpack, &hb)
+	if err == nil || !errors.Is(err, bus.ErrDecode) || !strings.Contains(err.Error(), "Content-Type: application/json") {
+		t.Fatalf("want a decode error with a Content-Type hint, got %v", err)
 	}
 }

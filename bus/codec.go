@@ -83,7 +83,11 @@ func Decode(data []byte, f Format, v any) error {
 	}
 	err := unmarshal(data, f, v)
 	if err != nil {
-		return fmt.Errorf("%w as %s: %v", ErrDecode, f, err)
+		hint := ""
+		if t := bytes.TrimLeft(data, " \t\r\n"); f == Msgpack && len(t) > 0 && (t[0] == '{' || t[0] == '[') {
+			hint = " (it looks like JSON: send it with the header Content-Type: application/json, e.g. nats req ... -H Content-Type:application/json)"
+		}
+		return fmt.Errorf("%w as %s: %v%s", ErrDecode, f, err, hint)
 	}
 	if t, ok := v.(schemas.Typed); ok {
 		if got := t.GotType(); got != "" && got != t.WireType() {

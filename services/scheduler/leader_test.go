@@ -115,7 +115,7 @@ func startCandidate(t *testing.T, srv *bustest.Server, l *leaders, id string, tt
 		t.Fatal(err)
 	}
 	el, err := NewElector(ElectorConfig{
-		KV: kv, NC: nc, ID: id, LeaseTTL: ttl, ReleaseOnStop: release,
+		KV: kv, NC: nc, ID: id, LeaseTTL: ttl, ReleaseOnStop: release, MissedBeats: testMissedBeats,
 		OnStartedLeading: l.started(id), OnStoppedLeading: l.stopped(id), Log: zerolog.Nop(),
 	})
 	if err != nil {
@@ -288,8 +288,18 @@ func TestElector_StepsDownWhenLeaseLost(t *testing.T) {
 	}
 }
 
+// testMissedBeats overrides the default for candidates started while it is
+// set (0: the default).
+var testMissedBeats int
+
 func TestElector_NeverTwoLeaders(t *testing.T) {
 	const ttl = 5 * time.Second
+	// The no-overlap guarantee is a timing one (a lease cannot fence): the
+	// old leader must notice before the taker's grace ends. On a loaded CI
+	// machine running race-enabled packages side by side, give that the
+	// margin a real deployment would choose for a slow network.
+	testMissedBeats = 8
+	t.Cleanup(func() { testMissedBeats = 0 })
 	srv, _ := leaseStore(t, ttl)
 	l := newLeaders()
 	cands := map[string]*candidate{}
