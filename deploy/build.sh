@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Builds what deploy/Dockerfile copies into its FROM-scratch image: static
+# (CGO_ENABLED=0) Linux binaries of stoker and the pi example, and the
+# skeleton of writable directories, in deploy/.build (git-ignored). Needs
+# only Go: no registry, no base image.
+#
+# GOARCH defaults to the Go toolchain's; set it to match the Docker host if
+# they differ (e.g. GOARCH=arm64 deploy/build.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=deploy/.build
+rm -rf "$out/skel"
+mkdir -p "$out/skel/data" "$out/skel/work" "$out/skel/tmp" "$out/skel/home/stoker"
+chmod 0755 "$out/skel/data" "$out/skel/work" "$out/skel/home/stoker"
+chmod 1777 "$out/skel/tmp"
+export CGO_ENABLED=0 GOOS=linux GOARCH="${GOARCH:-$(go env GOARCH)}"
+go build -trimpath -ldflags='-s -w' -o "$out/stoker" ./cmd/stoker
+go build -trimpath -ldflags='-s -w' -o "$out/pi" ./examples/pi
+echo "built $out/stoker and $out/pi (linux/$GOARCH, static)"
