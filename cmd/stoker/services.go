@@ -118,12 +118,14 @@ func runService(ctx context.Context, e *env, c *commonServiceFlags, kind string,
 		return err
 	}
 	defer nc.Close()
-	if err := waitForJetStream(ctx, nc, log); err != nil {
-		return err
-	}
+	// Build (and so validate) before waiting for the bus: a bad flag is
+	// reported at once, not after the bus comes up.
 	s, err := mk(nc, id, log)
 	if err != nil {
 		return usagef("%v", err)
+	}
+	if err := waitForJetStream(ctx, nc, log); err != nil {
+		return err
 	}
 	sctx, cancel := startContext(ctx, kind)
 	err = s.Start(sctx)
@@ -174,7 +176,7 @@ func init() {
 	})
 	register(&command{
 		name: "scheduler", group: "Services", summary: "run a scheduler instance (one active per cluster, by lease)",
-		usage:    "[--nats URL] [--id ID] [--replicas 1] [--spread-out=true] [--max-executor-retries 10] [--lease-ttl D]",
+		usage:    "[--nats URL] [--id ID] [--replicas 1] [--spread-out=true] [--max-executor-retries 10] [--lease-ttl 3s] [--beat-interval 100ms] [--missed-beats 3]",
 		examples: []string{"stoker scheduler --id sched-a", "stoker scheduler --spread-out=false   # consolidate executors"},
 		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			c := bindCommon(fs)
@@ -231,16 +233,22 @@ minus 1 GiB. On SIGTERM or Ctrl-C the agent tells the cluster it is leaving
 
 // schedulerFlags are shared by `stoker scheduler` and `stoker up`.
 type schedulerFlags struct {
-	spreadOut  *bool
-	maxRetries *int
-	leaseTTL   *time.Duration
+	spreadOut                                       *bool
+	maxRetries, missedBeats                         *int
+	leaseTTL, renewInterval, beatInterval, launchTO *time.Duration
 }
 
 func bindSchedulerFlags(fs *flag.FlagSet) *schedulerFlags {
 	return &schedulerFlags{
 		spreadOut:  fs.Bool("spread-out", true, "spread executors over workers (false: fill one worker before the next)"),
 		maxRetries: fs.Int("max-executor-retries", defaultMaxExecutorRetries, "executor failures in a row (none running) after which an app FAILS"),
-		leaseTTL:   fs.Duration("lease-ttl", 0, "scheduler lease time-to-live (0: the default)"),
+		leaseTTL: fs.Duration("lease-ttl", scheduler.DefaultLeaseTTL,
+			"scheduler lease time-to-live; every scheduler must use the same (it is the stoker-leader bucket's TTL)"),
+		renewInterval: fs.Duration("renew-interval", 0, "how often the leader renews its lease (default: lease-ttl/3)"),
+		beatInterval:  fs.Duration("beat-interval", scheduler.DefaultBeatInterval, "how often the leader publishes a lease beat"),
+		missedBeats: fs.Int("missed-beats", scheduler.DefaultMissedBeats,
+			"beats a standby may miss before it revokes the lease and takes over (failover ≈ beat-interval × missed-beats)"),
+		launchTO: fs.Duration("launch-timeout", scheduler.DefaultLaunchTimeout, "how long an agent has to acknowledge a launch or kill"),
 	}
 }
 
@@ -248,8 +256,14 @@ func (s *schedulerFlags) check() error {
 	if *s.maxRetries <= 0 {
 		return usagef("--max-executor-retries must be > 0, got %d", *s.maxRetries)
 	}
-	if *s.leaseTTL < 0 {
-		return usagef("--lease-ttl must be >= 0")
+	for name, d := range map[string]time.Duration{"--lease-ttl": *s.leaseTTL, "--renew-interval": *s.renewInterval,
+		"--beat-interval": *s.beatInterval, "--launch-timeout": *s.launchTO} {
+		if d < 0 {
+			return usagef("%s must be >= 0, got %s", name, d)
+		}
+	}
+	if *s.missedBeats < 0 {
+		return usagef("--missed-beats must be >= 1, got %d", *s.missedBeats)
 	}
 	return nil
 }
@@ -257,7 +271,9 @@ func (s *schedulerFlags) check() error {
 // config is the scheduler's Config from the flags.
 func (s *schedulerFlags) config(nc *nats.Conn, id string, replicas int, log zerolog.Logger) scheduler.Config {
 	return scheduler.Config{NC: nc, ID: id, Replicas: replicas, Log: log,
-		Consolidate: !*s.spreadOut, MaxExecutorRetries: *s.maxRetries, LeaseTTL: *s.leaseTTL}
+		Consolidate: !*s.spreadOut, MaxExecutorRetries: *s.maxRetries, LeaseTTL: *s.leaseTTL,
+		RenewInterval: *s.renewInterval, BeatInterval: *s.beatInterval, MissedBeats: *s.missedBeats,
+		LaunchTimeout: *s.launchTO}
 }
 
 // agentOptions is `stoker agent` parsed.

@@ -43,7 +43,9 @@ type upOptions struct {
 	spreadOut         bool
 	maxRetries        int
 	leaseTTL          time.Duration
-	logLevel          string
+	// sched holds every scheduler flag when parsed from the command line.
+	sched    *schedulerFlags
+	logLevel string
 	// registerWait bounds the wait for every agent's first registration.
 	registerWait time.Duration
 }
@@ -120,7 +122,7 @@ func bindUp(fs *flag.FlagSet, o *upOptions) func(args []string) error {
 			workers: *workers, coresPerWorker: *cores, memoryPerWorkerMB: int64(*memory),
 			data: *data, host: *host, port: *port,
 			workerTimeout: *wt, heartbeatInterval: *hb, recoveryTimeout: *rt, killGrace: *grace,
-			spreadOut: *sc.spreadOut, maxRetries: *sc.maxRetries, leaseTTL: *sc.leaseTTL,
+			spreadOut: *sc.spreadOut, maxRetries: *sc.maxRetries, leaseTTL: *sc.leaseTTL, sched: sc,
 			logLevel: *level, registerWait: 15 * time.Second,
 		}
 		return nil
@@ -225,7 +227,13 @@ func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluste
 			return recovery.New(recovery.Config{NC: nc, ID: id, Replicas: 1, Log: l, RecoveryTimeout: o.recoveryTimeout})
 		}},
 		{"scheduler", func(nc *nats.Conn, id string, l zerolog.Logger) (service, error) {
-			sf := &schedulerFlags{spreadOut: &o.spreadOut, maxRetries: &o.maxRetries, leaseTTL: &o.leaseTTL}
+			if o.sched != nil {
+				return scheduler.New(o.sched.config(nc, id, 1, l))
+			}
+			var zero time.Duration
+			var zeroN int // zero values: the scheduler's defaults
+			sf := &schedulerFlags{spreadOut: &o.spreadOut, maxRetries: &o.maxRetries, leaseTTL: &o.leaseTTL,
+				renewInterval: &zero, beatInterval: &zero, missedBeats: &zeroN, launchTO: &zero}
 			return scheduler.New(sf.config(nc, id, 1, l))
 		}},
 	}
