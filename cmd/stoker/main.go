@@ -257,3 +257,20 @@ func init() {
 		},
 	})
 }
+
+// setupWith builds a command's setup from a bind function (declares flags on
+// fs and returns the function that completes and validates the options from
+// the positional arguments) and the function that runs the command.
+func setupWith[O any](bind func(*flag.FlagSet, *O) func([]string) error,
+	run func(context.Context, *env, *O) error) func(*flag.FlagSet, *env) func(context.Context, []string) error {
+	return func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+		o := new(O)
+		complete := bind(fs, o)
+		return func(ctx context.Context, args []string) error {
+			if err := complete(args); err != nil {
+				return err
+			}
+			return run(ctx, e, o)
+		}
+	}
+}

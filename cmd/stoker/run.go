@@ -33,16 +33,7 @@ ends KILLED), stoker kill, or the app ends; exit 0 only if it ended FINISHED.`,
 			"stoker run -- sleep 600",
 			"stoker run --executor-cores 2 --executor-memory 1g --max-cores 4 -- ./my-executor",
 		},
-		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
-			o := &runOptions{}
-			complete := bindRun(fs, o)
-			return func(ctx context.Context, args []string) error {
-				if err := complete(args); err != nil {
-					return err
-				}
-				return runApp(ctx, e, o)
-			}
-		},
+		setup: setupWith(bindRun, runApp),
 	})
 }
 

@@ -370,16 +370,7 @@ server embedded, so a cluster needs nothing else installed. Three nodes with
 			"stoker bus --data ./data/nats",
 			"stoker bus --data /data --server-name n1 --cluster-name stoker --cluster-port 6222 --routes nats://n2:6222,nats://n3:6222",
 		},
-		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
-			o := &busOptions{}
-			complete := bindBus(fs, o)
-			return func(ctx context.Context, args []string) error {
-				if err := complete(args); err != nil {
-					return err
-				}
-				return runBus(ctx, e, o)
-			}
-		},
+		setup: setupWith(bindBus, runBus),
 	})
 }
 

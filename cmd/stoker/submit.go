@@ -39,16 +39,7 @@ exits 0 only if it ends FINISHED.`,
 			"stoker submit --wait --name pi -- /usr/local/bin/pi --slices 4",
 			"stoker submit --supervise --driver-cores 2 --driver-memory 1g --env MODE=prod -- ./server",
 		},
-		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
-			o := &submitOptions{}
-			parseOpts := bindSubmit(fs, o)
-			return func(ctx context.Context, args []string) error {
-				if err := parseOpts(args); err != nil {
-					return err
-				}
-				return submit(ctx, e, o)
-			}
-		},
+		setup: setupWith(bindSubmit, submit),
 	})
 }
 

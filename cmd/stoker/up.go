@@ -64,16 +64,7 @@ on the same --data keeps the cluster's state.`,
 			"stoker up --workers 4 --cores-per-worker 2 --memory-per-worker 1g --data /tmp/stoker",
 			"stoker up --spread-out=false --worker-timeout 10s",
 		},
-		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
-			o := &upOptions{}
-			complete := bindUp(fs, o)
-			return func(ctx context.Context, args []string) error {
-				if err := complete(args); err != nil {
-					return err
-				}
-				return runUp(ctx, e, o)
-			}
-		},
+		setup: setupWith(bindUp, runUp),
 	})
 }
 
