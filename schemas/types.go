@@ -224,8 +224,12 @@ type App struct {
 	DriverID string       `json:"driver_id,omitempty"`
 	Executor ExecutorSpec `json:"executor"`
 	// MaxCores caps the cores granted over all executors; 0 means no cap.
-	MaxCores int      `json:"max_cores,omitempty"`
-	State    AppState `json:"state"`
+	MaxCores int `json:"max_cores,omitempty"`
+	// RunOnce: each executor runs its command once (`stoker run`). One that
+	// exits 0 is done and not replaced; the app FINISHES when executors
+	// worth MaxCores have all exited 0. Failed ones are replaced as usual.
+	RunOnce bool     `json:"run_once,omitempty"`
+	State   AppState `json:"state"`
 	// ConsecutiveFailures counts executor failures since the last executor
 	// that reached RUNNING; at max-executor-retries with none running the
 	// app is FAILED.
@@ -449,6 +453,8 @@ type RegisterApp struct {
 	DriverID string       `json:"driver_id,omitempty"`
 	Executor ExecutorSpec `json:"executor"`
 	MaxCores int          `json:"max_cores,omitempty"`
+	// RunOnce, as App.RunOnce; it needs MaxCores.
+	RunOnce bool `json:"run_once,omitempty"`
 }
 
 func (*RegisterApp) WireType() string { return TypeRegisterApp }

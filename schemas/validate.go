@@ -173,6 +173,9 @@ func (m *RegisterApp) Validate() error {
 	if m.MaxCores < 0 {
 		return invalid("max cores must be >= 0 (0 means no cap), got %d", m.MaxCores)
 	}
+	if m.RunOnce && m.MaxCores == 0 {
+		return invalid("run_once needs max_cores (how many executors run the command once)")
+	}
 	if m.MaxCores > 0 && m.MaxCores < m.Executor.Cores {
 		return invalid("max cores %d is less than the cores of one executor (%d)", m.MaxCores, m.Executor.Cores)
 	}

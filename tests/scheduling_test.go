@@ -295,3 +295,27 @@ func TestAgent_RefusesOldEpoch(t *testing.T) {
 		t.Fatalf("launch with the old epoch %d (current %d): %v, want a 409 refusal", old, st.Leader.Epoch, err)
 	}
 }
+
+// TestRun_CommandExitsEndsRun: `stoker run` runs CMD once per executor; when
+// every copy exits 0 the app is FINISHED and the command exits 0, without
+// the cluster relaunching finished executors.
+func TestRun_CommandExitsEndsRun(t *testing.T) {
+	c := fullCluster(t, nil, map[string]int{"a": 2, "b": 2})
+	marker := filepath.Join(c.Dir, "ran")
+	out, errOut, err := c.CLI("run", "--max-cores", "3", "--", "/bin/sh", "-c", "echo $STOKER_EXECUTOR_ID >> "+marker)
+	if err != nil {
+		t.Fatalf("stoker run: %v\nstdout: %s\nstderr: %s", err, out, errOut)
+	}
+	id := strings.Fields(out)[0]
+	a := c.app(id)
+	if a == nil || a.State != schemas.AppFinished {
+		t.Fatalf("app after run: %+v, want FINISHED", a)
+	}
+	if len(a.Executors) != 3 {
+		t.Fatalf("%d executors launched, want exactly 3 (no relaunch of finished ones): %+v", len(a.Executors), a.Executors)
+	}
+	b, _ := os.ReadFile(marker)
+	if n := strings.Count(string(b), "\n"); n != 3 {
+		t.Fatalf("the command ran %d times, want 3", n)
+	}
+}

@@ -208,10 +208,22 @@ func TestBindRun_Parse(t *testing.T) {
 	if err := complete(pos); err != nil {
 		t.Fatal(err)
 	}
-	want := schemas.RegisterApp{Name: "exec", MaxCores: 4,
+	want := schemas.RegisterApp{Name: "exec", MaxCores: 4, RunOnce: true,
 		Executor: schemas.ExecutorSpec{Command: []string{"./exec", "-v"}, Cores: 2, MemoryMB: 1024}}
 	if !reflect.DeepEqual(o.req, want) {
 		t.Errorf("request = %+v\nwant      %+v", o.req, want)
+	}
+	// Without --max-cores: one executor.
+	fs = flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	o = &runOptions{}
+	complete = bindRun(fs, o)
+	pos, _ = parseArgs(fs, []string{"--executor-cores", "2", "--", "./exec"}, false)
+	if err := complete(pos); err != nil {
+		t.Fatal(err)
+	}
+	if o.req.MaxCores != 2 || !o.req.RunOnce {
+		t.Errorf("default run: max cores %d run once %v, want 2 and true", o.req.MaxCores, o.req.RunOnce)
 	}
 }
 

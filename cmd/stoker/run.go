@@ -27,8 +27,12 @@ func init() {
 		details: `Registers an application from this process (the driver lives here, as in
 Spark's client mode), asks the cluster for executors that each run CMD with
 STOKER_APP_ID, STOKER_EXECUTOR_ID, STOKER_CORES and STOKER_MEMORY_MB set, and
-prints them as they start. It holds the application until Ctrl-C (the app
-ends KILLED), stoker kill, or the app ends; exit 0 only if it ended FINISHED.`,
+prints them as they start. Each executor runs CMD once: one that exits 0 is
+done and not replaced, one that fails is replaced (up to the scheduler's
+--max-executor-retries in a row). --max-cores says how many run: 4 with
+--executor-cores 1 is four copies of CMD; the default is one. It holds the
+application until every executor has exited 0 (the app ends FINISHED),
+Ctrl-C (KILLED), stoker kill, or the app fails; exit 0 only if FINISHED.`,
 		examples: []string{
 			"stoker run -- sleep 600",
 			"stoker run --executor-cores 2 --executor-memory 1g --max-cores 4 -- ./my-executor",
@@ -42,7 +46,7 @@ func bindRun(fs *flag.FlagSet, o *runOptions) func(args []string) error {
 	name := fs.String("name", "", "application name (default: the command's base name)")
 	cores := fs.Int("executor-cores", 1, "cores per executor")
 	memory := sizeVar(fs, "executor-memory", 256, "memory per executor, e.g. 256m, 2g")
-	maxCores := fs.Int("max-cores", 0, "cap on the cores of all executors together (0: no cap)")
+	maxCores := fs.Int("max-cores", 0, "cores of all executors together: how many copies of CMD run (default: one executor's cores)")
 	var envs listFlag
 	fs.Var(&envs, "env", "environment entry `K=V` for each executor (repeatable)")
 	return func(args []string) error {
@@ -63,10 +67,14 @@ func bindRun(fs *flag.FlagSet, o *runOptions) func(args []string) error {
 			return err
 		}
 		o.url = *url
+		if *maxCores == 0 {
+			*maxCores = *cores
+		}
 		o.req = schemas.RegisterApp{
 			Name:     *name,
 			Executor: schemas.ExecutorSpec{Command: args, Env: env, Cores: *cores, MemoryMB: int64(*memory)},
 			MaxCores: *maxCores,
+			RunOnce:  true,
 		}
 		if o.req.Name == "" {
 			o.req.Name = filepath.Base(args[0])

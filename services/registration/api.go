@@ -111,7 +111,7 @@ func (s *Service) handleRegisterApp(ctx context.Context, _ bus.Inbound, req *sch
 	}
 	t := now()
 	a := &schemas.App{
-		Name: req.Name, DriverID: req.DriverID, Executor: req.Executor, MaxCores: req.MaxCores,
+		Name: req.Name, DriverID: req.DriverID, Executor: req.Executor, MaxCores: req.MaxCores, RunOnce: req.RunOnce,
 		State: schemas.AppWaiting, SubmittedAt: t, UpdatedAt: t,
 	}
 	for i := 0; ; i++ {

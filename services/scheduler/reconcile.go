@@ -61,6 +61,11 @@ func (st *pass) reconcile() {
 				u.Message = fmt.Sprintf("driver %s ended %s", d.ID, ds)
 			}
 		}
+		if u.State == "" && a.RunOnce && a.MaxCores > 0 && st.appDoneCores[id] > 0 &&
+			a.MaxCores-st.appDoneCores[id] < a.Executor.Cores && !st.appHolds[id] {
+			u.State = schemas.AppFinished
+			u.Message = fmt.Sprintf("every executor ran its command once and exited 0 (%d cores)", st.appDoneCores[id])
+		}
 		if u.State == "" && st.o.MaxExecutorRetries > 0 &&
 			a.ConsecutiveFailures >= st.o.MaxExecutorRetries && !st.appRunning[id] {
 			u.State = schemas.AppFailed

@@ -200,7 +200,12 @@ type pass struct {
 	// and the lowest executor id not taken by any record.
 	appCores   map[string]int
 	appRunning map[string]bool
-	appNextID  map[string]int
+	// appHolds: the app has an executor holding resources on a live worker;
+	// appDoneCores: cores of RunOnce executors that exited 0 (done, counted
+	// against MaxCores so they are not replaced).
+	appHolds     map[string]bool
+	appDoneCores map[string]int
+	appNextID    map[string]int
 
 	// decisions of this pass
 	appDone    map[string]bool                // app reconciled this pass
@@ -215,6 +220,7 @@ func newPass(s *Snapshot, o Options) *pass {
 		s: s, o: o,
 		usedCores: map[string]int{}, usedMem: map[string]int64{},
 		appCores: map[string]int{}, appRunning: map[string]bool{}, appNextID: map[string]int{},
+		appHolds: map[string]bool{}, appDoneCores: map[string]int{},
 		appDone: map[string]bool{}, driverNext: map[string]schemas.DriverState{}, requeued: map[string]int{},
 	}
 	for _, e := range s.Executors {
@@ -222,6 +228,11 @@ func newPass(s *Snapshot, o Options) *pass {
 			st.appNextID[e.AppID] = e.ID + 1
 		}
 		if !e.State.Holds() {
+			if a := s.Apps[e.AppID]; a != nil && a.RunOnce && e.State == schemas.ExecutorExited &&
+				(e.ExitCode == nil || *e.ExitCode == 0) {
+				st.appCores[e.AppID] += e.Cores
+				st.appDoneCores[e.AppID] += e.Cores
+			}
 			continue
 		}
 		st.usedCores[e.WorkerID] += e.Cores
@@ -229,6 +240,7 @@ func newPass(s *Snapshot, o Options) *pass {
 		if st.lost(e.WorkerID) {
 			continue
 		}
+		st.appHolds[e.AppID] = true
 		st.appCores[e.AppID] += e.Cores
 		if e.State == schemas.ExecutorRunning {
 			st.appRunning[e.AppID] = true

@@ -462,3 +462,65 @@ func TestSchedule_Idempotent_MixedCluster(t *testing.T) {
 		})
 	}
 }
+
+// A RunOnce app (`stoker run`): executors that exit 0 are done, not
+// replaced; a failed one is replaced; the app FINISHES when all are done.
+func TestSchedule_RunOnce_ExitedNotReplacedThenFinished(t *testing.T) {
+	h := NewHarness(t)
+	h.Workers(2, 4, 4096)
+	a := h.App("app-1", 1, 64, 2)
+	a.RunOnce = true
+	p := h.Schedule()
+	if len(p.LaunchExecutors) != 2 {
+		t.Fatalf("first pass launched %d executors, want 2", len(p.LaunchExecutors))
+	}
+	zero, three := 0, 3
+	// Executor 0 finishes cleanly, executor 1 fails.
+	for _, e := range h.Snap.Executors {
+		n := *e
+		if e.ID == 0 {
+			n.State, n.ExitCode = schemas.ExecutorExited, &zero
+		} else {
+			n.State, n.ExitCode = schemas.ExecutorFailed, &three
+		}
+		h.Snap.Executors[e.Key()] = &n
+	}
+	p = h.Schedule()
+	if len(p.LaunchExecutors) != 1 || p.LaunchExecutors[0].Executor.ID != 2 {
+		t.Fatalf("after one exit 0 and one failure: launches %+v, want only a replacement for the failed one", p.LaunchExecutors)
+	}
+	for _, u := range p.AppUpdates {
+		if u.State == schemas.AppFinished {
+			t.Fatalf("app finished while an executor still runs: %+v", u)
+		}
+	}
+	// The replacement exits 0 too: nothing left to run, the app FINISHES.
+	e := *h.Snap.Executors[schemas.ExecutorKey("app-1", 2)]
+	e.State, e.ExitCode = schemas.ExecutorExited, &zero
+	h.Snap.Executors[e.Key()] = &e
+	p = h.Schedule()
+	if len(p.LaunchExecutors) != 0 {
+		t.Fatalf("launched %d executors for a RunOnce app whose work is done", len(p.LaunchExecutors))
+	}
+	if len(p.AppUpdates) != 1 || p.AppUpdates[0].State != schemas.AppFinished {
+		t.Fatalf("app updates %+v, want FINISHED", p.AppUpdates)
+	}
+	h.AssertStable()
+}
+
+// Without RunOnce, an executor that exits is replaced (Spark's behaviour).
+func TestSchedule_ExitedExecutorReplacedByDefault(t *testing.T) {
+	h := NewHarness(t)
+	h.Workers(1, 4, 4096)
+	h.App("app-1", 1, 64, 1)
+	h.Schedule()
+	zero := 0
+	for _, e := range h.Snap.Executors {
+		n := *e
+		n.State, n.ExitCode = schemas.ExecutorExited, &zero
+		h.Snap.Executors[e.Key()] = &n
+	}
+	if p := h.Schedule(); len(p.LaunchExecutors) != 1 {
+		t.Fatalf("launches %+v, want one replacement", p.LaunchExecutors)
+	}
+}
