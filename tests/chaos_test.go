@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand"
 	"os"
@@ -9,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
 )
 
@@ -146,6 +151,13 @@ func TestChaos_LeaderKills(t *testing.T) {
 		if st.Leader.Epoch <= epoch {
 			t.Fatalf("round %d: epoch went from %d to %d", round, epoch, st.Leader.Epoch)
 		}
+		// Exactly one scheduler says it leads, and it is the lease holder.
+		want := fmt.Sprintf("%s@%d", st.Leader.ID, st.Leader.Epoch)
+		var leaders []string
+		h.Eventually(10*time.Second, "exactly one scheduler announcing leadership", func() bool {
+			leaders = h.schedulerLeaders()
+			return len(leaders) == 1 && leaders[0] == want
+		})
 		epoch = st.Leader.Epoch
 		h.startScheduler(leader.ID) // it comes back as a standby
 
@@ -267,4 +279,34 @@ func BenchmarkFailover(b *testing.B) {
 	b.ReportMetric(float64(took[len(took)-1].Milliseconds()), "max-ms")
 	fmt.Fprintf(os.Stderr, "failover over %d kills: min %s median %s p90 %s p99 %s max %s\n", len(took),
 		took[0], pct(0.5), pct(0.9), pct(0.99), took[len(took)-1])
+}
+
+// schedulerLeaders asks every stoker-scheduler micro service for its info
+// and returns "id@epoch" for those whose metadata says they lead.
+func (h *haCluster) schedulerLeaders() []string {
+	h.t.Helper()
+	subj, err := micro.ControlSubject(micro.InfoVerb, bus.ServiceScheduler, "")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	inbox := nats.NewInbox()
+	sub, err := h.NC().SubscribeSync(inbox)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := h.NC().PublishRequest(subj, inbox, nil); err != nil {
+		h.t.Fatal(err)
+	}
+	var leaders []string
+	for {
+		m, err := sub.NextMsg(300 * time.Millisecond)
+		if err != nil {
+			return leaders
+		}
+		var info micro.Info
+		if json.Unmarshal(m.Data, &info) == nil && info.Metadata["leader"] == "true" {
+			leaders = append(leaders, info.Metadata["id"]+"@"+info.Metadata["epoch"])
+		}
+	}
 }
