@@ -1,11 +1,13 @@
 package tests
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand"
 	"os"
 	"sort"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -15,10 +17,11 @@ import (
 
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
+	"github.com/stoker/stoker/sdk"
 )
 
 // haCluster is a bus, registration, heartbeat, recovery, n schedulers and
-// the given agents (16 cores, 4g each: room for every app the chaos test submits), all separate processes.
+// the given agents (32 cores, 8g each: room for every app the chaos test submits), all separate processes.
 type haCluster struct {
 	*Cluster
 	schedulers map[string]*Proc
@@ -36,7 +39,7 @@ func newHACluster(t testing.TB, schedulers int, agents ...string) *haCluster {
 		h.startScheduler(fmt.Sprintf("s%d", i))
 	}
 	for _, a := range agents {
-		h.agents[a] = c.StartAgent(a, 16, "4g")
+		h.agents[a] = c.StartAgent(a, 32, "8g")
 	}
 	c.Eventually(30*time.Second, "cluster ALIVE with every agent", func() bool {
 		st := h.status()
@@ -130,6 +133,31 @@ func TestChaos_LeaderKills(t *testing.T) {
 	h := newHACluster(t, 3, "a", "b", "c")
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	var apps []string
+	// Meanwhile a client submits apps of its own, racing the failovers.
+	var (
+		bgMu   sync.Mutex
+		bgApps []string
+		bgErrs []error
+	)
+	bgDone := make(chan struct{})
+	go func() {
+		defer close(bgDone)
+		for i := 0; i < 20; i++ {
+			app, err := sdk.RegisterApp(context.Background(), h.NC(), schemas.RegisterApp{
+				Name: fmt.Sprintf("racing-%d", i), MaxCores: 2,
+				Executor: schemas.ExecutorSpec{Command: []string{"sleep", "3600"}, Cores: 1, MemoryMB: 64},
+			})
+			bgMu.Lock()
+			if err != nil {
+				bgErrs = append(bgErrs, err)
+			} else {
+				bgApps = append(bgApps, app.ID)
+				t.Cleanup(app.Release)
+			}
+			bgMu.Unlock()
+			time.Sleep(time.Duration(200+rng2(i)) * time.Millisecond)
+		}
+	}()
 	st := h.status()
 	epoch := st.Leader.Epoch
 	for round := 0; round < rounds; round++ {
@@ -197,7 +225,7 @@ func TestChaos_LeaderKills(t *testing.T) {
 				}
 				return true
 			})
-			h.agents[id] = h.StartAgent(id, 16, "4g")
+			h.agents[id] = h.StartAgent(id, 32, "8g")
 		case round == 12: // restart the bus
 			busProc := h.findProc("bus")
 			busProc.Signal(syscall.SIGKILL)
@@ -210,6 +238,13 @@ func TestChaos_LeaderKills(t *testing.T) {
 			epoch = h.status().Leader.Epoch
 		}
 	}
+	<-bgDone
+	bgMu.Lock()
+	if len(bgErrs) > 0 {
+		t.Fatalf("submissions racing the failovers failed: %v", bgErrs)
+	}
+	apps = append(apps, bgApps...)
+	bgMu.Unlock()
 	// Every submitted app eventually runs its two executors.
 	var bad string
 	defer func() {
@@ -239,6 +274,10 @@ func TestChaos_LeaderKills(t *testing.T) {
 	})
 	h.checkInvariants(apps)
 }
+
+// rng2 is a cheap deterministic jitter for the racing client (math/rand's
+// Rand is not safe to share with the test goroutine).
+func rng2(i int) int { return (i * 7919) % 400 }
 
 func (c *Cluster) findProc(name string) *Proc {
 	c.mu.Lock()
