@@ -153,3 +153,15 @@ func TestDecode_JSONWithoutHeaderHints(t *testing.T) {
 		t.Fatalf("want a decode error with a Content-Type hint, got %v", err)
 	}
 }
+
+func TestStartServer_PortInUse_FailsFast(t *testing.T) {
+	s := bustest.Start(t)
+	start := time.Now()
+	_, err := bus.StartServer(bus.ServerConfig{Host: "127.0.0.1", Port: s.Port(), StoreDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "cannot listen") {
+		t.Fatalf("second server on a used port: %v, want a listen error", err)
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Fatalf("took %s to report a used port", time.Since(start))
+	}
+}

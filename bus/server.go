@@ -99,6 +99,16 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 			opts.Routes = append(opts.Routes, u)
 		}
 	}
+	if cfg.Port > 0 {
+		// nats-server only logs a failed listen and then never becomes
+		// ready; say what is wrong at once instead.
+		addr := net.JoinHostPort(cfg.Host, fmt.Sprint(cfg.Port))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("bus: cannot listen on %s: %w (another stoker up or NATS server? choose another --port)", addr, err)
+		}
+		l.Close()
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("bus: %w", err)
