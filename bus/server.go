@@ -123,8 +123,17 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	s := &Server{Server: ns, cfg: cfg}
 	if err := s.waitJetStream(cfg.ReadyTimeout); err != nil {
-		ns.Shutdown()
-		return nil, err
+		if len(opts.Routes) == 0 && opts.Cluster.Name == "" {
+			ns.Shutdown()
+			return nil, err
+		}
+		// A cluster node waits for its peers (they may start later, or be
+		// slow to elect a meta leader): it serves clients and JetStream
+		// answers once the cluster forms. Exiting would only make that
+		// take longer.
+		if cfg.Log != nil {
+			cfg.Log.Warn().Err(err).Msg("JetStream cluster not formed yet; serving and waiting for the other nodes")
+		}
 	}
 	return s, nil
 }

@@ -45,7 +45,7 @@ func TestBusCluster_ThreeNodes_SurvivesNodeLoss(t *testing.T) {
 	}
 	c.StartAgent("a", 2, "1g")
 	c.StartAgent("b", 2, "1g")
-	c.Eventually(60*time.Second, "cluster ALIVE with two workers on a 3-node bus", func() bool {
+	c.Eventually(120*time.Second, "cluster ALIVE with two workers on a 3-node bus", func() bool {
 		out, _, err := c.CLI("status", "--json")
 		var st schemas.Status
 		return err == nil && jsonInto(out, &st) == nil && st.State == schemas.ClusterAlive && st.Workers["ALIVE"] == 2

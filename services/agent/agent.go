@@ -281,6 +281,12 @@ func (s *Service) registerUntilAccepted(ctx context.Context, reason string) {
 		case <-ctx.Done():
 			return
 		case <-time.After(svc.Backoff(attempt, registerBackoffBase, registerBackoffMax, rand.Int64N)):
+		case r := <-s.reregister:
+			// A new reason (typically: reconnected to NATS) means the bus is
+			// back: try again now instead of sleeping out a long backoff
+			// while the cluster's worker timeout runs.
+			log = s.log.With().Str("reason", r).Logger()
+			attempt = -1
 		}
 	}
 }
