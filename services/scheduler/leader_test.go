@@ -272,11 +272,15 @@ func TestElector_StepsDownWhenLeaseLost(t *testing.T) {
 			}
 			tc.take(t, st.Leader, e.Revision())
 			bustest.Eventually(t, 2*time.Second, "leader context cancelled", func() bool { return ctx.Err() != nil })
-			l.mu.Lock()
-			stops := l.stops["a"]
-			l.mu.Unlock()
-			if stops != 1 {
-				t.Fatalf("OnStoppedLeading called %d times, want 1", stops)
+			// The context is cancelled first, then OnStoppedLeading runs.
+			stops := func() int {
+				l.mu.Lock()
+				defer l.mu.Unlock()
+				return l.stops["a"]
+			}
+			bustest.Eventually(t, 2*time.Second, "OnStoppedLeading called", func() bool { return stops() >= 1 })
+			if n := stops(); n != 1 {
+				t.Fatalf("OnStoppedLeading called %d times, want 1", n)
 			}
 			// It campaigns again and wins with a higher epoch (once the
 			// intruder's lease is gone: it does not beat).
