@@ -606,7 +606,13 @@ func TestService_Recover_OneClaimantAmongInstances(t *testing.T) {
 	if n := a.claims.Load() + b.claims.Load(); n != 3 {
 		t.Errorf("claims a=%d b=%d, want 3 in all (one per epoch)", a.claims.Load(), b.claims.Load())
 	}
-	time.Sleep(100 * time.Millisecond)
+	n := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(claimed)
+	}
+	bustest.Eventually(t, 10*time.Second, "three RECOVERING events", func() bool { return n() >= 3 })
+	time.Sleep(200 * time.Millisecond) // a negative check: room for a wrong fourth one
 	mu.Lock()
 	defer mu.Unlock()
 	if len(claimed) != 3 {

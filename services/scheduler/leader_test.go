@@ -271,14 +271,14 @@ func TestElector_StepsDownWhenLeaseLost(t *testing.T) {
 				t.Fatal(err)
 			}
 			tc.take(t, st.Leader, e.Revision())
-			bustest.Eventually(t, 2*time.Second, "leader context cancelled", func() bool { return ctx.Err() != nil })
+			bustest.Eventually(t, 10*time.Second, "leader context cancelled", func() bool { return ctx.Err() != nil })
 			// The context is cancelled first, then OnStoppedLeading runs.
 			stops := func() int {
 				l.mu.Lock()
 				defer l.mu.Unlock()
 				return l.stops["a"]
 			}
-			bustest.Eventually(t, 2*time.Second, "OnStoppedLeading called", func() bool { return stops() >= 1 })
+			bustest.Eventually(t, 10*time.Second, "OnStoppedLeading called", func() bool { return stops() >= 1 })
 			if n := stops(); n != 1 {
 				t.Fatalf("OnStoppedLeading called %d times, want 1", n)
 			}
