@@ -79,8 +79,11 @@ func TestAgent_SIGKILL_MarkedDead(t *testing.T) {
 	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
 	t.Logf("SIGKILL→DEAD over %d kills (timeout %s, heartbeat %s): min %s median %s max %s all %v",
 		len(took), timeout, interval, took[0], took[len(took)/2], took[len(took)-1], took)
-	// Polling adds up to ~20ms per observation; allow that on top of the bound.
-	if limit := timeout + interval + 100*time.Millisecond; took[len(took)/2] > limit {
+	// The bound is timeout+interval; on top of it go the test's 20 ms
+	// polling and a KV write on a machine that may be running other
+	// race-enabled packages at the same time: 300 ms of slack, well under
+	// what a missed heartbeat or a second timeout would add.
+	if limit := timeout + interval + 300*time.Millisecond; took[len(took)/2] > limit {
 		t.Fatalf("median SIGKILL→DEAD %s exceeds timeout+interval (%s)", took[len(took)/2], limit)
 	}
 }
