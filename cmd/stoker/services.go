@@ -47,7 +47,7 @@ const startTimeout = 30 * time.Second
 // startContext is the context a service's Start gets: not cancelled by the
 // signal that later asks for an orderly stop, and bounded by startTimeout.
 // Services keep nothing on it past Start.
-func startContext(ctx context.Context, kind string) (context.Context, context.CancelFunc) {
+func startContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), startTimeout)
 }
 
@@ -127,7 +127,7 @@ func runService(ctx context.Context, e *env, c *commonServiceFlags, kind string,
 	if err := waitForJetStream(ctx, nc, log); err != nil {
 		return err
 	}
-	sctx, cancel := startContext(ctx, kind)
+	sctx, cancel := startContext(ctx)
 	err = s.Start(sctx)
 	cancel()
 	if err != nil {

@@ -191,7 +191,7 @@ func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluste
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		sctx, cancel := startContext(ctx, name)
+		sctx, cancel := startContext(ctx)
 		err = s.Start(sctx)
 		cancel()
 		if err != nil {
