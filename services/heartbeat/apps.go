@@ -63,12 +63,7 @@ func (s *Service) resetAppTimerLocked(id string, a *appTimer, d time.Duration) {
 	if s.stopped {
 		return
 	}
-	a.gen++
-	gen := a.gen
-	if a.timer != nil {
-		a.timer.Stop()
-	}
-	a.timer = time.AfterFunc(d, func() {
+	a.arm(d, func(gen uint64) {
 		s.g.Go(func(ctx context.Context) { s.expireApp(ctx, id, gen) })
 	})
 }

@@ -73,22 +73,35 @@ type Service struct {
 	stopOnce sync.Once
 }
 
+// deadline is one liveness timer. gen grows on every arm; a firing timer
+// whose generation is stale (a heartbeat re-armed it meanwhile) does nothing.
+type deadline struct {
+	timer *time.Timer
+	gen   uint64
+}
+
+// arm (re)starts the timer: after d, fire runs with this arm's generation.
+func (dl *deadline) arm(d time.Duration, fire func(gen uint64)) {
+	dl.gen++
+	gen := dl.gen
+	if dl.timer != nil {
+		dl.timer.Stop()
+	}
+	dl.timer = time.AfterFunc(d, func() { fire(gen) })
+}
+
 // workerTimer is what the service knows of one worker record plus its timer.
 type workerTimer struct {
+	deadline
 	state    schemas.WorkerState
 	instance string
-	timer    *time.Timer
-	// gen grows on every arm; a firing timer whose generation is stale
-	// (a heartbeat reset it meanwhile) does nothing.
-	gen uint64
 	// rev is the KV revision the state and instance come from.
 	rev uint64
 }
 
 type appTimer struct {
+	deadline
 	state schemas.AppState
-	timer *time.Timer
-	gen   uint64
 }
 
 // New validates cfg and applies defaults.

@@ -66,12 +66,7 @@ func (s *Service) resetWorkerTimerLocked(wid string, w *workerTimer, d time.Dura
 	if s.stopped {
 		return
 	}
-	w.gen++
-	gen := w.gen
-	if w.timer != nil {
-		w.timer.Stop()
-	}
-	w.timer = time.AfterFunc(d, func() {
+	w.arm(d, func(gen uint64) {
 		s.g.Go(func(ctx context.Context) { s.expireWorker(ctx, wid, gen) })
 	})
 }
