@@ -309,7 +309,8 @@ func BenchmarkFailover(b *testing.B) {
 		took = append(took, time.Since(killed))
 		_ = p.Wait(5 * time.Second)
 		h.startScheduler(leader.ID)
-		time.Sleep(500 * time.Millisecond) // let the restarted standby settle
+		// The restarted scheduler is a standby again before the next kill.
+		h.Eventually(30*time.Second, "three schedulers serving", func() bool { return len(h.schedulerInfos()) == 3 })
 	}
 	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
 	pct := func(q float64) time.Duration { return took[int(q*float64(len(took)-1)+0.5)] }
@@ -320,9 +321,8 @@ func BenchmarkFailover(b *testing.B) {
 		took[0], pct(0.5), pct(0.9), pct(0.99), took[len(took)-1])
 }
 
-// schedulerLeaders asks every stoker-scheduler micro service for its info
-// and returns "id@epoch" for those whose metadata says they lead.
-func (h *haCluster) schedulerLeaders() []string {
+// schedulerInfos asks every stoker-scheduler micro service for its info.
+func (h *haCluster) schedulerInfos() []micro.Info {
 	h.t.Helper()
 	subj, err := micro.ControlSubject(micro.InfoVerb, bus.ServiceScheduler, "")
 	if err != nil {
@@ -337,15 +337,28 @@ func (h *haCluster) schedulerLeaders() []string {
 	if err := h.NC().PublishRequest(subj, inbox, nil); err != nil {
 		h.t.Fatal(err)
 	}
-	var leaders []string
+	var infos []micro.Info
 	for {
 		m, err := sub.NextMsg(300 * time.Millisecond)
 		if err != nil {
-			return leaders
+			return infos
 		}
 		var info micro.Info
-		if json.Unmarshal(m.Data, &info) == nil && info.Metadata["leader"] == "true" {
+		if json.Unmarshal(m.Data, &info) == nil {
+			infos = append(infos, info)
+		}
+	}
+}
+
+// schedulerLeaders returns "id@epoch" for the schedulers whose micro
+// metadata says they lead.
+func (h *haCluster) schedulerLeaders() []string {
+	h.t.Helper()
+	var leaders []string
+	for _, info := range h.schedulerInfos() {
+		if info.Metadata["leader"] == "true" {
 			leaders = append(leaders, info.Metadata["id"]+"@"+info.Metadata["epoch"])
 		}
 	}
+	return leaders
 }

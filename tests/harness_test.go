@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/bus/bustest"
 	"github.com/stoker/stoker/schemas"
 )
 
@@ -307,16 +308,7 @@ func (c *Cluster) CLIJSON(v any, args ...string) {
 
 func (c *Cluster) eventually(timeout time.Duration, what string, cond func() bool) {
 	c.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if !cond() {
-		c.t.Fatalf("timed out after %s waiting for %s", timeout, what)
-	}
+	bustest.Eventually(c.t, timeout, what, cond)
 }
 
 // Eventually polls cond until it holds.
