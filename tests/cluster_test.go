@@ -77,7 +77,18 @@ func TestBusCluster_ThreeNodes_SurvivesNodeLoss(t *testing.T) {
 	if err != nil || !strings.Contains(logs, "survived") {
 		t.Fatalf("logs of %s: %v %q", id, err, logs)
 	}
-	for _, w := range c.workers() {
+	// Every bucket's stream must elect a leader among the two survivors
+	// before a read that spans them all answers.
+	var workers []schemas.WorkerView
+	c.Eventually(60*time.Second, "stoker workers answering on the bus missing a node", func() bool {
+		out, _, err := c.CLI("workers", "--json")
+		workers = nil
+		return err == nil && jsonInto(out, &workers) == nil
+	})
+	if len(workers) != 2 {
+		t.Fatalf("%d workers after losing a bus node, want 2", len(workers))
+	}
+	for _, w := range workers {
 		if w.State != schemas.WorkerAlive {
 			t.Fatalf("worker %s is %s after losing a bus node", w.ID, w.State)
 		}
