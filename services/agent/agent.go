@@ -238,6 +238,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 
 // triggerRegister asks for a (re-)registration; it never blocks, and a
 // request made while one is pending is folded into it.
+// reasonReconnected is the registration reason after a NATS reconnect.
+const reasonReconnected = "reconnected to NATS"
+
 func (s *Service) triggerRegister(reason string) {
 	select {
 	case s.reregister <- reason:
@@ -282,11 +285,14 @@ func (s *Service) registerUntilAccepted(ctx context.Context, reason string) {
 			return
 		case <-time.After(svc.Backoff(attempt, registerBackoffBase, registerBackoffMax, rand.Int64N)):
 		case r := <-s.reregister:
-			// A new reason (typically: reconnected to NATS) means the bus is
-			// back: try again now instead of sleeping out a long backoff
-			// while the cluster's worker timeout runs.
-			log = s.log.With().Str("reason", r).Logger()
-			attempt = -1
+			// Reconnected to NATS: the bus is back, so try again now instead
+			// of sleeping out a long backoff while the worker timeout runs.
+			// Other reasons (a "re-register" answer to a heartbeat) keep the
+			// backoff: this loop is registering already.
+			if r == reasonReconnected {
+				log = s.log.With().Str("reason", r).Logger()
+				attempt = -1
+			}
 		}
 	}
 }
@@ -342,7 +348,7 @@ func (s *Service) accepted(log zerolog.Logger, reply *schemas.WorkerRegistered, 
 
 // ---- heartbeats ---------------------------------------------------------
 
-// heartbeatLoop publishes a heartbeat every interval once registered. It
+// heartbeatLoop publishes a heartbeat every interval from the start. It
 // also notices reconnections: the bus may have restarted and forgotten the
 // worker, so the agent registers again (a Duplicate answer costs nothing).
 func (s *Service) heartbeatLoop(ctx context.Context, inbox string) {
@@ -362,13 +368,13 @@ func (s *Service) heartbeatLoop(ctx context.Context, inbox string) {
 		if rc := s.nc.Stats().Reconnects; rc != reconnects {
 			reconnects = rc
 			s.log.Info().Msg("reconnected to NATS; registering again")
-			s.triggerRegister("reconnected to NATS")
+			s.triggerRegister(reasonReconnected)
 		}
-		select {
-		case <-s.registered:
-		default:
-			continue
-		}
+		// Heartbeats flow even before a registration is confirmed: if the
+		// cluster recorded it but the reply was lost (the bus went down at
+		// that moment), they keep the worker ALIVE while the agent retries;
+		// if it did not, the answer is "re-register", which is what the
+		// agent is doing anyway.
 		seq++
 		hb := &schemas.Heartbeat{WorkerID: s.wid, Instance: s.instance, Seq: seq}
 		if err := bus.PublishRequest(s.nc, bus.WorkerHeartbeatSubject(s.wid), inbox, hb); err != nil {
