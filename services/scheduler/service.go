@@ -15,12 +15,18 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/bus/lease"
 	"github.com/stoker/stoker/schemas"
 	"github.com/stoker/stoker/services/svc"
 )
 
 // Service defaults.
 const (
+	// DefaultLeaseTTL, DefaultBeatInterval and DefaultMissedBeats are the
+	// lease package's defaults, named here for the command-line flags.
+	DefaultLeaseTTL           = lease.DefaultTTL
+	DefaultBeatInterval       = lease.DefaultBeatInterval
+	DefaultMissedBeats        = lease.DefaultMissedBeats
 	DefaultMaxExecutorRetries = 10
 	DefaultLaunchTimeout      = 2 * time.Second
 	DefaultTick               = time.Second
@@ -50,7 +56,7 @@ type Config struct {
 	MaxExecutorRetries int
 	// LeaseTTL (default 3s, also the lease bucket's TTL), RenewInterval
 	// (default LeaseTTL/3), BeatInterval (default 100ms), MissedBeats
-	// (default 3): see ElectorConfig.
+	// (default 3): see lease.Timings.
 	LeaseTTL      time.Duration
 	RenewInterval time.Duration
 	BeatInterval  time.Duration
@@ -78,7 +84,7 @@ type Service struct {
 	log   zerolog.Logger
 	group *svc.Group
 	store *bus.Store
-	el    *Elector
+	el    *lease.Elector
 
 	microMu      sync.Mutex    // guards the three fields below
 	micro        micro.Service // re-created on every leadership change
@@ -113,9 +119,6 @@ func New(cfg Config) (*Service, error) {
 	if cfg.MaxExecutorRetries == 0 {
 		cfg.MaxExecutorRetries = DefaultMaxExecutorRetries
 	}
-	if cfg.LeaseTTL == 0 {
-		cfg.LeaseTTL = DefaultLeaseTTL
-	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
@@ -135,12 +138,11 @@ func New(cfg Config) (*Service, error) {
 		}
 	}
 	// Validate the lease timings now, not at Start.
-	probe := ElectorConfig{
-		LeaseTTL: cfg.LeaseTTL, RenewInterval: cfg.RenewInterval, BeatInterval: cfg.BeatInterval, MissedBeats: cfg.MissedBeats,
-	}
-	if err := probe.timings(); err != nil {
+	t, err := cfg.timings().WithDefaults()
+	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
+	cfg.LeaseTTL, cfg.RenewInterval, cfg.BeatInterval, cfg.MissedBeats = t.TTL, t.RenewInterval, t.BeatInterval, t.MissedBeats
 	return &Service{
 		cfg:    cfg,
 		log:    cfg.Log.With().Str("component", "scheduler").Str("scheduler_id", cfg.ID).Logger(),
@@ -151,6 +153,10 @@ func New(cfg Config) (*Service, error) {
 		avoid:  map[string]time.Time{},
 		rnd:    rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 	}, nil
+}
+
+func (c *Config) timings() lease.Timings {
+	return lease.Timings{TTL: c.LeaseTTL, RenewInterval: c.RenewInterval, BeatInterval: c.BeatInterval, MissedBeats: c.MissedBeats}
 }
 
 // IsLeader reports whether this instance holds the scheduler lease.
@@ -204,12 +210,10 @@ func (s *Service) start(ctx context.Context) error {
 	}
 	// el is declared first so the callbacks can read its state: both run
 	// only after el.Start, which follows the assignment.
-	var el *Elector
-	el, err = NewElector(ElectorConfig{
+	var el *lease.Elector
+	el, err = lease.NewElector(lease.Config{
 		KV: st.Leader, NC: s.cfg.NC, Key: bus.KeyScheduler, ID: s.cfg.ID,
-		LeaseTTL: s.cfg.LeaseTTL, RenewInterval: s.cfg.RenewInterval,
-		BeatInterval: s.cfg.BeatInterval, MissedBeats: s.cfg.MissedBeats,
-		ReleaseOnStop: true, Log: s.cfg.Log,
+		Timings: s.cfg.timings(), ReleaseOnStop: true, Log: s.cfg.Log,
 		OnStartedLeading: func(lctx context.Context, epoch uint64) {
 			s.reannounce(el)
 			s.group.Go(func(gctx context.Context) {
@@ -258,7 +262,7 @@ func (s *Service) Stop() {
 // `nats micro info stoker-scheduler` could not show a leadership change
 // otherwise. It reads el's state now rather than taking it as arguments, so
 // calls racing around a change converge on the latest. el nil: standby.
-func (s *Service) announce(el *Elector) error {
+func (s *Service) announce(el *lease.Elector) error {
 	leader, epoch := false, uint64(0)
 	if el != nil {
 		leader, epoch = el.IsLeader(), el.Epoch()
@@ -289,7 +293,7 @@ func (s *Service) announce(el *Elector) error {
 }
 
 // reannounce runs announce off the elector's goroutine.
-func (s *Service) reannounce(el *Elector) {
+func (s *Service) reannounce(el *lease.Elector) {
 	s.group.Go(func(context.Context) {
 		if err := s.announce(el); err != nil {
 			s.log.Warn().Err(err).Msg("cannot re-create the micro service after a leadership change")

@@ -1,4 +1,4 @@
-package scheduler
+package lease
 
 import (
 	"context"
@@ -105,7 +105,13 @@ type candidate struct {
 
 func startCandidate(t *testing.T, srv *bustest.Server, l *leaders, id string, ttl time.Duration, release bool) *candidate {
 	t.Helper()
-	nc := bustest.Conn(t, srv.ClientURL())
+	return startCandidateAt(t, srv.ClientURL(), l, id, ttl, release)
+}
+
+// startCandidateAt starts a candidate connected to url (a server or a proxy).
+func startCandidateAt(t *testing.T, url string, l *leaders, id string, ttl time.Duration, release bool) *candidate {
+	t.Helper()
+	nc := bustest.Conn(t, url)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -114,8 +120,9 @@ func startCandidate(t *testing.T, srv *bustest.Server, l *leaders, id string, tt
 	if err != nil {
 		t.Fatal(err)
 	}
-	el, err := NewElector(ElectorConfig{
-		KV: kv, NC: nc, ID: id, LeaseTTL: ttl, ReleaseOnStop: release, MissedBeats: testMissedBeats,
+	el, err := NewElector(Config{
+		KV: kv, NC: nc, Key: bus.KeyScheduler, ID: id, ReleaseOnStop: release,
+		Timings:          Timings{TTL: ttl, MissedBeats: testMissedBeats},
 		OnStartedLeading: l.started(id), OnStoppedLeading: l.stopped(id), Log: zerolog.Nop(),
 	})
 	if err != nil {
@@ -143,35 +150,38 @@ func waitLeader(t *testing.T, l *leaders, notID string, minEpoch uint64) (string
 func TestNewElector_Validation(t *testing.T) {
 	_, st := leaseStore(t, 3*time.Second)
 	nc := &nats.Conn{}
-	ok := func(c *ElectorConfig) {}
+	ok := func(c *Config) {}
 	tests := []struct {
 		name string
-		mut  func(*ElectorConfig)
+		mut  func(*Config)
 		ok   bool
 	}{
 		{"defaults", ok, true},
-		{"no id", func(c *ElectorConfig) { c.ID = "" }, false},
-		{"no kv", func(c *ElectorConfig) { c.KV = nil }, false},
-		{"no callback", func(c *ElectorConfig) { c.OnStartedLeading = nil }, false},
-		{"bad key", func(c *ElectorConfig) { c.Key = "a.b" }, false},
-		{"renew not below ttl", func(c *ElectorConfig) { c.RenewInterval = 3 * time.Second }, false},
-		{"beat above renew", func(c *ElectorConfig) { c.BeatInterval = 2 * time.Second }, false},
-		{"missed beats reach ttl", func(c *ElectorConfig) { c.MissedBeats = 30 }, false},
-		{"negative missed beats", func(c *ElectorConfig) { c.MissedBeats = -1 }, false},
+		{"no id", func(c *Config) { c.ID = "" }, false},
+		{"no kv", func(c *Config) { c.KV = nil }, false},
+		{"no nc", func(c *Config) { c.NC = nil }, false},
+		{"no callback", func(c *Config) { c.OnStartedLeading = nil }, false},
+		{"no key", func(c *Config) { c.Key = "" }, false},
+		{"bad key", func(c *Config) { c.Key = "a.b" }, false},
+		{"renew not below ttl", func(c *Config) { c.RenewInterval = 3 * time.Second }, false},
+		{"beat above renew", func(c *Config) { c.BeatInterval = 2 * time.Second }, false},
+		{"missed beats reach ttl", func(c *Config) { c.MissedBeats = 30 }, false},
+		{"negative missed beats", func(c *Config) { c.MissedBeats = -1 }, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := ElectorConfig{KV: st.Leader, NC: nc, ID: "a", OnStartedLeading: func(context.Context, uint64) {}}
+			cfg := Config{KV: st.Leader, NC: nc, Key: "scheduler", ID: "a", OnStartedLeading: func(context.Context, uint64) {}}
 			tc.mut(&cfg)
 			el, err := NewElector(cfg)
 			if tc.ok != (err == nil) {
 				t.Fatalf("err = %v, want ok=%v", err, tc.ok)
 			}
-			if err != nil && !errors.Is(err, ErrElectorConfig) {
-				t.Fatalf("err %v does not wrap ErrElectorConfig", err)
+			if err != nil && !errors.Is(err, ErrConfig) {
+				t.Fatalf("err %v does not wrap ErrConfig", err)
 			}
-			if tc.ok && (el.cfg.RenewInterval != time.Second || el.cfg.BeatInterval != 100*time.Millisecond || el.cfg.MissedBeats != 3 || el.cfg.Key != bus.KeyScheduler) {
-				t.Fatalf("defaults not applied: %+v", el.cfg)
+			want := Timings{TTL: 3 * time.Second, RenewInterval: time.Second, BeatInterval: 100 * time.Millisecond, MissedBeats: 3}
+			if tc.ok && el.Timings() != want {
+				t.Fatalf("timings = %+v, want the defaults %+v", el.Timings(), want)
 			}
 		})
 	}
@@ -185,12 +195,13 @@ func TestElector_Start_RefusesBucketTTLMismatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	el, err := NewElector(ElectorConfig{KV: kv, NC: nc, ID: "a", LeaseTTL: 5 * time.Second, OnStartedLeading: func(context.Context, uint64) {}})
+	el, err := NewElector(Config{KV: kv, NC: nc, Key: "scheduler", ID: "a", Timings: Timings{TTL: 5 * time.Second},
+		OnStartedLeading: func(context.Context, uint64) {}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := el.Start(context.Background()); !errors.Is(err, ErrElectorConfig) {
-		t.Fatalf("Start = %v, want ErrElectorConfig", err)
+	if err := el.Start(context.Background()); !errors.Is(err, ErrConfig) {
+		t.Fatalf("Start = %v, want ErrConfig", err)
 	}
 }
 
@@ -324,4 +335,57 @@ func TestElector_NeverTwoLeaders(t *testing.T) {
 	}
 	waitLeader(t, l, cur, epoch)
 	l.checkNoOverlap(t)
+}
+
+// TestElector_StandbyDoesNotDeposeAfterHeal cuts a standby off the bus
+// while a healthy leader keeps its lease, then heals: the standby tried to
+// revoke during the cut and failed (slowly, on a half-open socket, or
+// while disconnected), and must not count that time as silence heard from
+// the leader. Issue 16 item 4: it used to delete the healthy leader's lease
+// on its first tick with connectivity back.
+func TestElector_StandbyDoesNotDeposeAfterHeal(t *testing.T) {
+	const ttl = 3 * time.Second
+	tests := []struct {
+		name       string
+		disconnect bool // also drop the standby's connection: it knows it is cut off
+	}{
+		{"half-open", false},
+		{"disconnected", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, _ := leaseStore(t, ttl)
+			l := newLeaders()
+			startCandidate(t, srv, l, "a", ttl, false)
+			_, epoch := waitLeader(t, l, "", 0)
+			proxy := bustest.StartProxy(t, srv.Addr().String())
+			b := startCandidateAt(t, proxy.URL(), l, "b", ttl, false)
+			bustest.Eventually(t, 5*time.Second, "standby b hears beats", func() bool {
+				return b.nc.Stats().InMsgs >= 10
+			})
+			for _, cut := range []time.Duration{1200 * time.Millisecond, 2200 * time.Millisecond} {
+				proxy.Cut()
+				if tc.disconnect {
+					proxy.Drop()
+				}
+				// The scenario: b hears nothing for longer than the
+				// missed-beat window and its revocations fail.
+				time.Sleep(cut)
+				proxy.Heal()
+				if tc.disconnect {
+					bustest.Eventually(t, 5*time.Second, "b reconnected", b.nc.IsConnected)
+				}
+				// Watch the leader for two renewals after the heal.
+				until := time.Now().Add(2 * time.Second)
+				for time.Now().Before(until) {
+					id, e, n := l.current()
+					if n != 1 || id != "a" || e != epoch {
+						t.Fatalf("after a %s cut: leader %q epoch %d (%d leading), want a epoch %d", cut, id, e, n, epoch)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+			l.checkNoOverlap(t)
+		})
+	}
 }

@@ -1,0 +1,34 @@
+// Package lease elects one leader among candidates for a key in a
+// JetStream KV bucket, in the manner of client-go's tools/leaderelection.
+//
+// How it works: candidates Create the key; the one whose Create succeeds
+// leads, and the revision of that Create is its epoch, so epochs only grow.
+// The leader renews with Update(lastRevision) every RenewInterval and
+// publishes a beat on bus.LeaderBeatSubject(key) every BeatInterval.
+// A standby that could hear the bus but heard no beat from the holder for
+// MissedBeats×BeatInterval deletes the key with a revision-guarded Delete and
+// campaigns; after winning that way it waits half that window before
+// leading, so a holder that was merely slow sees the delete and stops first.
+// If every candidate is gone, the bucket TTL ends the lease.
+//
+// What it promises:
+//
+//   - OnStartedLeading runs with a context that is cancelled the instant this
+//     candidate stops leading: a renewal fails, its watch shows the key
+//     deleted or written by someone else, it cannot publish beats, it has
+//     been disconnected for the missed-beat window, or Stop is called.
+//     OnStoppedLeading runs after that cancellation, once per leadership.
+//   - Timings are validated at construction (NewElector), and the bucket's
+//     TTL is checked against LeaseTTL at Start: Update carries no per-key
+//     TTL, so the bucket TTL is the lease.
+//   - A standby revokes a lease only after it has missed beats while it
+//     could hear them: time spent disconnected, or waiting on a delete that
+//     failed, does not count as silence from the holder.
+//
+// What it does not promise: the lease does not fence by itself. Two
+// candidates may believe they lead for a moment (a leader on a half-open
+// socket learns it lost only when a renewal times out), and work started
+// under an old leadership may still be in flight. Whatever a leader does to
+// the outside world must carry the epoch, and the receivers must refuse
+// epochs lower than the highest they have seen; that is what fences.
+package lease

@@ -1,0 +1,391 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/schemas"
+)
+
+// Elector campaigns for one lease key. See the package doc for what it
+// promises and what it does not.
+type Elector struct {
+	cfg Config
+	log zerolog.Logger
+
+	leader atomic.Bool
+	epoch  atomic.Uint64
+
+	mu      sync.Mutex
+	started bool
+	stopped bool
+	cancel  context.CancelFunc
+	done    chan struct{}
+
+	// Owned by the run goroutine.
+	seenRev     uint64 // highest lease-key revision observed
+	present     bool   // a live lease exists
+	holder      string
+	holderEpoch uint64
+	holderRev   uint64
+	// lastSeen is the start of the holder's current silence as this
+	// candidate heard it: a beat, a renewal seen, or the moment it could
+	// hear again (connected, or done waiting on a failed delete).
+	lastSeen   time.Time
+	deaf       bool // disconnected at the last tick: beats cannot arrive
+	myRev      uint64
+	since      time.Time
+	lastRenew  time.Time
+	lastBeatOK time.Time
+	leaderStop context.CancelFunc
+}
+
+// NewElector validates cfg and applies defaults. Errors wrap ErrConfig.
+func NewElector(cfg Config) (*Elector, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Elector{
+		cfg: cfg,
+		log: cfg.Log.With().Str("component", "elector").Str("lease", cfg.Key).Str("candidate", cfg.ID).Logger(),
+	}, nil
+}
+
+// Timings returns the timings in use, defaults applied.
+func (e *Elector) Timings() Timings { return e.cfg.Timings }
+
+// IsLeader reports whether this candidate holds the lease now.
+func (e *Elector) IsLeader() bool { return e.leader.Load() }
+
+// Epoch is the epoch of the current leadership, 0 when not leading.
+func (e *Elector) Epoch() uint64 {
+	if !e.leader.Load() {
+		return 0
+	}
+	return e.epoch.Load()
+}
+
+// Start checks the bucket's TTL, subscribes to beats, watches the key and
+// campaigns in the background. It returns once watching. The elector runs
+// until Stop, not until ctx ends: ctx bounds Start only.
+func (e *Elector) Start(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.started {
+		return errors.New("lease: elector already started")
+	}
+	st, err := e.cfg.KV.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("lease: bucket status: %w", err)
+	}
+	if st.TTL() != e.cfg.TTL {
+		return bad("lease bucket %s has TTL %s, LeaseTTL is %s", st.Bucket(), st.TTL(), e.cfg.TTL)
+	}
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	w, err := e.cfg.KV.Watch(rctx, e.cfg.Key)
+	if err != nil {
+		cancel()
+		return fmt.Errorf("lease: watch %s: %w", e.cfg.Key, err)
+	}
+	beats := make(chan schemas.LeaseBeat, 64)
+	sub, err := e.cfg.NC.Subscribe(bus.LeaderBeatSubject(e.cfg.Key), func(m *nats.Msg) {
+		var b schemas.LeaseBeat
+		if bus.DecodeMsg(m, &b) != nil {
+			return
+		}
+		select {
+		case beats <- b:
+		default:
+		}
+	})
+	if err != nil {
+		_ = w.Stop()
+		cancel()
+		return fmt.Errorf("lease: subscribe to beats: %w", err)
+	}
+	e.started, e.cancel, e.done = true, cancel, make(chan struct{})
+	go func() {
+		defer close(e.done)
+		defer func() { _ = sub.Unsubscribe() }()
+		e.run(rctx, w, beats)
+	}()
+	return nil
+}
+
+// Stop gives up leadership (cancelling the leader context and, with
+// ReleaseOnStop, deleting the lease) and waits for the elector to end.
+// Idempotent.
+func (e *Elector) Stop() {
+	e.mu.Lock()
+	if !e.started || e.stopped {
+		e.stopped = true
+		e.mu.Unlock()
+		return
+	}
+	e.stopped = true
+	e.mu.Unlock()
+	e.cancel()
+	<-e.done
+}
+
+func (e *Elector) run(ctx context.Context, w jetstream.KeyWatcher, beats <-chan schemas.LeaseBeat) {
+	defer func() { _ = w.Stop() }()
+	tick := time.NewTicker(e.cfg.BeatInterval)
+	defer tick.Stop()
+	e.campaign(ctx, false)
+	for {
+		select {
+		case <-ctx.Done():
+			e.shutdown()
+			return
+		case ent, ok := <-w.Updates():
+			switch {
+			case !ok:
+				w = e.rewatch(ctx, w)
+			case ent != nil:
+				e.observe(ctx, ent)
+			}
+		case b := <-beats:
+			if e.present && b.Holder == e.holder && b.Epoch == e.holderEpoch {
+				e.lastSeen = time.Now()
+			}
+		case <-tick.C:
+			if e.leader.Load() {
+				e.leaderTick(ctx)
+			} else {
+				e.standbyTick(ctx)
+			}
+		}
+	}
+}
+
+// rewatch starts another watch after the current one ended under us; on
+// failure it waits a beat and returns the old (closed) one to try again.
+func (e *Elector) rewatch(ctx context.Context, old jetstream.KeyWatcher) jetstream.KeyWatcher {
+	if ctx.Err() != nil {
+		return old
+	}
+	w, err := e.cfg.KV.Watch(ctx, e.cfg.Key)
+	if err != nil {
+		e.log.Warn().Err(err).Msg("cannot watch the lease again; retrying")
+		select {
+		case <-ctx.Done():
+		case <-time.After(e.cfg.BeatInterval):
+		}
+		return old
+	}
+	return w
+}
+
+// observe handles one watch entry of the lease key.
+func (e *Elector) observe(ctx context.Context, ent jetstream.KeyValueEntry) {
+	if ent.Revision() <= e.seenRev {
+		return // our own write, or older than what we know
+	}
+	e.seenRev = ent.Revision()
+	if op := ent.Operation(); op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge {
+		e.present, e.holder = false, ""
+		if e.leader.Load() {
+			e.stepDown("lease deleted or expired")
+		}
+		e.campaign(ctx, false)
+		return
+	}
+	var l schemas.Lease
+	if err := bus.DecodeRecord(ent.Value(), &l); err != nil {
+		e.log.Warn().Err(err).Msg("undecodable lease record")
+		return
+	}
+	epoch := l.Epoch
+	if epoch == 0 {
+		epoch = ent.Revision() // not renewed yet: the creating revision
+	}
+	if e.leader.Load() && (l.Holder != e.cfg.ID || epoch != e.epoch.Load()) {
+		e.stepDown(fmt.Sprintf("lease taken by %s (epoch %d)", l.Holder, epoch))
+	}
+	if !e.present || e.holder != l.Holder || e.holderEpoch != epoch || ent.Revision() > e.holderRev {
+		e.lastSeen = time.Now()
+	}
+	e.present, e.holder, e.holderEpoch, e.holderRev = true, l.Holder, epoch, ent.Revision()
+}
+
+// leaderTick beats, steps down when beats cannot go out, and renews.
+func (e *Elector) leaderTick(ctx context.Context) {
+	now := time.Now()
+	err := bus.Publish(e.cfg.NC, bus.LeaderBeatSubject(e.cfg.Key), &schemas.LeaseBeat{Holder: e.cfg.ID, Epoch: e.epoch.Load()})
+	switch {
+	case err != nil || e.cfg.NC.IsClosed():
+		e.stepDown(fmt.Sprintf("cannot publish lease beats: %v", err))
+		return
+	case e.cfg.NC.IsConnected():
+		e.lastBeatOK = now
+	case now.Sub(e.lastBeatOK) >= e.cfg.MissWindow():
+		// Standbys stop hearing us now and will take the lease.
+		e.stepDown("disconnected from NATS for the missed-beat window")
+		return
+	}
+	if now.Sub(e.lastRenew) >= e.cfg.RenewInterval {
+		e.renew(ctx)
+	}
+}
+
+// standbyTick campaigns when nobody holds the lease, and revokes the lease
+// of a holder it has not heard for the missed-beat window while it could
+// hear. Time spent disconnected is not silence from the holder: on
+// reconnecting the missed-beat clock starts again.
+func (e *Elector) standbyTick(ctx context.Context) {
+	now := time.Now()
+	switch {
+	case !e.present:
+		e.campaign(ctx, false)
+	case !e.cfg.NC.IsConnected():
+		e.deaf = true
+	case e.deaf:
+		e.deaf = false
+		e.lastSeen = now
+	case now.Sub(e.lastSeen) >= e.cfg.MissWindow():
+		e.revoke(ctx, now)
+	}
+}
+
+// revoke deletes a silent holder's lease (guarded by the revision last seen)
+// and campaigns.
+func (e *Elector) revoke(ctx context.Context, now time.Time) {
+	dctx, cancel := context.WithTimeout(ctx, e.cfg.RenewInterval)
+	err := e.cfg.KV.Delete(dctx, e.cfg.Key, jetstream.LastRevision(e.holderRev))
+	cancel()
+	if err != nil {
+		// Renewed meanwhile (revision moved) or unreachable: look again.
+		e.log.Debug().Err(err).Str("holder", e.holder).Msg("could not delete a silent holder's lease")
+		e.refresh(ctx)
+		// The time spent failing says nothing about the holder, and beats
+		// may not have reached us meanwhile: a revocation needs a full
+		// window of silence heard from now on.
+		e.lastSeen = time.Now()
+		return
+	}
+	silent := now.Sub(e.lastSeen).Round(time.Millisecond)
+	e.log.Info().Str("holder", e.holder).Uint64("epoch", e.holderEpoch).
+		Dur("silent", silent).Msg("lease holder stopped beating; deleted its lease")
+	bus.Emit(e.cfg.NC, "leader", e.cfg.Key, "REVOKED", fmt.Sprintf("%s deleted the lease of %s (epoch %d): no beat for %s",
+		e.cfg.ID, e.holder, e.holderEpoch, silent))
+	e.present, e.holder = false, ""
+	e.campaign(ctx, true)
+}
+
+// refresh reads the lease key into the holder fields.
+func (e *Elector) refresh(ctx context.Context) {
+	gctx, cancel := context.WithTimeout(ctx, e.cfg.RenewInterval)
+	defer cancel()
+	ent, err := e.cfg.KV.Get(gctx, e.cfg.Key)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			e.present, e.holder = false, ""
+		}
+		return
+	}
+	if ent.Revision() >= e.seenRev {
+		e.seenRev = ent.Revision() - 1 // let observe take it
+		e.observe(ctx, ent)
+	}
+}
+
+// campaign tries to create the lease. stolen: the key was just deleted
+// from under a silent holder.
+func (e *Elector) campaign(ctx context.Context, stolen bool) {
+	if ctx.Err() != nil || e.leader.Load() {
+		return
+	}
+	now := time.Now().UTC()
+	cctx, cancel := context.WithTimeout(ctx, e.cfg.RenewInterval)
+	rev, err := bus.Create(cctx, e.cfg.KV, e.cfg.Key, &schemas.Lease{Holder: e.cfg.ID, Since: now, Renewed: now})
+	cancel()
+	if err != nil {
+		if !bus.IsCASConflict(err) {
+			e.log.Debug().Err(err).Msg("campaign failed")
+		}
+		e.refresh(ctx)
+		return
+	}
+	e.seenRev = max(e.seenRev, rev)
+	e.present, e.holder, e.holderEpoch, e.holderRev, e.lastSeen = true, e.cfg.ID, rev, rev, time.Now()
+	if stolen {
+		// Let a slow holder see the delete and stop before we start.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(e.cfg.MissWindow() / 2):
+		}
+	}
+	e.lead(ctx, rev, now)
+}
+
+// lead starts a leadership won with the Create at revision rev.
+func (e *Elector) lead(ctx context.Context, rev uint64, since time.Time) {
+	e.myRev, e.since = rev, since
+	e.lastRenew, e.lastBeatOK = time.Now(), time.Now()
+	lctx, lcancel := context.WithCancel(ctx)
+	e.leaderStop = lcancel
+	e.epoch.Store(rev)
+	e.leader.Store(true)
+	e.log.Info().Uint64("epoch", rev).Msg("leading")
+	bus.Emit(e.cfg.NC, "leader", e.cfg.Key, "LEADING", fmt.Sprintf("%s leads with epoch %d", e.cfg.ID, rev))
+	_ = bus.Publish(e.cfg.NC, bus.LeaderBeatSubject(e.cfg.Key), &schemas.LeaseBeat{Holder: e.cfg.ID, Epoch: rev})
+	go e.cfg.OnStartedLeading(lctx, rev)
+}
+
+func (e *Elector) renew(ctx context.Context) {
+	epoch := e.epoch.Load()
+	rctx, cancel := context.WithTimeout(ctx, min(e.cfg.RenewInterval, e.cfg.TTL-time.Since(e.lastRenew)))
+	defer cancel()
+	now := time.Now().UTC()
+	rev, err := bus.Update(rctx, e.cfg.KV, e.cfg.Key, &schemas.Lease{Holder: e.cfg.ID, Epoch: epoch, Since: e.since, Renewed: now}, e.myRev)
+	if err != nil {
+		e.stepDown(fmt.Sprintf("lease renewal failed: %v", err))
+		return
+	}
+	e.myRev, e.lastRenew = rev, time.Now()
+	e.seenRev = max(e.seenRev, rev)
+	e.holderRev, e.lastSeen = rev, time.Now()
+}
+
+// stepDown cancels the leader context at once, then tells the owner.
+func (e *Elector) stepDown(reason string) {
+	if !e.leader.Load() {
+		return
+	}
+	e.leaderStop()
+	e.leader.Store(false)
+	epoch := e.epoch.Load()
+	e.log.Warn().Uint64("epoch", epoch).Str("reason", reason).Msg("stepped down")
+	bus.Emit(e.cfg.NC, "leader", e.cfg.Key, "STOPPED", fmt.Sprintf("%s epoch %d: %s", e.cfg.ID, epoch, reason))
+	if e.cfg.OnStoppedLeading != nil {
+		e.cfg.OnStoppedLeading()
+	}
+}
+
+func (e *Elector) shutdown() {
+	if !e.leader.Load() {
+		return
+	}
+	rev := e.myRev
+	e.stepDown("stopping")
+	if e.cfg.ReleaseOnStop && !e.cfg.NC.IsClosed() {
+		ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RenewInterval)
+		defer cancel()
+		if err := e.cfg.KV.Delete(ctx, e.cfg.Key, jetstream.LastRevision(rev)); err != nil {
+			e.log.Debug().Err(err).Msg("could not release the lease")
+			return
+		}
+		bus.Emit(e.cfg.NC, "leader", e.cfg.Key, "RELEASED", fmt.Sprintf("%s released epoch %d", e.cfg.ID, e.epoch.Load()))
+	}
+}
