@@ -17,6 +17,8 @@ const (
 	BucketExecutors = "stoker-executors"
 	BucketLeader    = "stoker-leader"
 	BucketCluster   = "stoker-cluster"
+	// BucketTokens records join tokens by id (a hash, never the secret).
+	BucketTokens = "stoker-tokens"
 
 	// KeyScheduler is the scheduler's lease key in stoker-leader.
 	KeyScheduler = "scheduler"

@@ -191,8 +191,17 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) err
 		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 	}
-	r, err := nc.RequestMsgWithContext(ctx, m)
+	sent := time.Now()
+	wctx, release := watchDenied(ctx, nc, subject)
+	defer release()
+	r, err := nc.RequestMsgWithContext(wctx, m)
 	if err != nil {
+		if cause := context.Cause(wctx); errors.Is(cause, ErrDenied) {
+			return fmt.Errorf("%s: %w", subject, cause)
+		}
+		if perr := PermissionError(nc, subject, sent); perr != nil {
+			return fmt.Errorf("%s: %w", subject, perr)
+		}
 		if errors.Is(err, nats.ErrNoResponders) {
 			return fmt.Errorf("%s: %w (is the service that answers it running?)", subject, err)
 		}

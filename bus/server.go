@@ -1,17 +1,16 @@
 package bus
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -37,6 +36,19 @@ type ServerConfig struct {
 	ReadyTimeout time.Duration
 	// Log receives the server's log lines. Zero value: discarded.
 	Log *zerolog.Logger
+	// Auth, when set, runs the server in operator mode: only users signed
+	// by these accounts' keys connect; anonymous connections are refused.
+	// Nil: no authentication (tests where auth is irrelevant, --insecure).
+	Auth *ServerAuth
+	// JWTDir keeps the account resolver's JWTs. Default <StoreDir>/jwt.
+	JWTDir string
+}
+
+// ServerAuth is what an operator-mode server trusts (bus/auth builds it).
+type ServerAuth struct {
+	Operator      string            // operator JWT
+	SystemAccount string            // SYS account public key
+	Accounts      map[string]string // account public key → account JWT
 }
 
 // Server is a running embedded NATS server.
@@ -78,6 +90,13 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	if cfg.MonitorPort > 0 {
 		opts.HTTPPort = cfg.MonitorPort
 	}
+	var resolver *server.DirAccResolver
+	if cfg.Auth != nil {
+		var err error
+		if resolver, err = operatorMode(opts, cfg); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.ClusterName != "" || len(cfg.Routes) > 0 {
 		if cfg.ClusterName == "" {
 			cfg.ClusterName = "stoker"
@@ -111,6 +130,9 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
+		if resolver != nil {
+			resolver.Close()
+		}
 		return nil, fmt.Errorf("bus: %w", err)
 	}
 	if cfg.Log != nil {
@@ -138,31 +160,62 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	return s, nil
 }
 
-// waitJetStream polls the JetStream API until it answers: in a cluster that
-// means a meta leader exists.
+// operatorMode sets opts for decentralized JWT auth: the operator, the
+// system account, and a full directory resolver preloaded with the account
+// JWTs (so a node needs no push to know them, and keeps pushed updates
+// across restarts).
+func operatorMode(opts *server.Options, cfg ServerConfig) (*server.DirAccResolver, error) {
+	a := cfg.Auth
+	oc, err := jwt.DecodeOperatorClaims(a.Operator)
+	if err != nil {
+		return nil, fmt.Errorf("bus: operator JWT: %w", err)
+	}
+	dir := cfg.JWTDir
+	if dir == "" {
+		dir = filepath.Join(cfg.StoreDir, "jwt")
+	}
+	res, err := server.NewDirAccResolver(dir, 0, 2*time.Minute, server.NoDelete, server.FetchTimeout(time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("bus: account resolver in %s: %w", dir, err)
+	}
+	for pub, j := range a.Accounts {
+		if err := res.Store(pub, j); err != nil {
+			res.Close()
+			return nil, fmt.Errorf("bus: store account %s: %w", pub, err)
+		}
+	}
+	opts.TrustedOperators = []*jwt.OperatorClaims{oc}
+	opts.SystemAccount = a.SystemAccount
+	opts.AccountResolver = res
+	// Connect storms with auth otherwise fail with "expected 'PONG', got
+	// 'PING'" (SECURITY-NOTES trap 12).
+	opts.DisableShortFirstPing = true
+	return res, nil
+}
+
+// waitJetStream waits until JetStream is up, and in a cluster until a meta
+// leader exists. It asks the server itself (Healthz), not a client
+// connection, which would need credentials (SECURITY-NOTES trap 14).
 func (s *Server) waitJetStream(timeout time.Duration) error {
-	nc, err := nats.Connect("", nats.InProcessServer(s.Server), nats.Name("stoker-bus-ready"))
-	if err != nil {
-		return fmt.Errorf("bus: in-process connect: %w", err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
 	deadline := time.Now().Add(timeout)
 	var last error
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, last = js.AccountInfo(ctx)
-		cancel()
-		if last == nil {
+	for {
+		st := s.Healthz(&server.HealthzOptions{JSMetaOnly: true})
+		if st != nil && st.StatusCode == 200 {
 			return nil
 		}
-		time.Sleep(100 * time.Millisecond)
+		if st != nil {
+			last = fmt.Errorf("%s", st.Error)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bus: JetStream not ready after %s: %w", timeout, last)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("bus: JetStream not ready after %s: %w", timeout, last)
 }
+
+// Secure reports whether the server authenticates its clients.
+func (s *Server) Secure() bool { return s.cfg.Auth != nil }
 
 // URL is the nats:// URL clients on this machine use.
 func (s *Server) URL() string {

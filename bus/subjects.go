@@ -50,6 +50,14 @@ const (
 	// AppHeartbeat: driver → heartbeat service (publish). schemas.AppHeartbeat.
 	AppHeartbeat  = "stoker.app.*.heartbeat"
 	appHeartbeatT = "stoker.app.%s.heartbeat"
+	// AppRegister: a driver holding an app credential → registration,
+	// registering the app id it was launched with (the subject's token must
+	// equal the body's app id). schemas.RegisterApp → schemas.AppRegistered.
+	AppRegister  = "stoker.app.*.register"
+	appRegisterT = "stoker.app.%s.register"
+	// AppUnregister: the app → registration. schemas.UnregisterApp → schemas.Ack.
+	AppUnregister  = "stoker.app.*.unregister"
+	appUnregisterT = "stoker.app.%s.unregister"
 	// AppMaster: recovery → driver, schemas.MasterChanged → schemas.Ack.
 	appMasterT = "stoker.app.%s.master"
 	// AppPrivate is the private traffic of one application (SDK use).
@@ -77,6 +85,12 @@ const (
 	APIAppsKill       = "stoker.api.apps.kill"
 	APIAppsList       = "stoker.api.apps.list"
 	APIStatus         = "stoker.api.status"
+	// Join tokens (admin): create, list, revoke; and the one subject a
+	// join credential may publish to, exchanging it for an agent credential.
+	APITokensCreate = "stoker.api.tokens.create"
+	APITokensList   = "stoker.api.tokens.list"
+	APITokensRevoke = "stoker.api.tokens.revoke"
+	APITokensJoin   = "stoker.api.tokens.join"
 )
 
 // Micro service names, as `nats micro ls` shows them.
@@ -124,6 +138,12 @@ func WorkerIDFromSubject(subject string) string { return token(subject, 2) }
 
 // AppHeartbeatSubject is stoker.app.<appid>.heartbeat.
 func AppHeartbeatSubject(appID string) string { return fmt.Sprintf(appHeartbeatT, appID) }
+
+// AppRegisterSubject is stoker.app.<appid>.register.
+func AppRegisterSubject(appID string) string { return fmt.Sprintf(appRegisterT, appID) }
+
+// AppUnregisterSubject is stoker.app.<appid>.unregister.
+func AppUnregisterSubject(appID string) string { return fmt.Sprintf(appUnregisterT, appID) }
 
 // AppMasterSubject is stoker.app.<appid>.master.
 func AppMasterSubject(appID string) string { return fmt.Sprintf(appMasterT, appID) }

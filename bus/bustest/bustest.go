@@ -12,22 +12,28 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/bus/auth"
 )
 
 // Server is a test server and what tests usually need from it.
 type Server struct {
 	*bus.Server
 	Dir string
+	// Keys signs credentials on a secured server (StartSecure); nil on an
+	// insecure one.
+	Keys *auth.Keys
 }
 
-// Start runs an embedded server on a random port and waits until JetStream answers.
+// Start runs an embedded server WITHOUT authentication on a random port and
+// waits until JetStream answers: for unit tests where auth is irrelevant.
+// Tests of permissions, and end-to-end tests, use StartSecure.
 func Start(t testing.TB) *Server {
 	t.Helper()
 	return StartIn(t, t.TempDir(), -1)
 }
 
-// StartIn runs a server with the store in dir on port (-1 random); used to
-// restart a server on the same data and port.
+// StartIn runs an insecure server with the store in dir on port (-1
+// random); used to restart a server on the same data and port.
 func StartIn(t testing.TB, dir string, port int) *Server {
 	t.Helper()
 	s, err := bus.StartServer(bus.ServerConfig{Name: "test", Port: port, Host: "127.0.0.1", StoreDir: dir})
@@ -36,6 +42,60 @@ func StartIn(t testing.TB, dir string, port int) *Server {
 	}
 	t.Cleanup(s.Stop)
 	return &Server{Server: s, Dir: dir}
+}
+
+// StartSecure runs a server in operator mode, as `stoker up` does: every
+// connection needs a credential minted with s.Creds.
+func StartSecure(t testing.TB) *Server {
+	t.Helper()
+	keys, err := auth.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return StartSecureIn(t, t.TempDir(), -1, keys)
+}
+
+// StartSecureIn runs a secured server trusting keys with the store in dir
+// on port (-1 random).
+func StartSecureIn(t testing.TB, dir string, port int, keys *auth.Keys) *Server {
+	t.Helper()
+	trust, err := keys.Trust()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := bus.StartServer(bus.ServerConfig{Name: "test", Port: port, Host: "127.0.0.1", StoreDir: dir, Auth: trust})
+	if err != nil {
+		t.Fatalf("start embedded NATS: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	return &Server{Server: s, Dir: dir, Keys: keys}
+}
+
+// Creds mints a credential for name in role (nil on an insecure server:
+// connecting without one works there).
+func (s *Server) Creds(t testing.TB, role auth.Role, name string) []byte {
+	t.Helper()
+	if s.Keys == nil {
+		return nil
+	}
+	c, err := s.Keys.Mint(role, name, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// ConnAs connects to s as name in role (a plain connection on an insecure
+// server), closed by t.Cleanup.
+func (s *Server) ConnAs(t testing.TB, role auth.Role, name string) *nats.Conn {
+	t.Helper()
+	nc, err := bus.Connect(s.URL(), bus.ConnectOptions{Name: t.Name() + "-" + name,
+		ReconnectWait: 50 * time.Millisecond, CredsData: s.Creds(t, role, name)})
+	if err != nil {
+		t.Fatalf("connect as %s %s: %v", role, name, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }
 
 // Port is the server's client port.

@@ -1,0 +1,170 @@
+package auth
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/stoker/stoker/bus"
+)
+
+// matches reports whether a concrete subject is covered by pattern.
+func matches(pattern, subject string) bool {
+	return server.SubjectMatchesFilter(subject, pattern)
+}
+
+func allowed(list, deny []string, subject string) bool {
+	for _, d := range deny {
+		if matches(d, subject) {
+			return false
+		}
+	}
+	for _, a := range list {
+		if matches(a, subject) {
+			return true
+		}
+	}
+	return false
+}
+
+// expand replaces the name template as the server does for user name.
+func expand(list []string, name string) []string {
+	out := make([]string, len(list))
+	for i, s := range list {
+		out[i] = strings.ReplaceAll(s, Name, name)
+	}
+	return out
+}
+
+func TestPermissions_OnlySchedulerAndRecoveryPublishCommands(t *testing.T) {
+	for _, r := range Roles {
+		p := Permissions(r)
+		got := allowed(expand(p.Pub, "w1"), p.PubDeny, bus.WorkerCmdLaunchSubject("w1"))
+		want := r == RoleScheduler || r == RoleRecovery
+		if got != want {
+			t.Errorf("%s may publish %s: %v, want %v", r, bus.WorkerCmdLaunchSubject("w1"), got, want)
+		}
+	}
+}
+
+func TestPermissions_AgentConfinedToItsOwnSubjects(t *testing.T) {
+	p := Permissions(RoleAgent)
+	pub, sub := expand(p.Pub, "a"), expand(p.Sub, "a")
+	for _, s := range []string{"register", "heartbeat", "state", "leave"} {
+		if !allowed(pub, nil, "stoker.worker.a."+s) {
+			t.Errorf("agent a may not publish its own %s", s)
+		}
+		if allowed(pub, nil, "stoker.worker.b."+s) {
+			t.Errorf("agent a may publish b's %s", s)
+		}
+	}
+	for _, s := range []string{"stoker.worker.b.cmd.launch", "stoker.worker.b.logs", "_INBOX_agent_b.x", "stoker.worker.a.heartbeat"} {
+		if allowed(sub, nil, s) {
+			t.Errorf("agent a may subscribe %s", s)
+		}
+	}
+	for _, s := range []string{"stoker.worker.a.cmd.launch", "stoker.worker.a.logs", "_INBOX_agent_a.x.y"} {
+		if !allowed(sub, nil, s) {
+			t.Errorf("agent a may not subscribe %s", s)
+		}
+	}
+	for _, s := range append(pub, sub...) {
+		if strings.HasPrefix(s, "$JS") || strings.HasPrefix(s, "$KV") || s == ">" {
+			t.Errorf("agent has JetStream or KV access: %s", s)
+		}
+	}
+	if !p.Resp {
+		t.Error("agent cannot answer commands")
+	}
+}
+
+func TestPermissions_NoPartialWildcardsAndEveryRoleHasItsInbox(t *testing.T) {
+	for _, r := range Roles {
+		p := Permissions(r)
+		if p.Inbox == "" {
+			t.Errorf("%s has no inbox prefix", r)
+		}
+		if !allowed(expand(p.Sub, "n"), nil, InboxPrefix(r, "n")+".abc.1") {
+			t.Errorf("%s may not subscribe its own inbox", r)
+		}
+		for _, s := range append(append([]string{}, p.Pub...), p.Sub...) {
+			for _, tok := range strings.Split(s, ".") {
+				if len(tok) > 1 && (strings.Contains(tok, "*") || strings.Contains(tok, ">")) {
+					t.Errorf("%s: %q has a partial wildcard (NATS has none)", r, s)
+				}
+			}
+		}
+	}
+}
+
+func TestPermissions_ViewerCannotCreateConsumersOrWrite(t *testing.T) {
+	p := Permissions(RoleViewer)
+	for _, s := range []string{"$JS.API.CONSUMER.CREATE.KV_stoker-workers.x", "$JS.API.CONSUMER.CREATE.stoker-events.x.y",
+		"$KV.stoker-workers.w1", bus.APIDriversSubmit, bus.APIDriversKill, bus.APIAppsKill, bus.APIAppsRegister,
+		"$JS.API.STREAM.CREATE.x", "$JS.API.STREAM.DELETE.KV_stoker-workers"} {
+		if allowed(p.Pub, p.PubDeny, s) {
+			t.Errorf("viewer may publish %s", s)
+		}
+	}
+	for _, s := range []string{bus.APIWorkersList, bus.APIStatus, "$JS.API.DIRECT.GET.KV_stoker-workers.$KV.stoker-workers.w1"} {
+		if !allowed(p.Pub, p.PubDeny, s) {
+			t.Errorf("viewer may not publish %s", s)
+		}
+	}
+}
+
+func TestValidName_RefusesWildcardsAndDots(t *testing.T) {
+	for _, r := range Roles {
+		for _, bad := range []string{"*", ">", "a.b", "a b", "", "a*"} {
+			if ValidName(r, bad) == nil {
+				t.Errorf("%s: name %q accepted", r, bad)
+			}
+		}
+	}
+	if err := ValidName(RoleAgent, "Worker-1_a"); err != nil {
+		t.Errorf("agent Worker-1_a: %v", err)
+	}
+	if err := ValidName(RoleApp, "app-20260101000000-abcdef"); err != nil {
+		t.Errorf("app id: %v", err)
+	}
+}
+
+func TestKeys_MintRefusesBadNamesAndMissingSigner(t *testing.T) {
+	k, err := Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Mint(RoleAgent, "*", 0); err == nil {
+		t.Error("minted an agent named *")
+	}
+	only := k.Only(RoleApp)
+	if _, err := only.Mint(RoleAgent, "w1", 0); err == nil {
+		t.Error("minted an agent credential without the agent signing key")
+	}
+	c, err := only.Mint(RoleApp, "app-20260101000000-abcdef", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := ParseCreds(c)
+	if err != nil || id.Role != string(RoleApp) || id.Name != "app-20260101000000-abcdef" {
+		t.Fatalf("ParseCreds = %+v, %v", id, err)
+	}
+}
+
+func TestKeys_SaveLoadRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	k, created, err := LoadOrGenerate(dir)
+	if err != nil || !created {
+		t.Fatalf("LoadOrGenerate: %v created=%v", err, created)
+	}
+	k2, created, err := LoadOrGenerate(dir)
+	if err != nil || created {
+		t.Fatalf("second LoadOrGenerate: %v created=%v", err, created)
+	}
+	p1, _ := k.Stoker.PublicKey()
+	p2, _ := k2.Stoker.PublicKey()
+	if p1 != p2 || len(k2.Signers) != len(Roles) {
+		t.Fatalf("keys differ after reload: %s vs %s, %d signers", p1, p2, len(k2.Signers))
+	}
+}
