@@ -295,9 +295,8 @@ func TestService_Schedule_WaitsForClusterAlive(t *testing.T) {
 		}
 		// Wait for the service to have seen it, through a tick.
 		bustest.Eventually(t, 5*time.Second, "cluster record seen", func() bool {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			return s.cluster != nil && s.cluster.Epoch == cl.Epoch && s.cluster.State == cl.State
+			c := s.view.clusterState()
+			return c != nil && c.Epoch == cl.Epoch && c.State == cl.State
 		})
 		time.Sleep(2 * s.cfg.Tick) // a negative check: give passes the chance to misbehave
 		if l, _, _ := a.snapshot(); len(l) != 0 {

@@ -1,0 +1,107 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/rs/zerolog"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/schemas"
+)
+
+// sendKill sends one kill; one not acted on is sent again after KillRetry
+// (the planner forgets it) if the target still holds resources.
+func (a *applier) sendKill(ctx context.Context, epoch uint64, k KillCmd, log *zerolog.Logger) {
+	k.Kill.Epoch = epoch
+	cctx, cancel := context.WithTimeout(ctx, a.launchTimeout)
+	defer cancel()
+	var ack schemas.Ack
+	err := bus.Call(cctx, a.nc, bus.WorkerCmdKillSubject(k.WorkerID), &k.Kill, &ack)
+	l := log.With().Str("worker_id", k.WorkerID).Str("target", KillTarget(k.Kill)).Logger()
+	if err != nil {
+		l.Warn().Err(err).Msg("kill not acknowledged")
+		return
+	}
+	l.Info().Str("reason", k.Kill.Reason).Msg("kill sent")
+}
+
+// launchExecutor sends the launch of an executor whose record exists; on
+// no acknowledgement or a refusal the record goes LAUNCHING → FAILED.
+func (a *applier) launchExecutor(ctx context.Context, epoch uint64, l ExecutorLaunch, log *zerolog.Logger) error {
+	e := l.Executor
+	cmd := &schemas.LaunchExecutor{
+		Epoch: epoch, AppID: e.AppID, ExecutorID: e.ID, Command: l.Command, Env: l.Env,
+		Cores: e.Cores, MemoryMB: e.MemoryMB,
+	}
+	cctx, cancel := context.WithTimeout(ctx, a.launchTimeout)
+	var ack schemas.Ack
+	err := bus.Call(cctx, a.nc, bus.WorkerCmdLaunchSubject(e.WorkerID), cmd, &ack)
+	cancel()
+	if err == nil {
+		log.Debug().Str("executor", e.Key()).Str("worker_id", e.WorkerID).Msg("executor launch sent")
+		return nil
+	}
+	if ctx.Err() != nil {
+		return nil // lost the lease: the next leader's recovery sorts it out
+	}
+	a.avoid(e.WorkerID)
+	msg := fmt.Sprintf("launch on %s failed: %v", e.WorkerID, err)
+	log.Warn().Str("executor", e.Key()).Str("worker_id", e.WorkerID).Err(err).Msg("executor launch failed")
+	_, wrote, merr := bus.MutateIf(ctx, a.v.executors.kv, e.Key(), func(n *schemas.Executor) bool {
+		if n.State != schemas.ExecutorLaunching || n.Epoch != epoch {
+			return false
+		}
+		n.State, n.Message, n.UpdatedAt = schemas.ExecutorFailed, msg, now()
+		return true
+	})
+	a.after(ctx, log, a.v.executors, change{"executor", e.Key(), string(schemas.ExecutorFailed), msg}, merr, wrote)
+	return err
+}
+
+// launchDriver moves the driver to RUNNING on its worker, then sends the
+// launch; without an acknowledgement it goes back to SUBMITTED.
+func (a *applier) launchDriver(ctx context.Context, epoch uint64, l DriverLaunch, log *zerolog.Logger) {
+	dlog := log.With().Str("driver_id", l.DriverID).Str("worker_id", l.WorkerID).Int("attempt", l.Attempt).Logger()
+	d, placed, err := bus.MutateIf(ctx, a.v.drivers.kv, l.DriverID, func(n *schemas.Driver) bool {
+		if n.State != l.From || n.WorkerID != l.FromWorker || n.KillRequested {
+			return false
+		}
+		n.State, n.WorkerID, n.Attempts, n.Message, n.UpdatedAt = schemas.DriverRunning, l.WorkerID, l.Attempt, "", now()
+		return true
+	})
+	if err != nil || !placed {
+		if err != nil && ctx.Err() == nil {
+			dlog.Warn().Err(err).Msg("cannot place driver")
+		}
+		a.v.drivers.refresh(context.WithoutCancel(ctx), l.DriverID)
+		return
+	}
+	bus.Emit(a.nc, "driver", l.DriverID, string(schemas.DriverRunning), fmt.Sprintf("placed on %s (attempt %d)", l.WorkerID, l.Attempt))
+	cmd := &schemas.LaunchDriver{
+		Epoch: epoch, DriverID: d.ID, Command: d.Command, Env: d.Env, Cores: d.Cores, MemoryMB: d.MemoryMB,
+		Supervise: d.Supervise, Attempt: l.Attempt,
+	}
+	cctx, cancel := context.WithTimeout(ctx, a.launchTimeout)
+	var ack schemas.Ack
+	err = bus.Call(cctx, a.nc, bus.WorkerCmdLaunchDriverSubject(l.WorkerID), cmd, &ack)
+	cancel()
+	if err == nil {
+		dlog.Info().Msg("driver launch sent")
+		return
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	a.avoid(l.WorkerID)
+	msg := fmt.Sprintf("launch on %s failed: %v", l.WorkerID, err)
+	dlog.Warn().Err(err).Msg("driver launch failed; back to SUBMITTED")
+	_, wrote, merr := bus.MutateIf(ctx, a.v.drivers.kv, l.DriverID, func(n *schemas.Driver) bool {
+		if n.State != schemas.DriverRunning || n.WorkerID != l.WorkerID || n.Attempts != l.Attempt {
+			return false
+		}
+		n.State, n.WorkerID, n.Message, n.UpdatedAt = schemas.DriverSubmitted, "", msg, now()
+		return true
+	})
+	a.after(ctx, log, a.v.drivers, change{"driver", l.DriverID, string(schemas.DriverSubmitted), msg}, merr, wrote)
+}
