@@ -199,6 +199,16 @@ type Entry[T any] struct {
 
 // Get reads and decodes key. A missing or deleted key is ErrNotFound.
 func Get[T any](ctx context.Context, kv jetstream.KeyValue, key string) (*T, uint64, error) {
+	v, rev, err := get[T](ctx, kv, key)
+	if err != nil {
+		return nil, 0, err
+	}
+	return v, rev, nil
+}
+
+// get is Get that also returns the revision of a value it cannot decode
+// (with the decode error), for MutateOrReplace.
+func get[T any](ctx context.Context, kv jetstream.KeyValue, key string) (*T, uint64, error) {
 	e, err := kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		return nil, 0, fmt.Errorf("%s %q: %w", kv.Bucket(), key, ErrNotFound)
@@ -208,9 +218,31 @@ func Get[T any](ctx context.Context, kv jetstream.KeyValue, key string) (*T, uin
 	}
 	v := new(T)
 	if err := DecodeRecord(e.Value(), v); err != nil {
-		return nil, 0, fmt.Errorf("%s %q: %w", kv.Bucket(), key, err)
+		return nil, e.Revision(), &undecodableError{fmt.Errorf("%s %q: %w", kv.Bucket(), key, err)}
 	}
 	return v, e.Revision(), nil
+}
+
+// undecodableError marks a value that is there but cannot be decoded.
+type undecodableError struct{ err error }
+
+func (e *undecodableError) Error() string { return e.err.Error() }
+func (e *undecodableError) Unwrap() error { return e.err }
+
+// CreateNew creates a record under a fresh key: newKey names one, v builds
+// the value for it; a key already taken (an id collision) is tried again
+// with another, at most tries times. It returns the key written.
+func CreateNew(ctx context.Context, kv jetstream.KeyValue, tries int, newKey func() string, v func(key string) any) (string, error) {
+	for i := 0; ; i++ {
+		key := newKey()
+		_, err := Create(ctx, kv, key, v(key))
+		if err == nil {
+			return key, nil
+		}
+		if !IsCASConflict(err) || i+1 >= tries {
+			return "", err
+		}
+	}
 }
 
 // Create writes key only if it has no live value (jetstream.ErrKeyExists otherwise).
@@ -241,12 +273,46 @@ func IsCASConflict(err error) bool {
 // writes what fn returns with compare-and-set, retrying on conflict. fn must
 // be a pure function of its argument: it may run several times. fn returning
 // (nil, nil) writes nothing. Returns the value written (or the current one
-// when nothing was written) and its revision.
+// when nothing was written) and its revision. A value that cannot be
+// decoded is an error.
 func Mutate[T any](ctx context.Context, kv jetstream.KeyValue, key string, fn func(cur *T) (*T, error)) (*T, uint64, error) {
+	return mutate(ctx, kv, key, fn, nil)
+}
+
+// MutateOrReplace is Mutate for a record that must never block its writer:
+// a value that cannot be decoded is reported to bad and counts as absent
+// for fn, and what fn returns replaces it (still revision-guarded).
+func MutateOrReplace[T any](ctx context.Context, kv jetstream.KeyValue, key string, bad func(error), fn func(cur *T) (*T, error)) (*T, uint64, error) {
+	return mutate(ctx, kv, key, fn, bad)
+}
+
+// Mutated is Mutate for the common case of a change that either applies to
+// the current record or not: fn returns the next value, or nil to leave the
+// record (absent, moved on) as it is. It reports whether fn's value was
+// written, and the record afterwards.
+func Mutated[T any](ctx context.Context, kv jetstream.KeyValue, key string, fn func(cur *T) *T) (*T, bool, error) {
+	var wrote bool
+	v, _, err := Mutate(ctx, kv, key, func(cur *T) (*T, error) {
+		next := fn(cur)
+		wrote = next != nil
+		return next, nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return v, wrote, nil
+}
+
+func mutate[T any](ctx context.Context, kv jetstream.KeyValue, key string, fn func(cur *T) (*T, error), bad func(error)) (*T, uint64, error) {
 	const attempts = 20
 	for i := 0; i < attempts; i++ {
-		cur, rev, err := Get[T](ctx, kv, key)
-		if err != nil && !errors.Is(err, ErrNotFound) {
+		cur, rev, err := get[T](ctx, kv, key)
+		var undecodable *undecodableError
+		switch {
+		case err == nil, errors.Is(err, ErrNotFound):
+		case bad != nil && errors.As(err, &undecodable):
+			bad(err)
+		default:
 			return nil, 0, err
 		}
 		next, err := fn(cur)
@@ -257,7 +323,7 @@ func Mutate[T any](ctx context.Context, kv jetstream.KeyValue, key string, fn fu
 			return cur, rev, nil
 		}
 		var nrev uint64
-		if cur == nil {
+		if rev == 0 {
 			nrev, err = Create(ctx, kv, key, next)
 		} else {
 			nrev, err = Update(ctx, kv, key, next, rev)
@@ -278,30 +344,49 @@ func Mutate[T any](ctx context.Context, kv jetstream.KeyValue, key string, fn fu
 }
 
 // List reads every live record of a bucket through one ordered watcher
-// (one round trip per bucket, not one per key).
+// (one round trip per bucket, not one per key). A value that cannot be
+// decoded is an error.
 func List[T any](ctx context.Context, kv jetstream.KeyValue) ([]Entry[T], error) {
+	return ListSkipping[T](ctx, kv, nil)
+}
+
+// ListSkipping is List for readers that must not be stopped by one bad
+// record: each value that cannot be decoded is passed to skip (with its key)
+// and left out. A nil skip makes it List.
+func ListSkipping[T any](ctx context.Context, kv jetstream.KeyValue, skip func(key string, err error)) ([]Entry[T], error) {
 	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", kv.Bucket(), err)
 	}
-	defer w.Stop()
+	defer func() { _ = w.Stop() }()
 	var out []Entry[T]
 	for {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case e, ok := <-w.Updates():
-			if !ok {
-				return out, nil
-			}
-			if e == nil { // initial values delivered
+			if !ok || e == nil { // closed, or the initial values delivered
 				return out, nil
 			}
 			v := new(T)
 			if err := DecodeRecord(e.Value(), v); err != nil {
-				return nil, fmt.Errorf("%s %q: %w", kv.Bucket(), e.Key(), err)
+				err = fmt.Errorf("%s %q: %w", kv.Bucket(), e.Key(), err)
+				if skip == nil {
+					return nil, err
+				}
+				skip(e.Key(), err)
+				continue
 			}
 			out = append(out, Entry[T]{Key: e.Key(), Value: v, Revision: e.Revision()})
 		}
 	}
+}
+
+// Map is a List result keyed by KV key.
+func Map[T any](es []Entry[T]) map[string]*T {
+	out := make(map[string]*T, len(es))
+	for _, e := range es {
+		out[e.Key] = e.Value
+	}
+	return out
 }

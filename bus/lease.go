@@ -16,9 +16,5 @@ func CurrentLease(ctx context.Context, leader jetstream.KeyValue, key string) (*
 	if err != nil {
 		return nil, 0, err
 	}
-	epoch := l.Epoch
-	if epoch == 0 {
-		epoch = rev
-	}
-	return l, epoch, nil
+	return l, l.EpochOf(rev), nil
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
+
+	"github.com/stoker/stoker/schemas"
 )
 
 // Inbound is a request as a handler sees it, whether it came through a
@@ -214,6 +216,29 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) err
 		return nil
 	}
 	return Decode(r.Data, FormatOf(r.Header), resp)
+}
+
+// ErrRefused is wrapped by CallAck when the peer answered with
+// Ack{OK: false}: it understood the request and declined it.
+var ErrRefused = errors.New("refused")
+
+// CallAck is Call for requests answered with schemas.Ack: a refusal
+// (OK false) is an error wrapping ErrRefused with the peer's message, so no
+// caller can mistake it for a success. The Ack is returned either way when
+// one was received.
+func CallAck(ctx context.Context, nc *nats.Conn, subject string, req any) (*schemas.Ack, error) {
+	var ack schemas.Ack
+	if err := Call(ctx, nc, subject, req, &ack); err != nil {
+		return nil, err
+	}
+	if !ack.OK {
+		msg := ack.Message
+		if msg == "" {
+			msg = "no reason given"
+		}
+		return &ack, fmt.Errorf("%s: %w: %s", subject, ErrRefused, msg)
+	}
+	return &ack, nil
 }
 
 // Publish encodes v as msgpack and publishes it (fire and forget).

@@ -154,6 +154,18 @@ func AppSubject(appID, rest string) string { return fmt.Sprintf(appPrivateT, app
 // AppIDFromSubject returns the <appid> token of a stoker.app.<appid>.… subject.
 func AppIDFromSubject(subject string) string { return token(subject, 2) }
 
+// CheckSubjectID refuses (400) a message whose body names another worker
+// or application than its subject (stoker.worker.<wid>.… or
+// stoker.app.<appid>.…): NATS permissions confine an agent or a driver to
+// its own subjects, so the subject is the identity that counts. noun names
+// the id in the error ("worker", "app").
+func CheckSubjectID(in Inbound, noun, id string) error {
+	if got := token(in.Subject(), 2); got != id {
+		return Errorf(CodeBadRequest, "%s id %q in the message does not match subject %s", noun, id, in.Subject())
+	}
+	return nil
+}
+
 // LeaderBeatSubject is stoker.leader.<name>.beat.
 func LeaderBeatSubject(name string) string { return fmt.Sprintf(leaderBeatT, name) }
 

@@ -205,10 +205,7 @@ func (e *Elector) observe(ctx context.Context, ent jetstream.KeyValueEntry) {
 		e.log.Warn().Err(err).Msg("undecodable lease record")
 		return
 	}
-	epoch := l.Epoch
-	if epoch == 0 {
-		epoch = ent.Revision() // not renewed yet: the creating revision
-	}
+	epoch := l.EpochOf(ent.Revision())
 	if e.leader.Load() && (l.Holder != e.cfg.ID || epoch != e.epoch.Load()) {
 		e.stepDown(fmt.Sprintf("lease taken by %s (epoch %d)", l.Holder, epoch))
 	}

@@ -51,11 +51,7 @@ var kvBuckets = []kvBucket{
 	{bus.BucketLeader, func(s *bus.Store) jetstream.KeyValue { return s.Leader }, func() any { return new(schemas.Lease) },
 		func(v any, rev uint64) string {
 			l := v.(*schemas.Lease)
-			epoch := l.Epoch
-			if epoch == 0 { // not renewed yet: the epoch is the revision that created it
-				epoch = rev
-			}
-			return fmt.Sprintf("holder %s  epoch %d  since %s", l.Holder, epoch, ago(l.Since))
+			return fmt.Sprintf("holder %s  epoch %d  since %s", l.Holder, l.EpochOf(rev), ago(l.Since))
 		}},
 	{bus.BucketCluster, func(s *bus.Store) jetstream.KeyValue { return s.Cluster }, func() any { return new(schemas.Cluster) },
 		func(v any, rev uint64) string {

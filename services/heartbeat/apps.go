@@ -95,8 +95,12 @@ func (s *Service) expireApp(ctx context.Context, id string, gen uint64) {
 		if reset {
 			return nil, nil
 		}
+		finished, ok := cur.State.Next(schemas.AppEvFinished)
+		if !ok {
+			return nil, nil
+		}
 		n := *cur
-		n.State = schemas.AppFinished
+		n.State = finished
 		n.Message = AppSilentMessage
 		n.UpdatedAt = time.Now().UTC()
 		written = true
@@ -131,8 +135,8 @@ func (s *Service) expireApp(ctx context.Context, id string, gen uint64) {
 
 // handleAppHeartbeat is stoker.app.<appid>.heartbeat (publish, no answer).
 func (s *Service) handleAppHeartbeat(_ context.Context, in bus.Inbound, req *schemas.AppHeartbeat) (any, error) {
-	if got := bus.AppIDFromSubject(in.Subject()); got != req.AppID {
-		return nil, bus.Errorf(bus.CodeBadRequest, "app id %q in the heartbeat does not match subject %s", req.AppID, in.Subject())
+	if err := bus.CheckSubjectID(in, "app", req.AppID); err != nil {
+		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

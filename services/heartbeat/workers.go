@@ -95,8 +95,12 @@ func (s *Service) expireWorker(ctx context.Context, wid string, gen uint64) {
 	)
 	_, _, err := bus.Mutate(ctx, s.st.Workers, wid, func(cur *schemas.Worker) (*schemas.Worker, error) {
 		written, rearm = false, 0
-		if cur == nil || cur.State != schemas.WorkerAlive || cur.Instance != instance {
+		if cur == nil || cur.Instance != instance {
 			return nil, nil // the watcher brings the new record and its timer
+		}
+		dead, ok := cur.State.Next(schemas.WorkerEvTimedOut)
+		if !ok {
+			return nil, nil // not ALIVE any more: likewise
 		}
 		s.mu.Lock()
 		reset := s.workers[wid] != w || w.gen != gen
@@ -109,7 +113,7 @@ func (s *Service) expireWorker(ctx context.Context, wid string, gen uint64) {
 			return nil, nil
 		}
 		n := *cur
-		n.State = schemas.WorkerDead
+		n.State = dead
 		n.Reason = reason
 		n.UpdatedAt = time.Now().UTC()
 		written = true
@@ -146,8 +150,8 @@ func (s *Service) expireWorker(ctx context.Context, wid string, gen uint64) {
 // the agent to register again.
 func (s *Service) handleHeartbeat(ctx context.Context, in bus.Inbound, req *schemas.Heartbeat) (any, error) {
 	wid := req.WorkerID
-	if got := bus.WorkerIDFromSubject(in.Subject()); got != wid {
-		return nil, bus.Errorf(bus.CodeBadRequest, "worker id %q in the heartbeat does not match subject %s", wid, in.Subject())
+	if err := bus.CheckSubjectID(in, "worker", wid); err != nil {
+		return nil, err
 	}
 	reason := s.beat(wid, req.Instance)
 	if reason == "" {

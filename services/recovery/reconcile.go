@@ -97,187 +97,205 @@ type KillCommand struct {
 //     executors still holds resources, WAITING otherwise; one whose driver
 //     did not answer is FINISHED.
 func Reconcile(snap Snapshot, reports map[string]*schemas.WorkerReport, appAcks map[string]bool) Result {
-	var res Result
-	e := snap.Epoch
-
-	// Executor states after the changes decided here (for the apps' verdict).
-	final := make(map[string]schemas.ExecutorState, len(snap.Executors))
-	execsOn := map[string][]string{}
-	for _, k := range sortedKeys(snap.Executors) {
-		x := snap.Executors[k]
-		final[k] = x.State
-		execsOn[x.WorkerID] = append(execsOn[x.WorkerID], k)
+	r := &reconciler{snap: snap, final: map[string]schemas.ExecutorState{}, driversOn: map[string][]string{},
+		adopted: map[string]bool{}, decided: map[string]bool{}}
+	for k, x := range snap.Executors {
+		r.final[k] = x.State
 	}
-	driversOn := map[string][]string{}
 	for _, id := range sortedKeys(snap.Drivers) {
-		driversOn[snap.Drivers[id].WorkerID] = append(driversOn[snap.Drivers[id].WorkerID], id)
+		wid := snap.Drivers[id].WorkerID
+		r.driversOn[wid] = append(r.driversOn[wid], id)
 	}
-	adopted := map[string]bool{} // drivers confirmed running by their worker
-	decided := map[string]bool{} // drivers whose fate a worker change carries
-
 	for _, wid := range sortedKeys(snap.Workers) {
-		w := snap.Workers[wid]
-		if w.State != schemas.WorkerUnknown {
+		if snap.Workers[wid].State != schemas.WorkerUnknown {
 			continue
 		}
-		rep := reports[wid]
-		if rep == nil {
-			wc := WorkerChange{ID: wid, From: schemas.WorkerUnknown, To: schemas.WorkerDead,
-				Reason: fmt.Sprintf("did not answer recovery for epoch %d", e)}
-			for _, k := range execsOn[wid] {
-				x := snap.Executors[k]
-				if !x.State.Holds() {
-					continue
-				}
-				wc.Executors = append(wc.Executors, ExecutorChange{Key: k, WorkerID: wid, From: x.State,
-					To: schemas.ExecutorLost, Message: fmt.Sprintf("worker %s did not answer recovery for epoch %d", wid, e)})
-				final[k] = schemas.ExecutorLost
-			}
-			for _, id := range driversOn[wid] {
-				if d := snap.Drivers[id]; d.State == schemas.DriverUnknown {
-					wc.Drivers = append(wc.Drivers, lostDriver(d, fmt.Sprintf("worker %s did not answer recovery for epoch %d", wid, e)))
-					decided[id] = true
-				}
-			}
-			res.Workers = append(res.Workers, wc)
-			continue
-		}
-
-		res.Workers = append(res.Workers, WorkerChange{ID: wid, From: schemas.WorkerUnknown, To: schemas.WorkerAlive,
-			Reason: fmt.Sprintf("answered recovery for epoch %d", e)})
-
-		reported := make(map[string]schemas.RunningExecutor, len(rep.Executors))
-		for _, re := range rep.Executors {
-			reported[schemas.ExecutorKey(re.AppID, re.ExecutorID)] = re
-		}
-		for _, k := range execsOn[wid] {
-			x := snap.Executors[k]
-			if !x.State.Holds() {
-				continue
-			}
-			re, ok := reported[k]
-			switch {
-			case !ok:
-				res.Executors = append(res.Executors, ExecutorChange{Key: k, WorkerID: wid, From: x.State,
-					To: schemas.ExecutorLost, Message: fmt.Sprintf("worker %s did not report it in recovery for epoch %d", wid, e)})
-				final[k] = schemas.ExecutorLost
-			case re.State.Terminal():
-				// Ended while the master was away; the agent's state report
-				// (retried until acked) carries the exit code.
-				res.Executors = append(res.Executors, ExecutorChange{Key: k, WorkerID: wid, From: x.State,
-					To: re.State, Message: fmt.Sprintf("reported %s in recovery for epoch %d", re.State, e)})
-				final[k] = re.State
-			case x.State != schemas.ExecutorRunning || (re.PID > 0 && re.PID != x.PID):
-				res.Executors = append(res.Executors, ExecutorChange{Key: k, WorkerID: wid, From: x.State,
-					To: schemas.ExecutorRunning, PID: re.PID, Message: fmt.Sprintf("confirmed in recovery for epoch %d", e)})
-				final[k] = schemas.ExecutorRunning
-			}
-		}
-		for _, re := range rep.Executors {
-			if re.State.Terminal() {
-				continue
-			}
-			k := schemas.ExecutorKey(re.AppID, re.ExecutorID)
-			x := snap.Executors[k]
-			var why string
-			switch {
-			case x == nil:
-				why = "unknown to the cluster"
-			case x.WorkerID != wid:
-				why = fmt.Sprintf("placed on worker %s", x.WorkerID)
-			case x.State.Terminal():
-				why = fmt.Sprintf("recorded %s", x.State)
-			default:
-				continue
-			}
-			res.Kills = append(res.Kills, KillCommand{WorkerID: wid, Kill: schemas.Kill{Epoch: e, AppID: re.AppID,
-				ExecutorID: re.ExecutorID, Reason: fmt.Sprintf("executor %s %s (recovery for epoch %d)", k, why, e)}})
-		}
-
-		for _, rd := range rep.Drivers {
-			if rd.State.Terminal() {
-				continue
-			}
-			d := snap.Drivers[rd.DriverID]
-			var why string
-			switch {
-			case d == nil:
-				why = "unknown to the cluster"
-			case d.WorkerID != wid:
-				why = fmt.Sprintf("placed on worker %q", d.WorkerID)
-			case d.State.Terminal():
-				why = fmt.Sprintf("recorded %s", d.State)
-			default:
-				adopted[d.ID] = true
-				to := schemas.DriverRunning
-				if rd.State == schemas.DriverRelaunching {
-					to = schemas.DriverRelaunching
-				}
-				if d.State != to || (rd.PID > 0 && rd.PID != d.PID) {
-					res.Drivers = append(res.Drivers, DriverChange{ID: d.ID, FromWorker: wid, From: d.State, To: to,
-						WorkerID: wid, PID: rd.PID, Message: fmt.Sprintf("confirmed in recovery for epoch %d", e)})
-				}
-				continue
-			}
-			res.Kills = append(res.Kills, KillCommand{WorkerID: wid, Kill: schemas.Kill{Epoch: e, DriverID: rd.DriverID,
-				Reason: fmt.Sprintf("driver %s %s (recovery for epoch %d)", rd.DriverID, why, e)}})
+		if rep := reports[wid]; rep != nil {
+			r.answered(wid, rep)
+		} else {
+			r.silent(wid)
 		}
 	}
+	r.unconfirmedDrivers()
+	r.apps(appAcks)
+	return r.res
+}
 
-	for _, id := range sortedKeys(snap.Drivers) {
-		d := snap.Drivers[id]
-		if d.State != schemas.DriverUnknown || adopted[id] || decided[id] {
+// reconciler is one Reconcile call's working state.
+type reconciler struct {
+	snap      Snapshot
+	res       Result
+	final     map[string]schemas.ExecutorState // executor states after the changes decided here
+	driversOn map[string][]string              // worker id → driver ids, sorted
+	adopted   map[string]bool                  // drivers confirmed running by their worker
+	decided   map[string]bool                  // drivers whose fate a worker change carries
+}
+
+func (r *reconciler) why(format string, args ...any) string {
+	return fmt.Sprintf(format, args...) + fmt.Sprintf(" recovery for epoch %d", r.snap.Epoch)
+}
+
+// silent: the worker is DEAD, what it held is lost.
+func (r *reconciler) silent(wid string) {
+	dead, _ := schemas.WorkerUnknown.Next(schemas.WorkerEvSilent)
+	wc := WorkerChange{ID: wid, From: schemas.WorkerUnknown, To: dead, Reason: r.why("did not answer")}
+	for _, k := range schemas.UnreportedExecutors(wid, r.snap.Executors, nil) {
+		wc.Executors = append(wc.Executors, lose(r.snap.Executors[k], k, r.why("worker %s did not answer", wid)))
+		r.final[k] = schemas.ExecutorLost
+	}
+	for _, id := range r.driversOn[wid] {
+		if d := r.snap.Drivers[id]; d.State == schemas.DriverUnknown {
+			wc.Drivers = append(wc.Drivers, lostDriver(d, r.why("worker %s did not answer", wid)))
+			r.decided[id] = true
+		}
+	}
+	r.res.Workers = append(r.res.Workers, wc)
+}
+
+// answered: the worker is ALIVE; its report confirms, ends or kills.
+func (r *reconciler) answered(wid string, rep *schemas.WorkerReport) {
+	alive, _ := schemas.WorkerUnknown.Next(schemas.WorkerEvAnswered)
+	r.res.Workers = append(r.res.Workers, WorkerChange{ID: wid, From: schemas.WorkerUnknown, To: alive,
+		Reason: r.why("answered")})
+	for _, k := range schemas.UnreportedExecutors(wid, r.snap.Executors, rep.Executors) {
+		r.res.Executors = append(r.res.Executors, lose(r.snap.Executors[k], k, r.why("worker %s did not report it in", wid)))
+		r.final[k] = schemas.ExecutorLost
+	}
+	for _, re := range rep.Executors {
+		r.reportedExecutor(wid, re)
+	}
+	for _, rd := range rep.Drivers {
+		r.reportedDriver(wid, rd)
+	}
+}
+
+// reportedExecutor: RUNNING confirms the record (with its pid); ended while
+// the master was away ends it (the agent's state report, retried until
+// acked, carries the exit code); running but unknown, placed elsewhere or
+// recorded ended is killed.
+func (r *reconciler) reportedExecutor(wid string, re schemas.RunningExecutor) {
+	k := schemas.ExecutorKey(re.AppID, re.ExecutorID)
+	x := r.snap.Executors[k]
+	var why string
+	switch {
+	case x == nil:
+		why = "unknown to the cluster"
+	case x.WorkerID != wid:
+		why = fmt.Sprintf("placed on worker %s", x.WorkerID)
+	default:
+		ev := schemas.ExecutorEvRunning // what an agent lists runs, whatever state it says
+		if re.State.Terminal() {
+			ev = schemas.ExecutorReported(re.State)
+		}
+		to, ok := x.State.Next(ev)
+		if !ok {
+			why = fmt.Sprintf("recorded %s", x.State)
+			break
+		}
+		if to == x.State && (re.PID <= 0 || re.PID == x.PID) {
+			return
+		}
+		c := ExecutorChange{Key: k, WorkerID: wid, From: x.State, To: to, Message: r.why("confirmed in")}
+		if to == schemas.ExecutorRunning {
+			c.PID = re.PID
+		} else {
+			c.Message = r.why("reported %s in", to)
+		}
+		r.res.Executors = append(r.res.Executors, c)
+		r.final[k] = to
+		return
+	}
+	if re.State.Terminal() {
+		return // nothing runs to kill
+	}
+	r.res.Kills = append(r.res.Kills, KillCommand{WorkerID: wid, Kill: schemas.Kill{Epoch: r.snap.Epoch, AppID: re.AppID,
+		ExecutorID: re.ExecutorID, Reason: fmt.Sprintf("executor %s %s (recovery for epoch %d)", k, why, r.snap.Epoch)}})
+}
+
+// reportedDriver: a driver recorded on this worker is adopted (RUNNING or
+// RELAUNCHING as reported); one unknown, placed elsewhere or ended is killed.
+func (r *reconciler) reportedDriver(wid string, rd schemas.RunningDriver) {
+	if rd.State.Terminal() {
+		return
+	}
+	d := r.snap.Drivers[rd.DriverID]
+	var why string
+	switch {
+	case d == nil:
+		why = "unknown to the cluster"
+	case d.WorkerID != wid:
+		why = fmt.Sprintf("placed on worker %q", d.WorkerID)
+	case d.State.Terminal():
+		why = fmt.Sprintf("recorded %s", d.State)
+	default:
+		r.adopted[d.ID] = true
+		ev := schemas.DriverEvRunning
+		if rd.State == schemas.DriverRelaunching {
+			ev = schemas.DriverEvRelaunching
+		}
+		if to, ok := d.State.Next(ev); ok && (d.State != to || (rd.PID > 0 && rd.PID != d.PID)) {
+			r.res.Drivers = append(r.res.Drivers, DriverChange{ID: d.ID, FromWorker: wid, From: d.State, To: to,
+				WorkerID: wid, PID: rd.PID, Message: r.why("confirmed in")})
+		}
+		return
+	}
+	r.res.Kills = append(r.res.Kills, KillCommand{WorkerID: wid, Kill: schemas.Kill{Epoch: r.snap.Epoch, DriverID: rd.DriverID,
+		Reason: fmt.Sprintf("driver %s %s (recovery for epoch %d)", rd.DriverID, why, r.snap.Epoch)}})
+}
+
+// unconfirmedDrivers: a driver still UNKNOWN that no worker adopted meets
+// the lost-driver rule.
+func (r *reconciler) unconfirmedDrivers() {
+	for _, id := range sortedKeys(r.snap.Drivers) {
+		d := r.snap.Drivers[id]
+		if d.State != schemas.DriverUnknown || r.adopted[id] || r.decided[id] {
 			continue
 		}
-		why := fmt.Sprintf("no worker reported it in recovery for epoch %d", e)
+		why := r.why("no worker reported it in")
 		if d.WorkerID == "" {
-			why = fmt.Sprintf("not placed on any worker in recovery for epoch %d", e)
+			why = r.why("not placed on any worker in")
 		}
-		res.Drivers = append(res.Drivers, lostDriver(d, why))
+		r.res.Drivers = append(r.res.Drivers, lostDriver(d, why))
 	}
+}
 
+// apps: an UNKNOWN app whose driver answered is RUNNING if one of its
+// executors still holds resources, WAITING otherwise; FINISHED if silent.
+func (r *reconciler) apps(acks map[string]bool) {
 	holds := map[string]bool{}
-	for k, st := range final {
+	for k, st := range r.final {
 		if st.Holds() {
-			holds[snap.Executors[k].AppID] = true
+			holds[r.snap.Executors[k].AppID] = true
 		}
 	}
-	for _, id := range sortedKeys(snap.Apps) {
-		a := snap.Apps[id]
+	for _, id := range sortedKeys(r.snap.Apps) {
+		a := r.snap.Apps[id]
 		if a.State != schemas.AppUnknown {
 			continue
 		}
+		ev, msg := schemas.AppEvAnsweredWaiting, r.why("driver answered")+"; no executor left"
 		switch {
-		case !appAcks[id]:
-			res.Apps = append(res.Apps, AppChange{ID: id, From: schemas.AppUnknown, To: schemas.AppFinished,
-				Message: fmt.Sprintf("driver did not answer recovery for epoch %d", e)})
+		case !acks[id]:
+			ev, msg = schemas.AppEvFinished, r.why("driver did not answer")
 		case holds[id]:
-			res.Apps = append(res.Apps, AppChange{ID: id, From: schemas.AppUnknown, To: schemas.AppRunning,
-				Message: fmt.Sprintf("driver answered recovery for epoch %d", e)})
-		default:
-			res.Apps = append(res.Apps, AppChange{ID: id, From: schemas.AppUnknown, To: schemas.AppWaiting,
-				Message: fmt.Sprintf("driver answered recovery for epoch %d; no executor left", e)})
+			ev, msg = schemas.AppEvAnsweredRunning, r.why("driver answered")
 		}
+		to, _ := a.State.Next(ev)
+		r.res.Apps = append(r.res.Apps, AppChange{ID: id, From: a.State, To: to, Message: msg})
 	}
-	return res
 }
 
-// lostDriver decides the fate of a driver no worker confirmed.
+// lostDriver is the lost-driver rule (schemas.LoseDriver) as a change.
 func lostDriver(d *schemas.Driver, why string) DriverChange {
-	// An ended driver keeps naming the worker it ran on (history); a
-	// relaunched one names none until the scheduler places it.
-	c := DriverChange{ID: d.ID, FromWorker: d.WorkerID, From: d.State, WorkerID: d.WorkerID, Message: why}
-	switch {
-	case d.KillRequested:
-		c.To = schemas.DriverKilled
-	case d.Supervise:
-		c.To = schemas.DriverSubmitted // relaunch: the scheduler places it again
-		c.WorkerID = ""
-		c.Message = why + "; relaunching (supervised)"
-	default:
-		c.To = schemas.DriverError
-	}
-	return c
+	next, _ := schemas.LoseDriver(*d, why)
+	return DriverChange{ID: d.ID, FromWorker: d.WorkerID, From: d.State, To: next.State,
+		WorkerID: next.WorkerID, Message: next.Message}
+}
+
+// lose is an executor's LOST change.
+func lose(x *schemas.Executor, key, why string) ExecutorChange {
+	to, _ := x.State.Next(schemas.ExecutorEvLost)
+	return ExecutorChange{Key: key, WorkerID: x.WorkerID, From: x.State, To: to, Message: why}
 }
 
 func sortedKeys[V any](m map[string]V) []string {

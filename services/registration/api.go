@@ -31,6 +31,9 @@ func listAll[T any](ctx context.Context, kv jetstream.KeyValue) ([]T, error) {
 	return values(es), nil
 }
 
+// idTries bounds the retries of a new id that collided with an existing one.
+const idTries = 6
+
 // handleSubmitDriver is stoker.api.drivers.submit.
 func (s *Service) handleSubmitDriver(ctx context.Context, _ bus.Inbound, req *schemas.SubmitDriver) (any, error) {
 	workers, err := listAll[schemas.Worker](ctx, s.st.Workers)
@@ -44,15 +47,9 @@ func (s *Service) handleSubmitDriver(ctx context.Context, _ bus.Inbound, req *sc
 		State: schemas.DriverSubmitted, SubmittedAt: t, UpdatedAt: t,
 	}
 	// Ids carry a random suffix; a collision is retried, never overwritten.
-	for i := 0; ; i++ {
-		d.ID = schemas.NewDriverID(t)
-		_, err = bus.Create(ctx, s.st.Drivers, d.ID, d)
-		if err == nil {
-			break
-		}
-		if !bus.IsCASConflict(err) || i >= 5 {
-			return nil, fmt.Errorf("create driver: %w", err)
-		}
+	if _, err := bus.CreateNew(ctx, s.st.Drivers, idTries, func() string { return schemas.NewDriverID(t) },
+		func(id string) any { d.ID = id; return d }); err != nil {
+		return nil, fmt.Errorf("create driver: %w", err)
 	}
 	reply := &schemas.SubmitDriverReply{DriverID: d.ID}
 	if !CanHold(workers, req.Cores, req.MemoryMB) {
@@ -80,8 +77,8 @@ func (s *Service) handleKillDriver(ctx context.Context, _ bus.Inbound, req *sche
 		}
 		n := *cur
 		n.UpdatedAt = now()
-		if cur.State == schemas.DriverSubmitted {
-			n.State = schemas.DriverKilled
+		if to, ok := cur.State.Next(schemas.DriverEvKilledWaiting); ok {
+			n.State = to
 			n.Message = "killed before it was placed"
 		} else {
 			n.KillRequested = true
@@ -114,15 +111,9 @@ func (s *Service) handleRegisterApp(ctx context.Context, _ bus.Inbound, req *sch
 		Name: req.Name, DriverID: req.DriverID, Executor: req.Executor, MaxCores: req.MaxCores, RunOnce: req.RunOnce,
 		State: schemas.AppWaiting, SubmittedAt: t, UpdatedAt: t,
 	}
-	for i := 0; ; i++ {
-		a.ID = schemas.NewAppID(t)
-		_, err = bus.Create(ctx, s.st.Apps, a.ID, a)
-		if err == nil {
-			break
-		}
-		if !bus.IsCASConflict(err) || i >= 5 {
-			return nil, fmt.Errorf("create app: %w", err)
-		}
+	if _, err := bus.CreateNew(ctx, s.st.Apps, idTries, func() string { return schemas.NewAppID(t) },
+		func(id string) any { a.ID = id; return a }); err != nil {
+		return nil, fmt.Errorf("create app: %w", err)
 	}
 	reply := &schemas.AppRegistered{AppID: a.ID, HeartbeatIntervalMS: s.heartbeatMS()}
 	if !CanHold(workers, req.Executor.Cores, req.Executor.MemoryMB) {
@@ -150,11 +141,12 @@ func (s *Service) handleUnregisterApp(ctx context.Context, _ bus.Inbound, req *s
 			return nil, bus.Errorf(bus.CodeNotFound, "app %s not found", req.AppID)
 		}
 		was = cur.State
-		if cur.State.Terminal() {
+		to, ok := cur.State.Next(schemas.AppEnded(final))
+		if !ok {
 			return nil, nil
 		}
 		n := *cur
-		n.State = final
+		n.State = to
 		n.Message = unregisterMessage(req.Message)
 		n.UpdatedAt = now()
 		written = true
@@ -187,11 +179,13 @@ func (s *Service) handleKillApp(ctx context.Context, _ bus.Inbound, req *schemas
 		switch {
 		case cur == nil:
 			return nil, bus.Errorf(bus.CodeNotFound, "app %s not found", req.ID)
-		case cur.State.Terminal():
+		}
+		to, ok := cur.State.Next(schemas.AppEvKilled)
+		if !ok {
 			return nil, bus.Errorf(bus.CodeConflict, "app %s already %s", req.ID, cur.State)
 		}
 		n := *cur
-		n.State = schemas.AppKilled
+		n.State = to
 		n.Message = "killed on request"
 		n.UpdatedAt = now()
 		return &n, nil

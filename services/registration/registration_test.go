@@ -208,7 +208,7 @@ func TestService_Register_Reconciles(t *testing.T) {
 	drv := func(id, wid string, st schemas.DriverState, supervise bool) {
 		put(t, e, e.st.Drivers, id, &schemas.Driver{ID: id, WorkerID: wid, Cores: 1, MemoryMB: 100, State: st, Supervise: supervise, Command: []string{"x"}})
 	}
-	drv("driver-1", "w1", schemas.DriverRunning, false)    // not listed → FAILED
+	drv("driver-1", "w1", schemas.DriverRunning, false)    // not listed, unsupervised → ERROR
 	drv("driver-2", "w1", schemas.DriverRelaunching, true) // not listed, supervised → SUBMITTED
 	drv("driver-3", "w1", schemas.DriverFinished, false)   // listed, terminal → kill
 	drv("driver-4", "w1", schemas.DriverRunning, false)    // listed → kept
@@ -248,8 +248,11 @@ func TestService_Register_Reconciles(t *testing.T) {
 	if a := getApp(t, e, app); a.ConsecutiveFailures != 0 {
 		t.Errorf("an executor reached RUNNING: failures = %d, want 0", a.ConsecutiveFailures)
 	}
-	if d, _ := getDriver(t, e, "driver-1"); d.State != schemas.DriverFailed || d.Message != "worker restarted" {
-		t.Errorf("driver-1 = %s %q", d.State, d.Message)
+	// The lost-driver rule, as in the scheduler and recovery: ERROR, not
+	// FAILED (issue 15), and it keeps naming the worker it ran on.
+	if d, _ := getDriver(t, e, "driver-1"); d.State != schemas.DriverError || d.WorkerID != "w1" ||
+		d.Message != "worker w1 re-registered without it" {
+		t.Errorf("driver-1 = %s on %q %q, want ERROR on w1", d.State, d.WorkerID, d.Message)
 	}
 	if d, _ := getDriver(t, e, "driver-2"); d.State != schemas.DriverSubmitted || d.WorkerID != "" {
 		t.Errorf("driver-2 = %s on %q, want SUBMITTED on no worker", d.State, d.WorkerID)
@@ -682,4 +685,51 @@ func TestNew_Validates(t *testing.T) {
 	}
 	s.Stop() // Stop before Start is harmless.
 	s.Stop()
+}
+
+// Issue 11 a: an executor the scheduler places on the worker after the
+// registration wrote it ALIVE is not in the picture read before that write,
+// so the restarted agent's list (which cannot name it yet) does not make it
+// LOST. One placed before the read and not listed still is.
+func TestRegister_ExecutorPlacedAfterAliveIsNotLost(t *testing.T) {
+	e := startEnv(t)
+	ctx := ctxT(t)
+	const app = "app-20250101000000-0001"
+	put(t, e, e.st.Workers, "w1", &schemas.Worker{ID: "w1", Instance: "old", State: schemas.WorkerDead, Cores: 8, MemoryMB: 8192})
+	before := &schemas.Executor{AppID: app, ID: 0, WorkerID: "w1", Cores: 1, MemoryMB: 100, State: schemas.ExecutorRunning}
+	put(t, e, e.st.Executors, before.Key(), before)
+
+	p, err := e.svc.placedOn(ctx, "w1")
+	if err != nil || len(p.executors) != 1 {
+		t.Fatalf("placedOn: %v %v", p.executors, err)
+	}
+	// The window: ALIVE is written, the scheduler places an executor.
+	after := &schemas.Executor{AppID: app, ID: 1, WorkerID: "w1", Cores: 1, MemoryMB: 100, State: schemas.ExecutorLaunching}
+	put(t, e, e.st.Executors, after.Key(), after)
+
+	if _, _, err := e.svc.reconcile(ctx, registration("w1", "new"), false, p, nil); err != nil {
+		t.Fatalf("reconcile: %v", err)
+	}
+	if x, _ := getExec(t, e, after.Key()); x.State != schemas.ExecutorLaunching {
+		t.Errorf("executor placed after the read = %s, want LAUNCHING", x.State)
+	}
+	if x, _ := getExec(t, e, before.Key()); x.State != schemas.ExecutorLost {
+		t.Errorf("executor placed before and not listed = %s, want LOST", x.State)
+	}
+}
+
+// Every phase of the reconciliation reports its error; none overwrites another's.
+func TestRegister_ReconcileJoinsErrors(t *testing.T) {
+	e := startEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	req := registration("w1", "new")
+	req.Executors = []schemas.RunningExecutor{{AppID: "app-20250101000000-0001", ExecutorID: 0}}
+	req.Drivers = []schemas.RunningDriver{{DriverID: "driver-20250101000000-0001"}}
+	readErr := errors.New("cannot read what is placed")
+	_, _, err := e.svc.reconcile(ctx, req, false, placed{}, readErr)
+	if !errors.Is(err, readErr) || !errors.Is(err, context.Canceled) ||
+		!strings.Contains(err.Error(), "executor app-") || !strings.Contains(err.Error(), "driver driver-") {
+		t.Fatalf("want the read error and both listed phases' errors joined, got %v", err)
+	}
 }

@@ -10,44 +10,22 @@ import (
 // NATS. The scheduler and the CLI reason the same way: used cores and memory
 // are never stored, they are the sum over what holds resources on a worker.
 
-// WorkerUsage is what executors and drivers hold on one worker.
-type WorkerUsage struct {
-	Cores     int
-	MemoryMB  int64
-	Executors int // executors that hold resources (LAUNCHING, RUNNING)
-	Drivers   int // drivers that hold resources (RUNNING, RELAUNCHING)
-}
-
 // Usage derives each worker's usage from the executors and drivers placed on
-// it, counting only those whose state Holds(). Workers with nothing placed
-// are absent from the map (their usage is the zero value).
-func Usage(executors []schemas.Executor, drivers []schemas.Driver) map[string]WorkerUsage {
-	out := map[string]WorkerUsage{}
-	for _, e := range executors {
-		if e.WorkerID == "" || !e.State.Holds() {
-			continue
-		}
-		u := out[e.WorkerID]
-		u.Cores += e.Cores
-		u.MemoryMB += e.MemoryMB
-		u.Executors++
-		out[e.WorkerID] = u
+// it (schemas.Usages: only those whose state Holds()). Workers with nothing
+// placed are absent from the map (their usage is the zero value).
+func Usage(executors []schemas.Executor, drivers []schemas.Driver) schemas.Usages {
+	out := schemas.Usages{}
+	for i := range executors {
+		out.AddExecutor(&executors[i])
 	}
-	for _, d := range drivers {
-		if d.WorkerID == "" || !d.State.Holds() {
-			continue
-		}
-		u := out[d.WorkerID]
-		u.Cores += d.Cores
-		u.MemoryMB += d.MemoryMB
-		u.Drivers++
-		out[d.WorkerID] = u
+	for i := range drivers {
+		out.AddDriver(&drivers[i])
 	}
 	return out
 }
 
 // WorkerViews joins worker records with their derived usage, sorted by id.
-func WorkerViews(workers []schemas.Worker, usage map[string]WorkerUsage) []schemas.WorkerView {
+func WorkerViews(workers []schemas.Worker, usage schemas.Usages) []schemas.WorkerView {
 	out := make([]schemas.WorkerView, 0, len(workers))
 	for _, w := range workers {
 		u := usage[w.ID]
@@ -147,11 +125,7 @@ func Summarize(s Snapshot) *schemas.Status {
 		Workers: map[string]int{}, Apps: map[string]int{}, Drivers: map[string]int{},
 	}
 	if s.Lease != nil {
-		epoch := s.Lease.Epoch
-		if epoch == 0 {
-			epoch = s.LeaseRevision
-		}
-		st.Leader = &schemas.LeaderView{ID: s.Lease.Holder, Epoch: epoch, Since: s.Lease.Since}
+		st.Leader = &schemas.LeaderView{ID: s.Lease.Holder, Epoch: s.Lease.EpochOf(s.LeaseRevision), Since: s.Lease.Since}
 		st.State = schemas.ClusterRecovering
 		if s.Cluster != nil && s.Cluster.State != "" {
 			st.State = s.Cluster.State

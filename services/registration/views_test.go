@@ -21,7 +21,7 @@ func TestUsage_DerivesFromHoldingStates(t *testing.T) {
 		{ID: "driver-4", Cores: 3, MemoryMB: 300, State: schemas.DriverSubmitted},
 	}
 	got := Usage(execs, drivers)
-	want := map[string]WorkerUsage{
+	want := schemas.Usages{
 		"w1": {Cores: 4, MemoryMB: 868, Executors: 2, Drivers: 1},
 		"w2": {Cores: 1, MemoryMB: 100, Executors: 0, Drivers: 1},
 	}
@@ -40,7 +40,7 @@ func TestWorkerViews_SortedWithUsage(t *testing.T) {
 		{ID: "w2", Cores: 4, MemoryMB: 1000, State: schemas.WorkerAlive},
 		{ID: "w1", Cores: 8, MemoryMB: 2000, State: schemas.WorkerDead},
 	}
-	vs := WorkerViews(ws, map[string]WorkerUsage{"w2": {Cores: 3, MemoryMB: 700, Executors: 2, Drivers: 1}})
+	vs := WorkerViews(ws, schemas.Usages{"w2": {Cores: 3, MemoryMB: 700, Executors: 2, Drivers: 1}})
 	if len(vs) != 2 || vs[0].ID != "w1" || vs[1].ID != "w2" {
 		t.Fatalf("views not sorted by id: %+v", vs)
 	}

@@ -21,19 +21,16 @@ func (st *pass) reconcile() {
 		}
 		switch {
 		case st.lost(d.WorkerID):
-			u := DriverUpdate{DriverID: id, From: d.State, FromWorker: d.WorkerID}
-			why := lostReason(s, d.WorkerID)
-			switch {
-			case d.KillRequested:
-				u.State, u.Message = schemas.DriverKilled, "killed: "+why
-			case d.Supervise:
-				u.State, u.Message = schemas.DriverSubmitted, "relaunching: "+why
-				st.requeued[id] = len(st.p.DriverUpdates)
-			default:
-				u.State, u.Message = schemas.DriverError, why
+			next, ok := schemas.LoseDriver(*d, lostReason(s, d.WorkerID))
+			if !ok {
+				continue
 			}
-			st.driverNext[id] = u.State
-			st.p.DriverUpdates = append(st.p.DriverUpdates, u)
+			if next.State == schemas.DriverSubmitted {
+				st.requeued[id] = len(st.p.DriverUpdates)
+			}
+			st.driverNext[id] = next.State
+			st.p.DriverUpdates = append(st.p.DriverUpdates, DriverUpdate{DriverID: id, From: d.State, FromWorker: d.WorkerID,
+				State: next.State, WorkerID: next.WorkerID, Message: next.Message})
 		case d.KillRequested && st.alive(d.WorkerID):
 			st.kill(d.WorkerID, schemas.Kill{DriverID: id, Reason: "kill requested"})
 		}
@@ -49,26 +46,18 @@ func (st *pass) reconcile() {
 			if n, ok := st.driverNext[d.ID]; ok {
 				ds = n
 			}
-			switch ds {
-			case schemas.DriverFinished:
-				u.State = schemas.AppFinished
-			case schemas.DriverFailed, schemas.DriverError:
-				u.State = schemas.AppFailed
-			case schemas.DriverKilled:
-				u.State = schemas.AppKilled
-			}
-			if u.State != "" {
-				u.Message = fmt.Sprintf("driver %s ended %s", d.ID, ds)
+			if to, ok := a.State.Next(schemas.AppAfterDriver(ds)); ok {
+				u.State, u.Message = to, fmt.Sprintf("driver %s ended %s", d.ID, ds)
 			}
 		}
 		if u.State == "" && a.RunOnce && a.MaxCores > 0 && st.appDoneCores[id] > 0 &&
 			a.MaxCores-st.appDoneCores[id] < a.Executor.Cores && !st.appHolds[id] {
-			u.State = schemas.AppFinished
+			u.State, _ = a.State.Next(schemas.AppEvFinished)
 			u.Message = fmt.Sprintf("every executor ran its command once and exited 0 (%d cores)", st.appDoneCores[id])
 		}
 		if u.State == "" && st.o.MaxExecutorRetries > 0 &&
 			a.ConsecutiveFailures >= st.o.MaxExecutorRetries && !st.appRunning[id] {
-			u.State = schemas.AppFailed
+			u.State, _ = a.State.Next(schemas.AppEvFailed)
 			u.Message = fmt.Sprintf("executors failed %d times in a row", a.ConsecutiveFailures)
 		}
 		if u.State != "" {
@@ -81,10 +70,10 @@ func (st *pass) reconcile() {
 		if !e.State.Holds() {
 			continue
 		}
-		if st.lost(e.WorkerID) {
+		if lost, ok := e.State.Next(schemas.ExecutorEvLost); ok && st.lost(e.WorkerID) {
 			st.p.ExecutorUpdates = append(st.p.ExecutorUpdates, ExecutorUpdate{
 				Key: key, AppID: e.AppID, ExecutorID: e.ID, WorkerID: e.WorkerID,
-				From: e.State, State: schemas.ExecutorLost, Message: lostReason(s, e.WorkerID),
+				From: e.State, State: lost, Message: lostReason(s, e.WorkerID),
 			})
 			continue
 		}

@@ -193,9 +193,8 @@ type pass struct {
 	o Options
 	p Plan
 
-	// holders per worker, derived from the snapshot.
-	usedCores map[string]int
-	usedMem   map[string]int64
+	// what executors and drivers hold per worker, derived from the snapshot.
+	used schemas.Usages
 	// per app: cores held by executors not being lost, whether one RUNS,
 	// and the lowest executor id not taken by any record.
 	appCores   map[string]int
@@ -218,7 +217,7 @@ type pass struct {
 func newPass(s *Snapshot, o Options) *pass {
 	st := &pass{
 		s: s, o: o,
-		usedCores: map[string]int{}, usedMem: map[string]int64{},
+		used:     schemas.Usages{},
 		appCores: map[string]int{}, appRunning: map[string]bool{}, appNextID: map[string]int{},
 		appHolds: map[string]bool{}, appDoneCores: map[string]int{},
 		appDone: map[string]bool{}, driverNext: map[string]schemas.DriverState{}, requeued: map[string]int{},
@@ -235,8 +234,7 @@ func newPass(s *Snapshot, o Options) *pass {
 			}
 			continue
 		}
-		st.usedCores[e.WorkerID] += e.Cores
-		st.usedMem[e.WorkerID] += e.MemoryMB
+		st.used.AddExecutor(e)
 		if st.lost(e.WorkerID) {
 			continue
 		}
@@ -247,10 +245,7 @@ func newPass(s *Snapshot, o Options) *pass {
 		}
 	}
 	for _, d := range s.Drivers {
-		if d.State.Holds() && d.WorkerID != "" {
-			st.usedCores[d.WorkerID] += d.Cores
-			st.usedMem[d.WorkerID] += d.MemoryMB
-		}
+		st.used.AddDriver(d)
 	}
 	return st
 }
@@ -284,13 +279,14 @@ func (st *pass) freeWorkers() {
 	st.workers = make([]*free, 0, len(ids))
 	for _, id := range ids {
 		w := st.s.Workers[id]
-		f := &free{id: id, cores: w.Cores - st.usedCores[id], mem: w.MemoryMB - st.usedMem[id]}
+		u := st.used[id]
+		f := &free{id: id, cores: w.Cores - u.Cores, mem: w.MemoryMB - u.MemoryMB}
 		if f.cores < 0 {
-			st.inconsistent("worker %s: executors and drivers hold %d cores of %d", id, st.usedCores[id], w.Cores)
+			st.inconsistent("worker %s: executors and drivers hold %d cores of %d", id, u.Cores, w.Cores)
 			f.cores = 0
 		}
 		if f.mem < 0 {
-			st.inconsistent("worker %s: executors and drivers hold %d MB of %d", id, st.usedMem[id], w.MemoryMB)
+			st.inconsistent("worker %s: executors and drivers hold %d MB of %d", id, u.MemoryMB, w.MemoryMB)
 			f.mem = 0
 		}
 		st.workers = append(st.workers, f)

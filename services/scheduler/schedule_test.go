@@ -272,8 +272,14 @@ func TestReconcile_DriverOnLostWorker(t *testing.T) {
 				if len(p.DriverUpdates) != 1 || p.DriverUpdates[0].State != tc.wantUpdate {
 					t.Fatalf("driver updates = %+v, want %s", p.DriverUpdates, tc.wantUpdate)
 				}
-				if u := p.DriverUpdates[0]; u.WorkerID != "" || u.From != schemas.DriverRunning || u.FromWorker != "w-dead" {
-					t.Fatalf("driver update %+v: want from RUNNING on w-dead, no worker", u)
+				// schemas.LoseDriver: a relaunched driver names no worker,
+				// an ended one keeps the worker it ran on (history).
+				wantWorker := "w-dead"
+				if tc.wantUpdate == schemas.DriverSubmitted {
+					wantWorker = ""
+				}
+				if u := p.DriverUpdates[0]; u.WorkerID != wantWorker || u.From != schemas.DriverRunning || u.FromWorker != "w-dead" {
+					t.Fatalf("driver update %+v: want from RUNNING on w-dead, on %q", u, wantWorker)
 				}
 			} else if len(p.DriverUpdates) != 0 {
 				t.Fatalf("driver updates = %+v, want none", p.DriverUpdates)
@@ -454,8 +460,8 @@ func TestSchedule_Idempotent_MixedCluster(t *testing.T) {
 			// Derived usage never exceeds a worker.
 			st := newPass(h.Snap, h.Opts)
 			for id, w := range h.Snap.Workers {
-				if st.usedCores[id] > w.Cores || st.usedMem[id] > w.MemoryMB {
-					t.Fatalf("worker %s over-committed: %d cores %d MB", id, st.usedCores[id], st.usedMem[id])
+				if u := st.used[id]; u.Cores > w.Cores || u.MemoryMB > w.MemoryMB {
+					t.Fatalf("worker %s over-committed: %d cores %d MB", id, u.Cores, u.MemoryMB)
 				}
 			}
 			h.AssertStable()

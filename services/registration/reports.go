@@ -1,0 +1,208 @@
+package registration
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/schemas"
+)
+
+// handleState is stoker.worker.<wid>.state. Agents retry until acked, so
+// every branch is idempotent: an identical second report writes nothing.
+func (s *Service) handleState(ctx context.Context, in bus.Inbound, req *schemas.StateChange) (any, error) {
+	if err := bus.CheckSubjectID(in, "worker", req.WorkerID); err != nil {
+		return nil, err
+	}
+	if req.DriverID != "" {
+		return s.driverReport(ctx, req)
+	}
+	return s.executorReport(ctx, req)
+}
+
+func (s *Service) executorReport(ctx context.Context, req *schemas.StateChange) (any, error) {
+	wid := req.WorkerID
+	key := schemas.ExecutorKey(req.AppID, req.ExecutorID)
+	st := schemas.ExecutorState(req.State)
+	var (
+		killReason string
+		changed    bool
+	)
+	_, _, err := bus.Mutate(ctx, s.st.Executors, key, func(cur *schemas.Executor) (*schemas.Executor, error) {
+		killReason, changed = "", false
+		switch {
+		case cur == nil:
+			killReason = "executor " + key + " is unknown to the cluster"
+			return nil, nil
+		case cur.WorkerID != wid:
+			killReason = fmt.Sprintf("executor %s was placed on worker %s", key, cur.WorkerID)
+			return nil, nil
+		}
+		to, ok := cur.State.Next(schemas.ExecutorReported(st))
+		if !ok {
+			if st == schemas.ExecutorRunning {
+				killReason = fmt.Sprintf("executor %s is already %s", key, cur.State)
+			}
+			// A late terminal report for an ended executor: the first
+			// ending stands.
+			return nil, nil
+		}
+		n := *cur
+		n.State = to
+		if req.PID != 0 {
+			n.PID = req.PID
+		}
+		if req.ExitCode != nil {
+			c := *req.ExitCode
+			n.ExitCode = &c
+		}
+		if req.Message != "" {
+			n.Message = req.Message
+		}
+		if n.State == cur.State && n.PID == cur.PID && n.Message == cur.Message && sameCode(n.ExitCode, cur.ExitCode) {
+			return nil, nil // repeated report
+		}
+		n.UpdatedAt = now()
+		changed = n.State != cur.State
+		return &n, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("executor %s: %w", key, err)
+	}
+	if killReason != "" {
+		s.log.Info().Str("worker_id", wid).Str("executor", key).Str("reason", killReason).Msg("asking agent to kill executor")
+		return &schemas.StateAck{Kill: true, Reason: killReason}, nil
+	}
+	if changed {
+		s.emit("executor", key, string(st), reportMessage(req))
+		switch st {
+		case schemas.ExecutorFailed:
+			s.addFailure(ctx, req.AppID)
+		case schemas.ExecutorRunning:
+			s.resetFailures(ctx, req.AppID)
+		}
+	}
+	return &schemas.StateAck{}, nil
+}
+
+// reportMessage is the event message of a state report: the agent's own,
+// else the exit code when there is one.
+func reportMessage(req *schemas.StateChange) string {
+	if req.Message == "" && req.ExitCode != nil {
+		return fmt.Sprintf("exit %d", *req.ExitCode)
+	}
+	return req.Message
+}
+
+func sameCode(a, b *int) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// addFailure counts an executor failure against its application.
+func (s *Service) addFailure(ctx context.Context, appID string) {
+	_, _, err := bus.Mutate(ctx, s.st.Apps, appID, func(cur *schemas.App) (*schemas.App, error) {
+		if cur == nil {
+			return nil, nil
+		}
+		n := *cur
+		n.ConsecutiveFailures++
+		n.UpdatedAt = now()
+		return &n, nil
+	})
+	if err != nil {
+		s.log.Error().Err(err).Str("app_id", appID).Msg("count executor failure")
+	}
+}
+
+// resetFailures clears the count once an executor reached RUNNING.
+func (s *Service) resetFailures(ctx context.Context, appID string) {
+	_, _, err := bus.Mutate(ctx, s.st.Apps, appID, func(cur *schemas.App) (*schemas.App, error) {
+		if cur == nil || cur.ConsecutiveFailures == 0 {
+			return nil, nil
+		}
+		n := *cur
+		n.ConsecutiveFailures = 0
+		n.UpdatedAt = now()
+		return &n, nil
+	})
+	if err != nil {
+		s.log.Error().Err(err).Str("app_id", appID).Msg("reset executor failures")
+	}
+}
+
+func (s *Service) driverReport(ctx context.Context, req *schemas.StateChange) (any, error) {
+	wid, id := req.WorkerID, req.DriverID
+	st := schemas.DriverState(req.State)
+	var (
+		killReason string
+		changed    bool
+	)
+	_, _, err := bus.Mutate(ctx, s.st.Drivers, id, func(cur *schemas.Driver) (*schemas.Driver, error) {
+		killReason, changed = "", false
+		switch {
+		case cur == nil:
+			killReason = "driver " + id + " is unknown to the cluster"
+			return nil, nil
+		case cur.WorkerID != wid:
+			where := cur.WorkerID
+			if where == "" {
+				where = "no worker (waiting to be relaunched)"
+			}
+			killReason = fmt.Sprintf("driver %s is placed on %s", id, where)
+			return nil, nil
+		}
+		to, ok := cur.State.Next(schemas.DriverReported(st))
+		if !ok {
+			if st == schemas.DriverRunning || st == schemas.DriverRelaunching {
+				killReason = fmt.Sprintf("driver %s is already %s", id, cur.State)
+			}
+			return nil, nil
+		}
+		n := *cur
+		n.State = to
+		if req.Attempt > n.Attempts {
+			n.Attempts = req.Attempt
+		}
+		switch st {
+		case schemas.DriverRunning:
+			if req.PID != 0 {
+				n.PID = req.PID
+			}
+			n.ExitCode = nil
+		case schemas.DriverRelaunching:
+			if req.ExitCode != nil {
+				c := *req.ExitCode
+				n.ExitCode = &c
+			}
+		default: // FINISHED, FAILED, KILLED, ERROR
+			if req.ExitCode != nil {
+				c := *req.ExitCode
+				n.ExitCode = &c
+			}
+		}
+		if req.Message != "" {
+			n.Message = req.Message
+		}
+		if n.State == cur.State && n.PID == cur.PID && n.Attempts == cur.Attempts &&
+			n.Message == cur.Message && sameCode(n.ExitCode, cur.ExitCode) {
+			return nil, nil // repeated report
+		}
+		n.UpdatedAt = now()
+		changed = n.State != cur.State || n.Attempts != cur.Attempts
+		return &n, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("driver %s: %w", id, err)
+	}
+	if killReason != "" {
+		s.log.Info().Str("worker_id", wid).Str("driver_id", id).Str("reason", killReason).Msg("asking agent to kill driver")
+		return &schemas.StateAck{Kill: true, Reason: killReason}, nil
+	}
+	if changed {
+		s.emit("driver", id, string(st), reportMessage(req))
+	}
+	return &schemas.StateAck{}, nil
+}
