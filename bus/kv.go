@@ -286,23 +286,6 @@ func MutateOrReplace[T any](ctx context.Context, kv jetstream.KeyValue, key stri
 	return mutate(ctx, kv, key, fn, bad)
 }
 
-// Mutated is Mutate for the common case of a change that either applies to
-// the current record or not: fn returns the next value, or nil to leave the
-// record (absent, moved on) as it is. It reports whether fn's value was
-// written, and the record afterwards.
-func Mutated[T any](ctx context.Context, kv jetstream.KeyValue, key string, fn func(cur *T) *T) (*T, bool, error) {
-	var wrote bool
-	v, _, err := Mutate(ctx, kv, key, func(cur *T) (*T, error) {
-		next := fn(cur)
-		wrote = next != nil
-		return next, nil
-	})
-	if err != nil {
-		return nil, false, err
-	}
-	return v, wrote, nil
-}
-
 func mutate[T any](ctx context.Context, kv jetstream.KeyValue, key string, fn func(cur *T) (*T, error), bad func(error)) (*T, uint64, error) {
 	const attempts = 20
 	for i := 0; i < attempts; i++ {

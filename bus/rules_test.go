@@ -82,34 +82,6 @@ func TestMutateOrReplace_UndecodableCountsAsAbsent(t *testing.T) {
 	}
 }
 
-func TestMutated_ReportsTheWrite(t *testing.T) {
-	s := bustest.Start(t)
-	nc := bustest.Conn(t, s.URL())
-	st := bustest.Store(t, nc)
-	ctx := context.Background()
-	alive := func(cur *schemas.Worker) *schemas.Worker {
-		if cur == nil || cur.State != schemas.WorkerDead {
-			return nil
-		}
-		n := *cur
-		n.State = schemas.WorkerAlive
-		return &n
-	}
-	if _, wrote, err := bus.Mutated(ctx, st.Workers, "w1", alive); err != nil || wrote {
-		t.Fatalf("absent: wrote %v, %v", wrote, err)
-	}
-	if _, err := bus.Create(ctx, st.Workers, "w1", &schemas.Worker{ID: "w1", State: schemas.WorkerDead}); err != nil {
-		t.Fatal(err)
-	}
-	v, wrote, err := bus.Mutated(ctx, st.Workers, "w1", alive)
-	if err != nil || !wrote || v.State != schemas.WorkerAlive {
-		t.Fatalf("dead → alive: %+v wrote %v, %v", v, wrote, err)
-	}
-	if v, wrote, err = bus.Mutated(ctx, st.Workers, "w1", alive); err != nil || wrote || v.State != schemas.WorkerAlive {
-		t.Fatalf("moved on: %+v wrote %v, %v", v, wrote, err)
-	}
-}
-
 func TestListSkipping_LeavesBadRecordsOut(t *testing.T) {
 	s := bustest.Start(t)
 	nc := bustest.Conn(t, s.URL())

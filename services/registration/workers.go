@@ -156,23 +156,17 @@ func (s *Service) adoptListedExecutors(ctx context.Context, wid string, listed [
 			kill = append(kill, key)
 			continue
 		}
-		var refused bool
-		_, promoted, merr := bus.Mutated(ctx, s.st.Executors, key, func(cur *schemas.Executor) *schemas.Executor {
-			refused = false
-			if cur == nil || cur.WorkerID != wid {
-				refused = true
-				return nil
+		refused := true // stays so if the record is absent
+		_, promoted, merr := bus.MutateIf(ctx, s.st.Executors, key, func(x *schemas.Executor) bool {
+			to, ok := x.State.Next(schemas.ExecutorEvRunning)
+			if refused = x.WorkerID != wid || !ok; refused || to == x.State {
+				return false
 			}
-			to, ok := cur.State.Next(schemas.ExecutorEvRunning)
-			if refused = !ok; refused || to == cur.State {
-				return nil
-			}
-			next := *cur
-			next.State, next.UpdatedAt = to, now()
+			x.State, x.UpdatedAt = to, now()
 			if re.PID != 0 {
-				next.PID = re.PID
+				x.PID = re.PID
 			}
-			return &next
+			return true
 		})
 		switch {
 		case merr != nil:
@@ -223,17 +217,13 @@ func (s *Service) loseUnlistedExecutors(ctx context.Context, wid string, recorde
 	msg := fmt.Sprintf("worker %s re-registered without it", wid)
 	var errs []error
 	for _, key := range schemas.UnreportedExecutors(wid, recorded, listed) {
-		_, lost, err := bus.Mutated(ctx, s.st.Executors, key, func(cur *schemas.Executor) *schemas.Executor {
-			if cur == nil || cur.WorkerID != wid {
-				return nil
+		_, lost, err := bus.MutateIf(ctx, s.st.Executors, key, func(x *schemas.Executor) bool {
+			to, ok := x.State.Next(schemas.ExecutorEvLost)
+			if x.WorkerID != wid || !ok {
+				return false
 			}
-			to, ok := cur.State.Next(schemas.ExecutorEvLost)
-			if !ok {
-				return nil
-			}
-			next := *cur
-			next.State, next.Message, next.UpdatedAt = to, msg, now()
-			return &next
+			x.State, x.Message, x.UpdatedAt = to, msg, now()
+			return true
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("executor %s: %w", key, err))
@@ -259,16 +249,14 @@ func (s *Service) loseUnlistedDrivers(ctx context.Context, wid string, recorded 
 		if d := recorded[id]; named[id] || !d.State.Holds() {
 			continue
 		}
-		v, lost, err := bus.Mutated(ctx, s.st.Drivers, id, func(cur *schemas.Driver) *schemas.Driver {
-			if cur == nil || cur.WorkerID != wid || !cur.State.Holds() {
-				return nil
+		v, lost, err := bus.MutateIf(ctx, s.st.Drivers, id, func(d *schemas.Driver) bool {
+			if d.WorkerID != wid || !d.State.Holds() {
+				return false
 			}
-			next, ok := schemas.LoseDriver(*cur, why)
-			if !ok {
-				return nil
-			}
+			next, ok := schemas.LoseDriver(*d, why)
 			next.UpdatedAt = now()
-			return &next
+			*d = next
+			return ok
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("driver %s: %w", id, err))
@@ -289,25 +277,19 @@ func (s *Service) handleLeave(ctx context.Context, in bus.Inbound, req *schemas.
 	if err := bus.CheckSubjectID(in, "worker", wid); err != nil {
 		return nil, err
 	}
-	var why string
-	_, written, err := bus.Mutated(ctx, s.st.Workers, wid, func(cur *schemas.Worker) *schemas.Worker {
-		why = ""
-		if cur == nil {
-			why = "worker " + wid + " is not registered"
-			return nil
-		}
-		if req.Instance != "" && cur.Instance != req.Instance {
+	why := "worker " + wid + " is not registered" // stays so if the record is absent
+	_, written, err := bus.MutateIf(ctx, s.st.Workers, wid, func(w *schemas.Worker) bool {
+		to, ok := w.State.Next(schemas.WorkerEvLeft)
+		switch {
+		case req.Instance != "" && w.Instance != req.Instance:
 			why = fmt.Sprintf("worker %s is registered by another agent instance", wid)
-			return nil
+		case !ok:
+			why = fmt.Sprintf("worker %s is already %s", wid, w.State)
+		default:
+			w.State, w.Reason, w.UpdatedAt = to, "agent left", now()
+			return true
 		}
-		to, ok := cur.State.Next(schemas.WorkerEvLeft)
-		if !ok {
-			why = fmt.Sprintf("worker %s is already %s", wid, cur.State)
-			return nil
-		}
-		n := *cur
-		n.State, n.Reason, n.UpdatedAt = to, "agent left", now()
-		return &n
+		return false
 	})
 	if err != nil {
 		return nil, fmt.Errorf("decommission worker %s: %w", wid, err)
