@@ -2,7 +2,8 @@ package recovery
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 
 	"github.com/stoker/stoker/schemas"
 )
@@ -102,11 +103,11 @@ func Reconcile(snap Snapshot, reports map[string]*schemas.WorkerReport, appAcks 
 	for k, x := range snap.Executors {
 		r.final[k] = x.State
 	}
-	for _, id := range sortedKeys(snap.Drivers) {
+	for _, id := range slices.Sorted(maps.Keys(snap.Drivers)) {
 		wid := snap.Drivers[id].WorkerID
 		r.driversOn[wid] = append(r.driversOn[wid], id)
 	}
-	for _, wid := range sortedKeys(snap.Workers) {
+	for _, wid := range slices.Sorted(maps.Keys(snap.Workers)) {
 		if snap.Workers[wid].State != schemas.WorkerUnknown {
 			continue
 		}
@@ -246,7 +247,7 @@ func (r *reconciler) reportedDriver(wid string, rd schemas.RunningDriver) {
 // unconfirmedDrivers: a driver still UNKNOWN that no worker adopted meets
 // the lost-driver rule.
 func (r *reconciler) unconfirmedDrivers() {
-	for _, id := range sortedKeys(r.snap.Drivers) {
+	for _, id := range slices.Sorted(maps.Keys(r.snap.Drivers)) {
 		d := r.snap.Drivers[id]
 		if d.State != schemas.DriverUnknown || r.adopted[id] || r.decided[id] {
 			continue
@@ -268,7 +269,7 @@ func (r *reconciler) apps(acks map[string]bool) {
 			holds[r.snap.Executors[k].AppID] = true
 		}
 	}
-	for _, id := range sortedKeys(r.snap.Apps) {
+	for _, id := range slices.Sorted(maps.Keys(r.snap.Apps)) {
 		a := r.snap.Apps[id]
 		if a.State != schemas.AppUnknown {
 			continue
@@ -296,13 +297,4 @@ func lostDriver(d *schemas.Driver, why string) DriverChange {
 func lose(x *schemas.Executor, key, why string) ExecutorChange {
 	to, _ := x.State.Next(schemas.ExecutorEvLost)
 	return ExecutorChange{Key: key, WorkerID: x.WorkerID, From: x.State, To: to, Message: why}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -161,12 +163,12 @@ func (s *Service) steps(ctx context.Context, log zerolog.Logger, ei epochInfo, r
 		return "", ctx.Err()
 	}
 	var workers, apps []string
-	for _, id := range sortedKeys(snap.Workers) {
+	for _, id := range slices.Sorted(maps.Keys(snap.Workers)) {
 		if snap.Workers[id].State == schemas.WorkerUnknown {
 			workers = append(workers, id)
 		}
 	}
-	for _, id := range sortedKeys(snap.Apps) {
+	for _, id := range slices.Sorted(maps.Keys(snap.Apps)) {
 		if snap.Apps[id].State == schemas.AppUnknown {
 			apps = append(apps, id)
 		}
@@ -265,7 +267,7 @@ func mutateIf[T any](ctx context.Context, kv jetstream.KeyValue, key string, fn 
 func (s *Service) mark(ctx context.Context, log zerolog.Logger, snap *Snapshot, rs *runState, t *tally) {
 	e := snap.Epoch
 	now := time.Now().UTC()
-	for _, id := range sortedKeys(snap.Workers) {
+	for _, id := range slices.Sorted(maps.Keys(snap.Workers)) {
 		if snap.Workers[id].State != schemas.WorkerAlive {
 			continue
 		}
@@ -283,7 +285,7 @@ func (s *Service) mark(ctx context.Context, log zerolog.Logger, snap *Snapshot, 
 			bus.Emit(s.cfg.NC, "worker", id, string(schemas.WorkerUnknown), v.Reason)
 		}
 	}
-	for _, id := range sortedKeys(snap.Apps) {
+	for _, id := range slices.Sorted(maps.Keys(snap.Apps)) {
 		if a := snap.Apps[id]; a.State.Terminal() || a.State == schemas.AppUnknown {
 			continue
 		}
@@ -306,7 +308,7 @@ func (s *Service) mark(ctx context.Context, log zerolog.Logger, snap *Snapshot, 
 			bus.Emit(s.cfg.NC, "app", id, string(schemas.AppUnknown), v.Message)
 		}
 	}
-	for _, id := range sortedKeys(snap.Drivers) {
+	for _, id := range slices.Sorted(maps.Keys(snap.Drivers)) {
 		if !snap.Drivers[id].State.Holds() {
 			continue
 		}
@@ -362,7 +364,7 @@ func (s *Service) safeRevert(ctx context.Context, log zerolog.Logger, epoch uint
 func (s *Service) revert(ctx context.Context, log zerolog.Logger, epoch uint64, rs *runState) {
 	now := time.Now().UTC()
 	why := fmt.Sprintf("recovery for epoch %d failed; restored", epoch)
-	for _, id := range sortedKeys(rs.snap.Workers) {
+	for _, id := range slices.Sorted(maps.Keys(rs.snap.Workers)) {
 		if rs.snap.Workers[id].State != schemas.WorkerUnknown {
 			continue
 		}
@@ -378,7 +380,7 @@ func (s *Service) revert(ctx context.Context, log zerolog.Logger, epoch uint64, 
 			bus.Emit(s.cfg.NC, "worker", id, string(schemas.WorkerAlive), why)
 		}
 	}
-	for _, id := range sortedKeys(rs.snap.Apps) {
+	for _, id := range slices.Sorted(maps.Keys(rs.snap.Apps)) {
 		if rs.snap.Apps[id].State != schemas.AppUnknown {
 			continue
 		}
@@ -398,7 +400,7 @@ func (s *Service) revert(ctx context.Context, log zerolog.Logger, epoch uint64, 
 			bus.Emit(s.cfg.NC, "app", id, string(to), why)
 		}
 	}
-	for _, id := range sortedKeys(rs.snap.Drivers) {
+	for _, id := range slices.Sorted(maps.Keys(rs.snap.Drivers)) {
 		if rs.snap.Drivers[id].State != schemas.DriverUnknown {
 			continue
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 
 	"github.com/stoker/stoker/bus"
@@ -150,7 +152,7 @@ func (s *Service) adoptListedExecutors(ctx context.Context, wid string, listed [
 		byKey[schemas.ExecutorKey(e.AppID, e.ExecutorID)] = e
 	}
 	var errs []error
-	for _, key := range sortedKeys(byKey) {
+	for _, key := range slices.Sorted(maps.Keys(byKey)) {
 		re := byKey[key]
 		if _, _, perr := schemas.ParseExecutorKey(key); perr != nil {
 			kill = append(kill, key)
@@ -245,7 +247,7 @@ func (s *Service) loseUnlistedDrivers(ctx context.Context, wid string, recorded 
 	}
 	why := fmt.Sprintf("worker %s re-registered without it", wid)
 	var errs []error
-	for _, id := range sortedKeys(recorded) {
+	for _, id := range slices.Sorted(maps.Keys(recorded)) {
 		if d := recorded[id]; named[id] || !d.State.Holds() {
 			continue
 		}
@@ -299,13 +301,4 @@ func (s *Service) handleLeave(ctx context.Context, in bus.Inbound, req *schemas.
 	}
 	s.emit("worker", wid, string(schemas.WorkerDecommissioned), "agent left")
 	return &schemas.Ack{OK: true, Message: "worker " + wid + " decommissioned"}, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
