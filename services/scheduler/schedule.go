@@ -13,7 +13,6 @@ package scheduler
 import (
 	"cmp"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -212,6 +211,9 @@ type pass struct {
 	requeued   map[string]int                 // driver id → index in p.DriverUpdates
 
 	workers []*free // placeable (ALIVE, not avoided), sorted by id
+	// buffers reused from app to app
+	usable   []*free
+	assigned []int
 }
 
 func newPass(s *Snapshot, o Options) *pass {
@@ -264,198 +266,6 @@ func (st *pass) alive(wid string) bool {
 
 func (st *pass) inconsistent(format string, args ...any) {
 	st.p.Inconsistencies = append(st.p.Inconsistencies, fmt.Sprintf(format, args...))
-}
-
-// freeWorkers builds the placeable workers with their derived free
-// resources, clamped at zero.
-func (st *pass) freeWorkers() {
-	ids := make([]string, 0, len(st.s.Workers))
-	for id, w := range st.s.Workers {
-		if w.State.Usable() && !st.o.Avoid[id] {
-			ids = append(ids, id)
-		}
-	}
-	slices.Sort(ids)
-	st.workers = make([]*free, 0, len(ids))
-	for _, id := range ids {
-		w := st.s.Workers[id]
-		u := st.used[id]
-		f := &free{id: id, cores: w.Cores - u.Cores, mem: w.MemoryMB - u.MemoryMB}
-		if f.cores < 0 {
-			st.inconsistent("worker %s: executors and drivers hold %d cores of %d", id, u.Cores, w.Cores)
-			f.cores = 0
-		}
-		if f.mem < 0 {
-			st.inconsistent("worker %s: executors and drivers hold %d MB of %d", id, u.MemoryMB, w.MemoryMB)
-			f.mem = 0
-		}
-		st.workers = append(st.workers, f)
-	}
-}
-
-// placeDrivers: waiting drivers in submission order, alive workers
-// shuffled, each driver to the next worker round robin with room for it.
-func (st *pass) placeDrivers() {
-	st.freeWorkers()
-	var waiting []*schemas.Driver
-	for id, d := range st.s.Drivers {
-		state := d.State
-		if n, ok := st.driverNext[id]; ok {
-			state = n
-		}
-		if state == schemas.DriverSubmitted && !d.KillRequested {
-			waiting = append(waiting, d)
-		}
-	}
-	if len(waiting) == 0 || len(st.workers) == 0 {
-		return
-	}
-	slices.SortFunc(waiting, func(a, b *schemas.Driver) int {
-		if c := a.SubmittedAt.Compare(b.SubmittedAt); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.ID, b.ID)
-	})
-	shuffled := slices.Clone(st.workers)
-	shuffle := rand.Shuffle
-	if st.o.Rand != nil {
-		shuffle = st.o.Rand.Shuffle
-	}
-	shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
-
-	n, pos := len(shuffled), 0
-	for _, d := range waiting {
-		for visited := 0; visited < n; visited++ {
-			w := shuffled[pos]
-			pos = (pos + 1) % n
-			if w.cores >= d.Cores && w.mem >= d.MemoryMB {
-				w.cores -= d.Cores
-				w.mem -= d.MemoryMB
-				st.launchDriver(d, w.id)
-				break
-			}
-		}
-	}
-}
-
-func (st *pass) launchDriver(d *schemas.Driver, wid string) {
-	l := DriverLaunch{DriverID: d.ID, WorkerID: wid, Attempt: d.Attempts + 1, From: d.State, FromWorker: d.WorkerID}
-	if i, ok := st.requeued[d.ID]; ok {
-		// Relaunched in the same pass: the launch replaces the requeue.
-		st.p.DriverUpdates = slices.Delete(st.p.DriverUpdates, i, i+1)
-		delete(st.requeued, d.ID)
-		for id, j := range st.requeued {
-			if j > i {
-				st.requeued[id] = j - 1
-			}
-		}
-	}
-	l.Driver = *d
-	l.Driver.State = schemas.DriverRunning
-	l.Driver.WorkerID = wid
-	l.Driver.Attempts = l.Attempt
-	l.Driver.Message = ""
-	st.p.LaunchDrivers = append(st.p.LaunchDrivers, l)
-}
-
-// placeApps: applications FIFO; for each, usable workers (room for one
-// executor) sorted by free cores descending, cores handed out one
-// executor's worth at a time, spread out or consolidated. This is Spark's
-// scheduleExecutorsOnWorkers with a fixed cores-per-executor.
-func (st *pass) placeApps() {
-	var apps []*schemas.App
-	for id, a := range st.s.Apps {
-		if (a.State == schemas.AppWaiting || a.State == schemas.AppRunning) && !st.appDone[id] {
-			apps = append(apps, a)
-		}
-	}
-	slices.SortFunc(apps, func(a, b *schemas.App) int {
-		if c := a.SubmittedAt.Compare(b.SubmittedAt); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.ID, b.ID)
-	})
-	if st.workers == nil {
-		st.freeWorkers()
-	}
-	usable := make([]*free, 0, len(st.workers))
-	var assigned []int // executors per usable worker
-	for _, a := range apps {
-		per, mem := a.Executor.Cores, a.Executor.MemoryMB
-		if per <= 0 || mem <= 0 {
-			st.inconsistent("app %s: executor spec has %d cores and %d MB", a.ID, per, mem)
-			continue
-		}
-		left := math.MaxInt
-		if a.MaxCores > 0 {
-			left = a.MaxCores - st.appCores[a.ID]
-		}
-		if left < per {
-			continue
-		}
-		usable = usable[:0]
-		total := 0
-		for _, w := range st.workers {
-			if w.cores >= per && w.mem >= mem {
-				usable = append(usable, w)
-				total += w.cores
-			}
-		}
-		if len(usable) == 0 {
-			continue
-		}
-		slices.SortStableFunc(usable, func(x, y *free) int { return cmp.Compare(y.cores, x.cores) })
-		toAssign := min(left, total)
-		assigned = slices.Grow(assigned[:0], len(usable))[:len(usable)]
-		clear(assigned)
-		can := func(i int) bool {
-			w := usable[i]
-			return toAssign >= per &&
-				w.cores-assigned[i]*per >= per &&
-				w.mem-int64(assigned[i])*mem >= mem
-		}
-		for {
-			progress := false
-			for i := range usable {
-				for can(i) {
-					toAssign -= per
-					assigned[i]++
-					progress = true
-					if st.o.SpreadOut {
-						break
-					}
-				}
-			}
-			if !progress || toAssign < per {
-				break
-			}
-		}
-		next := max(a.NextExecutorID, st.appNextID[a.ID])
-		first := next
-		for i, w := range usable {
-			for k := 0; k < assigned[i]; k++ {
-				st.p.LaunchExecutors = append(st.p.LaunchExecutors, ExecutorLaunch{
-					Executor: schemas.Executor{
-						AppID: a.ID, ID: next, WorkerID: w.id, Cores: per, MemoryMB: mem,
-						State: schemas.ExecutorLaunching,
-					},
-					Command: a.Executor.Command, Env: a.Executor.Env,
-				})
-				next++
-			}
-			w.cores -= assigned[i] * per
-			w.mem -= int64(assigned[i]) * mem
-		}
-		if next == first {
-			continue
-		}
-		st.appCores[a.ID] += (next - first) * per
-		u := AppUpdate{AppID: a.ID, From: a.State, NextExecutorID: next}
-		if a.State == schemas.AppWaiting {
-			u.State = schemas.AppRunning
-		}
-		st.p.AppUpdates = append(st.p.AppUpdates, u)
-	}
 }
 
 func (st *pass) sort() {

@@ -1,0 +1,197 @@
+package scheduler
+
+import (
+	"cmp"
+	"math"
+	"math/rand/v2"
+	"slices"
+
+	"github.com/stoker/stoker/schemas"
+)
+
+// freeWorkers builds the placeable workers with their derived free
+// resources, clamped at zero.
+func (st *pass) freeWorkers() {
+	ids := make([]string, 0, len(st.s.Workers))
+	for id, w := range st.s.Workers {
+		if w.State.Usable() && !st.o.Avoid[id] {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	st.workers = make([]*free, 0, len(ids))
+	for _, id := range ids {
+		w := st.s.Workers[id]
+		u := st.used[id]
+		f := &free{id: id, cores: w.Cores - u.Cores, mem: w.MemoryMB - u.MemoryMB}
+		if f.cores < 0 {
+			st.inconsistent("worker %s: executors and drivers hold %d cores of %d", id, u.Cores, w.Cores)
+			f.cores = 0
+		}
+		if f.mem < 0 {
+			st.inconsistent("worker %s: executors and drivers hold %d MB of %d", id, u.MemoryMB, w.MemoryMB)
+			f.mem = 0
+		}
+		st.workers = append(st.workers, f)
+	}
+}
+
+// placeDrivers: waiting drivers in submission order, alive workers
+// shuffled, each driver to the next worker round robin with room for it.
+func (st *pass) placeDrivers() {
+	st.freeWorkers()
+	var waiting []*schemas.Driver
+	for id, d := range st.s.Drivers {
+		state := d.State
+		if n, ok := st.driverNext[id]; ok {
+			state = n
+		}
+		if state == schemas.DriverSubmitted && !d.KillRequested {
+			waiting = append(waiting, d)
+		}
+	}
+	if len(waiting) == 0 || len(st.workers) == 0 {
+		return
+	}
+	slices.SortFunc(waiting, func(a, b *schemas.Driver) int {
+		if c := a.SubmittedAt.Compare(b.SubmittedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
+	shuffled := slices.Clone(st.workers)
+	shuffle := rand.Shuffle
+	if st.o.Rand != nil {
+		shuffle = st.o.Rand.Shuffle
+	}
+	shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+
+	n, pos := len(shuffled), 0
+	for _, d := range waiting {
+		for visited := 0; visited < n; visited++ {
+			w := shuffled[pos]
+			pos = (pos + 1) % n
+			if w.cores >= d.Cores && w.mem >= d.MemoryMB {
+				w.cores -= d.Cores
+				w.mem -= d.MemoryMB
+				st.launchDriver(d, w.id)
+				break
+			}
+		}
+	}
+}
+
+func (st *pass) launchDriver(d *schemas.Driver, wid string) {
+	l := DriverLaunch{DriverID: d.ID, WorkerID: wid, Attempt: d.Attempts + 1, From: d.State, FromWorker: d.WorkerID}
+	if i, ok := st.requeued[d.ID]; ok {
+		// Relaunched in the same pass: the launch replaces the requeue.
+		st.p.DriverUpdates = slices.Delete(st.p.DriverUpdates, i, i+1)
+		delete(st.requeued, d.ID)
+		for id, j := range st.requeued {
+			if j > i {
+				st.requeued[id] = j - 1
+			}
+		}
+	}
+	l.Driver = *d
+	l.Driver.State = schemas.DriverRunning
+	l.Driver.WorkerID = wid
+	l.Driver.Attempts = l.Attempt
+	l.Driver.Message = ""
+	st.p.LaunchDrivers = append(st.p.LaunchDrivers, l)
+}
+
+// placeApps: applications first come first served, each given executors
+// on the workers with room for one, sorted by free cores descending, as
+// Spark's startExecutorsOnWorkers.
+func (st *pass) placeApps() {
+	if st.workers == nil {
+		st.freeWorkers()
+	}
+	st.usable = make([]*free, 0, len(st.workers))
+	for _, a := range st.waitingApps() {
+		st.placeApp(a)
+	}
+}
+
+// waitingApps are the WAITING and RUNNING apps not reconciled this pass,
+// in submission order.
+func (st *pass) waitingApps() []*schemas.App {
+	var apps []*schemas.App
+	for id, a := range st.s.Apps {
+		if (a.State == schemas.AppWaiting || a.State == schemas.AppRunning) && !st.appDone[id] {
+			apps = append(apps, a)
+		}
+	}
+	slices.SortFunc(apps, func(a, b *schemas.App) int {
+		if c := a.SubmittedAt.Compare(b.SubmittedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
+	return apps
+}
+
+// placeApp gives one app the executors assign finds room for, up to its
+// max cores, and takes their resources off the workers.
+func (st *pass) placeApp(a *schemas.App) {
+	per, mem := a.Executor.Cores, a.Executor.MemoryMB
+	if per <= 0 || mem <= 0 {
+		st.inconsistent("app %s: executor spec has %d cores and %d MB", a.ID, per, mem)
+		return
+	}
+	left := math.MaxInt
+	if a.MaxCores > 0 {
+		left = a.MaxCores - st.appCores[a.ID]
+	}
+	if left < per {
+		return
+	}
+	st.usable = st.usable[:0]
+	for _, w := range st.workers {
+		if w.cores >= per && w.mem >= mem {
+			st.usable = append(st.usable, w)
+		}
+	}
+	if len(st.usable) == 0 {
+		return
+	}
+	slices.SortStableFunc(st.usable, func(x, y *free) int { return cmp.Compare(y.cores, x.cores) })
+	st.assigned = assign(st.assigned, st.usable, per, mem, left, st.o.SpreadOut)
+	st.launchExecutors(a, st.usable, st.assigned)
+}
+
+// launchExecutors plans the executors assigned (cores per worker) to an
+// app, with ids from its next free one, and moves it to RUNNING.
+func (st *pass) launchExecutors(a *schemas.App, workers []*free, cores []int) {
+	per, mem := a.Executor.Cores, a.Executor.MemoryMB
+	next := max(a.NextExecutorID, st.appNextID[a.ID])
+	first := next
+	for i, w := range workers {
+		if cores[i] == 0 {
+			continue
+		}
+		n := cores[i] / per
+		for k := 0; k < n; k++ {
+			st.p.LaunchExecutors = append(st.p.LaunchExecutors, ExecutorLaunch{
+				Executor: schemas.Executor{
+					AppID: a.ID, ID: next, WorkerID: w.id, Cores: per, MemoryMB: mem,
+					State: schemas.ExecutorLaunching,
+				},
+				Command: a.Executor.Command, Env: a.Executor.Env,
+			})
+			next++
+		}
+		w.cores -= cores[i]
+		w.mem -= int64(n) * mem
+	}
+	if next == first {
+		return
+	}
+	st.appCores[a.ID] += (next - first) * per
+	u := AppUpdate{AppID: a.ID, From: a.State, NextExecutorID: next}
+	if a.State == schemas.AppWaiting {
+		u.State = schemas.AppRunning
+	}
+	st.p.AppUpdates = append(st.p.AppUpdates, u)
+}
