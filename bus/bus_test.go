@@ -61,7 +61,7 @@ func TestStore_LeaseBucket_ExpiryReachesWatchers(t *testing.T) {
 	nc := bustest.Conn(t, s.URL())
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
-	st, err := bus.EnsureStore(ctx, js, bus.StoreConfig{LeaseTTL: time.Second})
+	st, err := bus.Provision(ctx, js, bus.StoreConfig{LeaseTTL: time.Second}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,24 +29,17 @@ const (
 	StreamEvents = "stoker-events"
 )
 
+// Buckets names every bucket of the store.
+func Buckets() []string {
+	return []string{BucketWorkers, BucketDrivers, BucketApps, BucketExecutors, BucketLeader, BucketCluster}
+}
+
 // ErrNotFound is returned when a key has no live value.
 var ErrNotFound = errors.New("not found")
 
 // ErrConflict is returned when a compare-and-set lost to another writer
 // more times than Mutate retries.
 var ErrConflict = errors.New("conflicting concurrent writes")
-
-// StoreConfig sets bucket options.
-type StoreConfig struct {
-	// Replicas for every bucket and stream: 1 on one node, 3 on a cluster.
-	Replicas int
-	// LeaseTTL is the bucket-level TTL of stoker-leader. Default 3s.
-	LeaseTTL time.Duration
-	// EventsMaxAge bounds the event history. Default 7 days.
-	EventsMaxAge time.Duration
-	// EventsMaxBytes bounds the event history. Default 256 MiB.
-	EventsMaxBytes int64
-}
 
 // Store holds the handles to every bucket.
 type Store struct {
@@ -59,117 +52,10 @@ type Store struct {
 	Cluster   jetstream.KeyValue
 }
 
-// EnsureStore creates the buckets and the events stream if missing
-// (idempotently; several services may race to do it) and returns handles.
-func EnsureStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*Store, error) {
-	if cfg.Replicas <= 0 {
-		cfg.Replicas = 1
-	}
-	if cfg.LeaseTTL == 0 {
-		cfg.LeaseTTL = 3 * time.Second
-	}
-	if cfg.EventsMaxAge == 0 {
-		cfg.EventsMaxAge = 7 * 24 * time.Hour
-	}
-	if cfg.EventsMaxBytes == 0 {
-		cfg.EventsMaxBytes = 256 << 20
-	}
-	s := &Store{JS: js}
-	plain := func(name, desc string) (jetstream.KeyValue, error) {
-		return ensureKV(ctx, js, jetstream.KeyValueConfig{
-			Bucket: name, Description: desc, History: 5, Replicas: cfg.Replicas,
-			Storage: jetstream.FileStorage,
-		})
-	}
-	var err error
-	if s.Workers, err = plain(BucketWorkers, "Stoker worker records"); err != nil {
-		return nil, err
-	}
-	if s.Drivers, err = plain(BucketDrivers, "Stoker driver records"); err != nil {
-		return nil, err
-	}
-	if s.Apps, err = plain(BucketApps, "Stoker application records"); err != nil {
-		return nil, err
-	}
-	if s.Executors, err = plain(BucketExecutors, "Stoker executor records, key <appid>.<execid>"); err != nil {
-		return nil, err
-	}
-	if s.Cluster, err = plain(BucketCluster, "Stoker cluster phase per scheduler epoch"); err != nil {
-		return nil, err
-	}
-	// The lease bucket: a bucket-level TTL with History 1 and limit markers,
-	// because KeyValue.Update drops a per-key TTL (nats.go issue 1994) and
-	// standbys must see expiry as a delete marker in their watch.
-	if s.Leader, err = ensureKV(ctx, js, jetstream.KeyValueConfig{
-		Bucket: BucketLeader, Description: "Stoker leases (scheduler)", History: 1,
-		TTL: cfg.LeaseTTL, LimitMarkerTTL: cfg.LeaseTTL, Replicas: cfg.Replicas,
-		Storage: jetstream.FileStorage,
-	}); err != nil {
-		return nil, err
-	}
-	if err := retry(ctx, func(actx context.Context) error {
-		_, err := js.CreateOrUpdateStream(actx, jetstream.StreamConfig{
-			Name: StreamEvents, Description: "Stoker cluster events",
-			Subjects: []string{Events}, Retention: jetstream.LimitsPolicy,
-			MaxAge: cfg.EventsMaxAge, MaxBytes: cfg.EventsMaxBytes, Replicas: cfg.Replicas,
-			Storage: jetstream.FileStorage, Discard: jetstream.DiscardOld,
-		})
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("bus: stream %s: %w", StreamEvents, err)
-	}
-	// After a reconnect the bus may have come back without its store.
-	if nc := js.Conn(); nc != nil {
-		OnReconnect(nc, "ensure-store", func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_, _ = EnsureStore(ctx, js, cfg)
-		})
-	}
-	return s, nil
-}
-
-// OpenStore binds to existing buckets without creating them.
-func OpenStore(ctx context.Context, js jetstream.JetStream) (*Store, error) {
-	s := &Store{JS: js}
-	for _, b := range []struct {
-		name string
-		kv   *jetstream.KeyValue
-	}{
-		{BucketWorkers, &s.Workers}, {BucketDrivers, &s.Drivers}, {BucketApps, &s.Apps},
-		{BucketExecutors, &s.Executors}, {BucketLeader, &s.Leader}, {BucketCluster, &s.Cluster},
-	} {
-		kv, err := js.KeyValue(ctx, b.name)
-		if err != nil {
-			return nil, fmt.Errorf("bus: bucket %s: %w (is the cluster up?)", b.name, err)
-		}
-		*b.kv = kv
-	}
-	return s, nil
-}
-
-func ensureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	var kv jetstream.KeyValue
-	err := retry(ctx, func(actx context.Context) error {
-		var err error
-		kv, err = js.CreateKeyValue(actx, cfg)
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			// Same name, other settings (e.g. created by an older version):
-			// keep the data, bind to it.
-			kv, err = js.KeyValue(actx, cfg.Bucket)
-		}
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("bus: bucket %s: %w", cfg.Bucket, err)
-	}
-	return kv, nil
-}
-
-// retry runs fn with a 5s budget per attempt until it succeeds or ctx ends.
-// Several services create the same replicated streams at once on a cluster
-// that may have just elected its meta leader: an attempt can time out while
-// the next one succeeds.
+// retry runs fn with a 5s budget per attempt until it succeeds, fails with
+// a permanent error, or ctx ends. Several owners create the same replicated
+// streams at once on a cluster that may have just elected its meta leader:
+// an attempt can time out while the next one succeeds.
 func retry(ctx context.Context, fn func(context.Context) error) error {
 	wait := 100 * time.Millisecond
 	for {
@@ -178,6 +64,10 @@ func retry(ctx context.Context, fn func(context.Context) error) error {
 		cancel()
 		if err == nil {
 			return nil
+		}
+		var p permanent
+		if errors.As(err, &p) {
+			return p.error
 		}
 		select {
 		case <-ctx.Done():

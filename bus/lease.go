@@ -2,6 +2,8 @@ package bus
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -17,4 +19,18 @@ func CurrentLease(ctx context.Context, leader jetstream.KeyValue, key string) (*
 		return nil, 0, err
 	}
 	return l, l.EpochOf(rev), nil
+}
+
+// LeaseTTL is the lease bucket's TTL: the one place a lease's time-to-live
+// is set (by the store's owner, see Provision). Electors read it here
+// instead of carrying a copy that must match.
+func LeaseTTL(ctx context.Context, leader jetstream.KeyValue) (time.Duration, error) {
+	st, err := leader.Status(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("bus: lease bucket: %w", err)
+	}
+	if st.TTL() <= 0 {
+		return 0, fmt.Errorf("bus: lease bucket %s has no TTL: %w (provision the store again)", st.Bucket(), ErrStoreMismatch)
+	}
+	return st.TTL(), nil
 }

@@ -8,8 +8,8 @@ import (
 
 // Connections made by Connect run these callbacks after every reconnect.
 // A bus that restarted on an empty store (memory storage, a lost volume)
-// has no buckets: EnsureStore registers itself here so every service puts
-// them back, instead of failing every request until someone restarts it.
+// has no buckets: Provision registers itself here so the store's owner puts
+// them back, instead of every request failing until someone restarts it.
 var reconnectHooks struct {
 	sync.Mutex
 	m map[*nats.Conn]map[string]func()

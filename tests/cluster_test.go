@@ -13,8 +13,8 @@ import (
 )
 
 // TestBusCluster_ThreeNodes_SurvivesNodeLoss runs the bus as three clustered
-// `stoker bus` processes, every service with --replicas 3 and the full URL
-// list, and checks that the cluster keeps serving when one node is killed.
+// `stoker bus` processes with --replicas 3 (each provisions the store,
+// idempotently), every service with the full URL list, and checks that the cluster keeps serving when one node is killed.
 func TestBusCluster_ThreeNodes_SurvivesNodeLoss(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three-node bus: skipped in -short mode")
@@ -37,11 +37,11 @@ func TestBusCluster_ThreeNodes_SurvivesNodeLoss(t *testing.T) {
 		_, rport, _ := net.SplitHostPort(n.route)
 		procs[n.name] = c.Start("bus-"+n.name, "bus", "--server-name", n.name, "--host", "127.0.0.1",
 			"--port", cport, "--data", filepath.Join(c.Dir, n.name),
-			"--cluster-name", "stoker-test", "--cluster-port", rport, "--routes", strings.Join(routes, ","))
+			"--cluster-name", "stoker-test", "--cluster-port", rport, "--routes", strings.Join(routes, ","), "--replicas", "3")
 	}
 	c.URL = strings.Join(urls, ",")
 	for _, svc := range []string{"registration", "heartbeat", "recovery", "scheduler"} {
-		c.StartService(svc, "--replicas", "3")
+		c.StartService(svc)
 	}
 	c.StartAgent("a", 2, "1g")
 	c.StartAgent("b", 2, "1g")

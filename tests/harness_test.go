@@ -253,7 +253,7 @@ func (c *Cluster) NC() *nats.Conn {
 	return c.nc
 }
 
-// Store binds to the buckets (they must exist: a service created them).
+// Store binds to the buckets (they must exist: the bus provisioned them).
 func (c *Cluster) Store() *bus.Store {
 	c.t.Helper()
 	var st *bus.Store

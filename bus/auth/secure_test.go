@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/bus/auth"
@@ -234,7 +235,7 @@ func TestSecure_ViewerReadsButCannotSubmitRunKillOrMakeJetStreamDeliver(t *testi
 
 	// Read-only KV by direct get.
 	js, _ := jetstream.New(admin)
-	st, err := bus.EnsureStore(ctx, js, bus.StoreConfig{Replicas: 1})
+	st, err := bus.Provision(ctx, js, bus.StoreConfig{}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

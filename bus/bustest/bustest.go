@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/bus/auth"
@@ -112,8 +113,15 @@ func Conn(t testing.TB, url string) *nats.Conn {
 	return nc
 }
 
-// Store creates the buckets on url and returns them.
+// Store provisions the buckets and stream with the defaults, as their
+// owner does, and returns them.
 func Store(t testing.TB, nc *nats.Conn) *bus.Store {
+	t.Helper()
+	return StoreWith(t, nc, bus.StoreConfig{})
+}
+
+// StoreWith provisions the store with cfg and returns it.
+func StoreWith(t testing.TB, nc *nats.Conn, cfg bus.StoreConfig) *bus.Store {
 	t.Helper()
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -121,9 +129,9 @@ func Store(t testing.TB, nc *nats.Conn) *bus.Store {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := bus.EnsureStore(ctx, js, bus.StoreConfig{Replicas: 1})
+	st, err := bus.Provision(ctx, js, cfg, zerolog.Nop())
 	if err != nil {
-		t.Fatalf("ensure store: %v", err)
+		t.Fatalf("provision the store: %v", err)
 	}
 	return st
 }

@@ -10,16 +10,18 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
 )
 
-// Timing defaults.
+// Timing defaults. The TTL ones are the lease bucket's, set by the store's
+// owner (bus.Provision).
 const (
-	DefaultTTL          = 3 * time.Second
+	DefaultTTL          = bus.DefaultLeaseTTL
 	DefaultBeatInterval = 100 * time.Millisecond
 	DefaultMissedBeats  = 3
 	// MinTTL is the shortest lease accepted.
-	MinTTL = 100 * time.Millisecond
+	MinTTL = bus.MinLeaseTTL
 )
 
 // ErrConfig is wrapped by every invalid Config or Timings.

@@ -28,7 +28,7 @@ func leaseStore(t *testing.T, ttl time.Duration) (*bustest.Server, *bus.Store) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := bus.EnsureStore(ctx, js, bus.StoreConfig{LeaseTTL: ttl})
+	st, err := bus.Provision(ctx, js, bus.StoreConfig{LeaseTTL: ttl}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -99,7 +99,7 @@ func printEvents(ctx context.Context, nc *nats.Conn, w io.Writer, q eventsQuery)
 	stream, err := js.Stream(sctx, bus.StreamEvents)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			return fmt.Errorf("no stream %s: is the cluster up? (its services create it)", bus.StreamEvents)
+			return fmt.Errorf("no stream %s: is the cluster up? (`stoker up`, `stoker bus` or `stoker init` creates it)", bus.StreamEvents)
 		}
 		return fmt.Errorf("stream %s: %w", bus.StreamEvents, err)
 	}

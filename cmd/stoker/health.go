@@ -45,7 +45,7 @@ check that needs no shell.
 
 Without --bus: connects to --nats, checks that JetStream answers (account
 info) and that every stoker bucket and the stoker-events stream exist, i.e.
-the services have set the store up.
+the store's owner (stoker up, stoker bus or stoker init) has provisioned it.
 
 With --bus: checks only that this NATS node answers JetStream requests (in a
 cluster: that it has a meta leader), for a bus container's own health check.

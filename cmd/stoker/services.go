@@ -23,7 +23,6 @@ import (
 	"github.com/stoker/stoker/services/recovery"
 	"github.com/stoker/stoker/services/registration"
 	"github.com/stoker/stoker/services/scheduler"
-	"github.com/stoker/stoker/services/svc"
 )
 
 // service is what every services/* package's *Service offers.
@@ -70,14 +69,15 @@ func instanceID(kind string) string {
 // commonServiceFlags are on every service command.
 type commonServiceFlags struct {
 	url, id, logLevel *string
-	replicas          *int
+	replicas          *deprecatedFlag
 }
 
 func bindCommon(fs *flag.FlagSet) *commonServiceFlags {
 	return &commonServiceFlags{
-		url:      natsFlag(fs),
-		id:       fs.String("id", "", "instance id (default: <hostname>-<service>-<random>)"),
-		replicas: fs.Int("replicas", 1, "JetStream replicas for buckets this instance creates (3 on a 3-node bus)"),
+		url: natsFlag(fs),
+		id:  fs.String("id", "", "instance id (default: <hostname>-<service>-<random>)"),
+		replicas: deprecatedVar(fs, "replicas",
+			"services no longer create the store; its owner (stoker bus, stoker up or stoker init) sets replicas"),
 		logLevel: logLevelFlag(fs),
 	}
 }
@@ -86,9 +86,6 @@ func bindCommon(fs *flag.FlagSet) *commonServiceFlags {
 func (c *commonServiceFlags) check(kind string, args []string) (string, error) {
 	if len(args) > 0 {
 		return "", usagef("unexpected arguments %q", strings.Join(args, " "))
-	}
-	if *c.replicas <= 0 {
-		return "", usagef("--replicas must be > 0, got %d", *c.replicas)
 	}
 	id := *c.id
 	if id == "" {
@@ -113,6 +110,7 @@ func runService(ctx context.Context, e *env, c *commonServiceFlags, kind string,
 		return err
 	}
 	log = log.With().Str("service", kind).Logger()
+	c.replicas.warn(log)
 	nc, err := bus.Connect(*c.url, bus.ConnectOptions{Name: "stoker-" + kind + "-" + id, Retry: true, Log: &log})
 	if err != nil {
 		return err
@@ -124,13 +122,7 @@ func runService(ctx context.Context, e *env, c *commonServiceFlags, kind string,
 	if err != nil {
 		return usagef("%v", err)
 	}
-	if err := waitForJetStream(ctx, nc, log); err != nil {
-		return err
-	}
-	sctx, cancel := startContext(ctx)
-	err = s.Start(sctx)
-	cancel()
-	if err != nil {
+	if err := startWhenStore(ctx, nc, s, log); err != nil {
 		return err
 	}
 	log.Info().Str("id", id).Str("nats", nc.ConnectedUrlRedacted()).Msg(kind + " running; Ctrl-C stops it")
@@ -144,15 +136,15 @@ func runService(ctx context.Context, e *env, c *commonServiceFlags, kind string,
 func init() {
 	register(&command{
 		name: "registration", group: "Services", summary: "run a registration instance (workers, drivers, apps API)",
-		usage:    "[--nats URL] [--id ID] [--replicas 1] [--heartbeat-interval 1s] [--worker-timeout 5s]",
-		examples: []string{"stoker registration --nats nats://n1:4222,nats://n2:4222 --replicas 3"},
+		usage:    "[--nats URL] [--id ID] [--heartbeat-interval 1s] [--worker-timeout 5s]",
+		examples: []string{"stoker registration --nats nats://n1:4222,nats://n2:4222"},
 		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			c := bindCommon(fs)
 			hb := fs.Duration("heartbeat-interval", defaultHeartbeatInterval, "heartbeat interval told to agents and drivers")
 			wt := fs.Duration("worker-timeout", defaultWorkerTimeout, "silence after which a worker is DEAD (for validation and replies)")
 			return func(ctx context.Context, args []string) error {
 				return runService(ctx, e, c, "registration", args, func(nc *nats.Conn, id string, log zerolog.Logger) (service, error) {
-					return registration.New(registration.Config{NC: nc, ID: id, Replicas: *c.replicas, Log: log,
+					return registration.New(registration.Config{NC: nc, ID: id, Log: log,
 						HeartbeatInterval: *hb, WorkerTimeout: *wt})
 				})
 			}
@@ -160,7 +152,7 @@ func init() {
 	})
 	register(&command{
 		name: "heartbeat", group: "Services", summary: "run a heartbeat instance (marks silent workers DEAD)",
-		usage:    "[--nats URL] [--id ID] [--replicas 1] [--worker-timeout 5s] [--heartbeat-interval 1s]",
+		usage:    "[--nats URL] [--id ID] [--worker-timeout 5s] [--heartbeat-interval 1s]",
 		examples: []string{"stoker heartbeat --worker-timeout 10s"},
 		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			c := bindCommon(fs)
@@ -168,7 +160,7 @@ func init() {
 			hb := fs.Duration("heartbeat-interval", defaultHeartbeatInterval, "heartbeat interval agents use (validates --worker-timeout)")
 			return func(ctx context.Context, args []string) error {
 				return runService(ctx, e, c, "heartbeat", args, func(nc *nats.Conn, id string, log zerolog.Logger) (service, error) {
-					return heartbeat.New(heartbeat.Config{NC: nc, ID: id, Replicas: *c.replicas, Log: log,
+					return heartbeat.New(heartbeat.Config{NC: nc, ID: id, Log: log,
 						WorkerTimeout: *wt, HeartbeatInterval: *hb})
 				})
 			}
@@ -176,24 +168,30 @@ func init() {
 	})
 	register(&command{
 		name: "scheduler", group: "Services", summary: "run a scheduler instance (one active per cluster, by lease)",
-		usage:    "[--nats URL] [--id ID] [--replicas 1] [--spread-out=true] [--max-executor-retries 10] [--lease-ttl 3s] [--beat-interval 100ms] [--missed-beats 3]",
+		usage: "[--nats URL] [--id ID] [--spread-out=true] [--max-executor-retries 10] [--renew-interval 1s] [--beat-interval 100ms] [--missed-beats 3]",
+		details: `The lease TTL is the stoker-leader bucket's, set by the store's owner
+(stoker up, stoker bus or stoker init --lease-ttl); the scheduler reads it
+and checks --renew-interval, --beat-interval and --missed-beats against it.`,
 		examples: []string{"stoker scheduler --id sched-a", "stoker scheduler --spread-out=false   # consolidate executors"},
 		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			c := bindCommon(fs)
 			sc := bindSchedulerFlags(fs)
+			leaseTTL := deprecatedVar(fs, "lease-ttl",
+				"the lease TTL is the stoker-leader bucket's, set by the store's owner (stoker bus, stoker up or stoker init --lease-ttl)")
 			return func(ctx context.Context, args []string) error {
 				if err := sc.check(); err != nil {
 					return err
 				}
 				return runService(ctx, e, c, "scheduler", args, func(nc *nats.Conn, id string, log zerolog.Logger) (service, error) {
-					return scheduler.New(sc.config(nc, id, *c.replicas, log))
+					leaseTTL.warn(log)
+					return scheduler.New(sc.config(nc, id, log))
 				})
 			}
 		},
 	})
 	register(&command{
 		name: "recovery", group: "Services", summary: "run a recovery instance (reconciles state on each new scheduler epoch)",
-		usage:    "[--nats URL] [--id ID] [--replicas 1] [--recovery-timeout 2s]",
+		usage:    "[--nats URL] [--id ID] [--recovery-timeout 2s]",
 		examples: []string{"stoker recovery --recovery-timeout 5s"},
 		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			c := bindCommon(fs)
@@ -203,7 +201,7 @@ func init() {
 					return usagef("--recovery-timeout must be > 0")
 				}
 				return runService(ctx, e, c, "recovery", args, func(nc *nats.Conn, id string, log zerolog.Logger) (service, error) {
-					return recovery.New(recovery.Config{NC: nc, ID: id, Replicas: *c.replicas, Log: log, RecoveryTimeout: *rt})
+					return recovery.New(recovery.Config{NC: nc, ID: id, Log: log, RecoveryTimeout: *rt})
 				})
 			}
 		},
@@ -233,17 +231,15 @@ minus 1 GiB. On SIGTERM or Ctrl-C the agent tells the cluster it is leaving
 
 // schedulerFlags are shared by `stoker scheduler` and `stoker up`.
 type schedulerFlags struct {
-	spreadOut                                       *bool
-	maxRetries, missedBeats                         *int
-	leaseTTL, renewInterval, beatInterval, launchTO *time.Duration
+	spreadOut                             *bool
+	maxRetries, missedBeats               *int
+	renewInterval, beatInterval, launchTO *time.Duration
 }
 
 func bindSchedulerFlags(fs *flag.FlagSet) *schedulerFlags {
 	return &schedulerFlags{
-		spreadOut:  fs.Bool("spread-out", true, "spread executors over workers (false: fill one worker before the next)"),
-		maxRetries: fs.Int("max-executor-retries", defaultMaxExecutorRetries, "executor failures in a row (none running) after which an app FAILS"),
-		leaseTTL: fs.Duration("lease-ttl", scheduler.DefaultLeaseTTL,
-			"scheduler lease time-to-live; every scheduler must use the same (it is the stoker-leader bucket's TTL)"),
+		spreadOut:     fs.Bool("spread-out", true, "spread executors over workers (false: fill one worker before the next)"),
+		maxRetries:    fs.Int("max-executor-retries", defaultMaxExecutorRetries, "executor failures in a row (none running) after which an app FAILS"),
 		renewInterval: fs.Duration("renew-interval", 0, "how often the leader renews its lease (default: lease-ttl/3)"),
 		beatInterval:  fs.Duration("beat-interval", scheduler.DefaultBeatInterval, "how often the leader publishes a lease beat"),
 		missedBeats: fs.Int("missed-beats", scheduler.DefaultMissedBeats,
@@ -256,7 +252,7 @@ func (s *schedulerFlags) check() error {
 	if *s.maxRetries <= 0 {
 		return usagef("--max-executor-retries must be > 0, got %d", *s.maxRetries)
 	}
-	for name, d := range map[string]time.Duration{"--lease-ttl": *s.leaseTTL, "--renew-interval": *s.renewInterval,
+	for name, d := range map[string]time.Duration{"--renew-interval": *s.renewInterval,
 		"--beat-interval": *s.beatInterval, "--launch-timeout": *s.launchTO} {
 		if d < 0 {
 			return usagef("%s must be >= 0, got %s", name, d)
@@ -269,9 +265,9 @@ func (s *schedulerFlags) check() error {
 }
 
 // config is the scheduler's Config from the flags.
-func (s *schedulerFlags) config(nc *nats.Conn, id string, replicas int, log zerolog.Logger) scheduler.Config {
-	return scheduler.Config{NC: nc, ID: id, Replicas: replicas, Log: log,
-		Consolidate: !*s.spreadOut, MaxExecutorRetries: *s.maxRetries, LeaseTTL: *s.leaseTTL,
+func (s *schedulerFlags) config(nc *nats.Conn, id string, log zerolog.Logger) scheduler.Config {
+	return scheduler.Config{NC: nc, ID: id, Log: log,
+		Consolidate: !*s.spreadOut, MaxExecutorRetries: *s.maxRetries,
 		RenewInterval: *s.renewInterval, BeatInterval: *s.beatInterval, MissedBeats: *s.missedBeats,
 		LaunchTimeout: *s.launchTO}
 }
@@ -357,18 +353,27 @@ func runAgent(ctx context.Context, e *env, o *agentOptions) error {
 type busOptions struct {
 	cfg bus.ServerConfig
 	log string
+	// provision: this node provisions the store with store once JetStream answers.
+	provision bool
+	store     bus.StoreConfig
 }
 
 func init() {
 	register(&command{
 		name: "bus", group: "Services", summary: "run an embedded NATS server with JetStream (one node of the bus)",
-		usage: "--data DIR [--port 4222] [--host H] [--server-name N] [--cluster-name C --cluster-port P --routes URLS] [--monitor-port P]",
+		usage: "--data DIR [--port 4222] [--host H] [--server-name N] [--cluster-name C --cluster-port P --routes URLS] [--monitor-port P] [--replicas 1] [--lease-ttl 3s] [--provision=true]",
 		details: `Any NATS 2.11+ server with JetStream works as the bus; this is the same
 server embedded, so a cluster needs nothing else installed. Three nodes with
---routes to each other form a JetStream cluster (run services with --replicas 3).`,
+--routes to each other form a JetStream cluster (give each --replicas 3).
+
+Once JetStream answers, the node provisions the cluster's store (buckets
+and stream) with the store flags, as ` + "`stoker init`" + ` does: every node of a
+cluster may, idempotently, so give them all the same store flags. A setting
+that differs and cannot be changed in place stops the node with an error
+saying how to fix it. --provision=false leaves the store to ` + "`stoker init`" + `.`,
 		examples: []string{
 			"stoker bus --data ./data/nats",
-			"stoker bus --data /data --server-name n1 --cluster-name stoker --cluster-port 6222 --routes nats://n2:6222,nats://n3:6222",
+			"stoker bus --data /data --server-name n1 --cluster-name stoker --cluster-port 6222 --routes nats://n2:6222,nats://n3:6222 --replicas 3",
 		},
 		setup: setupWith(bindBus, runBus),
 	})
@@ -383,10 +388,16 @@ func bindBus(fs *flag.FlagSet, o *busOptions) func(args []string) error {
 	clusterPort := fs.Int("cluster-port", 6222, "cluster route port")
 	routes := fs.String("routes", "", "comma-separated route URLs of the other nodes, e.g. nats://n2:6222")
 	monitor := fs.Int("monitor-port", 0, "HTTP monitoring port (0: off)")
+	provision := fs.Bool("provision", true, "provision the cluster's store once JetStream answers (false: leave it to `stoker init`)")
+	sf := bindStoreFlags(fs)
 	level := logLevelFlag(fs)
 	return func(args []string) error {
 		if len(args) > 0 {
 			return usagef("unexpected arguments %q", strings.Join(args, " "))
+		}
+		store, err := sf.config()
+		if err != nil {
+			return err
 		}
 		if *data == "" {
 			return usagef("--data is required")
@@ -407,7 +418,7 @@ func bindBus(fs *flag.FlagSet, o *busOptions) func(args []string) error {
 				}
 			}
 		}
-		*o = busOptions{cfg: cfg, log: *level}
+		*o = busOptions{cfg: cfg, log: *level, provision: *provision, store: store}
 		return nil
 	}
 }
@@ -423,34 +434,50 @@ func runBus(ctx context.Context, e *env, o *busOptions) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "NATS with JetStream at %s (data in %s)\n", srv.URL(), o.cfg.StoreDir)
-	<-ctx.Done()
+	provisioned := make(chan error, 1)
+	if o.provision {
+		nc, err := bus.Connect("", bus.ConnectOptions{Name: "stoker-bus-provision", Server: srv, Log: &log})
+		if err != nil {
+			srv.Stop()
+			return err
+		}
+		// Kept open: the owner provisions again after a reconnect.
+		defer nc.Close()
+		go func() {
+			_, err := provisionStore(ctx, nc, o.store, log)
+			if err == nil {
+				log.Info().Int("replicas", o.store.Replicas).Dur("lease_ttl", o.store.LeaseTTL).Msg("store provisioned")
+			}
+			provisioned <- err
+		}()
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-provisioned:
+		if err != nil && ctx.Err() == nil {
+			srv.Stop()
+			return err
+		}
+		<-ctx.Done()
+	}
 	log.Info().Msg("stopping the bus")
 	srv.Stop()
 	return nil
 }
 
-// waitForJetStream returns once the bus answers JetStream requests (on a
-// cluster: once it has a meta leader), so a service started alongside the
-// bus, as compose does, waits for it instead of failing.
-func waitForJetStream(ctx context.Context, nc *nats.Conn, log zerolog.Logger) error {
+// startWhenStore waits (as long as ctx allows) for JetStream and for the
+// store's owner to have provisioned the store, so a service started
+// alongside the bus, as compose does, waits instead of failing; then it
+// starts s within startTimeout.
+func startWhenStore(ctx context.Context, nc *nats.Conn, s service, log zerolog.Logger) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
 	}
-	for attempt := 0; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := js.AccountInfo(actx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if attempt%5 == 1 {
-			log.Warn().Err(err).Int("attempt", attempt).Msg("waiting for JetStream on the bus")
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("bus never answered JetStream: %w", err)
-		case <-time.After(svc.Backoff(attempt, 100*time.Millisecond, 2*time.Second, nil)):
-		}
+	if _, err := bus.WaitStore(ctx, js, log); err != nil {
+		return err
 	}
+	sctx, cancel := startContext(ctx)
+	defer cancel()
+	return s.Start(sctx)
 }

@@ -42,7 +42,8 @@ type upOptions struct {
 	killGrace         time.Duration
 	spreadOut         bool
 	maxRetries        int
-	leaseTTL          time.Duration
+	// store is what `stoker up` provisions (zero: the defaults).
+	store bus.StoreConfig
 	// sched holds every scheduler flag when parsed from the command line.
 	sched    *schedulerFlags
 	logLevel string
@@ -54,8 +55,11 @@ func init() {
 	register(&command{
 		name: "up", group: "Cluster", summary: "run a whole cluster in this process: bus, services and N workers",
 		usage: "[--workers 2] [--cores-per-worker N] [--memory-per-worker 2g] [--data ./data] [--port 4222] [flags]",
-		details: `Starts an embedded NATS server with JetStream (data in <data>/nats), the
-registration, heartbeat, recovery and scheduler services, and N worker agents
+		details: `Starts an embedded NATS server with JetStream (data in <data>/nats),
+provisions the store (buckets and stream, with --lease-ttl and the other
+store flags; a setting changed since the last start is updated in place and
+logged), starts the registration, heartbeat, recovery and scheduler
+services, and N worker agents
 named <hostname>-1..N with work dirs <data>/work/<worker>. Ctrl-C or SIGTERM
 decommissions the workers, stops the services, then the bus. Starting again
 on the same --data keeps the cluster's state.`,
@@ -80,10 +84,18 @@ func bindUp(fs *flag.FlagSet, o *upOptions) func(args []string) error {
 	rt := fs.Duration("recovery-timeout", defaultRecoveryTimeout, "how long recovery waits for agents and drivers")
 	grace := fs.Duration("kill-grace", defaultKillGrace, "wait between SIGTERM and SIGKILL when killing a child")
 	sc := bindSchedulerFlags(fs)
+	sf := bindStoreFlags(fs)
 	level := logLevelFlag(fs)
 	return func(args []string) error {
 		if len(args) > 0 {
 			return usagef("unexpected arguments %q", strings.Join(args, " "))
+		}
+		store, err := sf.config()
+		if err != nil {
+			return err
+		}
+		if store.Replicas != 1 {
+			return usagef("--replicas %d needs a JetStream cluster; `stoker up` runs one node: use 1, or `stoker bus` nodes with --replicas 3", store.Replicas)
 		}
 		if err := positive("workers", *workers); err != nil {
 			return err
@@ -113,7 +125,7 @@ func bindUp(fs *flag.FlagSet, o *upOptions) func(args []string) error {
 			workers: *workers, coresPerWorker: *cores, memoryPerWorkerMB: int64(*memory),
 			data: *data, host: *host, port: *port,
 			workerTimeout: *wt, heartbeatInterval: *hb, recoveryTimeout: *rt, killGrace: *grace,
-			spreadOut: *sc.spreadOut, maxRetries: *sc.maxRetries, leaseTTL: *sc.leaseTTL, sched: sc,
+			spreadOut: *sc.spreadOut, maxRetries: *sc.maxRetries, store: store, sched: sc,
 			logLevel: *level, registerWait: 15 * time.Second,
 		}
 		return nil
@@ -182,6 +194,14 @@ func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluste
 		c.conns = append(c.conns, nc)
 		return nc, nil
 	}
+	// `stoker up` owns the store: provisioned before any service opens it.
+	pnc, err := conn("provision")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := provisionStore(ctx, pnc, o.store, log); err != nil {
+		return nil, err
+	}
 	startSvc := func(name string, mk func(nc *nats.Conn, id string, log zerolog.Logger) (service, error)) error {
 		nc, err := conn(name)
 		if err != nil {
@@ -206,26 +226,26 @@ func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluste
 		mk   func(nc *nats.Conn, id string, log zerolog.Logger) (service, error)
 	}{
 		{"registration", func(nc *nats.Conn, id string, l zerolog.Logger) (service, error) {
-			return registration.New(registration.Config{NC: nc, ID: id, Replicas: 1, Log: l,
+			return registration.New(registration.Config{NC: nc, ID: id, Log: l,
 				HeartbeatInterval: o.heartbeatInterval, WorkerTimeout: o.workerTimeout})
 		}},
 		{"heartbeat", func(nc *nats.Conn, id string, l zerolog.Logger) (service, error) {
-			return heartbeat.New(heartbeat.Config{NC: nc, ID: id, Replicas: 1, Log: l,
+			return heartbeat.New(heartbeat.Config{NC: nc, ID: id, Log: l,
 				WorkerTimeout: o.workerTimeout, HeartbeatInterval: o.heartbeatInterval})
 		}},
 		// Recovery before the scheduler, so it sees the scheduler's first epoch.
 		{"recovery", func(nc *nats.Conn, id string, l zerolog.Logger) (service, error) {
-			return recovery.New(recovery.Config{NC: nc, ID: id, Replicas: 1, Log: l, RecoveryTimeout: o.recoveryTimeout})
+			return recovery.New(recovery.Config{NC: nc, ID: id, Log: l, RecoveryTimeout: o.recoveryTimeout})
 		}},
 		{"scheduler", func(nc *nats.Conn, id string, l zerolog.Logger) (service, error) {
 			if o.sched != nil {
-				return scheduler.New(o.sched.config(nc, id, 1, l))
+				return scheduler.New(o.sched.config(nc, id, l))
 			}
 			var zero time.Duration
 			var zeroN int // zero values: the scheduler's defaults
-			sf := &schedulerFlags{spreadOut: &o.spreadOut, maxRetries: &o.maxRetries, leaseTTL: &o.leaseTTL,
+			sf := &schedulerFlags{spreadOut: &o.spreadOut, maxRetries: &o.maxRetries,
 				renewInterval: &zero, beatInterval: &zero, missedBeats: &zeroN, launchTO: &zero}
-			return scheduler.New(sf.config(nc, id, 1, l))
+			return scheduler.New(sf.config(nc, id, l))
 		}},
 	}
 	for _, st := range steps {

@@ -37,12 +37,10 @@ const (
 type Config struct {
 	// NC is the connection the agent uses; the caller owns (and closes) it.
 	NC *nats.Conn
-	// ID and Replicas are part of every service's Config so cmd/stoker can
-	// wire them alike; the agent does not use them (its identity is
-	// WorkerID, and it has no JetStream state).
-	ID       string
-	Replicas int
-	Log      zerolog.Logger
+	// ID is part of every service's Config so cmd/stoker can wire them
+	// alike; the agent does not use it (its identity is WorkerID).
+	ID  string
+	Log zerolog.Logger
 
 	// NATSURL is given to every child as STOKER_NATS_URL. Required.
 	NATSURL string

@@ -40,10 +40,9 @@ const (
 
 // Config configures a heartbeat service.
 type Config struct {
-	NC       *nats.Conn
-	ID       string // instance id, in micro metadata; default random
-	Replicas int
-	Log      zerolog.Logger
+	NC  *nats.Conn
+	ID  string // instance id, in micro metadata; default random
+	Log zerolog.Logger
 
 	// WorkerTimeout is how long a worker (or an application's driver) may
 	// stay silent before it is judged gone. Default 5s.
@@ -135,7 +134,7 @@ func (s *Service) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
-	st, err := bus.EnsureStore(ctx, js, bus.StoreConfig{Replicas: s.cfg.Replicas})
+	st, err := bus.OpenStore(ctx, js)
 	if err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}

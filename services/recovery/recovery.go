@@ -48,19 +48,15 @@ var ErrConfig = errors.New("recovery: invalid config")
 
 // Config configures a recovery instance.
 type Config struct {
-	NC       *nats.Conn
-	ID       string // this instance, recorded as the recoverer of the epochs it claims
-	Replicas int    // for buckets and stream when this service creates them
-	Log      zerolog.Logger
+	NC  *nats.Conn
+	ID  string // this instance, recorded as the recoverer of the epochs it claims
+	Log zerolog.Logger
 	// RecoveryTimeout bounds the wait for agents and drivers to answer.
 	// Default 2s.
 	RecoveryTimeout time.Duration
 	// StaleClaim: another instance takes over an epoch left RECOVERING this
 	// long. Default 3 × RecoveryTimeout; must exceed RecoveryTimeout.
 	StaleClaim time.Duration
-	// LeaseTTL is passed to bus.EnsureStore should this service be the one
-	// creating the lease bucket (0: the bus default).
-	LeaseTTL time.Duration
 }
 
 // Service is one recovery instance.
@@ -102,16 +98,13 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("%w: StaleClaim (%s) must exceed RecoveryTimeout (%s), or a live recovery would be taken over",
 			ErrConfig, cfg.StaleClaim, cfg.RecoveryTimeout)
 	}
-	if cfg.Replicas <= 0 {
-		cfg.Replicas = 1
-	}
 	return &Service{
 		cfg: cfg,
 		log: cfg.Log.With().Str("component", "recovery").Str("instance", cfg.ID).Logger(),
 	}, nil
 }
 
-// Start ensures the buckets, registers the micro service and starts
+// Start opens the store, registers the micro service and starts
 // watching the scheduler lease. It returns once watching.
 func (s *Service) Start(ctx context.Context) error {
 	err := errors.New("recovery: already started")
@@ -124,7 +117,7 @@ func (s *Service) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("recovery: jetstream: %w", err)
 	}
-	st, err := bus.EnsureStore(ctx, js, bus.StoreConfig{Replicas: s.cfg.Replicas, LeaseTTL: s.cfg.LeaseTTL})
+	st, err := bus.OpenStore(ctx, js)
 	if err != nil {
 		return fmt.Errorf("recovery: %w", err)
 	}

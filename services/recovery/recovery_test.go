@@ -38,7 +38,7 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	// A long lease TTL: the test holds the lease without renewing it.
-	st, err := bus.EnsureStore(ctxT(t), js, bus.StoreConfig{Replicas: 1, LeaseTTL: 10 * time.Second})
+	st, err := bus.Provision(ctxT(t), js, bus.StoreConfig{Replicas: 1, LeaseTTL: 10 * time.Second}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -724,7 +724,7 @@ func TestService_Start_SurvivesBusRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := bus.EnsureStore(ctxT(t), js, bus.StoreConfig{Replicas: 1, LeaseTTL: 10 * time.Second})
+	st, err := bus.Provision(ctxT(t), js, bus.StoreConfig{Replicas: 1, LeaseTTL: 10 * time.Second}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,10 +38,9 @@ const (
 
 // Config configures a registration service.
 type Config struct {
-	NC       *nats.Conn
-	ID       string // instance id, in micro metadata; default random
-	Replicas int    // bucket replicas when this instance creates them
-	Log      zerolog.Logger
+	NC  *nats.Conn
+	ID  string // instance id, in micro metadata; default random
+	Log zerolog.Logger
 
 	// HeartbeatInterval is told to agents (worker heartbeats) and to drivers
 	// (app heartbeats). Default 1s.
@@ -87,14 +86,14 @@ func New(cfg Config) (*Service, error) {
 // ID is the instance id.
 func (s *Service) ID() string { return s.cfg.ID }
 
-// Start ensures the buckets exist and serves every endpoint; it returns once
+// Start opens the store (provisioned by its owner, see bus.Provision) and serves every endpoint; it returns once
 // the endpoints are subscribed.
 func (s *Service) Start(ctx context.Context) error {
 	js, err := jetstream.New(s.nc)
 	if err != nil {
 		return fmt.Errorf("registration: %w", err)
 	}
-	st, err := bus.EnsureStore(ctx, js, bus.StoreConfig{Replicas: s.cfg.Replicas})
+	st, err := bus.OpenStore(ctx, js)
 	if err != nil {
 		return fmt.Errorf("registration: %w", err)
 	}

@@ -19,9 +19,9 @@ import (
 
 // Service defaults.
 const (
-	// DefaultLeaseTTL, DefaultBeatInterval and DefaultMissedBeats are the
-	// lease package's defaults, named here for the command-line flags.
-	DefaultLeaseTTL           = lease.DefaultTTL
+	// DefaultBeatInterval and DefaultMissedBeats are the lease package's
+	// defaults, named here for the command-line flags. The lease TTL is
+	// the lease bucket's (bus.DefaultLeaseTTL unless its owner said otherwise).
 	DefaultBeatInterval       = lease.DefaultBeatInterval
 	DefaultMissedBeats        = lease.DefaultMissedBeats
 	DefaultMaxExecutorRetries = 10
@@ -39,9 +39,8 @@ var ErrConfig = errors.New("scheduler: invalid config")
 type Config struct {
 	NC *nats.Conn
 	// ID names this instance: the lease holder when it leads. Unique.
-	ID       string
-	Replicas int
-	Log      zerolog.Logger
+	ID  string
+	Log zerolog.Logger
 	// Consolidate packs each application on as few workers as possible.
 	// The default (false) spreads executors out, as Spark's
 	// spark.deploy.spreadOut=true.
@@ -49,10 +48,11 @@ type Config struct {
 	// MaxExecutorRetries: an app whose executors fail this many times in a
 	// row with none running is FAILED. Default 10; negative disables.
 	MaxExecutorRetries int
-	// LeaseTTL (default 3s, also the lease bucket's TTL), RenewInterval
-	// (default LeaseTTL/3), BeatInterval (default 100ms), MissedBeats
-	// (default 3): see lease.Timings.
-	LeaseTTL      time.Duration
+	// RenewInterval (default lease TTL/3), BeatInterval (default 100ms),
+	// MissedBeats (default 3): see lease.Timings. The lease TTL itself is
+	// not configured here: it is the stoker-leader bucket's TTL, set by
+	// the store's owner (bus.Provision) and read at Start, where these
+	// timings are checked against it.
 	RenewInterval time.Duration
 	BeatInterval  time.Duration
 	MissedBeats   int
@@ -119,17 +119,15 @@ func New(cfg Config) (*Service, error) {
 	for name, d := range map[string]time.Duration{
 		"LaunchTimeout": cfg.LaunchTimeout, "Tick": cfg.Tick, "Debounce": cfg.Debounce,
 		"KillRetry": cfg.KillRetry, "AvoidFor": cfg.AvoidFor,
+		"RenewInterval": cfg.RenewInterval, "BeatInterval": cfg.BeatInterval,
 	} {
 		if d < 0 {
 			return nil, bad("%s %s is negative", name, d)
 		}
 	}
-	// Validate the lease timings now, not at Start.
-	t, err := cfg.timings().WithDefaults()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	if cfg.MissedBeats < 0 {
+		return nil, bad("MissedBeats %d is negative", cfg.MissedBeats)
 	}
-	cfg.LeaseTTL, cfg.RenewInterval, cfg.BeatInterval, cfg.MissedBeats = t.TTL, t.RenewInterval, t.BeatInterval, t.MissedBeats
 	return &Service{
 		cfg:   cfg,
 		log:   cfg.Log.With().Str("component", "scheduler").Str("scheduler_id", cfg.ID).Logger(),
@@ -138,8 +136,9 @@ func New(cfg Config) (*Service, error) {
 	}, nil
 }
 
-func (c *Config) timings() lease.Timings {
-	return lease.Timings{TTL: c.LeaseTTL, RenewInterval: c.RenewInterval, BeatInterval: c.BeatInterval, MissedBeats: c.MissedBeats}
+// timings are the lease timings under the lease bucket's TTL, with defaults.
+func (c *Config) timings(ttl time.Duration) (lease.Timings, error) {
+	return lease.Timings{TTL: ttl, RenewInterval: c.RenewInterval, BeatInterval: c.BeatInterval, MissedBeats: c.MissedBeats}.WithDefaults()
 }
 
 // IsLeader reports whether this instance holds the scheduler lease.
@@ -153,7 +152,8 @@ func (s *Service) Epoch() uint64 {
 	return s.el.Epoch()
 }
 
-// Start creates the buckets if needed, starts watching them, registers the
+// Start opens the store, reads the lease TTL from the lease bucket and
+// checks the lease timings against it, starts watching the buckets, registers the
 // micro service and campaigns for the lease. It returns once watching.
 func (s *Service) Start(ctx context.Context) error {
 	err := errors.New("scheduler: already started")
@@ -166,9 +166,18 @@ func (s *Service) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("scheduler: jetstream: %w", err)
 	}
-	st, err := bus.EnsureStore(ctx, js, bus.StoreConfig{Replicas: s.cfg.Replicas, LeaseTTL: s.cfg.LeaseTTL})
+	st, err := bus.OpenStore(ctx, js)
 	if err != nil {
 		return fmt.Errorf("scheduler: %w", err)
+	}
+	ttl, err := bus.LeaseTTL(ctx, st.Leader)
+	if err != nil {
+		return fmt.Errorf("scheduler: %w", err)
+	}
+	// The timings against the bucket's TTL, before anything starts.
+	t, err := s.cfg.timings(ttl)
+	if err != nil {
+		return fmt.Errorf("%w: lease bucket %s has TTL %s: %w", ErrConfig, bus.BucketLeader, ttl, err)
 	}
 	s.group = svc.NewGroup(context.Background())
 	s.view = newView(st, s.log)
@@ -182,25 +191,25 @@ func (s *Service) start(ctx context.Context) error {
 		s.group.Stop()
 		return fmt.Errorf("scheduler: micro: %w", err)
 	}
-	if err := s.campaign(ctx, st.Leader); err != nil {
+	if err := s.campaign(ctx, st.Leader, t); err != nil {
 		s.ann.stop()
 		s.group.Stop()
 		return fmt.Errorf("scheduler: %w", err)
 	}
 	s.log.Info().Bool("spread_out", !s.cfg.Consolidate).Int("max_executor_retries", s.cfg.MaxExecutorRetries).
-		Dur("lease_ttl", s.cfg.LeaseTTL).Msg("scheduler started (standby until it wins the lease)")
+		Dur("lease_ttl", ttl).Msg("scheduler started (standby until it wins the lease)")
 	return nil
 }
 
 // campaign starts the elector: leading runs passes under the leader
 // context, and every change of leadership is re-announced.
-func (s *Service) campaign(ctx context.Context, kv jetstream.KeyValue) error {
+func (s *Service) campaign(ctx context.Context, kv jetstream.KeyValue, t lease.Timings) error {
 	// el is declared first so the callbacks can read its state: both run
 	// only after el.Start, which follows the assignment.
 	var el *lease.Elector
 	el, err := lease.NewElector(lease.Config{
 		KV: kv, NC: s.cfg.NC, Key: bus.KeyScheduler, ID: s.cfg.ID,
-		Timings: s.cfg.timings(), ReleaseOnStop: true, Log: s.cfg.Log,
+		Timings: t, ReleaseOnStop: true, Log: s.cfg.Log,
 		OnStartedLeading: func(lctx context.Context, epoch uint64) {
 			s.reannounce(el)
 			s.group.Go(func(gctx context.Context) {

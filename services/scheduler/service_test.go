@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -195,7 +196,8 @@ func TestNew_Validation(t *testing.T) {
 		{"defaults", Config{NC: nc, ID: "s1"}, true},
 		{"no conn", Config{ID: "s1"}, false},
 		{"bad id", Config{NC: nc, ID: "s.1"}, false},
-		{"renew not below ttl", Config{NC: nc, ID: "s1", LeaseTTL: time.Second, RenewInterval: time.Second}, false},
+		{"negative renew", Config{NC: nc, ID: "s1", RenewInterval: -time.Second}, false},
+		{"negative missed beats", Config{NC: nc, ID: "s1", MissedBeats: -1}, false},
 		{"negative timeout", Config{NC: nc, ID: "s1", LaunchTimeout: -time.Second}, false},
 	}
 	for _, tc := range tests {
@@ -207,8 +209,43 @@ func TestNew_Validation(t *testing.T) {
 			if err != nil && !errors.Is(err, ErrConfig) {
 				t.Fatalf("err %v does not wrap ErrConfig", err)
 			}
-			if tc.ok && (s.cfg.MaxExecutorRetries != 10 || s.cfg.LaunchTimeout != 2*time.Second || s.cfg.LeaseTTL != 3*time.Second) {
+			if tc.ok && (s.cfg.MaxExecutorRetries != 10 || s.cfg.LaunchTimeout != 2*time.Second) {
 				t.Fatalf("defaults not applied: %+v", s.cfg)
+			}
+		})
+	}
+}
+
+// The lease TTL is the lease bucket's, read at Start: the same timings are
+// refused against a bucket whose TTL they do not fit and accepted against
+// one they do.
+func TestService_Start_TimingsCheckedAgainstBucketTTL(t *testing.T) {
+	tests := []struct {
+		name string
+		ttl  time.Duration
+		ok   bool
+	}{
+		{"renew interval equals the bucket TTL", time.Second, false},
+		{"renew interval below the bucket TTL", 5 * time.Second, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := bustest.Start(t)
+			nc := bustest.Conn(t, srv.ClientURL())
+			bustest.StoreWith(t, nc, bus.StoreConfig{LeaseTTL: tc.ttl})
+			s, err := New(Config{NC: nc, ID: "s1", RenewInterval: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err = s.Start(ctx)
+			t.Cleanup(s.Stop)
+			if tc.ok != (err == nil) {
+				t.Fatalf("Start: err = %v, want ok=%v", err, tc.ok)
+			}
+			if err != nil && (!errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), bus.BucketLeader)) {
+				t.Fatalf("err %v: want ErrConfig naming %s", err, bus.BucketLeader)
 			}
 		})
 	}

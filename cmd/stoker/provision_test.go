@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/bus/bustest"
+	"github.com/stoker/stoker/schemas"
+	"github.com/stoker/stoker/services/heartbeat"
+	"github.com/stoker/stoker/services/recovery"
+	"github.com/stoker/stoker/services/registration"
+	"github.com/stoker/stoker/services/scheduler"
+)
+
+// permutations of s, in a stable order.
+func permutations(s []string) [][]string {
+	if len(s) <= 1 {
+		return [][]string{append([]string(nil), s...)}
+	}
+	var out [][]string
+	for i := range s {
+		rest := append(append([]string(nil), s[:i]...), s[i+1:]...)
+		for _, p := range permutations(rest) {
+			out = append(out, append([]string{s[i]}, p...))
+		}
+	}
+	return out
+}
+
+// storeShape is every bucket's and the stream's settings, as text.
+func storeShape(t *testing.T, js jetstream.JetStream) string {
+	t.Helper()
+	var b strings.Builder
+	names := []string{bus.StreamEvents}
+	for _, n := range bus.Buckets() {
+		names = append(names, "KV_"+n)
+	}
+	for _, n := range names {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s, err := js.Stream(ctx, n)
+		cancel()
+		if err != nil {
+			t.Fatalf("stream %s: %v", n, err)
+		}
+		c := s.CachedInfo().Config
+		fmt.Fprintf(&b, "%s r=%d age=%s hist=%d bytes=%d marker=%s %s %q\n", n, c.Replicas, c.MaxAge,
+			c.MaxMsgsPerSubject, c.MaxBytes, c.SubjectDeleteMarkerTTL, c.Storage, c.Description)
+	}
+	return b.String()
+}
+
+func newTestService(t *testing.T, name string, nc *nats.Conn) service {
+	t.Helper()
+	var s service
+	var err error
+	log := zerolog.Nop()
+	switch name {
+	case "registration":
+		s, err = registration.New(registration.Config{NC: nc, ID: "reg-1", Log: log})
+	case "heartbeat":
+		s, err = heartbeat.New(heartbeat.Config{NC: nc, ID: "hb-1", Log: log})
+	case "recovery":
+		s, err = recovery.New(recovery.Config{NC: nc, ID: "rec-1", Log: log})
+	case "scheduler":
+		s, err = scheduler.New(scheduler.Config{NC: nc, ID: "sched-1", Log: log})
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return s
+}
+
+// Services only open the store; its owner creates it. Whatever the order
+// (services before the owner wait for it), on a fresh or an existing bus,
+// every service starts and the buckets are the owner's.
+func TestServices_AnyOrder_OpenTheOwnersStore(t *testing.T) {
+	owner := bus.StoreConfig{LeaseTTL: 4 * time.Second, EventsMaxAge: time.Hour}
+	srv := bustest.Start(t)
+	js, err := jetstream.New(bustest.Conn(t, srv.ClientURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := bus.Provision(ctx, js, owner, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	want := storeShape(t, js)
+	if !strings.Contains(want, "KV_stoker-leader r=1 age=4s") {
+		t.Fatalf("the reference store lacks the owner's lease TTL:\n%s", want)
+	}
+
+	for i, order := range permutations([]string{"registration", "heartbeat", "recovery", "scheduler"}) {
+		ownerAt := i % (len(order) + 1) // the owner before the first, ..., after the last
+		for _, existing := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s owner@%d existing=%v", strings.Join(order, ","), ownerAt, existing), func(t *testing.T) {
+				srv := bustest.Start(t)
+				nc := bustest.Conn(t, srv.ClientURL())
+				js, err := jetstream.New(nc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				provision := func() {
+					if _, err := bus.Provision(ctx, js, owner, zerolog.Nop()); err != nil {
+						t.Fatalf("provision: %v", err)
+					}
+				}
+				if existing {
+					provision()
+				}
+				started := make(chan error, len(order))
+				for j, name := range order {
+					if j == ownerAt {
+						provision()
+					}
+					s := newTestService(t, name, bustest.Conn(t, srv.ClientURL()))
+					t.Cleanup(s.Stop)
+					go func() { started <- startWhenStore(ctx, nc, s, zerolog.Nop()) }()
+				}
+				if ownerAt == len(order) {
+					provision()
+				}
+				for range order {
+					if err := <-started; err != nil {
+						t.Fatalf("a service did not start: %v", err)
+					}
+				}
+				if got := storeShape(t, js); got != want {
+					t.Fatalf("store:\n%s\nwant:\n%s", got, want)
+				}
+			})
+		}
+	}
+}
+
+// `stoker up --lease-ttl 5s --replicas 1` (and the other store and
+// scheduler flags) starts, and its scheduler leads under the bucket's TTL;
+// started again on the same data with another TTL, the bucket follows.
+func TestUp_StoreFlags_StartAndUpdateInPlace(t *testing.T) {
+	data := t.TempDir()
+	parse := func(args ...string) *upOptions {
+		t.Helper()
+		fs := flag.NewFlagSet("up", flag.ContinueOnError)
+		o := &upOptions{}
+		complete := bindUp(fs, o)
+		if err := fs.Parse(append([]string{"--data", data, "--workers", "1", "--cores-per-worker", "1",
+			"--memory-per-worker", "512m", "--heartbeat-interval", "200ms", "--worker-timeout", "3s"}, args...)); err != nil {
+			t.Fatal(err)
+		}
+		if err := complete(fs.Args()); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		o.port, o.registerWait = -1, 20*time.Second
+		return o
+	}
+	for _, tc := range []struct {
+		args []string
+		ttl  time.Duration
+	}{
+		{[]string{"--lease-ttl", "5s", "--replicas", "1"}, 5 * time.Second},
+		{[]string{"--lease-ttl", "2s", "--replicas", "1", "--renew-interval", "500ms", "--beat-interval", "50ms",
+			"--missed-beats", "4", "--launch-timeout", "1s", "--events-max-age", "1h", "--events-max-bytes", "64m",
+			"--spread-out=false", "--max-executor-retries", "3"}, 2 * time.Second},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		c, err := startUp(ctx, parse(tc.args...), zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+		cancel()
+		if err != nil {
+			t.Fatalf("up %v: %v", tc.args, err)
+		}
+		nc := bustest.Conn(t, c.url)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel = context.WithTimeout(context.Background(), 20*time.Second)
+		st, err := bus.OpenStore(ctx, js)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ttl, err := bus.LeaseTTL(ctx, st.Leader); err != nil || ttl != tc.ttl {
+			t.Errorf("up %v: lease TTL %s (%v), want %s", tc.args, ttl, err, tc.ttl)
+		}
+		bustest.Eventually(t, 15*time.Second, "the cluster ALIVE under a scheduler lease", func() bool {
+			cl, _, err := bus.Get[schemas.Cluster](ctx, st.Cluster, bus.KeyClusterState)
+			return err == nil && cl.State == schemas.ClusterAlive
+		})
+		cancel()
+		c.Stop()
+	}
+}
