@@ -1,11 +1,9 @@
 package bus_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,23 +15,6 @@ import (
 	"github.com/stoker/stoker/schemas"
 )
 
-// syncBuffer is a log sink safe for the provisioner's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func testJS(t *testing.T, url string) jetstream.JetStream {
 	t.Helper()
@@ -65,7 +46,7 @@ func TestProvision_Fresh_CreatesEveryBucketAndStream(t *testing.T) {
 	if _, err := bus.OpenStore(ctx10(t), js); !errors.Is(err, bus.ErrNoStore) {
 		t.Fatalf("OpenStore on a fresh bus: want ErrNoStore, got %v", err)
 	}
-	var log syncBuffer
+	var log bustest.Buffer
 	if _, err := bus.Provision(ctx10(t), js, bus.StoreConfig{LeaseTTL: 2 * time.Second}, zerolog.New(&log)); err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +85,7 @@ func TestProvision_LeaseTTLChanged_UpdatedInPlaceAndLogged(t *testing.T) {
 	if _, err := bus.Create(ctx10(t), st.Workers, "w1", &schemas.Worker{ID: "w1", Cores: 1, MemoryMB: 1}); err != nil {
 		t.Fatal(err)
 	}
-	var log syncBuffer
+	var log bustest.Buffer
 	st, err = bus.Provision(ctx10(t), js, bus.StoreConfig{LeaseTTL: 5 * time.Second, EventsMaxAge: time.Hour}, zerolog.New(&log))
 	if err != nil {
 		t.Fatalf("provision with another lease TTL: %v", err)
@@ -166,7 +147,7 @@ func TestProvision_StorageDiffers_Error(t *testing.T) {
 func TestWaitStore_ReturnsOnceProvisioned(t *testing.T) {
 	srv := bustest.Start(t)
 	js := testJS(t, srv.ClientURL())
-	var log syncBuffer
+	var log bustest.Buffer
 	done := make(chan error, 1)
 	go func() {
 		_, err := bus.WaitStore(ctx10(t), js, zerolog.New(&log))

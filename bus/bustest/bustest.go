@@ -3,8 +3,10 @@
 package bustest
 
 import (
+	"bytes"
 	"context"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -149,4 +151,23 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 	if !cond() {
 		t.Fatalf("timed out after %s waiting for %s", timeout, what)
 	}
+}
+
+// Buffer is a bytes.Buffer safe for concurrent writers and a reader: a log
+// sink or an output that goroutines under test write to.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

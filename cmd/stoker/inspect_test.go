@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -154,23 +152,6 @@ func TestEvents_Since_SkipsOlder(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestEvents_Follow_PrintsNewUntilCancelled(t *testing.T) {
 	srv := bustest.Start(t)
@@ -180,7 +161,7 @@ func TestEvents_Follow_PrintsNewUntilCancelled(t *testing.T) {
 	streamHas(t, nc, 1)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out bustest.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- printEvents(ctx, nc, &out, eventsQuery{last: 100, kind: "worker", follow: true})
