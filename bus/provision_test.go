@@ -15,7 +15,6 @@ import (
 	"github.com/stoker/stoker/schemas"
 )
 
-
 func testJS(t *testing.T, url string) jetstream.JetStream {
 	t.Helper()
 	js, err := jetstream.New(bustest.Conn(t, url))

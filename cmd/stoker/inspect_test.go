@@ -152,7 +152,6 @@ func TestEvents_Since_SkipsOlder(t *testing.T) {
 	}
 }
 
-
 func TestEvents_Follow_PrintsNewUntilCancelled(t *testing.T) {
 	srv := bustest.Start(t)
 	nc := bustest.Conn(t, srv.ClientURL())
