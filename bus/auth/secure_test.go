@@ -315,6 +315,9 @@ func TestSecure_AppConfinedToItsOwnSubjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer drv.Unsubscribe()
+	if err := b.Flush(); err != nil { // the subscription is on the server before anyone asks
+		t.Fatal(err)
+	}
 	exec := s.ConnAs(t, auth.RoleApp, idB)
 	if _, err := exec.Request(bus.AppSubject(idB, "executors.register"), []byte("hi"), 3*time.Second); err != nil {
 		t.Fatalf("executor → its driver: %v", err)
