@@ -63,7 +63,7 @@ func (s *Service) resetAppTimerLocked(id string, a *appTimer, d time.Duration) {
 	if s.stopped {
 		return
 	}
-	a.arm(d, func(gen uint64) {
+	a.arm(s.cfg.Clock, d, func(gen uint64) {
 		s.g.Go(func(ctx context.Context) { s.expireApp(ctx, id, gen) })
 	})
 }
@@ -102,7 +102,7 @@ func (s *Service) expireApp(ctx context.Context, id string, gen uint64) {
 		n := *cur
 		n.State = finished
 		n.Message = AppSilentMessage
-		n.UpdatedAt = time.Now().UTC()
+		n.UpdatedAt = s.cfg.Clock.Now().UTC()
 		written = true
 		return &n, nil
 	})

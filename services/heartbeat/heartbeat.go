@@ -50,6 +50,9 @@ type Config struct {
 	// HeartbeatInterval is what agents and drivers are told; only used to
 	// validate WorkerTimeout. Default 1s.
 	HeartbeatInterval time.Duration
+	// Clock runs the deadlines and stamps records; nil is the wall clock.
+	// Tests pass a svc.FakeClock to move time themselves.
+	Clock svc.Clock
 }
 
 // Service is a heartbeat instance.
@@ -75,18 +78,19 @@ type Service struct {
 // deadline is one liveness timer. gen grows on every arm; a firing timer
 // whose generation is stale (a heartbeat re-armed it meanwhile) does nothing.
 type deadline struct {
-	timer *time.Timer
+	timer svc.Timer
 	gen   uint64
 }
 
-// arm (re)starts the timer: after d, fire runs with this arm's generation.
-func (dl *deadline) arm(d time.Duration, fire func(gen uint64)) {
+// arm (re)starts the timer on clock: after d, fire runs with this arm's
+// generation.
+func (dl *deadline) arm(clock svc.Clock, d time.Duration, fire func(gen uint64)) {
 	dl.gen++
 	gen := dl.gen
 	if dl.timer != nil {
 		dl.timer.Stop()
 	}
-	dl.timer = time.AfterFunc(d, func() { fire(gen) })
+	dl.timer = clock.AfterFunc(d, func() { fire(gen) })
 }
 
 // workerTimer is what the service knows of one worker record plus its timer.
@@ -113,6 +117,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if err := svc.LivenessTimings("heartbeat", &cfg.HeartbeatInterval, &cfg.WorkerTimeout); err != nil {
 		return nil, err
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = svc.RealClock
 	}
 	return &Service{
 		cfg:     cfg,
@@ -223,7 +230,7 @@ func (s *Service) Stop() {
 	})
 }
 
-func stopTimer(t **time.Timer) {
+func stopTimer(t *svc.Timer) {
 	if *t != nil {
 		(*t).Stop()
 		*t = nil

@@ -3,7 +3,6 @@ package heartbeat
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/bus/bustest"
 	"github.com/stoker/stoker/schemas"
+	"github.com/stoker/stoker/services/svc"
 )
 
 const (
@@ -21,28 +21,27 @@ const (
 	testInterval = 100 * time.Millisecond
 )
 
+// env is a bus, its buckets and the fake clock every service of the test
+// runs its deadlines on: time moves only when the test advances it, so a
+// check that something did not happen before a timeout is exact.
 type env struct {
-	srv *bustest.Server
-	nc  *nats.Conn
-	st  *bus.Store
+	srv   *bustest.Server
+	nc    *nats.Conn
+	st    *bus.Store
+	clock *svc.FakeClock
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	srv := bustest.Start(t)
 	nc := bustest.Conn(t, srv.URL())
-	return &env{srv: srv, nc: nc, st: bustest.Store(t, nc)}
+	return &env{srv: srv, nc: nc, st: bustest.Store(t, nc), clock: svc.NewFakeClock(time.Now().UTC())}
 }
 
 func (e *env) start(t *testing.T, id string) *Service {
 	t.Helper()
-	return e.startWith(t, id, testTimeout)
-}
-
-func (e *env) startWith(t *testing.T, id string, timeout time.Duration) *Service {
-	t.Helper()
 	s, err := New(Config{NC: bustest.Conn(t, e.srv.URL()), ID: id, Log: zerolog.Nop(),
-		WorkerTimeout: timeout, HeartbeatInterval: testInterval})
+		WorkerTimeout: testTimeout, HeartbeatInterval: testInterval, Clock: e.clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,8 +68,8 @@ func put[T any](t *testing.T, kv jetstream.KeyValue, key string, v *T) {
 	}
 }
 
-func alive(id, instance string) *schemas.Worker {
-	now := time.Now().UTC()
+// alive is an ALIVE worker record written at now (the fake clock's time).
+func alive(now time.Time, id, instance string) *schemas.Worker {
 	return &schemas.Worker{ID: id, Instance: instance, Cores: 4, MemoryMB: 1024,
 		State: schemas.WorkerAlive, RegisteredAt: now, UpdatedAt: now}
 }
@@ -82,6 +81,33 @@ func workerState(t *testing.T, e *env, id string) schemas.WorkerState {
 		t.Fatalf("get worker %s: %v", id, err)
 	}
 	return w.State
+}
+
+// gen is the generation of a worker's (or, with app, an app's) deadline:
+// it grows each time the deadline is armed, so a test can wait for a
+// heartbeat to have been handled.
+func gen(s *Service, id string, app bool) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if app {
+		if a := s.apps[id]; a != nil {
+			return a.gen
+		}
+		return 0
+	}
+	if w := s.workers[id]; w != nil {
+		return w.gen
+	}
+	return 0
+}
+
+// checkNotFired fails if any deadline fired: what a timer never fired for
+// cannot have been judged.
+func checkNotFired(t *testing.T, e *env, want int, what string) {
+	t.Helper()
+	if n := e.clock.Fired(); n != want {
+		t.Fatalf("%s: %d deadlines fired, want %d", what, n, want)
+	}
 }
 
 // seen reports whether the service's watcher has applied a worker state.
@@ -106,7 +132,14 @@ func TestService_Worker_DeadAfterTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := e.start(t, "hb-1")
-	put(t, e.st.Workers, "w1", alive("w1", "i1"))
+	put(t, e.st.Workers, "w1", alive(e.clock.Now(), "w1", "i1"))
+	bustest.Eventually(t, 5*time.Second, "watcher sees w1", func() bool { return seen(s, "w1", schemas.WorkerAlive) })
+	e.clock.Advance(testTimeout - time.Millisecond)
+	checkNotFired(t, e, 0, "just before the timeout")
+	if st := workerState(t, e, "w1"); st != schemas.WorkerAlive {
+		t.Fatalf("w1 is %s before its timeout", st)
+	}
+	e.clock.Advance(time.Millisecond)
 	bustest.Eventually(t, 5*time.Second, "w1 DEAD", func() bool { return workerState(t, e, "w1") == schemas.WorkerDead })
 	w, _, _ := bus.Get[schemas.Worker](ctxT(t), e.st.Workers, "w1")
 	if w.Reason != "no heartbeat for 300ms" || w.Instance != "i1" {
@@ -125,11 +158,8 @@ func TestService_Worker_DeadAfterTimeout(t *testing.T) {
 
 func TestService_Worker_AliveWhileHeartbeating(t *testing.T) {
 	e := newEnv(t)
-	// A wider margin than the other tests: a loaded CI machine must not
-	// make a heartbeating worker look silent.
-	const timeout = 600 * time.Millisecond
-	s := e.startWith(t, "hb-1", timeout)
-	put(t, e.st.Workers, "w1", alive("w1", "i1"))
+	s := e.start(t, "hb-1")
+	put(t, e.st.Workers, "w1", alive(e.clock.Now(), "w1", "i1"))
 	bustest.Eventually(t, 5*time.Second, "watcher sees w1", func() bool { return seen(s, "w1", schemas.WorkerAlive) })
 
 	agent := bustest.Conn(t, e.srv.URL())
@@ -138,12 +168,15 @@ func TestService_Worker_AliveWhileHeartbeating(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Heartbeat for several timeouts.
-	deadline := time.Now().Add(3 * timeout)
-	for time.Now().Before(deadline) {
+	// Heartbeat for several timeouts, each heartbeat handled before time
+	// moves on.
+	for i := 0; i < 6; i++ {
+		e.clock.Advance(testTimeout / 2)
+		g := gen(s, "w1", false)
 		beat(t, agent, "w1", "i1", inbox)
-		time.Sleep(testInterval / 2)
+		bustest.Eventually(t, 5*time.Second, "heartbeat handled", func() bool { return gen(s, "w1", false) > g })
 	}
+	checkNotFired(t, e, 0, "while heartbeating")
 	if st := workerState(t, e, "w1"); st != schemas.WorkerAlive {
 		t.Fatalf("a heartbeating worker became %s", st)
 	}
@@ -151,6 +184,7 @@ func TestService_Worker_AliveWhileHeartbeating(t *testing.T) {
 		t.Fatalf("a known worker was answered: %s %v", m.Data, m.Header)
 	}
 	// Silence: DEAD.
+	e.clock.Advance(testTimeout)
 	bustest.Eventually(t, 5*time.Second, "w1 DEAD after silence", func() bool { return workerState(t, e, "w1") == schemas.WorkerDead })
 }
 
@@ -159,8 +193,8 @@ func TestService_Heartbeat_Reregister(t *testing.T) {
 	s := e.start(t, "hb-1")
 	put(t, e.st.Workers, "dead", &schemas.Worker{ID: "dead", Instance: "i1", State: schemas.WorkerDead})
 	put(t, e.st.Workers, "gone", &schemas.Worker{ID: "gone", Instance: "i1", State: schemas.WorkerDecommissioned})
-	put(t, e.st.Workers, "alive", alive("alive", "i1"))
-	put(t, e.st.Workers, "recovering", &schemas.Worker{ID: "recovering", Instance: "i1", State: schemas.WorkerUnknown, UpdatedAt: time.Now()})
+	put(t, e.st.Workers, "alive", alive(e.clock.Now(), "alive", "i1"))
+	put(t, e.st.Workers, "recovering", &schemas.Worker{ID: "recovering", Instance: "i1", State: schemas.WorkerUnknown, UpdatedAt: e.clock.Now()})
 	bustest.Eventually(t, 5*time.Second, "watcher sees all", func() bool {
 		return seen(s, "dead", schemas.WorkerDead) && seen(s, "gone", schemas.WorkerDecommissioned) &&
 			seen(s, "alive", schemas.WorkerAlive) && seen(s, "recovering", schemas.WorkerUnknown)
@@ -213,7 +247,7 @@ func TestService_Heartbeat_Reregister(t *testing.T) {
 func TestService_Heartbeat_AfterFreshRegistration(t *testing.T) {
 	e := newEnv(t)
 	s := e.start(t, "hb-1")
-	put(t, e.st.Workers, "w1", alive("w1", "i1"))
+	put(t, e.st.Workers, "w1", alive(e.clock.Now(), "w1", "i1"))
 	bustest.Eventually(t, 5*time.Second, "watcher sees w1", func() bool { return seen(s, "w1", schemas.WorkerAlive) })
 	// Forget it, as if the watcher had not delivered it yet.
 	s.mu.Lock()
@@ -242,7 +276,11 @@ func TestService_TwoInstances_OneDeadTransition(t *testing.T) {
 	e := newEnv(t)
 	a := e.start(t, "hb-a")
 	b := e.start(t, "hb-b")
-	put(t, e.st.Workers, "w1", alive("w1", "i1"))
+	put(t, e.st.Workers, "w1", alive(e.clock.Now(), "w1", "i1"))
+	bustest.Eventually(t, 5*time.Second, "both see w1", func() bool {
+		return seen(a, "w1", schemas.WorkerAlive) && seen(b, "w1", schemas.WorkerAlive)
+	})
+	e.clock.Advance(testTimeout)
 	bustest.Eventually(t, 5*time.Second, "both see DEAD", func() bool {
 		return seen(a, "w1", schemas.WorkerDead) && seen(b, "w1", schemas.WorkerDead)
 	})
@@ -268,11 +306,17 @@ func TestService_TwoInstances_OneDeadTransition(t *testing.T) {
 func TestService_ReregisteredWorkerGetsNewTimer(t *testing.T) {
 	e := newEnv(t)
 	s := e.start(t, "hb-1")
-	put(t, e.st.Workers, "w1", alive("w1", "i1"))
+	put(t, e.st.Workers, "w1", alive(e.clock.Now(), "w1", "i1"))
+	bustest.Eventually(t, 5*time.Second, "watcher sees w1", func() bool { return seen(s, "w1", schemas.WorkerAlive) })
+	e.clock.Advance(testTimeout)
 	bustest.Eventually(t, 5*time.Second, "w1 DEAD", func() bool { return seen(s, "w1", schemas.WorkerDead) })
 	// The agent restarts and registers (registration's write).
-	put(t, e.st.Workers, "w1", alive("w1", "i2"))
+	put(t, e.st.Workers, "w1", alive(e.clock.Now(), "w1", "i2"))
 	bustest.Eventually(t, 5*time.Second, "w1 ALIVE again", func() bool { return seen(s, "w1", schemas.WorkerAlive) })
+	// A full timeout again, from the re-registration.
+	e.clock.Advance(testTimeout - time.Millisecond)
+	checkNotFired(t, e, 1, "just before the new timeout")
+	e.clock.Advance(time.Millisecond)
 	bustest.Eventually(t, 5*time.Second, "w1 DEAD again", func() bool { return workerState(t, e, "w1") == schemas.WorkerDead })
 	w, _, _ := bus.Get[schemas.Worker](ctxT(t), e.st.Workers, "w1")
 	if w.Instance != "i2" {
@@ -288,34 +332,24 @@ func TestService_App_FinishedWithoutHeartbeat(t *testing.T) {
 	put(t, e.st.Apps, silent, &schemas.App{ID: silent, State: schemas.AppRunning})
 	put(t, e.st.Apps, chatty, &schemas.App{ID: chatty, State: schemas.AppWaiting})
 	bustest.Eventually(t, 5*time.Second, "watcher sees the apps", func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.apps[chatty] != nil
+		return gen(s, silent, true) > 0 && gen(s, chatty, true) > 0
 	})
-
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tk := time.NewTicker(testInterval / 2)
-		defer tk.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tk.C:
-				_ = bus.Publish(e.nc, bus.AppHeartbeatSubject(chatty), &schemas.AppHeartbeat{AppID: chatty})
-			}
+	// The chatty app heartbeats every half timeout, each heartbeat handled
+	// before time moves on; the silent one's deadline comes due on the
+	// second step.
+	for i := 0; i < 6; i++ {
+		e.clock.Advance(testTimeout / 2)
+		g := gen(s, chatty, true)
+		if err := bus.Publish(e.nc, bus.AppHeartbeatSubject(chatty), &schemas.AppHeartbeat{AppID: chatty}); err != nil {
+			t.Fatal(err)
 		}
-	}()
-	t.Cleanup(func() { close(stop); wg.Wait() })
-
+		bustest.Eventually(t, 5*time.Second, "app heartbeat handled", func() bool { return gen(s, chatty, true) > g })
+	}
 	bustest.Eventually(t, 5*time.Second, "silent app FINISHED", func() bool {
 		a, _, err := bus.Get[schemas.App](ctxT(t), e.st.Apps, silent)
 		return err == nil && a.State == schemas.AppFinished && a.Message == AppSilentMessage
 	})
-	time.Sleep(2 * testTimeout) // the chatty app keeps heartbeating across timeouts
+	checkNotFired(t, e, 1, "only the silent app's deadline")
 	a, _, err := bus.Get[schemas.App](ctxT(t), e.st.Apps, chatty)
 	if err != nil || a.State != schemas.AppWaiting {
 		t.Fatalf("heartbeating app = %+v %v", a, err)
@@ -327,12 +361,14 @@ func TestService_App_UnknownIsNotJudged(t *testing.T) {
 	s := e.start(t, "hb-1")
 	id := schemas.NewAppID(time.Now())
 	put(t, e.st.Apps, id, &schemas.App{ID: id, State: schemas.AppUnknown})
-	bustest.Eventually(t, 5*time.Second, "timer fired and re-armed", func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		a := s.apps[id]
-		return a != nil && a.gen >= 3
-	})
+	bustest.Eventually(t, 5*time.Second, "watcher sees the app", func() bool { return gen(s, id, true) > 0 })
+	// Each expiry finds the app in recovery and re-arms instead of judging.
+	for i := 0; i < 3; i++ {
+		g := gen(s, id, true)
+		e.clock.Advance(testTimeout)
+		bustest.Eventually(t, 5*time.Second, "timer fired and re-armed", func() bool { return gen(s, id, true) > g })
+	}
+	checkNotFired(t, e, 3, "one expiry per timeout")
 	a, _, _ := bus.Get[schemas.App](ctxT(t), e.st.Apps, id)
 	if a.State != schemas.AppUnknown {
 		t.Fatalf("app in recovery became %s", a.State)
@@ -402,11 +438,15 @@ func mustEncode(t *testing.T, v any) []byte {
 func TestService_Stop_StopsTimers(t *testing.T) {
 	e := newEnv(t)
 	s := e.start(t, "hb-1")
-	put(t, e.st.Workers, "w1", alive("w1", "i1"))
+	put(t, e.st.Workers, "w1", alive(e.clock.Now(), "w1", "i1"))
 	bustest.Eventually(t, 5*time.Second, "watcher sees w1", func() bool { return seen(s, "w1", schemas.WorkerAlive) })
 	s.Stop()
 	s.Stop()
-	time.Sleep(2 * testTimeout)
+	if n := e.clock.Pending(); n != 0 {
+		t.Fatalf("%d deadlines still armed after Stop", n)
+	}
+	e.clock.Advance(2 * testTimeout)
+	checkNotFired(t, e, 0, "after Stop")
 	if st := workerState(t, e, "w1"); st != schemas.WorkerAlive {
 		t.Fatalf("a stopped service marked the worker %s", st)
 	}

@@ -66,7 +66,7 @@ func (s *Service) resetWorkerTimerLocked(wid string, w *workerTimer, d time.Dura
 	if s.stopped {
 		return
 	}
-	w.arm(d, func(gen uint64) {
+	w.arm(s.cfg.Clock, d, func(gen uint64) {
 		s.g.Go(func(ctx context.Context) { s.expireWorker(ctx, wid, gen) })
 	})
 }
@@ -108,14 +108,14 @@ func (s *Service) expireWorker(ctx context.Context, wid string, gen uint64) {
 		if reset {
 			return nil, nil // a heartbeat arrived while we were deciding
 		}
-		if age := time.Since(cur.UpdatedAt); age < timeout {
+		if age := s.cfg.Clock.Now().Sub(cur.UpdatedAt); age < timeout {
 			rearm = timeout - age
 			return nil, nil
 		}
 		n := *cur
 		n.State = dead
 		n.Reason = reason
-		n.UpdatedAt = time.Now().UTC()
+		n.UpdatedAt = s.cfg.Clock.Now().UTC()
 		written = true
 		return &n, nil
 	})

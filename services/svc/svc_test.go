@@ -3,6 +3,7 @@ package svc
 import (
 	"bytes"
 	"context"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -56,5 +57,48 @@ func TestNewLogger_LevelAndJSON(t *testing.T) {
 	}
 	if _, err := NewLogger(&buf, "loud"); err == nil {
 		t.Fatal("bad level accepted")
+	}
+}
+
+func TestFakeClock_AdvanceFiresDueTimersInOrder(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := NewFakeClock(start)
+	var got []string
+	c.AfterFunc(3*time.Second, func() { got = append(got, "3s") })
+	c.AfterFunc(time.Second, func() {
+		got = append(got, "1s")
+		// Armed while firing: due at 1s+1s, inside this Advance.
+		c.AfterFunc(time.Second, func() { got = append(got, "1s+1s") })
+	})
+	stopped := c.AfterFunc(2500*time.Millisecond, func() { got = append(got, "stopped") })
+	if !stopped.Stop() || stopped.Stop() {
+		t.Fatal("Stop: want true once, then false")
+	}
+	c.Advance(2999 * time.Millisecond)
+	if want := []string{"1s", "1s+1s"}; !slices.Equal(got, want) {
+		t.Fatalf("fired %v, want %v", got, want)
+	}
+	if c.Pending() != 1 || c.Fired() != 2 {
+		t.Fatalf("pending %d fired %d, want 1 and 2", c.Pending(), c.Fired())
+	}
+	if now := c.Now(); !now.Equal(start.Add(2999 * time.Millisecond)) {
+		t.Fatalf("Now = %s", now)
+	}
+	c.Advance(time.Millisecond)
+	if want := []string{"1s", "1s+1s", "3s"}; !slices.Equal(got, want) {
+		t.Fatalf("fired %v, want %v", got, want)
+	}
+}
+
+func TestRealClock_AfterFunc(t *testing.T) {
+	done := make(chan struct{})
+	RealClock.AfterFunc(time.Millisecond, func() { close(done) })
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("real timer did not fire")
+	}
+	if d := time.Since(RealClock.Now()); d < 0 || d > time.Minute {
+		t.Fatalf("RealClock.Now off by %s", d)
 	}
 }
