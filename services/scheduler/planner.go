@@ -21,6 +21,7 @@ type planner struct {
 	// Guarded by v.mu.
 	avoid   map[string]time.Time
 	lastBad string
+	passes  uint64 // plan calls, planned or not
 }
 
 func newPlanner(v *view, cfg Config) *planner {
@@ -42,6 +43,7 @@ func newPlanner(v *view, cfg Config) *planner {
 func (p *planner) plan(epoch uint64, log *zerolog.Logger) (Plan, bool) {
 	p.v.mu.Lock()
 	defer p.v.mu.Unlock()
+	p.passes++
 	if !p.v.readyLocked(epoch) {
 		return Plan{}, false
 	}
@@ -81,4 +83,11 @@ func (p *planner) avoidWorker(wid string) {
 	p.v.mu.Lock()
 	defer p.v.mu.Unlock()
 	p.avoid[wid] = time.Now().Add(p.avoidFor)
+}
+
+// passCount is the number of plan calls so far.
+func (p *planner) passCount() uint64 {
+	p.v.mu.Lock()
+	defer p.v.mu.Unlock()
+	return p.passes
 }

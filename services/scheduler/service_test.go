@@ -330,12 +330,14 @@ func TestService_Schedule_WaitsForClusterAlive(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Wait for the service to have seen it, through a tick.
+		// Wait for the service to have seen it, then for two passes that
+		// saw it (a pass reads the view under the lock the watch writes it).
 		bustest.Eventually(t, 5*time.Second, "cluster record seen", func() bool {
 			c := s.view.clusterState()
 			return c != nil && c.Epoch == cl.Epoch && c.State == cl.State
 		})
-		time.Sleep(2 * s.cfg.Tick) // a negative check: give passes the chance to misbehave
+		after := s.planner.passCount()
+		bustest.Eventually(t, 10*time.Second, "two passes over it", func() bool { return s.planner.passCount() >= after+2 })
 		if l, _, _ := a.snapshot(); len(l) != 0 {
 			t.Fatalf("launched %d executors while cluster is %+v", len(l), cl)
 		}
