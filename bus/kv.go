@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stoker/stoker/schemas"
 )
 
 // Bucket names: the public KV contract (see docs/contract.md).
@@ -29,9 +31,52 @@ const (
 	StreamEvents = "stoker-events"
 )
 
+// Bucket is one bucket of the store: its name, the schemas type of its
+// records and its handle in a Store. The table below is the one place a
+// bucket is tied to its record type.
+type Bucket struct {
+	Name string
+	// Record returns a new zero record of the bucket's type.
+	Record func() any
+	handle func(*Store) *jetstream.KeyValue
+}
+
+// In is the bucket's handle in st.
+func (b Bucket) In(st *Store) jetstream.KeyValue { return *b.handle(st) }
+
+// StoreBuckets lists every bucket of the store with its record type.
+func StoreBuckets() []Bucket {
+	return []Bucket{
+		{BucketWorkers, func() any { return new(schemas.Worker) }, func(s *Store) *jetstream.KeyValue { return &s.Workers }},
+		{BucketDrivers, func() any { return new(schemas.Driver) }, func(s *Store) *jetstream.KeyValue { return &s.Drivers }},
+		{BucketApps, func() any { return new(schemas.App) }, func(s *Store) *jetstream.KeyValue { return &s.Apps }},
+		{BucketExecutors, func() any { return new(schemas.Executor) }, func(s *Store) *jetstream.KeyValue { return &s.Executors }},
+		{BucketLeader, func() any { return new(schemas.Lease) }, func(s *Store) *jetstream.KeyValue { return &s.Leader }},
+		{BucketCluster, func() any { return new(schemas.Cluster) }, func(s *Store) *jetstream.KeyValue { return &s.Cluster }},
+	}
+}
+
+// FindBucket finds a bucket by its full name (stoker-workers) or its short
+// one (workers).
+func FindBucket(name string) (Bucket, bool) {
+	for _, b := range StoreBuckets() {
+		if name == b.Name || bucketPrefix+name == b.Name {
+			return b, true
+		}
+	}
+	return Bucket{}, false
+}
+
+// bucketPrefix starts every bucket's name.
+const bucketPrefix = "stoker-"
+
 // Buckets names every bucket of the store.
 func Buckets() []string {
-	return []string{BucketWorkers, BucketDrivers, BucketApps, BucketExecutors, BucketLeader, BucketCluster}
+	var out []string
+	for _, b := range StoreBuckets() {
+		out = append(out, b.Name)
+	}
+	return out
 }
 
 // ErrNotFound is returned when a key has no live value.

@@ -347,21 +347,15 @@ func update(ctx context.Context, js jetstream.JetStream, r resource) error {
 // bucket or stream is ErrNoStore.
 func OpenStore(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 	s := &Store{JS: js}
-	for _, b := range []struct {
-		name string
-		kv   *jetstream.KeyValue
-	}{
-		{BucketWorkers, &s.Workers}, {BucketDrivers, &s.Drivers}, {BucketApps, &s.Apps},
-		{BucketExecutors, &s.Executors}, {BucketLeader, &s.Leader}, {BucketCluster, &s.Cluster},
-	} {
-		kv, err := js.KeyValue(ctx, b.name)
+	for _, b := range StoreBuckets() {
+		kv, err := js.KeyValue(ctx, b.Name)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			return nil, fmt.Errorf("bus: bucket %s: %w (run `stoker init` against an external NATS)", b.name, ErrNoStore)
+			return nil, fmt.Errorf("bus: bucket %s: %w (run `stoker init` against an external NATS)", b.Name, ErrNoStore)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("bus: bucket %s: %w", b.name, err)
+			return nil, fmt.Errorf("bus: bucket %s: %w", b.Name, err)
 		}
-		*b.kv = kv
+		*b.handle(s) = kv
 	}
 	if _, err := js.Stream(ctx, StreamEvents); errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, fmt.Errorf("bus: stream %s: %w (run `stoker init` against an external NATS)", StreamEvents, ErrNoStore)
@@ -371,11 +365,24 @@ func OpenStore(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 	return s, nil
 }
 
-// WaitJetStream returns once the bus answers JetStream requests (on a
-// cluster: once it has a meta leader), logging while it waits.
+// JetStreamReady checks once that the bus answers JetStream requests (on a
+// cluster: that it has a meta leader) and returns how many streams the
+// account has.
+func JetStreamReady(ctx context.Context, js jetstream.JetStream) (streams int, err error) {
+	ai, err := js.AccountInfo(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = errors.New("no JetStream answer (no meta leader?)")
+	}
+	if err != nil {
+		return 0, fmt.Errorf("bus: JetStream: %w", err)
+	}
+	return ai.Streams, nil
+}
+
+// WaitJetStream returns once JetStreamReady, logging while it waits.
 func WaitJetStream(ctx context.Context, js jetstream.JetStream, log zerolog.Logger) error {
 	return waitFor(ctx, log, "waiting for JetStream on the bus", func(actx context.Context) error {
-		_, err := js.AccountInfo(actx)
+		_, err := JetStreamReady(actx, js)
 		return err
 	})
 }

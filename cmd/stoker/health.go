@@ -5,12 +5,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
+	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stoker/stoker/bus"
@@ -100,7 +99,7 @@ func checkHealth(ctx context.Context, url string, busOnly bool, timeout time.Dur
 	}
 	done := make(chan result, 1)
 	go func() {
-		msg, err := healthChecks(ctx, url, busOnly, timeout)
+		msg, err := healthChecks(ctx, url, busOnly)
 		done <- result{msg, err}
 	}()
 	select {
@@ -111,33 +110,27 @@ func checkHealth(ctx context.Context, url string, busOnly bool, timeout time.Dur
 	}
 }
 
-func healthChecks(ctx context.Context, url string, busOnly bool, timeout time.Duration) (string, error) {
-	nc, err := nats.Connect(url, nats.Name("stoker-health"), nats.Timeout(timeout), nats.NoReconnect())
+func healthChecks(ctx context.Context, url string, busOnly bool) (string, error) {
+	nc, err := bus.Connect(url, bus.ConnectOptions{Name: "stoker-health"})
 	if err != nil {
-		return "", fmt.Errorf("cannot connect to %s: %w", url, err)
+		return "", err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return "", err
 	}
-	server := nc.ConnectedServerName()
-	ai, err := js.AccountInfo(ctx)
+	at := fmt.Sprintf("NATS %s at %s", nc.ConnectedServerName(), nc.ConnectedUrlRedacted())
+	streams, err := bus.JetStreamReady(ctx, js)
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			err = errors.New("no JetStream answer (no meta leader?)")
-		}
-		return "", fmt.Errorf("NATS %s at %s: JetStream: %w", server, nc.ConnectedUrlRedacted(), err)
+		return "", fmt.Errorf("%s: %w", at, err)
 	}
 	if busOnly {
-		return fmt.Sprintf("NATS %s at %s answers JetStream (%d streams)", server, nc.ConnectedUrlRedacted(), ai.Streams), nil
+		return fmt.Sprintf("%s answers JetStream (%d streams)", at, streams), nil
 	}
 	if _, err := bus.OpenStore(ctx, js); err != nil {
 		return "", err
 	}
-	if _, err := js.Stream(ctx, bus.StreamEvents); err != nil {
-		return "", fmt.Errorf("stream %s: %w (is the cluster up?)", bus.StreamEvents, err)
-	}
-	return fmt.Sprintf("NATS %s at %s: JetStream answers, 6 stoker buckets and stream %s exist",
-		server, nc.ConnectedUrlRedacted(), bus.StreamEvents), nil
+	return fmt.Sprintf("%s: JetStream answers, buckets %s and stream %s exist",
+		at, strings.Join(bus.Buckets(), " "), bus.StreamEvents), nil
 }

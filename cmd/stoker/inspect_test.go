@@ -294,7 +294,7 @@ func TestHealth_Run_ExitCodes(t *testing.T) {
 		{"store ready", []string{"--nats", full.ClientURL()}, exitOK, "healthy: "},
 		{"no store yet", []string{"--nats", bare.ClientURL()}, exitFailure, "unhealthy: bus: bucket stoker-workers"},
 		{"bus only, no store needed", []string{"--bus", "--nats", bare.ClientURL()}, exitOK, "answers JetStream"},
-		{"nothing listening", []string{"--nats", "nats://127.0.0.1:1", "--timeout", "1s"}, exitFailure, "unhealthy: cannot connect"},
+		{"nothing listening", []string{"--nats", "nats://127.0.0.1:1", "--timeout", "1s"}, exitFailure, "unhealthy: cannot reach NATS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

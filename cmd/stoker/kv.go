@@ -19,57 +19,41 @@ import (
 	"github.com/stoker/stoker/schemas"
 )
 
-// kvBucket is one of Stoker's buckets and the schemas type of its records.
-type kvBucket struct {
-	name    string
-	kv      func(*bus.Store) jetstream.KeyValue
-	record  func() any
-	summary func(v any, rev uint64) string // one line for `stoker kv ls`
-}
-
-var kvBuckets = []kvBucket{
-	{bus.BucketWorkers, func(s *bus.Store) jetstream.KeyValue { return s.Workers }, func() any { return new(schemas.Worker) },
-		func(v any, rev uint64) string {
-			w := v.(*schemas.Worker)
-			return fmt.Sprintf("%s  %d cores  %s  host %s", w.State, w.Cores, mem(w.MemoryMB), orDash(w.Host))
-		}},
-	{bus.BucketDrivers, func(s *bus.Store) jetstream.KeyValue { return s.Drivers }, func() any { return new(schemas.Driver) },
-		func(v any, rev uint64) string {
-			d := v.(*schemas.Driver)
-			return fmt.Sprintf("%s  worker %s  attempts %d", d.State, orDash(d.WorkerID), d.Attempts)
-		}},
-	{bus.BucketApps, func(s *bus.Store) jetstream.KeyValue { return s.Apps }, func() any { return new(schemas.App) },
-		func(v any, rev uint64) string {
-			a := v.(*schemas.App)
-			return fmt.Sprintf("%s  %s  driver %s", a.State, orDash(a.Name), orDash(a.DriverID))
-		}},
-	{bus.BucketExecutors, func(s *bus.Store) jetstream.KeyValue { return s.Executors }, func() any { return new(schemas.Executor) },
-		func(v any, rev uint64) string {
-			x := v.(*schemas.Executor)
-			return fmt.Sprintf("%s  worker %s  %d cores  %s", x.State, x.WorkerID, x.Cores, mem(x.MemoryMB))
-		}},
-	{bus.BucketLeader, func(s *bus.Store) jetstream.KeyValue { return s.Leader }, func() any { return new(schemas.Lease) },
-		func(v any, rev uint64) string {
-			l := v.(*schemas.Lease)
-			return fmt.Sprintf("holder %s  epoch %d  since %s", l.Holder, l.EpochOf(rev), ago(l.Since))
-		}},
-	{bus.BucketCluster, func(s *bus.Store) jetstream.KeyValue { return s.Cluster }, func() any { return new(schemas.Cluster) },
-		func(v any, rev uint64) string {
-			c := v.(*schemas.Cluster)
-			return fmt.Sprintf("%s  epoch %d  leader %s", c.State, c.Epoch, orDash(c.Leader))
-		}},
+// kvSummaries is one line per record for `stoker kv ls`, by bucket (the
+// bucket → record type table itself is bus.StoreBuckets).
+var kvSummaries = map[string]func(v any, rev uint64) string{
+	bus.BucketWorkers: func(v any, rev uint64) string {
+		w := v.(*schemas.Worker)
+		return fmt.Sprintf("%s  %d cores  %s  host %s", w.State, w.Cores, mem(w.MemoryMB), orDash(w.Host))
+	},
+	bus.BucketDrivers: func(v any, rev uint64) string {
+		d := v.(*schemas.Driver)
+		return fmt.Sprintf("%s  worker %s  attempts %d", d.State, orDash(d.WorkerID), d.Attempts)
+	},
+	bus.BucketApps: func(v any, rev uint64) string {
+		a := v.(*schemas.App)
+		return fmt.Sprintf("%s  %s  driver %s", a.State, orDash(a.Name), orDash(a.DriverID))
+	},
+	bus.BucketExecutors: func(v any, rev uint64) string {
+		x := v.(*schemas.Executor)
+		return fmt.Sprintf("%s  worker %s  %d cores  %s", x.State, x.WorkerID, x.Cores, mem(x.MemoryMB))
+	},
+	bus.BucketLeader: func(v any, rev uint64) string {
+		l := v.(*schemas.Lease)
+		return fmt.Sprintf("holder %s  epoch %d  since %s", l.Holder, l.EpochOf(rev), ago(l.Since))
+	},
+	bus.BucketCluster: func(v any, rev uint64) string {
+		c := v.(*schemas.Cluster)
+		return fmt.Sprintf("%s  epoch %d  leader %s", c.State, c.Epoch, orDash(c.Leader))
+	},
 }
 
 // findBucket accepts a bucket's full name (stoker-workers) or its short one (workers).
-func findBucket(name string) (kvBucket, error) {
-	var names []string
-	for _, b := range kvBuckets {
-		if name == b.name || "stoker-"+name == b.name {
-			return b, nil
-		}
-		names = append(names, b.name)
+func findBucket(name string) (bus.Bucket, error) {
+	if b, ok := bus.FindBucket(name); ok {
+		return b, nil
 	}
-	return kvBucket{}, usagef("unknown bucket %q; one of %s", name, strings.Join(names, ", "))
+	return bus.Bucket{}, usagef("unknown bucket %q; one of %s", name, strings.Join(bus.Buckets(), ", "))
 }
 
 // kvRecord is a record as `stoker kv get|ls --json` prints it.
@@ -132,7 +116,7 @@ live key with a summary. Records are JSON, so ` + "`nats kv get`" + ` shows them
 	})
 }
 
-func openBucket(ctx context.Context, nc *nats.Conn, b kvBucket) (jetstream.KeyValue, error) {
+func openBucket(ctx context.Context, nc *nats.Conn, b bus.Bucket) (jetstream.KeyValue, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
@@ -143,55 +127,55 @@ func openBucket(ctx context.Context, nc *nats.Conn, b kvBucket) (jetstream.KeyVa
 	if err != nil {
 		return nil, err
 	}
-	return b.kv(st), nil
+	return b.In(st), nil
 }
 
-func kvGet(ctx context.Context, w io.Writer, b kvBucket, kv jetstream.KeyValue, key string, asJSON bool) error {
+func kvGet(ctx context.Context, w io.Writer, b bus.Bucket, kv jetstream.KeyValue, key string, asJSON bool) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	e, err := kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return fmt.Errorf("%s %q: %w", b.name, key, bus.ErrNotFound)
+		return fmt.Errorf("%s %q: %w", b.Name, key, bus.ErrNotFound)
 	}
 	if err != nil {
-		return fmt.Errorf("%s %q: %w", b.name, key, err)
+		return fmt.Errorf("%s %q: %w", b.Name, key, err)
 	}
-	v := b.record()
+	v := b.Record()
 	if err := bus.DecodeRecord(e.Value(), v); err != nil {
-		return fmt.Errorf("%s %q: %w", b.name, key, err)
+		return fmt.Errorf("%s %q: %w", b.Name, key, err)
 	}
-	rec := kvRecord{Bucket: b.name, Key: key, Revision: e.Revision(), Created: e.Created(), Value: v}
+	rec := kvRecord{Bucket: b.Name, Key: key, Revision: e.Revision(), Created: e.Created(), Value: v}
 	if asJSON {
 		return writeJSON(w, rec)
 	}
-	fmt.Fprintf(w, "%s/%s  revision %d  written %s (%s)\n", b.name, key, rec.Revision,
+	fmt.Fprintf(w, "%s/%s  revision %d  written %s (%s)\n", b.Name, key, rec.Revision,
 		rec.Created.Local().Format("2006-01-02 15:04:05.000"), ago(rec.Created))
 	return writeJSON(w, v)
 }
 
-func kvList(ctx context.Context, w io.Writer, b kvBucket, kv jetstream.KeyValue, asJSON bool) error {
+func kvList(ctx context.Context, w io.Writer, b bus.Bucket, kv jetstream.KeyValue, asJSON bool) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	watch, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
-		return fmt.Errorf("%s: %w", b.name, err)
+		return fmt.Errorf("%s: %w", b.Name, err)
 	}
 	defer func() { _ = watch.Stop() }()
 	recs := []kvRecord{}
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s: %w", b.name, ctx.Err())
+			return fmt.Errorf("%s: %w", b.Name, ctx.Err())
 		case e, ok := <-watch.Updates():
 			if !ok || e == nil { // nil: every current value delivered
 				done = true
 				break
 			}
-			v := b.record()
+			v := b.Record()
 			if err := bus.DecodeRecord(e.Value(), v); err != nil {
 				v = map[string]string{"error": err.Error()}
 			}
-			recs = append(recs, kvRecord{Bucket: b.name, Key: e.Key(), Revision: e.Revision(), Created: e.Created(), Value: v})
+			recs = append(recs, kvRecord{Bucket: b.Name, Key: e.Key(), Revision: e.Revision(), Created: e.Created(), Value: v})
 		}
 	}
 	sort.Slice(recs, func(i, j int) bool { return recs[i].Key < recs[j].Key })
@@ -205,12 +189,12 @@ func kvList(ctx context.Context, w io.Writer, b kvBucket, kv jetstream.KeyValue,
 		if m, ok := r.Value.(map[string]string); ok {
 			sum += ": " + m["error"]
 		} else {
-			sum = b.summary(r.Value, r.Revision)
+			sum = kvSummaries[b.Name](r.Value, r.Revision)
 		}
 		fmt.Fprintf(t, "%s\t%d\t%s\t%s\n", r.Key, r.Revision, ago(r.Created), sum)
 	}
 	if len(recs) == 0 {
-		fmt.Fprintf(t, "(no keys in %s)\n", b.name)
+		fmt.Fprintf(t, "(no keys in %s)\n", b.Name)
 	}
 	return t.Flush()
 }

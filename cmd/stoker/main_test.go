@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
@@ -243,8 +244,9 @@ func TestBindUp_Defaults(t *testing.T) {
 	if err := complete(pos); err != nil {
 		t.Fatal(err)
 	}
-	if o.workers != 3 || o.memoryPerWorkerMB != 1024 || o.spreadOut || o.port != 4222 || o.data != "./data" ||
-		o.maxRetries != 10 || o.coresPerWorker <= 0 {
+	if o.workers != 3 || o.memoryPerWorkerMB != 1024 || !o.sched.consolidate || o.port != 4222 || o.data != "./data" ||
+		o.sched.maxRetries != 10 || o.coresPerWorker <= 0 || o.live.heartbeat != time.Second || o.live.workerTimeout != 5*time.Second ||
+		o.store.LeaseTTL != 3*time.Second || o.store.Replicas != 1 {
 		t.Errorf("options = %+v", o)
 	}
 }

@@ -15,10 +15,6 @@ import (
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/bus/bustest"
 	"github.com/stoker/stoker/schemas"
-	"github.com/stoker/stoker/services/heartbeat"
-	"github.com/stoker/stoker/services/recovery"
-	"github.com/stoker/stoker/services/registration"
-	"github.com/stoker/stoker/services/scheduler"
 )
 
 // permutations of s, in a stable order.
@@ -60,19 +56,11 @@ func storeShape(t *testing.T, js jetstream.JetStream) string {
 
 func newTestService(t *testing.T, name string, nc *nats.Conn) service {
 	t.Helper()
-	var s service
-	var err error
-	log := zerolog.Nop()
-	switch name {
-	case "registration":
-		s, err = registration.New(registration.Config{NC: nc, ID: "reg-1", Log: log})
-	case "heartbeat":
-		s, err = heartbeat.New(heartbeat.Config{NC: nc, ID: "hb-1", Log: log})
-	case "recovery":
-		s, err = recovery.New(recovery.Config{NC: nc, ID: "rec-1", Log: log})
-	case "scheduler":
-		s, err = scheduler.New(scheduler.Config{NC: nc, ID: "sched-1", Log: log})
-	}
+	mk := map[string]newService{
+		"registration": newRegistration(liveness{}), "heartbeat": newHeartbeat(liveness{}),
+		"recovery": newRecovery(0), "scheduler": newScheduler(schedulerSettings{}),
+	}[name]
+	s, err := mk(nc, name+"-1", zerolog.Nop())
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}

@@ -19,9 +19,6 @@ import (
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
 	"github.com/stoker/stoker/services/agent"
-	"github.com/stoker/stoker/services/heartbeat"
-	"github.com/stoker/stoker/services/recovery"
-	"github.com/stoker/stoker/services/registration"
 	"github.com/stoker/stoker/services/scheduler"
 )
 
@@ -30,15 +27,6 @@ type service interface {
 	Start(ctx context.Context) error
 	Stop()
 }
-
-// Service defaults shared by `stoker up` and the separate commands.
-const (
-	defaultHeartbeatInterval  = time.Second
-	defaultWorkerTimeout      = 5 * time.Second
-	defaultRecoveryTimeout    = 2 * time.Second
-	defaultMaxExecutorRetries = 10
-	defaultKillGrace          = 5 * time.Second
-)
 
 // startTimeout bounds a service's Start (bucket creation, subscriptions).
 const startTimeout = 30 * time.Second
@@ -99,8 +87,7 @@ func (c *commonServiceFlags) check(kind string, args []string) (string, error) {
 
 // runService connects, builds the service with mk, starts it and runs it
 // until ctx is done; then stops it and drains the connection.
-func runService(ctx context.Context, e *env, c *commonServiceFlags, kind string, args []string,
-	mk func(nc *nats.Conn, id string, log zerolog.Logger) (service, error)) error {
+func runService(ctx context.Context, e *env, c *commonServiceFlags, kind string, args []string, mk newService) error {
 	id, err := c.check(kind, args)
 	if err != nil {
 		return err
@@ -140,13 +127,10 @@ func init() {
 		examples: []string{"stoker registration --nats nats://n1:4222,nats://n2:4222"},
 		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			c := bindCommon(fs)
-			hb := fs.Duration("heartbeat-interval", defaultHeartbeatInterval, "heartbeat interval told to agents and drivers")
-			wt := fs.Duration("worker-timeout", defaultWorkerTimeout, "silence after which a worker is DEAD (for validation and replies)")
+			hb, wt := bindLiveness(fs, "heartbeat interval told to agents and drivers",
+				"silence after which a worker is DEAD (for validation and replies)")
 			return func(ctx context.Context, args []string) error {
-				return runService(ctx, e, c, "registration", args, func(nc *nats.Conn, id string, log zerolog.Logger) (service, error) {
-					return registration.New(registration.Config{NC: nc, ID: id, Log: log,
-						HeartbeatInterval: *hb, WorkerTimeout: *wt})
-				})
+				return runService(ctx, e, c, "registration", args, newRegistration(liveness{*hb, *wt}))
 			}
 		},
 	})
@@ -156,13 +140,10 @@ func init() {
 		examples: []string{"stoker heartbeat --worker-timeout 10s"},
 		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			c := bindCommon(fs)
-			wt := fs.Duration("worker-timeout", defaultWorkerTimeout, "silence after which a worker is DEAD and an app's driver gone")
-			hb := fs.Duration("heartbeat-interval", defaultHeartbeatInterval, "heartbeat interval agents use (validates --worker-timeout)")
+			hb, wt := bindLiveness(fs, "heartbeat interval agents use (validates --worker-timeout)",
+				"silence after which a worker is DEAD and an app's driver gone")
 			return func(ctx context.Context, args []string) error {
-				return runService(ctx, e, c, "heartbeat", args, func(nc *nats.Conn, id string, log zerolog.Logger) (service, error) {
-					return heartbeat.New(heartbeat.Config{NC: nc, ID: id, Log: log,
-						WorkerTimeout: *wt, HeartbeatInterval: *hb})
-				})
+				return runService(ctx, e, c, "heartbeat", args, newHeartbeat(liveness{*hb, *wt}))
 			}
 		},
 	})
@@ -182,9 +163,10 @@ and checks --renew-interval, --beat-interval and --missed-beats against it.`,
 				if err := sc.check(); err != nil {
 					return err
 				}
+				mk := newScheduler(sc.settings())
 				return runService(ctx, e, c, "scheduler", args, func(nc *nats.Conn, id string, log zerolog.Logger) (service, error) {
 					leaseTTL.warn(log)
-					return scheduler.New(sc.config(nc, id, log))
+					return mk(nc, id, log)
 				})
 			}
 		},
@@ -195,14 +177,12 @@ and checks --renew-interval, --beat-interval and --missed-beats against it.`,
 		examples: []string{"stoker recovery --recovery-timeout 5s"},
 		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			c := bindCommon(fs)
-			rt := fs.Duration("recovery-timeout", defaultRecoveryTimeout, "how long recovery waits for agents and drivers to answer")
+			rt := bindRecoveryTimeout(fs, "how long recovery waits for agents and drivers to answer")
 			return func(ctx context.Context, args []string) error {
 				if *rt <= 0 {
 					return usagef("--recovery-timeout must be > 0")
 				}
-				return runService(ctx, e, c, "recovery", args, func(nc *nats.Conn, id string, log zerolog.Logger) (service, error) {
-					return recovery.New(recovery.Config{NC: nc, ID: id, Log: log, RecoveryTimeout: *rt})
-				})
+				return runService(ctx, e, c, "recovery", args, newRecovery(*rt))
 			}
 		},
 	})
@@ -239,7 +219,7 @@ type schedulerFlags struct {
 func bindSchedulerFlags(fs *flag.FlagSet) *schedulerFlags {
 	return &schedulerFlags{
 		spreadOut:     fs.Bool("spread-out", true, "spread executors over workers (false: fill one worker before the next)"),
-		maxRetries:    fs.Int("max-executor-retries", defaultMaxExecutorRetries, "executor failures in a row (none running) after which an app FAILS"),
+		maxRetries:    fs.Int("max-executor-retries", scheduler.DefaultMaxExecutorRetries, "executor failures in a row (none running) after which an app FAILS"),
 		renewInterval: fs.Duration("renew-interval", 0, "how often the leader renews its lease (default: lease-ttl/3)"),
 		beatInterval:  fs.Duration("beat-interval", scheduler.DefaultBeatInterval, "how often the leader publishes a lease beat"),
 		missedBeats: fs.Int("missed-beats", scheduler.DefaultMissedBeats,
@@ -264,20 +244,17 @@ func (s *schedulerFlags) check() error {
 	return nil
 }
 
-// config is the scheduler's Config from the flags.
-func (s *schedulerFlags) config(nc *nats.Conn, id string, log zerolog.Logger) scheduler.Config {
-	return scheduler.Config{NC: nc, ID: id, Log: log,
-		Consolidate: !*s.spreadOut, MaxExecutorRetries: *s.maxRetries,
-		RenewInterval: *s.renewInterval, BeatInterval: *s.beatInterval, MissedBeats: *s.missedBeats,
-		LaunchTimeout: *s.launchTO}
+// settings are the scheduler's settings from the flags.
+func (s *schedulerFlags) settings() schedulerSettings {
+	return schedulerSettings{consolidate: !*s.spreadOut, maxRetries: *s.maxRetries,
+		renewInterval: *s.renewInterval, beatInterval: *s.beatInterval, missedBeats: *s.missedBeats,
+		launchTO: *s.launchTO}
 }
 
 // agentOptions is `stoker agent` parsed.
 type agentOptions struct {
-	url, id, host, workDir, logLevel string
-	cores                            int
-	memoryMB                         int64
-	heartbeat, killGrace             time.Duration
+	agentSettings
+	logLevel string
 }
 
 func bindAgent(fs *flag.FlagSet, o *agentOptions) func(args []string) error {
@@ -286,9 +263,9 @@ func bindAgent(fs *flag.FlagSet, o *agentOptions) func(args []string) error {
 	host := fs.String("host", "", "address reported for this worker (default: the hostname)")
 	cores := fs.Int("cores", runtime.NumCPU(), "cores offered to the cluster")
 	memory := sizeVar(fs, "memory", 0, "memory offered, e.g. 4g (default: total memory minus 1 GiB)")
-	workDir := fs.String("work-dir", "./work", "directory for executors' and drivers' work dirs and logs")
-	hb := fs.Duration("heartbeat-interval", defaultHeartbeatInterval, "heartbeat interval until the cluster says otherwise")
-	grace := fs.Duration("kill-grace", defaultKillGrace, "wait between SIGTERM and SIGKILL when killing a child")
+	workDir := fs.String("work-dir", agent.DefaultWorkDir, "directory for executors' and drivers' work dirs and logs")
+	hb := fs.Duration("heartbeat-interval", agent.DefaultHeartbeatInterval, "heartbeat interval until the cluster says otherwise")
+	grace := bindKillGrace(fs)
 	level := logLevelFlag(fs)
 	return func(args []string) error {
 		if len(args) > 0 {
@@ -307,8 +284,12 @@ func bindAgent(fs *flag.FlagSet, o *agentOptions) func(args []string) error {
 		if err := schemas.ValidID("worker", wid); err != nil {
 			return usagef("--id: %v", err)
 		}
-		*o = agentOptions{url: *url, id: wid, host: *host, workDir: *workDir, logLevel: *level,
-			cores: *cores, memoryMB: int64(*memory), heartbeat: *hb, killGrace: *grace}
+		dir, err := filepath.Abs(*workDir)
+		if err != nil {
+			return usagef("--work-dir: %v", err)
+		}
+		*o = agentOptions{logLevel: *level, agentSettings: agentSettings{natsURL: *url, id: wid, host: *host, workDir: dir,
+			cores: *cores, memoryMB: int64(*memory), heartbeat: *hb, killGrace: *grace}}
 		return nil
 	}
 }
@@ -318,14 +299,12 @@ func runAgent(ctx context.Context, e *env, o *agentOptions) error {
 	if err != nil {
 		return err
 	}
-	nc, err := bus.Connect(o.url, bus.ConnectOptions{Name: "stoker-agent-" + o.id, Retry: true, Log: &log})
+	nc, err := bus.Connect(o.natsURL, bus.ConnectOptions{Name: "stoker-agent-" + o.id, Retry: true, Log: &log})
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	workDir, _ := filepath.Abs(o.workDir)
-	a, err := agent.New(agent.Config{NC: nc, ID: o.id, Log: log, NATSURL: o.url, WorkerID: o.id, Host: o.host,
-		Cores: o.cores, MemoryMB: o.memoryMB, WorkDir: workDir, HeartbeatInterval: o.heartbeat, KillGrace: o.killGrace})
+	a, err := newAgent(nc, log, o.agentSettings)
 	if err != nil {
 		return usagef("%v", err)
 	}

@@ -22,10 +22,6 @@ import (
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
 	"github.com/stoker/stoker/services/agent"
-	"github.com/stoker/stoker/services/heartbeat"
-	"github.com/stoker/stoker/services/recovery"
-	"github.com/stoker/stoker/services/registration"
-	"github.com/stoker/stoker/services/scheduler"
 )
 
 // upOptions is `stoker up` parsed.
@@ -36,16 +32,12 @@ type upOptions struct {
 	data              string
 	host              string
 	port              int // -1: random (tests)
-	workerTimeout     time.Duration
-	heartbeatInterval time.Duration
+	live              liveness
 	recoveryTimeout   time.Duration
 	killGrace         time.Duration
-	spreadOut         bool
-	maxRetries        int
+	sched             schedulerSettings
 	// store is what `stoker up` provisions (zero: the defaults).
-	store bus.StoreConfig
-	// sched holds every scheduler flag when parsed from the command line.
-	sched    *schedulerFlags
+	store    bus.StoreConfig
 	logLevel string
 	// registerWait bounds the wait for every agent's first registration.
 	registerWait time.Duration
@@ -79,10 +71,9 @@ func bindUp(fs *flag.FlagSet, o *upOptions) func(args []string) error {
 	data := fs.String("data", "./data", "directory for the bus's JetStream store and the workers' work dirs")
 	host := fs.String("host", "127.0.0.1", "address the bus listens on (0.0.0.0 to let other machines join)")
 	port := fs.Int("port", 4222, "NATS client port")
-	wt := fs.Duration("worker-timeout", defaultWorkerTimeout, "silence after which a worker is DEAD")
-	hb := fs.Duration("heartbeat-interval", defaultHeartbeatInterval, "worker and app heartbeat interval")
-	rt := fs.Duration("recovery-timeout", defaultRecoveryTimeout, "how long recovery waits for agents and drivers")
-	grace := fs.Duration("kill-grace", defaultKillGrace, "wait between SIGTERM and SIGKILL when killing a child")
+	hb, wt := bindLiveness(fs, "worker and app heartbeat interval", "silence after which a worker is DEAD")
+	rt := bindRecoveryTimeout(fs, "how long recovery waits for agents and drivers")
+	grace := bindKillGrace(fs)
 	sc := bindSchedulerFlags(fs)
 	sf := bindStoreFlags(fs)
 	level := logLevelFlag(fs)
@@ -124,8 +115,8 @@ func bindUp(fs *flag.FlagSet, o *upOptions) func(args []string) error {
 		*o = upOptions{
 			workers: *workers, coresPerWorker: *cores, memoryPerWorkerMB: int64(*memory),
 			data: *data, host: *host, port: *port,
-			workerTimeout: *wt, heartbeatInterval: *hb, recoveryTimeout: *rt, killGrace: *grace,
-			spreadOut: *sc.spreadOut, maxRetries: *sc.maxRetries, store: store, sched: sc,
+			live: liveness{heartbeat: *hb, workerTimeout: *wt}, recoveryTimeout: *rt, killGrace: *grace,
+			sched: sc.settings(), store: store,
 			logLevel: *level, registerWait: 15 * time.Second,
 		}
 		return nil
@@ -202,7 +193,7 @@ func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluste
 	if _, err := provisionStore(ctx, pnc, o.store, log); err != nil {
 		return nil, err
 	}
-	startSvc := func(name string, mk func(nc *nats.Conn, id string, log zerolog.Logger) (service, error)) error {
+	startSvc := func(name string, mk newService) error {
 		nc, err := conn(name)
 		if err != nil {
 			return err
@@ -223,30 +214,13 @@ func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluste
 
 	steps := []struct {
 		name string
-		mk   func(nc *nats.Conn, id string, log zerolog.Logger) (service, error)
+		mk   newService
 	}{
-		{"registration", func(nc *nats.Conn, id string, l zerolog.Logger) (service, error) {
-			return registration.New(registration.Config{NC: nc, ID: id, Log: l,
-				HeartbeatInterval: o.heartbeatInterval, WorkerTimeout: o.workerTimeout})
-		}},
-		{"heartbeat", func(nc *nats.Conn, id string, l zerolog.Logger) (service, error) {
-			return heartbeat.New(heartbeat.Config{NC: nc, ID: id, Log: l,
-				WorkerTimeout: o.workerTimeout, HeartbeatInterval: o.heartbeatInterval})
-		}},
+		{"registration", newRegistration(o.live)},
+		{"heartbeat", newHeartbeat(o.live)},
 		// Recovery before the scheduler, so it sees the scheduler's first epoch.
-		{"recovery", func(nc *nats.Conn, id string, l zerolog.Logger) (service, error) {
-			return recovery.New(recovery.Config{NC: nc, ID: id, Log: l, RecoveryTimeout: o.recoveryTimeout})
-		}},
-		{"scheduler", func(nc *nats.Conn, id string, l zerolog.Logger) (service, error) {
-			if o.sched != nil {
-				return scheduler.New(o.sched.config(nc, id, l))
-			}
-			var zero time.Duration
-			var zeroN int // zero values: the scheduler's defaults
-			sf := &schedulerFlags{spreadOut: &o.spreadOut, maxRetries: &o.maxRetries,
-				renewInterval: &zero, beatInterval: &zero, missedBeats: &zeroN, launchTO: &zero}
-			return scheduler.New(sf.config(nc, id, l))
-		}},
+		{"recovery", newRecovery(o.recoveryTimeout)},
+		{"scheduler", newScheduler(o.sched)},
 	}
 	for _, st := range steps {
 		if err := startSvc(st.name, st.mk); err != nil {
@@ -261,9 +235,9 @@ func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluste
 		if err != nil {
 			return nil, err
 		}
-		a, err := agent.New(agent.Config{NC: nc, ID: wid, Log: log, NATSURL: c.url, WorkerID: wid, Host: host,
-			Cores: o.coresPerWorker, MemoryMB: o.memoryPerWorkerMB, WorkDir: filepath.Join(data, "work", wid),
-			HeartbeatInterval: o.heartbeatInterval, KillGrace: o.killGrace})
+		a, err := newAgent(nc, log, agentSettings{natsURL: c.url, id: wid, host: host,
+			cores: o.coresPerWorker, memoryMB: o.memoryPerWorkerMB, workDir: filepath.Join(data, "work", wid),
+			heartbeat: o.live.heartbeat, killGrace: o.killGrace})
 		if err != nil {
 			return nil, fmt.Errorf("agent %s: %w", wid, err)
 		}

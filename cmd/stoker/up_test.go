@@ -20,9 +20,8 @@ func startTestCluster(t *testing.T) *upCluster {
 	o := &upOptions{
 		workers: 2, coresPerWorker: 2, memoryPerWorkerMB: 1024,
 		data: t.TempDir(), host: "127.0.0.1", port: -1,
-		workerTimeout: 3 * time.Second, heartbeatInterval: 200 * time.Millisecond,
-		recoveryTimeout: time.Second, killGrace: time.Second,
-		spreadOut: true, maxRetries: 10, registerWait: 20 * time.Second,
+		live:            liveness{heartbeat: 200 * time.Millisecond, workerTimeout: 3 * time.Second},
+		recoveryTimeout: time.Second, killGrace: time.Second, registerWait: 20 * time.Second,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -15,12 +15,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/stoker/stoker/schemas"
+	"github.com/stoker/stoker/services/svc"
 )
 
 // Defaults.
 const (
 	DefaultWorkDir           = "./work"
-	DefaultHeartbeatInterval = time.Second
+	DefaultHeartbeatInterval = svc.DefaultHeartbeatInterval
 	DefaultKillGrace         = 5 * time.Second
 	DefaultRegisterTimeout   = 2 * time.Second
 	DefaultRelaunchBackoff   = 500 * time.Millisecond
