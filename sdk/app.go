@@ -385,7 +385,7 @@ func (a *App) close(ctx context.Context, state schemas.AppState, msg string) err
 		state = schemas.AppFinished
 	}
 	_ = bus.Publish(a.nc, bus.AppSubject(a.ID, restExecutorsStop), &schemas.AppStop{AppID: a.ID, State: state, Reason: msg})
-	err := bus.Call(ctx, a.nc, bus.APIAppsUnregister, &schemas.UnregisterApp{AppID: a.ID, State: state, Message: msg}, &schemas.Ack{})
+	_, err := bus.CallAck(ctx, a.nc, bus.APIAppsUnregister, &schemas.UnregisterApp{AppID: a.ID, State: state, Message: msg})
 	a.stopLocal()
 	if err != nil {
 		return fmt.Errorf("unregister app %s: %w", a.ID, err)

@@ -29,8 +29,8 @@ func init() {
 					return err
 				}
 				return withClient(*url, func(nc *nats.Conn) error {
-					var ack schemas.Ack
-					if err := bus.Call(ctx, nc, subject, &schemas.KillRequest{ID: id}, &ack); err != nil {
+					ack, err := bus.CallAck(ctx, nc, subject, &schemas.KillRequest{ID: id})
+					if err != nil {
 						return err
 					}
 					msg := "kill requested for " + id

@@ -321,10 +321,13 @@ func runAgent(ctx context.Context, e *env, o *agentOptions) error {
 	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := a.Shutdown(sctx); err != nil {
-		log.Warn().Err(err).Msg("leave not acknowledged; the cluster will mark the worker DEAD after its timeout")
-	}
+	err = a.Shutdown(sctx)
 	_ = nc.Drain()
+	if err != nil {
+		// The exit code says the worker did not leave cleanly: refused, or
+		// not acknowledged (the cluster marks it DEAD after its timeout).
+		return fmt.Errorf("leave: %w", err)
+	}
 	return nil
 }
 

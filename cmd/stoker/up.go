@@ -287,7 +287,10 @@ func (c *upCluster) Stop() {
 				defer wg.Done()
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
-				if err := a.Shutdown(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				switch err := a.Shutdown(ctx); {
+				case errors.Is(err, bus.ErrRefused):
+					c.log.Error().Err(err).Str("worker_id", a.WorkerID()).Msg("leave refused")
+				case err != nil && !errors.Is(err, context.Canceled):
 					c.log.Warn().Err(err).Str("worker_id", a.WorkerID()).Msg("leave not acknowledged")
 				}
 			}()

@@ -209,7 +209,8 @@ func (s *Service) Stop() {
 
 // Shutdown is a purposeful leave: it tells the cluster the worker is going
 // (stoker.worker.<wid>.leave, so it is DECOMMISSIONED at once rather than
-// DEAD after the timeout), then Stops. Idempotent; the error is the leave's.
+// DEAD after the timeout), then Stops. Idempotent; the error is the leave's:
+// not acknowledged, or refused (wrapping bus.ErrRefused).
 func (s *Service) Shutdown(ctx context.Context) error {
 	var err error
 	s.leaveOnce.Do(func() {
@@ -221,12 +222,16 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		}
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.RegisterTimeout)
 		defer cancel()
-		var ack schemas.Ack
-		err = bus.Call(cctx, s.nc, bus.WorkerLeaveSubject(s.wid),
-			&schemas.WorkerLeaving{WorkerID: s.wid, Instance: s.instance}, &ack)
-		if err != nil {
+		_, err = bus.CallAck(cctx, s.nc, bus.WorkerLeaveSubject(s.wid),
+			&schemas.WorkerLeaving{WorkerID: s.wid, Instance: s.instance})
+		switch {
+		case errors.Is(err, bus.ErrRefused):
+			// Not registered, registered by another instance, or already
+			// gone: asking again changes nothing.
+			s.log.Error().Err(err).Msg("the cluster refused the leave; the worker is not DECOMMISSIONED")
+		case err != nil:
 			s.log.Warn().Err(err).Msg("cannot tell the cluster the worker is leaving")
-		} else {
+		default:
 			s.log.Info().Msg("told the cluster the worker is leaving")
 		}
 	})

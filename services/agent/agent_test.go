@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -226,5 +227,22 @@ func TestService_Shutdown_LeavesAndKillsChildren(t *testing.T) {
 	}
 	if alive(pid) {
 		t.Fatalf("child %d survived Shutdown", pid)
+	}
+}
+
+// A leave the cluster refuses is an error for the caller (`stoker agent`
+// exits non-zero), not a silent success; the agent stops all the same.
+func TestService_Shutdown_RefusedLeaveIsAnError(t *testing.T) {
+	e := newEnv(t)
+	s := startAgent(t, e.srv.URL(), nil)
+	waitRegistered(t, s)
+	e.c.mu.Lock()
+	e.c.refuseLeave = "worker " + testWID + " is registered by another agent instance"
+	e.c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := s.Shutdown(ctx)
+	if !errors.Is(err, bus.ErrRefused) || !strings.Contains(err.Error(), "another agent instance") {
+		t.Fatalf("shutdown: want the refusal, got %v", err)
 	}
 }

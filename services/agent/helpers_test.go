@@ -36,7 +36,9 @@ type cluster struct {
 	stateAck func(*schemas.StateChange) *schemas.StateAck
 	// refuseStates answers state reports 503 (and counts them in refused).
 	refuseStates bool
-	refused      int
+	// refuseLeave, when set, refuses a leave with this reason (Ack OK false).
+	refuseLeave string
+	refused     int
 }
 
 // startCluster subscribes a fake cluster on nc.
@@ -83,7 +85,7 @@ func startCluster(t *testing.T, nc *nats.Conn) *cluster {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			c.leaves = append(c.leaves, *req)
-			return &schemas.Ack{OK: true}, nil
+			return &schemas.Ack{OK: c.refuseLeave == "", Message: c.refuseLeave}, nil
 		}),
 	}
 	for subj, h := range subs {

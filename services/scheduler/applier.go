@@ -161,7 +161,7 @@ func (a *applier) launchExecutors(ctx context.Context, epoch uint64, ls []Execut
 		if !created[j] {
 			return
 		}
-		if err := a.launchExecutor(ctx, epoch, ls[j], log); err != nil {
+		if a.launchExecutor(ctx, epoch, ls[j], log) {
 			mu.Lock()
 			failures[ls[j].Executor.AppID]++
 			mu.Unlock()

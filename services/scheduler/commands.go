@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/rs/zerolog"
@@ -16,10 +17,15 @@ func (a *applier) sendKill(ctx context.Context, epoch uint64, k KillCmd, log *ze
 	k.Kill.Epoch = epoch
 	cctx, cancel := context.WithTimeout(ctx, a.launchTimeout)
 	defer cancel()
-	var ack schemas.Ack
-	err := bus.Call(cctx, a.nc, bus.WorkerCmdKillSubject(k.WorkerID), &k.Kill, &ack)
+	_, err := bus.CallAck(cctx, a.nc, bus.WorkerCmdKillSubject(k.WorkerID), &k.Kill)
 	l := log.With().Str("worker_id", k.WorkerID).Str("target", KillTarget(k.Kill)).Logger()
-	if err != nil {
+	switch {
+	case errors.Is(err, bus.ErrRefused):
+		// The agent does not run it: the records say otherwise until its
+		// next state report, registration or recovery settles them.
+		l.Warn().Err(err).Msg("kill refused by the agent")
+		return
+	case err != nil:
 		l.Warn().Err(err).Msg("kill not acknowledged")
 		return
 	}
@@ -27,40 +33,44 @@ func (a *applier) sendKill(ctx context.Context, epoch uint64, k KillCmd, log *ze
 }
 
 // launchExecutor sends the launch of an executor whose record exists; on
-// no acknowledgement or a refusal the record goes LAUNCHING → FAILED.
-func (a *applier) launchExecutor(ctx context.Context, epoch uint64, l ExecutorLaunch, log *zerolog.Logger) error {
+// no acknowledgement or a refusal the record goes LAUNCHING → FAILED. It
+// reports whether it wrote that failure (to be counted against the app
+// once: an agent's own FAILED report is counted by registration).
+func (a *applier) launchExecutor(ctx context.Context, epoch uint64, l ExecutorLaunch, log *zerolog.Logger) (failed bool) {
 	e := l.Executor
 	cmd := &schemas.LaunchExecutor{
 		Epoch: epoch, AppID: e.AppID, ExecutorID: e.ID, Command: l.Command, Env: l.Env,
 		Cores: e.Cores, MemoryMB: e.MemoryMB,
 	}
 	cctx, cancel := context.WithTimeout(ctx, a.launchTimeout)
-	var ack schemas.Ack
-	err := bus.Call(cctx, a.nc, bus.WorkerCmdLaunchSubject(e.WorkerID), cmd, &ack)
+	_, err := bus.CallAck(cctx, a.nc, bus.WorkerCmdLaunchSubject(e.WorkerID), cmd)
 	cancel()
 	if err == nil {
 		log.Debug().Str("executor", e.Key()).Str("worker_id", e.WorkerID).Msg("executor launch sent")
-		return nil
+		return false
 	}
 	if ctx.Err() != nil {
-		return nil // lost the lease: the next leader's recovery sorts it out
+		return false // lost the lease: the next leader's recovery sorts it out
 	}
 	a.avoid(e.WorkerID)
 	msg := fmt.Sprintf("launch on %s failed: %v", e.WorkerID, err)
 	log.Warn().Str("executor", e.Key()).Str("worker_id", e.WorkerID).Err(err).Msg("executor launch failed")
 	_, wrote, merr := bus.MutateIf(ctx, a.v.executors.kv, e.Key(), func(n *schemas.Executor) bool {
-		if n.State != schemas.ExecutorLaunching || n.Epoch != epoch {
+		to, ok := n.State.Next(schemas.ExecutorEvLaunchFailed)
+		if !ok || n.Epoch != epoch {
 			return false
 		}
-		n.State, n.Message, n.UpdatedAt = schemas.ExecutorFailed, msg, now()
+		n.State, n.Message, n.UpdatedAt = to, msg, now()
 		return true
 	})
 	a.after(ctx, log, a.v.executors, change{"executor", e.Key(), string(schemas.ExecutorFailed), msg}, merr, wrote)
-	return err
+	return wrote
 }
 
 // launchDriver moves the driver to RUNNING on its worker, then sends the
-// launch; without an acknowledgement it goes back to SUBMITTED.
+// launch; without an acknowledgement it goes back to SUBMITTED, and a launch
+// the agent refused (it could not start the process) ends it ERROR, as the
+// agent's own report says.
 func (a *applier) launchDriver(ctx context.Context, epoch uint64, l DriverLaunch, log *zerolog.Logger) {
 	dlog := log.With().Str("driver_id", l.DriverID).Str("worker_id", l.WorkerID).Int("attempt", l.Attempt).Logger()
 	d, placed, err := bus.MutateIf(ctx, a.v.drivers.kv, l.DriverID, func(n *schemas.Driver) bool {
@@ -83,8 +93,7 @@ func (a *applier) launchDriver(ctx context.Context, epoch uint64, l DriverLaunch
 		Supervise: d.Supervise, Attempt: l.Attempt,
 	}
 	cctx, cancel := context.WithTimeout(ctx, a.launchTimeout)
-	var ack schemas.Ack
-	err = bus.Call(cctx, a.nc, bus.WorkerCmdLaunchDriverSubject(l.WorkerID), cmd, &ack)
+	_, err = bus.CallAck(cctx, a.nc, bus.WorkerCmdLaunchDriverSubject(l.WorkerID), cmd)
 	cancel()
 	if err == nil {
 		dlog.Info().Msg("driver launch sent")
@@ -94,14 +103,22 @@ func (a *applier) launchDriver(ctx context.Context, epoch uint64, l DriverLaunch
 		return
 	}
 	a.avoid(l.WorkerID)
-	msg := fmt.Sprintf("launch on %s failed: %v", l.WorkerID, err)
-	dlog.Warn().Err(err).Msg("driver launch failed; back to SUBMITTED")
+	ev, msg := schemas.DriverEvUnacknowledged, fmt.Sprintf("launch on %s failed: %v", l.WorkerID, err)
+	if errors.Is(err, bus.ErrRefused) {
+		ev = schemas.DriverEvErrored
+	}
 	_, wrote, merr := bus.MutateIf(ctx, a.v.drivers.kv, l.DriverID, func(n *schemas.Driver) bool {
-		if n.State != schemas.DriverRunning || n.WorkerID != l.WorkerID || n.Attempts != l.Attempt {
+		to, ok := n.State.Next(ev)
+		if !ok || n.State != schemas.DriverRunning || n.WorkerID != l.WorkerID || n.Attempts != l.Attempt {
 			return false
 		}
-		n.State, n.WorkerID, n.Message, n.UpdatedAt = schemas.DriverSubmitted, "", msg, now()
+		n.State, n.Message, n.UpdatedAt = to, msg, now()
+		if to == schemas.DriverSubmitted {
+			n.WorkerID = "" // placed again by the next pass
+		}
 		return true
 	})
-	a.after(ctx, log, a.v.drivers, change{"driver", l.DriverID, string(schemas.DriverSubmitted), msg}, merr, wrote)
+	to, _ := schemas.DriverRunning.Next(ev)
+	dlog.Warn().Err(err).Str("state", string(to)).Msg("driver launch failed")
+	a.after(ctx, log, a.v.drivers, change{"driver", l.DriverID, string(to), msg}, merr, wrote)
 }

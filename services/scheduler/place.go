@@ -46,7 +46,7 @@ func (st *pass) placeDrivers() {
 		if n, ok := st.driverNext[id]; ok {
 			state = n
 		}
-		if state == schemas.DriverSubmitted && !d.KillRequested {
+		if _, ok := state.Next(schemas.DriverEvPlaced); ok && !d.KillRequested {
 			waiting = append(waiting, d)
 		}
 	}
@@ -119,7 +119,7 @@ func (st *pass) placeApps() {
 func (st *pass) waitingApps() []*schemas.App {
 	var apps []*schemas.App
 	for id, a := range st.s.Apps {
-		if (a.State == schemas.AppWaiting || a.State == schemas.AppRunning) && !st.appDone[id] {
+		if _, ok := a.State.Next(schemas.AppEvPlaced); ok && !st.appDone[id] {
 			apps = append(apps, a)
 		}
 	}
@@ -190,8 +190,8 @@ func (st *pass) launchExecutors(a *schemas.App, workers []*free, cores []int) {
 	}
 	st.appCores[a.ID] += (next - first) * per
 	u := AppUpdate{AppID: a.ID, From: a.State, NextExecutorID: next}
-	if a.State == schemas.AppWaiting {
-		u.State = schemas.AppRunning
+	if to, _ := a.State.Next(schemas.AppEvPlaced); to != a.State {
+		u.State = to
 	}
 	st.p.AppUpdates = append(st.p.AppUpdates, u)
 }

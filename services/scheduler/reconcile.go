@@ -37,8 +37,8 @@ func (st *pass) reconcile() {
 	}
 
 	for id, a := range s.Apps {
-		if a.State != schemas.AppWaiting && a.State != schemas.AppRunning {
-			continue
+		if _, ok := a.State.Next(schemas.AppEvPlaced); !ok {
+			continue // ended, or UNKNOWN: recovery's
 		}
 		u := AppUpdate{AppID: id, From: a.State}
 		if d := s.Drivers[a.DriverID]; a.DriverID != "" && d != nil {

@@ -59,10 +59,7 @@ func (c *cluster) fakeRecovery() {
 			if bus.DecodeRecord(e.Value(), &l) != nil {
 				continue
 			}
-			epoch := l.Epoch
-			if epoch == 0 {
-				epoch = e.Revision()
-			}
+			epoch := l.EpochOf(e.Revision())
 			_, _, _ = bus.Mutate(ctx, c.st.Cluster, bus.KeyClusterState, func(cur *schemas.Cluster) (*schemas.Cluster, error) {
 				if cur != nil && cur.Epoch >= epoch {
 					return nil, nil
@@ -75,7 +72,10 @@ func (c *cluster) fakeRecovery() {
 
 // agent is a fake worker agent that records the commands it gets.
 type agent struct {
-	mu       sync.Mutex
+	mu sync.Mutex
+	// refuse, when set, is the reason every launch is refused with
+	// (Ack OK false), as an agent that cannot start the process answers.
+	refuse   string
 	launches []schemas.LaunchExecutor
 	drivers  []schemas.LaunchDriver
 	kills    []schemas.Kill
@@ -85,6 +85,12 @@ func (a *agent) snapshot() ([]schemas.LaunchExecutor, []schemas.LaunchDriver, []
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return slices.Clone(a.launches), slices.Clone(a.drivers), slices.Clone(a.kills)
+}
+
+func (a *agent) refuseLaunches(reason string) {
+	a.mu.Lock()
+	a.refuse = reason
+	a.mu.Unlock()
 }
 
 func (c *cluster) agent(wid string) *agent {
@@ -97,13 +103,13 @@ func (c *cluster) agent(wid string) *agent {
 			a.mu.Lock()
 			defer a.mu.Unlock()
 			a.launches = append(a.launches, *r)
-			return &schemas.Ack{OK: true}, nil
+			return &schemas.Ack{OK: a.refuse == "", Message: a.refuse}, nil
 		}),
 		bus.WorkerCmdLaunchDriverSubject(wid): bus.MsgHandler(ctx, &log, nil, func(_ context.Context, _ bus.Inbound, r *schemas.LaunchDriver) (any, error) {
 			a.mu.Lock()
 			defer a.mu.Unlock()
 			a.drivers = append(a.drivers, *r)
-			return &schemas.Ack{OK: true}, nil
+			return &schemas.Ack{OK: a.refuse == "", Message: a.refuse}, nil
 		}),
 		bus.WorkerCmdKillSubject(wid): bus.MsgHandler(ctx, &log, nil, func(_ context.Context, _ bus.Inbound, r *schemas.Kill) (any, error) {
 			a.mu.Lock()
@@ -436,6 +442,53 @@ func TestService_Launch_FailureCountsAndFailsApp(t *testing.T) {
 		if e.State != schemas.ExecutorFailed || e.Message == "" {
 			t.Fatalf("executor %+v, want FAILED with the launch error", e)
 		}
+	}
+}
+
+// A launch the agent refuses is a failed launch: the executor is FAILED
+// with the agent's reason, counted once against its app, never RUNNING.
+func TestService_Launch_RefusedIsAFailedLaunch(t *testing.T) {
+	c := newCluster(t)
+	ag := c.agent("w1")
+	ag.refuseLaunches("launch failed: exec: \"nope\": executable file not found")
+	c.worker("w1", 2)
+	c.app("app-1", schemas.AppWaiting, 1)
+	c.scheduler("s1", func(cfg *Config) {
+		cfg.MaxExecutorRetries = 2
+		cfg.AvoidFor = 10 * time.Millisecond
+	})
+	bustest.Eventually(t, 15*time.Second, "app FAILED after 2 refused launches", func() bool {
+		return getApp(t, c, "app-1").State == schemas.AppFailed
+	})
+	launches, _, _ := ag.snapshot()
+	a := getApp(t, c, "app-1")
+	if a.ConsecutiveFailures != len(launches) || len(launches) < 2 {
+		t.Fatalf("app failures = %d after %d refused launches, want one each", a.ConsecutiveFailures, len(launches))
+	}
+	for _, e := range c.executors("app-1") {
+		if e.State != schemas.ExecutorFailed || !strings.Contains(e.Message, "executable file not found") {
+			t.Fatalf("executor %+v, want FAILED with the agent's reason", e)
+		}
+	}
+}
+
+// A driver launch the agent refuses ends the driver ERROR (the agent could
+// not start it), not back to SUBMITTED for another try.
+func TestService_Launch_RefusedDriverEndsError(t *testing.T) {
+	c := newCluster(t)
+	ag := c.agent("w1")
+	ag.refuseLaunches("launch failed: permission denied")
+	c.worker("w1", 2)
+	c.create(c.st.Drivers, "driver-1", &schemas.Driver{
+		ID: "driver-1", Command: []string{"drv"}, Cores: 1, MemoryMB: 512, State: schemas.DriverSubmitted, SubmittedAt: time.Now(),
+	})
+	c.scheduler("s1", nil)
+	bustest.Eventually(t, 10*time.Second, "driver ERROR with the agent's reason", func() bool {
+		d, _, err := bus.Get[schemas.Driver](context.Background(), c.st.Drivers, "driver-1")
+		return err == nil && d.State == schemas.DriverError && strings.Contains(d.Message, "permission denied") && d.Attempts == 1
+	})
+	if _, drivers, _ := ag.snapshot(); len(drivers) != 1 {
+		t.Fatalf("%d driver launches, want 1 (no relaunch after a refusal)", len(drivers))
 	}
 }
 
