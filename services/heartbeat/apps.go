@@ -20,29 +20,15 @@ func (s *Service) applyApp(e jetstream.KeyValueEntry) {
 	id := e.Key()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.stopped {
-		return
-	}
-	a := s.apps[id]
-	if deleted(e) {
-		if a != nil {
-			stopTimer(&a.timer)
-			delete(s.apps, id)
-		}
-		return
-	}
-	var rec schemas.App
-	if err := bus.DecodeRecord(e.Value(), &rec); err != nil {
-		s.log.Warn().Err(err).Str("app_id", id).Msg("undecodable app record ignored")
+	rec := decodeLocked[schemas.App](s, e, s.apps, "app_id")
+	if rec == nil {
 		return
 	}
 	if rec.State.Terminal() {
-		if a != nil {
-			stopTimer(&a.timer)
-			delete(s.apps, id)
-		}
+		drop(s.apps, id)
 		return
 	}
+	a := s.apps[id]
 	if a == nil {
 		// First sight: a full timeout from now.
 		a = &appTimer{state: rec.State}
@@ -123,7 +109,7 @@ func (s *Service) expireApp(ctx context.Context, id string, gen uint64) {
 		return
 	}
 	if written {
-		stopTimer(&a.timer)
+		a.stop()
 		delete(s.apps, id)
 		s.log.Warn().Str("app_id", id).Msg("app FINISHED: " + AppSilentMessage)
 		return

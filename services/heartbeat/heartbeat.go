@@ -93,6 +93,14 @@ func (dl *deadline) arm(clock svc.Clock, d time.Duration, fire func(gen uint64))
 	dl.timer = clock.AfterFunc(d, func() { fire(gen) })
 }
 
+// stop stops the timer; a stopped deadline is not armed.
+func (dl *deadline) stop() {
+	if dl.timer != nil {
+		dl.timer.Stop()
+		dl.timer = nil
+	}
+}
+
 // workerTimer is what the service knows of one worker record plus its timer.
 type workerTimer struct {
 	deadline
@@ -218,23 +226,16 @@ func (s *Service) Stop() {
 		s.mu.Lock()
 		s.stopped = true
 		for _, w := range s.workers {
-			stopTimer(&w.timer)
+			w.stop()
 		}
 		for _, a := range s.apps {
-			stopTimer(&a.timer)
+			a.stop()
 		}
 		s.mu.Unlock()
 		if s.g != nil {
 			s.g.Stop()
 		}
 	})
-}
-
-func stopTimer(t *svc.Timer) {
-	if *t != nil {
-		(*t).Stop()
-		*t = nil
-	}
 }
 
 // initial applies a watcher's initial values, up to the nil marker.
@@ -273,6 +274,30 @@ func follow(ctx context.Context, w jetstream.KeyWatcher, apply func(jetstream.Ke
 	}
 }
 
-func deleted(e jetstream.KeyValueEntry) bool {
-	return e.Operation() == jetstream.KeyValueDelete || e.Operation() == jetstream.KeyValuePurge
+// decodeLocked is what every watch entry gets first: nothing after Stop, a
+// deleted key loses its deadline, an undecodable record is logged and
+// skipped. It returns the record, or nil when there is nothing more to do.
+// Caller holds s.mu.
+func decodeLocked[T any, D interface{ stop() }](s *Service, e jetstream.KeyValueEntry, timers map[string]D, idField string) *T {
+	if s.stopped {
+		return nil
+	}
+	if op := e.Operation(); op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge {
+		drop(timers, e.Key())
+		return nil
+	}
+	rec := new(T)
+	if err := bus.DecodeRecord(e.Value(), rec); err != nil {
+		s.log.Warn().Err(err).Str(idField, e.Key()).Msg("undecodable record ignored")
+		return nil
+	}
+	return rec
+}
+
+// drop stops and forgets one deadline, if there is one.
+func drop[D interface{ stop() }](timers map[string]D, id string) {
+	if d, ok := timers[id]; ok {
+		d.stop()
+		delete(timers, id)
+	}
 }

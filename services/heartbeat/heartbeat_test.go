@@ -251,8 +251,7 @@ func TestService_Heartbeat_AfterFreshRegistration(t *testing.T) {
 	bustest.Eventually(t, 5*time.Second, "watcher sees w1", func() bool { return seen(s, "w1", schemas.WorkerAlive) })
 	// Forget it, as if the watcher had not delivered it yet.
 	s.mu.Lock()
-	stopTimer(&s.workers["w1"].timer)
-	delete(s.workers, "w1")
+	drop(s.workers, "w1")
 	s.mu.Unlock()
 	agent := bustest.Conn(t, e.srv.URL())
 	inbox := agent.NewRespInbox()

@@ -14,26 +14,11 @@ import (
 
 // applyWorker folds one stoker-workers watch entry into the timers.
 func (s *Service) applyWorker(e jetstream.KeyValueEntry) {
-	wid := e.Key()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.stopped {
-		return
+	if rec := decodeLocked[schemas.Worker](s, e, s.workers, "worker_id"); rec != nil {
+		s.setWorkerLocked(e.Key(), rec, e.Revision())
 	}
-	w := s.workers[wid]
-	if deleted(e) {
-		if w != nil {
-			stopTimer(&w.timer)
-			delete(s.workers, wid)
-		}
-		return
-	}
-	var rec schemas.Worker
-	if err := bus.DecodeRecord(e.Value(), &rec); err != nil {
-		s.log.Warn().Err(err).Str("worker_id", wid).Msg("undecodable worker record ignored")
-		return
-	}
-	s.setWorkerLocked(wid, &rec, e.Revision())
 }
 
 // setWorkerLocked records the worker's state and instance as of revision
@@ -52,7 +37,7 @@ func (s *Service) setWorkerLocked(wid string, rec *schemas.Worker, rev uint64) {
 	w.rev, w.state, w.instance = rev, rec.State, rec.Instance
 	switch {
 	case rec.State.Gone():
-		stopTimer(&w.timer)
+		w.stop()
 	case w.timer == nil, prevState != rec.State, prevInstance != rec.Instance:
 		// New, newly ALIVE (registration, recovery) or a restarted agent:
 		// a full timeout before judgement.
@@ -137,7 +122,7 @@ func (s *Service) expireWorker(ctx context.Context, wid string, gen uint64) {
 	}
 	if written {
 		w.state = schemas.WorkerDead
-		stopTimer(&w.timer)
+		w.stop()
 		s.log.Warn().Str("worker_id", wid).Str("agent_instance", instance).Str("reason", reason).Msg("worker DEAD")
 		return
 	}
