@@ -20,8 +20,44 @@ func (s *Service) handleState(ctx context.Context, in bus.Inbound, req *schemas.
 	return s.executorReport(ctx, req)
 }
 
+// executorReported is the rule of an agent's executor report, pure: the
+// record to write (nil: nothing, a repeated or late report) or why the agent
+// must kill the process (unknown, placed elsewhere, already ended).
+func executorReported(cur *schemas.Executor, req *schemas.StateChange, key string) (next *schemas.Executor, killReason string) {
+	st := schemas.ExecutorState(req.State)
+	switch {
+	case cur == nil:
+		return nil, "executor " + key + " is unknown to the cluster"
+	case cur.WorkerID != req.WorkerID:
+		return nil, fmt.Sprintf("executor %s was placed on worker %s", key, cur.WorkerID)
+	}
+	to, ok := cur.State.Next(schemas.ExecutorReported(st))
+	if !ok {
+		if st == schemas.ExecutorRunning {
+			return nil, fmt.Sprintf("executor %s is already %s", key, cur.State)
+		}
+		return nil, "" // a late terminal report for an ended executor: the first ending stands
+	}
+	n := *cur
+	n.State = to
+	if req.PID != 0 {
+		n.PID = req.PID
+	}
+	if req.ExitCode != nil {
+		c := *req.ExitCode
+		n.ExitCode = &c
+	}
+	if req.Message != "" {
+		n.Message = req.Message
+	}
+	if n.State == cur.State && n.PID == cur.PID && n.Message == cur.Message && sameCode(n.ExitCode, cur.ExitCode) {
+		return nil, "" // repeated report
+	}
+	n.UpdatedAt = now()
+	return &n, ""
+}
+
 func (s *Service) executorReport(ctx context.Context, req *schemas.StateChange) (any, error) {
-	wid := req.WorkerID
 	key := schemas.ExecutorKey(req.AppID, req.ExecutorID)
 	st := schemas.ExecutorState(req.State)
 	var (
@@ -29,48 +65,15 @@ func (s *Service) executorReport(ctx context.Context, req *schemas.StateChange) 
 		changed    bool
 	)
 	_, _, err := bus.Mutate(ctx, s.st.Executors, key, func(cur *schemas.Executor) (*schemas.Executor, error) {
-		killReason, changed = "", false
-		switch {
-		case cur == nil:
-			killReason = "executor " + key + " is unknown to the cluster"
-			return nil, nil
-		case cur.WorkerID != wid:
-			killReason = fmt.Sprintf("executor %s was placed on worker %s", key, cur.WorkerID)
-			return nil, nil
-		}
-		to, ok := cur.State.Next(schemas.ExecutorReported(st))
-		if !ok {
-			if st == schemas.ExecutorRunning {
-				killReason = fmt.Sprintf("executor %s is already %s", key, cur.State)
-			}
-			// A late terminal report for an ended executor: the first
-			// ending stands.
-			return nil, nil
-		}
-		n := *cur
-		n.State = to
-		if req.PID != 0 {
-			n.PID = req.PID
-		}
-		if req.ExitCode != nil {
-			c := *req.ExitCode
-			n.ExitCode = &c
-		}
-		if req.Message != "" {
-			n.Message = req.Message
-		}
-		if n.State == cur.State && n.PID == cur.PID && n.Message == cur.Message && sameCode(n.ExitCode, cur.ExitCode) {
-			return nil, nil // repeated report
-		}
-		n.UpdatedAt = now()
-		changed = n.State != cur.State
-		return &n, nil
+		next, why := executorReported(cur, req, key)
+		killReason, changed = why, next != nil && next.State != cur.State
+		return next, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("executor %s: %w", key, err)
 	}
 	if killReason != "" {
-		s.log.Info().Str("worker_id", wid).Str("executor", key).Str("reason", killReason).Msg("asking agent to kill executor")
+		s.log.Info().Str("worker_id", req.WorkerID).Str("executor", key).Str("reason", killReason).Msg("asking agent to kill executor")
 		return &schemas.StateAck{Kill: true, Reason: killReason}, nil
 	}
 	if changed {
@@ -133,76 +136,72 @@ func (s *Service) resetFailures(ctx context.Context, appID string) {
 	}
 }
 
+// driverReported is the rule of an agent's driver report, pure, as
+// executorReported.
+func driverReported(cur *schemas.Driver, req *schemas.StateChange) (next *schemas.Driver, killReason string) {
+	id, st := req.DriverID, schemas.DriverState(req.State)
+	switch {
+	case cur == nil:
+		return nil, "driver " + id + " is unknown to the cluster"
+	case cur.WorkerID != req.WorkerID:
+		where := cur.WorkerID
+		if where == "" {
+			where = "no worker (waiting to be relaunched)"
+		}
+		return nil, fmt.Sprintf("driver %s is placed on %s", id, where)
+	}
+	to, ok := cur.State.Next(schemas.DriverReported(st))
+	if !ok {
+		if st == schemas.DriverRunning || st == schemas.DriverRelaunching {
+			return nil, fmt.Sprintf("driver %s is already %s", id, cur.State)
+		}
+		return nil, ""
+	}
+	n := *cur
+	n.State = to
+	if req.Attempt > n.Attempts {
+		n.Attempts = req.Attempt
+	}
+	if to == schemas.DriverRunning {
+		if req.PID != 0 {
+			n.PID = req.PID
+		}
+		n.ExitCode = nil
+	} else if req.ExitCode != nil { // RELAUNCHING, or ended
+		c := *req.ExitCode
+		n.ExitCode = &c
+	}
+	if req.Message != "" {
+		n.Message = req.Message
+	}
+	if n.State == cur.State && n.PID == cur.PID && n.Attempts == cur.Attempts &&
+		n.Message == cur.Message && sameCode(n.ExitCode, cur.ExitCode) {
+		return nil, "" // repeated report
+	}
+	n.UpdatedAt = now()
+	return &n, ""
+}
+
 func (s *Service) driverReport(ctx context.Context, req *schemas.StateChange) (any, error) {
-	wid, id := req.WorkerID, req.DriverID
-	st := schemas.DriverState(req.State)
+	id := req.DriverID
 	var (
 		killReason string
 		changed    bool
 	)
 	_, _, err := bus.Mutate(ctx, s.st.Drivers, id, func(cur *schemas.Driver) (*schemas.Driver, error) {
-		killReason, changed = "", false
-		switch {
-		case cur == nil:
-			killReason = "driver " + id + " is unknown to the cluster"
-			return nil, nil
-		case cur.WorkerID != wid:
-			where := cur.WorkerID
-			if where == "" {
-				where = "no worker (waiting to be relaunched)"
-			}
-			killReason = fmt.Sprintf("driver %s is placed on %s", id, where)
-			return nil, nil
-		}
-		to, ok := cur.State.Next(schemas.DriverReported(st))
-		if !ok {
-			if st == schemas.DriverRunning || st == schemas.DriverRelaunching {
-				killReason = fmt.Sprintf("driver %s is already %s", id, cur.State)
-			}
-			return nil, nil
-		}
-		n := *cur
-		n.State = to
-		if req.Attempt > n.Attempts {
-			n.Attempts = req.Attempt
-		}
-		switch st {
-		case schemas.DriverRunning:
-			if req.PID != 0 {
-				n.PID = req.PID
-			}
-			n.ExitCode = nil
-		case schemas.DriverRelaunching:
-			if req.ExitCode != nil {
-				c := *req.ExitCode
-				n.ExitCode = &c
-			}
-		default: // FINISHED, FAILED, KILLED, ERROR
-			if req.ExitCode != nil {
-				c := *req.ExitCode
-				n.ExitCode = &c
-			}
-		}
-		if req.Message != "" {
-			n.Message = req.Message
-		}
-		if n.State == cur.State && n.PID == cur.PID && n.Attempts == cur.Attempts &&
-			n.Message == cur.Message && sameCode(n.ExitCode, cur.ExitCode) {
-			return nil, nil // repeated report
-		}
-		n.UpdatedAt = now()
-		changed = n.State != cur.State || n.Attempts != cur.Attempts
-		return &n, nil
+		next, why := driverReported(cur, req)
+		killReason, changed = why, next != nil && (next.State != cur.State || next.Attempts != cur.Attempts)
+		return next, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("driver %s: %w", id, err)
 	}
 	if killReason != "" {
-		s.log.Info().Str("worker_id", wid).Str("driver_id", id).Str("reason", killReason).Msg("asking agent to kill driver")
+		s.log.Info().Str("worker_id", req.WorkerID).Str("driver_id", id).Str("reason", killReason).Msg("asking agent to kill driver")
 		return &schemas.StateAck{Kill: true, Reason: killReason}, nil
 	}
 	if changed {
-		s.emit("driver", id, string(st), reportMessage(req))
+		s.emit("driver", id, req.State, reportMessage(req))
 	}
 	return &schemas.StateAck{}, nil
 }
