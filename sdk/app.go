@@ -346,16 +346,7 @@ func (a *App) Run(ctx context.Context, task []byte) ([]byte, error) {
 
 // View asks the cluster for the application's current record.
 func (a *App) View(ctx context.Context) (*schemas.AppView, error) {
-	var list schemas.AppList
-	if err := bus.Call(ctx, a.nc, bus.APIAppsList, &schemas.ListRequest{IDs: []string{a.ID}}, &list); err != nil {
-		return nil, err
-	}
-	for i := range list.Apps {
-		if list.Apps[i].ID == a.ID {
-			return &list.Apps[i], nil
-		}
-	}
-	return nil, fmt.Errorf("app %s: %w", a.ID, bus.ErrNotFound)
+	return NewClient(a.nc).App(ctx, a.ID)
 }
 
 // Close tells the executors to stop, unregisters the application with the

@@ -20,6 +20,15 @@
 // driver disconnects) and answers the master-changed request recovery sends
 // after a scheduler failover.
 //
+// Clients (the stoker CLI, tests, a web UI) use Client, a typed client of
+// the cluster's API: list and get workers, drivers and apps, submit, kill,
+// follow a driver or an app until it ends, the status, logs and the event
+// history:
+//
+//	c := sdk.NewClient(nc)
+//	r, _ := c.Submit(ctx, schemas.SubmitDriver{...})
+//	d, _ := c.FollowDriver(ctx, r.DriverID, func(f sdk.Follow[schemas.Driver]) { ... })
+//
 // What it does not promise: a task is sent to one executor once. If that
 // executor dies the task fails (Run returns an error) and the executor is
 // forgotten; retrying is the caller's choice. Results are not persisted.

@@ -6,12 +6,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"strings"
 
-	"github.com/nats-io/nats.go"
-
-	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
+	"github.com/stoker/stoker/sdk"
 )
 
 func init() {
@@ -24,12 +21,12 @@ func init() {
 		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			url := natsFlag(fs)
 			return func(ctx context.Context, args []string) error {
-				subject, id, err := killTarget(args)
+				id, err := killTarget(args)
 				if err != nil {
 					return err
 				}
-				return withClient(*url, func(nc *nats.Conn) error {
-					ack, err := bus.CallAck(ctx, nc, subject, &schemas.KillRequest{ID: id})
+				return withClient(*url, func(c *sdk.Client) error {
+					ack, err := c.Kill(ctx, id)
 					if err != nil {
 						return err
 					}
@@ -63,14 +60,10 @@ must still be up; the last --max-bytes bytes are printed.`,
 				if err != nil {
 					return err
 				}
-				return withClient(*url, func(nc *nats.Conn) error {
-					wid, err := workerOf(ctx, nc, req.ID)
+				return withClient(*url, func(c *sdk.Client) error {
+					reply, err := c.Logs(ctx, *req)
 					if err != nil {
 						return err
-					}
-					var reply schemas.LogsReply
-					if err := bus.Call(ctx, nc, bus.WorkerLogsSubject(wid), req, &reply); err != nil {
-						return fmt.Errorf("logs from worker %s: %w", wid, err)
 					}
 					if reply.Truncated {
 						fmt.Fprintf(e.stderr, "(showing the last %d bytes)\n", len(reply.Data))
@@ -83,20 +76,16 @@ must still be up; the last --max-bytes bytes are printed.`,
 	})
 }
 
-// killTarget picks the kill endpoint from the id's prefix.
-func killTarget(args []string) (subject, id string, err error) {
+// killTarget checks the one id kill takes.
+func killTarget(args []string) (string, error) {
 	if len(args) != 1 {
-		return "", "", usagef("expected one driver or app id, got %d arguments", len(args))
+		return "", usagef("expected one driver or app id, got %d arguments", len(args))
 	}
-	id = args[0]
-	req := schemas.KillRequest{ID: id}
+	req := schemas.KillRequest{ID: args[0]}
 	if err := req.Validate(); err != nil {
-		return "", "", usagef("%q is not a driver id (driver-...) or an app id (app-...)", id)
+		return "", usagef("%q is not a driver id (driver-...) or an app id (app-...)", args[0])
 	}
-	if strings.HasPrefix(id, schemas.DriverIDPrefix) {
-		return bus.APIDriversKill, id, nil
-	}
-	return bus.APIAppsKill, id, nil
+	return args[0], nil
 }
 
 func logsRequest(args []string, stderr bool, maxBytes int) (*schemas.LogsRequest, error) {
@@ -111,32 +100,4 @@ func logsRequest(args []string, stderr bool, maxBytes int) (*schemas.LogsRequest
 		return nil, usagef("%q is not a driver id or <appid>.<execid>: %v", args[0], err)
 	}
 	return req, nil
-}
-
-// workerOf finds the worker a driver or executor runs (or ran) on.
-func workerOf(ctx context.Context, nc *nats.Conn, id string) (string, error) {
-	if strings.HasPrefix(id, schemas.DriverIDPrefix) {
-		d, err := getDriver(ctx, nc, id)
-		if err != nil {
-			return "", err
-		}
-		if d.WorkerID == "" {
-			return "", fmt.Errorf("driver %s has not been placed on a worker yet (%s)", id, d.State)
-		}
-		return d.WorkerID, nil
-	}
-	appID, execID, err := schemas.ParseExecutorKey(id)
-	if err != nil {
-		return "", err
-	}
-	a, err := getApp(ctx, nc, appID)
-	if err != nil {
-		return "", err
-	}
-	for _, x := range a.Executors {
-		if x.ID == execID {
-			return x.WorkerID, nil
-		}
-	}
-	return "", fmt.Errorf("app %s has no executor %d", appID, execID)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/bus/bustest"
 	"github.com/stoker/stoker/schemas"
+	"github.com/stoker/stoker/sdk"
 )
 
 // streamHas waits until the events stream holds n messages.
@@ -52,14 +53,14 @@ func emitAll(t *testing.T, nc *nats.Conn) {
 }
 
 // jsonEvents parses `stoker events --json` output.
-func jsonEvents(t *testing.T, out string) []eventLine {
+func jsonEvents(t *testing.T, out string) []bus.StoredEvent {
 	t.Helper()
-	var evs []eventLine
+	var evs []bus.StoredEvent
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
 		if l == "" {
 			continue
 		}
-		var ev eventLine
+		var ev bus.StoredEvent
 		if err := json.Unmarshal([]byte(l), &ev); err != nil {
 			t.Fatalf("not a JSON line: %q: %v", l, err)
 		}
@@ -163,7 +164,8 @@ func TestEvents_Follow_PrintsNewUntilCancelled(t *testing.T) {
 	var out bustest.Buffer
 	done := make(chan error, 1)
 	go func() {
-		done <- printEvents(ctx, nc, &out, eventsQuery{last: 100, kind: "worker", follow: true})
+		done <- sdk.NewClient(nc).Events(ctx, bus.EventQuery{Last: 100, Kind: "worker", Follow: true},
+			func(ev bus.StoredEvent) error { return writeEvent(&out, ev, false) })
 	}()
 	bustest.Eventually(t, 10*time.Second, "the old event", func() bool { return strings.Contains(out.String(), "old") })
 	bus.Emit(nc, "driver", "driver-20250101120000-ab12", "SUBMITTED", "other kind")

@@ -101,7 +101,7 @@ live key with a summary. Records are JSON, so ` + "`nats kv get`" + ` shows them
 				if err != nil {
 					return err
 				}
-				return withClient(*url, func(nc *nats.Conn) error {
+				return withConn(*url, func(nc *nats.Conn) error {
 					kv, err := openBucket(ctx, nc, b)
 					if err != nil {
 						return err

@@ -16,6 +16,7 @@ import (
 
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
+	"github.com/stoker/stoker/sdk"
 )
 
 // connectClient dials NATS for a one-shot client command: no retry, so a
@@ -24,14 +25,26 @@ func connectClient(url string) (*nats.Conn, error) {
 	return bus.Connect(url, bus.ConnectOptions{Name: "stoker-cli"})
 }
 
-// withClient runs fn with a connection that is closed afterwards.
-func withClient(url string, fn func(nc *nats.Conn) error) error {
+// withConn runs fn with a connection that is closed afterwards.
+func withConn(url string, fn func(nc *nats.Conn) error) error {
 	nc, err := connectClient(url)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	return fn(nc)
+}
+
+// withClient runs fn with an SDK client on a connection closed afterwards.
+func withClient(url string, fn func(c *sdk.Client) error) error {
+	return withConn(url, func(nc *nats.Conn) error { return fn(newClient(nc)) })
+}
+
+// newClient is the SDK client the commands use, polling at pollInterval.
+func newClient(nc *nats.Conn) *sdk.Client {
+	c := sdk.NewClient(nc)
+	c.PollInterval = pollInterval
+	return c
 }
 
 func noArgs(name string, args []string) error {
@@ -52,12 +65,12 @@ func init() {
 				if err := noArgs("workers", args); err != nil {
 					return err
 				}
-				return withClient(*url, func(nc *nats.Conn) error {
-					var list schemas.WorkerList
-					if err := bus.Call(ctx, nc, bus.APIWorkersList, &schemas.ListRequest{}, &list); err != nil {
+				return withClient(*url, func(c *sdk.Client) error {
+					ws, err := c.Workers(ctx)
+					if err != nil {
 						return err
 					}
-					return printWorkers(e.stdout, list.Workers, *asJSON)
+					return printWorkers(e.stdout, ws, *asJSON)
 				})
 			}
 		},
@@ -72,12 +85,12 @@ func init() {
 				if err := noArgs("drivers", args); err != nil {
 					return err
 				}
-				return withClient(*url, func(nc *nats.Conn) error {
-					var list schemas.DriverList
-					if err := bus.Call(ctx, nc, bus.APIDriversList, &schemas.ListRequest{}, &list); err != nil {
+				return withClient(*url, func(c *sdk.Client) error {
+					ds, err := c.Drivers(ctx)
+					if err != nil {
 						return err
 					}
-					return printDrivers(e.stdout, list.Drivers, *asJSON)
+					return printDrivers(e.stdout, ds, *asJSON)
 				})
 			}
 		},
@@ -92,12 +105,12 @@ func init() {
 				if err := noArgs("apps", args); err != nil {
 					return err
 				}
-				return withClient(*url, func(nc *nats.Conn) error {
-					var list schemas.AppList
-					if err := bus.Call(ctx, nc, bus.APIAppsList, &schemas.ListRequest{}, &list); err != nil {
+				return withClient(*url, func(c *sdk.Client) error {
+					as, err := c.Apps(ctx)
+					if err != nil {
 						return err
 					}
-					return printApps(e.stdout, list.Apps, *asJSON)
+					return printApps(e.stdout, as, *asJSON)
 				})
 			}
 		},
@@ -112,15 +125,15 @@ func init() {
 				if err := noArgs("status", args); err != nil {
 					return err
 				}
-				return withClient(*url, func(nc *nats.Conn) error {
-					var st schemas.Status
-					if err := bus.Call(ctx, nc, bus.APIStatus, &schemas.ListRequest{}, &st); err != nil {
+				return withClient(*url, func(c *sdk.Client) error {
+					st, err := c.Status(ctx)
+					if err != nil {
 						return err
 					}
 					if *asJSON {
-						return writeJSON(e.stdout, &st)
+						return writeJSON(e.stdout, st)
 					}
-					printStatus(e.stdout, &st)
+					printStatus(e.stdout, st)
 					return nil
 				})
 			}

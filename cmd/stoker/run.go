@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"path/filepath"
@@ -103,33 +102,16 @@ func runApp(ctx context.Context, e *env, o *runOptions) error {
 
 	seen := map[int]schemas.ExecutorState{}
 	var lastState schemas.AppState
-	t := time.NewTicker(pollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			err := app.CloseWithMessage(cctx, schemas.AppKilled, "stoker run interrupted")
-			cancel()
-			if err != nil {
-				fmt.Fprintf(e.stderr, "warning: %v\n", err)
-			}
-			fmt.Fprintf(e.stderr, "%s KILLED (interrupted)\n", app.ID)
-			return &exitError{code: exitFailure}
-		case <-t.C:
+	v, err := newClient(nc).FollowApp(ctx, app.ID, func(f sdk.Follow[schemas.AppView]) {
+		if f.Err != nil {
+			fmt.Fprintf(e.stderr, "warning: %v\n", f.Err)
+			return
 		}
-		v, err := app.View(ctx)
-		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, context.Canceled) {
-				fmt.Fprintf(e.stderr, "warning: %v\n", err)
-			}
-			continue
+		if f.Value.State != lastState {
+			fmt.Fprintf(e.stderr, "%s %s\n", app.ID, f.Value.State)
+			lastState = f.Value.State
 		}
-		if v.State != lastState {
-			fmt.Fprintf(e.stderr, "%s %s\n", app.ID, v.State)
-			lastState = v.State
-		}
-		for _, x := range v.Executors {
+		for _, x := range f.Value.Executors {
 			if seen[x.ID] == x.State {
 				continue
 			}
@@ -141,15 +123,23 @@ func runApp(ctx context.Context, e *env, o *runOptions) error {
 			}
 			fmt.Fprintln(e.stdout, line)
 		}
-		if v.State.Terminal() {
-			app.Release()
-			if v.Message != "" {
-				fmt.Fprintf(e.stderr, "%s: %s\n", app.ID, v.Message)
-			}
-			if v.State == schemas.AppFinished {
-				return nil
-			}
-			return &exitError{code: exitFailure}
+	})
+	if err != nil { // interrupted
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := app.CloseWithMessage(cctx, schemas.AppKilled, "stoker run interrupted")
+		cancel()
+		if err != nil {
+			fmt.Fprintf(e.stderr, "warning: %v\n", err)
 		}
+		fmt.Fprintf(e.stderr, "%s KILLED (interrupted)\n", app.ID)
+		return &exitError{code: exitFailure}
 	}
+	app.Release()
+	if v.Message != "" {
+		fmt.Fprintf(e.stderr, "%s: %s\n", app.ID, v.Message)
+	}
+	if v.State == schemas.AppFinished {
+		return nil
+	}
+	return &exitError{code: exitFailure}
 }

@@ -4,19 +4,17 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"path/filepath"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
-	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
+	"github.com/stoker/stoker/sdk"
 )
 
-// pollInterval is how often --wait and `stoker run` look at the cluster.
+// pollInterval is how often --wait and `stoker run` look at the cluster
+// (the SDK client's PollInterval; tests shorten it).
 var pollInterval = 200 * time.Millisecond
 
 type submitOptions struct {
@@ -83,9 +81,9 @@ func bindSubmit(fs *flag.FlagSet, o *submitOptions) func(args []string) error {
 }
 
 func submit(ctx context.Context, e *env, o *submitOptions) error {
-	return withClient(o.url, func(nc *nats.Conn) error {
-		var reply schemas.SubmitDriverReply
-		if err := bus.Call(ctx, nc, bus.APIDriversSubmit, &o.req, &reply); err != nil {
+	return withClient(o.url, func(c *sdk.Client) error {
+		reply, err := c.Submit(ctx, o.req)
+		if err != nil {
 			return err
 		}
 		fmt.Fprintln(e.stdout, reply.DriverID)
@@ -95,87 +93,38 @@ func submit(ctx context.Context, e *env, o *submitOptions) error {
 		if !o.wait {
 			return nil
 		}
-		final, err := followDriver(ctx, e, nc, reply.DriverID)
+		id := reply.DriverID
+		final, err := c.FollowDriver(ctx, id, func(f sdk.Follow[schemas.Driver]) {
+			if f.Err != nil {
+				// The cluster may be failing over; keep following.
+				fmt.Fprintf(e.stderr, "warning: %v\n", f.Err)
+				return
+			}
+			fmt.Fprintln(e.stderr, driverLine(f.Value))
+		})
 		if err != nil {
-			return err
+			fmt.Fprintf(e.stderr, "stopped waiting; %s keeps running (stoker kill %s)\n", id, id)
+			return &exitError{code: exitFailure}
 		}
-		if final != schemas.DriverFinished {
+		if final.State != schemas.DriverFinished {
 			return &exitError{code: exitFailure}
 		}
 		return nil
 	})
 }
 
-// followDriver polls the driver's record and prints each state change
-// until it is terminal; it returns the final state.
-func followDriver(ctx context.Context, e *env, nc *nats.Conn, id string) (schemas.DriverState, error) {
-	var last schemas.DriverState
-	var lastWorker string
-	t := time.NewTicker(pollInterval)
-	defer t.Stop()
-	for {
-		d, err := getDriver(ctx, nc, id)
-		switch {
-		case err == nil:
-			if d.State != last || d.WorkerID != lastWorker {
-				line := fmt.Sprintf("%s %s", id, d.State)
-				if d.WorkerID != "" && !d.State.Terminal() {
-					line += " on " + d.WorkerID
-				}
-				if d.ExitCode != nil && d.State.Terminal() {
-					line += fmt.Sprintf(" (exit %d)", *d.ExitCode)
-				}
-				if d.Message != "" {
-					line += ": " + d.Message
-				}
-				fmt.Fprintln(e.stderr, line)
-				last, lastWorker = d.State, d.WorkerID
-			}
-			if d.State.Terminal() {
-				return d.State, nil
-			}
-		case ctx.Err() != nil:
-		default:
-			// The cluster may be failing over; keep following.
-			fmt.Fprintf(e.stderr, "warning: %v\n", err)
-		}
-		select {
-		case <-ctx.Done():
-			fmt.Fprintf(e.stderr, "stopped waiting; %s keeps running (stoker kill %s)\n", id, id)
-			return last, &exitError{code: exitFailure}
-		case <-t.C:
-		}
+// driverLine is one change of a followed driver: "<id> <state> on <worker>
+// (exit N): message".
+func driverLine(d *schemas.Driver) string {
+	line := fmt.Sprintf("%s %s", d.ID, d.State)
+	if d.WorkerID != "" && !d.State.Terminal() {
+		line += " on " + d.WorkerID
 	}
-}
-
-var errNoSuchID = errors.New("no such id")
-
-func getDriver(ctx context.Context, nc *nats.Conn, id string) (*schemas.Driver, error) {
-	var list schemas.DriverList
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := bus.Call(cctx, nc, bus.APIDriversList, &schemas.ListRequest{IDs: []string{id}}, &list); err != nil {
-		return nil, err
+	if d.ExitCode != nil && d.State.Terminal() {
+		line += fmt.Sprintf(" (exit %d)", *d.ExitCode)
 	}
-	for i := range list.Drivers {
-		if list.Drivers[i].ID == id {
-			return &list.Drivers[i], nil
-		}
+	if d.Message != "" {
+		line += ": " + d.Message
 	}
-	return nil, fmt.Errorf("driver %s: %w", id, errNoSuchID)
-}
-
-func getApp(ctx context.Context, nc *nats.Conn, id string) (*schemas.AppView, error) {
-	var list schemas.AppList
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := bus.Call(cctx, nc, bus.APIAppsList, &schemas.ListRequest{IDs: []string{id}}, &list); err != nil {
-		return nil, err
-	}
-	for i := range list.Apps {
-		if list.Apps[i].ID == id {
-			return &list.Apps[i], nil
-		}
-	}
-	return nil, fmt.Errorf("app %s: %w", id, errNoSuchID)
+	return line
 }
