@@ -14,6 +14,14 @@ import (
 // application has ended. Records in UNKNOWN (workers, drivers, apps) are
 // recovery's business and left alone.
 func (st *pass) reconcile() {
+	st.reconcileDrivers()
+	st.reconcileApps()
+	st.reconcileExecutors()
+}
+
+// reconcileDrivers: drivers on lost workers (LoseDriver's rule) and kills
+// for drivers asked to die.
+func (st *pass) reconcileDrivers() {
 	s := st.s
 	for id, d := range s.Drivers {
 		if !d.State.Holds() {
@@ -35,37 +43,53 @@ func (st *pass) reconcile() {
 			st.kill(d.WorkerID, schemas.Kill{DriverID: id, Reason: "kill requested"})
 		}
 	}
+}
 
-	for id, a := range s.Apps {
+// reconcileApps ends the live applications that must end.
+func (st *pass) reconcileApps() {
+	for id, a := range st.s.Apps {
 		if _, ok := a.State.Next(schemas.AppEvPlaced); !ok {
 			continue // ended, or UNKNOWN: recovery's
 		}
-		u := AppUpdate{AppID: id, From: a.State}
-		if d := s.Drivers[a.DriverID]; a.DriverID != "" && d != nil {
-			ds := d.State
-			if n, ok := st.driverNext[d.ID]; ok {
-				ds = n
-			}
-			if to, ok := a.State.Next(schemas.AppAfterDriver(ds)); ok {
-				u.State, u.Message = to, fmt.Sprintf("driver %s ended %s", d.ID, ds)
-			}
-		}
-		if u.State == "" && a.RunOnce && a.MaxCores > 0 && st.appDoneCores[id] > 0 &&
-			a.MaxCores-st.appDoneCores[id] < a.Executor.Cores && !st.appHolds[id] {
-			u.State, _ = a.State.Next(schemas.AppEvFinished)
-			u.Message = fmt.Sprintf("every executor ran its command once and exited 0 (%d cores)", st.appDoneCores[id])
-		}
-		if u.State == "" && st.o.MaxExecutorRetries > 0 &&
-			a.ConsecutiveFailures >= st.o.MaxExecutorRetries && !st.appRunning[id] {
-			u.State, _ = a.State.Next(schemas.AppEvFailed)
-			u.Message = fmt.Sprintf("executors failed %d times in a row", a.ConsecutiveFailures)
-		}
-		if u.State != "" {
+		if u := st.appEnd(id, a); u.State != "" {
 			st.appDone[id] = true
 			st.p.AppUpdates = append(st.p.AppUpdates, u)
 		}
 	}
+}
 
+// appEnd says how a live application ends in this pass, if it does: with
+// its driver, when every run-once executor is done, or after too many
+// executor failures in a row. State "" keeps it.
+func (st *pass) appEnd(id string, a *schemas.App) AppUpdate {
+	s := st.s
+	u := AppUpdate{AppID: id, From: a.State}
+	if d := s.Drivers[a.DriverID]; a.DriverID != "" && d != nil {
+		ds := d.State
+		if n, ok := st.driverNext[d.ID]; ok {
+			ds = n
+		}
+		if to, ok := a.State.Next(schemas.AppAfterDriver(ds)); ok {
+			u.State, u.Message = to, fmt.Sprintf("driver %s ended %s", d.ID, ds)
+		}
+	}
+	if u.State == "" && a.RunOnce && a.MaxCores > 0 && st.appDoneCores[id] > 0 &&
+		a.MaxCores-st.appDoneCores[id] < a.Executor.Cores && !st.appHolds[id] {
+		u.State, _ = a.State.Next(schemas.AppEvFinished)
+		u.Message = fmt.Sprintf("every executor ran its command once and exited 0 (%d cores)", st.appDoneCores[id])
+	}
+	if u.State == "" && st.o.MaxExecutorRetries > 0 &&
+		a.ConsecutiveFailures >= st.o.MaxExecutorRetries && !st.appRunning[id] {
+		u.State, _ = a.State.Next(schemas.AppEvFailed)
+		u.Message = fmt.Sprintf("executors failed %d times in a row", a.ConsecutiveFailures)
+	}
+	return u
+}
+
+// reconcileExecutors: executors on lost workers are LOST, and those of an
+// ended application are killed.
+func (st *pass) reconcileExecutors() {
+	s := st.s
 	for key, e := range s.Executors {
 		if !e.State.Holds() {
 			continue
