@@ -222,11 +222,13 @@ func (h *harness) usage() map[string]int {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	used := map[string]int{}
+	u := schemas.Usages{}
 	for _, x := range xs {
-		if x.Value.State.Holds() {
-			used[x.Value.WorkerID] += x.Value.Cores
-		}
+		u.AddExecutor(x.Value)
+	}
+	used := map[string]int{}
+	for w, wu := range u {
+		used[w] = wu.Cores
 	}
 	return used
 }
@@ -754,3 +756,32 @@ func TestService_Start_SurvivesBusRestart(t *testing.T) {
 
 // testLog is the services' logger in tests; point it at a console writer to debug.
 var testLog = zerolog.Nop()
+
+// A driver that refuses the new master (Ack ok false) is not an answer: its
+// app counts as silent and is FINISHED, while the one that accepted waits
+// for executors again.
+func TestService_Recover_DriverRefusingMasterIsSilent(t *testing.T) {
+	h := newHarness(t)
+	const (
+		refusing = "app-20260101000000-aaaaaa"
+		accepts  = "app-20260101000000-bbbbbb"
+	)
+	h.addApp(refusing, schemas.AppRunning)
+	h.addApp(accepts, schemas.AppWaiting)
+	h.subscribe(bus.AppMasterSubject(refusing), func(m *nats.Msg) {
+		h.respond(m, &schemas.Ack{OK: false, Message: "not my master"})
+	})
+	h.driverAck(accepts)
+
+	h.start("rec-1", 10*time.Second)
+	e := h.lease("sched-1")
+	// A refusal is final (not retried like a missing responder): ALIVE
+	// well within the 10s timeout.
+	h.waitCluster(e, schemas.ClusterAlive, 5*time.Second)
+	if a := get[schemas.App](h, h.st.Apps, refusing); a.State != schemas.AppFinished {
+		t.Errorf("refusing app = %s, want FINISHED", a.State)
+	}
+	if a := get[schemas.App](h, h.st.Apps, accepts); a.State != schemas.AppWaiting {
+		t.Errorf("accepting app = %s, want WAITING", a.State)
+	}
+}

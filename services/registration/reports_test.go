@@ -1,0 +1,85 @@
+package registration
+
+import (
+	"testing"
+
+	"github.com/stoker/stoker/schemas"
+)
+
+func TestExecutorReported(t *testing.T) {
+	code := func(c int) *int { return &c }
+	const key = "app-1.0"
+	rec := func(st schemas.ExecutorState, wid string) *schemas.Executor {
+		return &schemas.Executor{AppID: "app-1", WorkerID: wid, State: st, PID: 7}
+	}
+	for _, tc := range []struct {
+		name     string
+		cur      *schemas.Executor
+		state    schemas.ExecutorState
+		pid      int
+		exit     *int
+		want     schemas.ExecutorState // "" for no write
+		wantKill bool
+	}{
+		{"unknown executor is killed", nil, schemas.ExecutorRunning, 9, nil, "", true},
+		{"placed elsewhere is killed", rec(schemas.ExecutorRunning, "w2"), schemas.ExecutorRunning, 9, nil, "", true},
+		{"launching → running", rec(schemas.ExecutorLaunching, "w1"), schemas.ExecutorRunning, 9, nil, schemas.ExecutorRunning, false},
+		{"running → failed with code", rec(schemas.ExecutorRunning, "w1"), schemas.ExecutorFailed, 0, code(3), schemas.ExecutorFailed, false},
+		{"repeated report writes nothing", rec(schemas.ExecutorRunning, "w1"), schemas.ExecutorRunning, 7, nil, "", false},
+		{"running reported for an ended one is killed", rec(schemas.ExecutorLost, "w1"), schemas.ExecutorRunning, 9, nil, "", true},
+		{"late ending of an ended one stands", rec(schemas.ExecutorKilled, "w1"), schemas.ExecutorExited, 0, code(0), "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := &schemas.StateChange{WorkerID: "w1", AppID: "app-1", State: string(tc.state), PID: tc.pid, ExitCode: tc.exit}
+			next, why := executorReported(tc.cur, req, key)
+			if (why != "") != tc.wantKill {
+				t.Fatalf("kill reason %q, want kill %v", why, tc.wantKill)
+			}
+			switch {
+			case tc.want == "" && next != nil:
+				t.Fatalf("wrote %+v, want nothing", next)
+			case tc.want != "" && (next == nil || next.State != tc.want):
+				t.Fatalf("wrote %+v, want %s", next, tc.want)
+			}
+			if next != nil && tc.exit != nil && (next.ExitCode == nil || *next.ExitCode != *tc.exit) {
+				t.Fatalf("exit code %v, want %d", next.ExitCode, *tc.exit)
+			}
+		})
+	}
+}
+
+func TestDriverReported(t *testing.T) {
+	rec := func(st schemas.DriverState, wid string) *schemas.Driver {
+		return &schemas.Driver{ID: "driver-1", WorkerID: wid, State: st, Attempts: 1, PID: 7}
+	}
+	for _, tc := range []struct {
+		name     string
+		cur      *schemas.Driver
+		state    schemas.DriverState
+		attempt  int
+		want     schemas.DriverState
+		wantKill bool
+	}{
+		{"unknown driver is killed", nil, schemas.DriverRunning, 1, "", true},
+		{"waiting to be relaunched is killed", rec(schemas.DriverSubmitted, ""), schemas.DriverRunning, 1, "", true},
+		{"running → relaunching", rec(schemas.DriverRunning, "w1"), schemas.DriverRelaunching, 1, schemas.DriverRelaunching, false},
+		{"relaunching → running, next attempt", rec(schemas.DriverRelaunching, "w1"), schemas.DriverRunning, 2, schemas.DriverRunning, false},
+		{"unknown in recovery → error reported", rec(schemas.DriverUnknown, "w1"), schemas.DriverError, 1, schemas.DriverError, false},
+		{"running reported for an ended one is killed", rec(schemas.DriverError, "w1"), schemas.DriverRunning, 1, "", true},
+		{"late ending of an ended one stands", rec(schemas.DriverKilled, "w1"), schemas.DriverFailed, 1, "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := &schemas.StateChange{WorkerID: "w1", DriverID: "driver-1", State: string(tc.state), Attempt: tc.attempt, PID: 9}
+			next, why := driverReported(tc.cur, req)
+			if (why != "") != tc.wantKill {
+				t.Fatalf("kill reason %q, want kill %v", why, tc.wantKill)
+			}
+			switch {
+			case tc.want == "" && next != nil:
+				t.Fatalf("wrote %+v, want nothing", next)
+			case tc.want != "" && (next == nil || next.State != tc.want || next.Attempts != max(1, tc.attempt)):
+				t.Fatalf("wrote %+v, want %s attempt %d", next, tc.want, max(1, tc.attempt))
+			}
+		})
+	}
+}
