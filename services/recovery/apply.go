@@ -35,22 +35,11 @@ func (s *Service) ask(ctx context.Context, log zerolog.Logger, ei epochInfo, wor
 		go func() {
 			defer wg.Done()
 			defer keepGoing(log)
-			rep := new(schemas.WorkerReport)
-			m := mc
-			err := callRetrying(actx, func(ctx context.Context) error {
-				return bus.Call(ctx, s.cfg.NC, bus.WorkerCmdMasterSubject(wid), &m, rep)
-			})
-			if err != nil {
-				log.Info().Err(err).Str("worker_id", wid).Msg("worker did not answer recovery")
-				return
+			if rep := s.askWorker(actx, log, wid, mc); rep != nil {
+				mu.Lock()
+				reports[wid] = rep
+				mu.Unlock()
 			}
-			if rep.WorkerID != wid {
-				log.Warn().Str("worker_id", wid).Str("answered_as", rep.WorkerID).Msg("worker answered recovery under another id; ignored")
-				return
-			}
-			mu.Lock()
-			reports[wid] = rep
-			mu.Unlock()
 		}()
 	}
 	for _, id := range apps {
@@ -58,23 +47,47 @@ func (s *Service) ask(ctx context.Context, log zerolog.Logger, ei epochInfo, wor
 		go func() {
 			defer wg.Done()
 			defer keepGoing(log)
-			m := mc
-			// A driver that refuses the new master counts as silent.
-			err := callRetrying(actx, func(ctx context.Context) error {
-				_, err := bus.CallAck(ctx, s.cfg.NC, bus.AppMasterSubject(id), &m)
-				return err
-			})
-			if err != nil {
-				log.Info().Err(err).Str("app_id", id).Msg("driver did not answer recovery")
-				return
+			if s.askDriver(actx, log, id, mc) {
+				mu.Lock()
+				acks[id] = true
+				mu.Unlock()
 			}
-			mu.Lock()
-			acks[id] = true
-			mu.Unlock()
 		}()
 	}
 	wg.Wait()
 	return reports, acks
+}
+
+// askWorker is one agent's answer to the new master, nil if none (silent,
+// or answering under another id).
+func (s *Service) askWorker(ctx context.Context, log zerolog.Logger, wid string, mc schemas.MasterChanged) *schemas.WorkerReport {
+	rep := new(schemas.WorkerReport)
+	err := callRetrying(ctx, func(ctx context.Context) error {
+		return bus.Call(ctx, s.cfg.NC, bus.WorkerCmdMasterSubject(wid), &mc, rep)
+	})
+	if err != nil {
+		log.Info().Err(err).Str("worker_id", wid).Msg("worker did not answer recovery")
+		return nil
+	}
+	if rep.WorkerID != wid {
+		log.Warn().Str("worker_id", wid).Str("answered_as", rep.WorkerID).Msg("worker answered recovery under another id; ignored")
+		return nil
+	}
+	return rep
+}
+
+// askDriver reports whether an app's driver acknowledged the new master.
+// A driver that refuses it counts as silent.
+func (s *Service) askDriver(ctx context.Context, log zerolog.Logger, appID string, mc schemas.MasterChanged) bool {
+	err := callRetrying(ctx, func(ctx context.Context) error {
+		_, err := bus.CallAck(ctx, s.cfg.NC, bus.AppMasterSubject(appID), &mc)
+		return err
+	})
+	if err != nil {
+		log.Info().Err(err).Str("app_id", appID).Msg("driver did not answer recovery")
+		return false
+	}
+	return true
 }
 
 // keepGoing turns a panic in a helper goroutine into a log line: that one

@@ -115,26 +115,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("registration: add micro service: %w", err)
 	}
 	s.micro = m
-	l := &s.log
-	c := &s.Counters
-	eps := []struct {
-		name    string
-		subject string
-		h       micro.Handler
-	}{
-		{"worker-register", bus.WorkerRegister, bus.MicroHandler(hctx, l, c, s.handleRegister)},
-		{"worker-leave", bus.WorkerLeave, bus.MicroHandler(hctx, l, c, s.handleLeave)},
-		{"worker-state", bus.WorkerState, bus.MicroHandler(hctx, l, c, s.handleState)},
-		{"drivers-submit", bus.APIDriversSubmit, bus.MicroHandler(hctx, l, c, s.handleSubmitDriver)},
-		{"drivers-kill", bus.APIDriversKill, bus.MicroHandler(hctx, l, c, s.handleKillDriver)},
-		{"drivers-list", bus.APIDriversList, bus.MicroHandler(hctx, l, c, s.handleListDrivers)},
-		{"apps-register", bus.APIAppsRegister, bus.MicroHandler(hctx, l, c, s.handleRegisterApp)},
-		{"apps-unregister", bus.APIAppsUnregister, bus.MicroHandler(hctx, l, c, s.handleUnregisterApp)},
-		{"apps-kill", bus.APIAppsKill, bus.MicroHandler(hctx, l, c, s.handleKillApp)},
-		{"apps-list", bus.APIAppsList, bus.MicroHandler(hctx, l, c, s.handleListApps)},
-		{"workers-list", bus.APIWorkersList, bus.MicroHandler(hctx, l, c, s.handleListWorkers)},
-		{"status", bus.APIStatus, bus.MicroHandler(hctx, l, c, s.handleStatus)},
-	}
+	eps := s.endpoints(hctx)
 	for _, e := range eps {
 		if err := m.AddEndpoint(e.name, e.h, micro.WithEndpointSubject(e.subject)); err != nil {
 			s.Stop()
@@ -148,6 +129,32 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.log.Info().Dur("heartbeat_interval", s.cfg.HeartbeatInterval).Msg("registration serving")
 	return nil
+}
+
+// endpoint is one micro endpoint of the service.
+type endpoint struct {
+	name    string
+	subject string
+	h       micro.Handler
+}
+
+// endpoints is every subject registration serves, with its handler.
+func (s *Service) endpoints(hctx context.Context) []endpoint {
+	l, c := &s.log, &s.Counters
+	return []endpoint{
+		{"worker-register", bus.WorkerRegister, bus.MicroHandler(hctx, l, c, s.handleRegister)},
+		{"worker-leave", bus.WorkerLeave, bus.MicroHandler(hctx, l, c, s.handleLeave)},
+		{"worker-state", bus.WorkerState, bus.MicroHandler(hctx, l, c, s.handleState)},
+		{"drivers-submit", bus.APIDriversSubmit, bus.MicroHandler(hctx, l, c, s.handleSubmitDriver)},
+		{"drivers-kill", bus.APIDriversKill, bus.MicroHandler(hctx, l, c, s.handleKillDriver)},
+		{"drivers-list", bus.APIDriversList, bus.MicroHandler(hctx, l, c, s.handleListDrivers)},
+		{"apps-register", bus.APIAppsRegister, bus.MicroHandler(hctx, l, c, s.handleRegisterApp)},
+		{"apps-unregister", bus.APIAppsUnregister, bus.MicroHandler(hctx, l, c, s.handleUnregisterApp)},
+		{"apps-kill", bus.APIAppsKill, bus.MicroHandler(hctx, l, c, s.handleKillApp)},
+		{"apps-list", bus.APIAppsList, bus.MicroHandler(hctx, l, c, s.handleListApps)},
+		{"workers-list", bus.APIWorkersList, bus.MicroHandler(hctx, l, c, s.handleListWorkers)},
+		{"status", bus.APIStatus, bus.MicroHandler(hctx, l, c, s.handleStatus)},
+	}
 }
 
 // Stop stops serving and waits for in-flight work. Idempotent.
