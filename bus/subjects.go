@@ -62,6 +62,15 @@ const (
 	appMasterT = "stoker.app.%s.master"
 	// AppPrivate is the private traffic of one application (SDK use).
 	appPrivateT = "stoker.app.%s.%s"
+	// The SDK's private subjects, under stoker.app.<appid>.:
+	// ExecutorsRegister: executor → driver, schemas.ExecutorHello → schemas.ExecutorRegistered.
+	appExecutorsRegisterT = "stoker.app.%s.executors.register"
+	// ExecutorsLeave: executor → driver (publish), schemas.ExecutorBye.
+	appExecutorsLeaveT = "stoker.app.%s.executors.leave"
+	// ExecutorsStop: driver → every executor (publish), schemas.AppStop.
+	appExecutorsStopT = "stoker.app.%s.executors.stop"
+	// ExecutorTask: driver → one executor, schemas.Task → schemas.TaskResult.
+	appExecutorTaskT = "stoker.app.%s.executor.%d.task"
 
 	// LeaderBeat: lease holder → standbys (publish), schemas.LeaseBeat.
 	leaderBeatT = "stoker.leader.%s.beat"
@@ -150,6 +159,22 @@ func AppMasterSubject(appID string) string { return fmt.Sprintf(appMasterT, appI
 
 // AppSubject is stoker.app.<appid>.<rest>, the application's private traffic.
 func AppSubject(appID, rest string) string { return fmt.Sprintf(appPrivateT, appID, rest) }
+
+// AppExecutorsRegisterSubject is stoker.app.<appid>.executors.register.
+func AppExecutorsRegisterSubject(appID string) string {
+	return fmt.Sprintf(appExecutorsRegisterT, appID)
+}
+
+// AppExecutorsLeaveSubject is stoker.app.<appid>.executors.leave.
+func AppExecutorsLeaveSubject(appID string) string { return fmt.Sprintf(appExecutorsLeaveT, appID) }
+
+// AppExecutorsStopSubject is stoker.app.<appid>.executors.stop.
+func AppExecutorsStopSubject(appID string) string { return fmt.Sprintf(appExecutorsStopT, appID) }
+
+// AppExecutorTaskSubject is stoker.app.<appid>.executor.<execid>.task.
+func AppExecutorTaskSubject(appID string, execID int) string {
+	return fmt.Sprintf(appExecutorTaskT, appID, execID)
+}
 
 // AppIDFromSubject returns the <appid> token of a stoker.app.<appid>.… subject.
 func AppIDFromSubject(subject string) string { return token(subject, 2) }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,26 +17,17 @@ import (
 	"github.com/stoker/stoker/services/svc"
 )
 
-// Environment variables an agent sets for the processes it starts.
+// Environment variables an agent sets for the processes it starts (the
+// contract's names, from schemas).
 const (
-	EnvNATSURL    = "STOKER_NATS_URL"
-	EnvAppID      = "STOKER_APP_ID"
-	EnvExecutorID = "STOKER_EXECUTOR_ID"
-	EnvWorkerID   = "STOKER_WORKER_ID"
-	EnvDriverID   = "STOKER_DRIVER_ID"
-	EnvCores      = "STOKER_CORES"
-	EnvMemoryMB   = "STOKER_MEMORY_MB"
+	EnvNATSURL    = schemas.EnvNATSURL
+	EnvAppID      = schemas.EnvAppID
+	EnvExecutorID = schemas.EnvExecutorID
+	EnvWorkerID   = schemas.EnvWorkerID
+	EnvDriverID   = schemas.EnvDriverID
+	EnvCores      = schemas.EnvCores
+	EnvMemoryMB   = schemas.EnvMemoryMB
 )
-
-// Rest tokens of the application's private subjects, always used through
-// bus.AppSubject(appID, rest).
-const (
-	restExecutorsRegister = "executors.register"
-	restExecutorsLeave    = "executors.leave"
-	restExecutorsStop     = "executors.stop"
-)
-
-func restExecutorTask(execID int) string { return "executor." + strconv.Itoa(execID) + ".task" }
 
 // Defaults.
 const (
@@ -168,12 +158,12 @@ func (a *App) start() error {
 		return err
 	}
 	a.subs = append(a.subs, sub)
-	sub, err = a.nc.Subscribe(bus.AppSubject(a.ID, restExecutorsRegister), bus.MsgHandler(ctx, &a.log, nil, a.onHello))
+	sub, err = a.nc.Subscribe(bus.AppExecutorsRegisterSubject(a.ID), bus.MsgHandler(ctx, &a.log, nil, a.onHello))
 	if err != nil {
 		return err
 	}
 	a.subs = append(a.subs, sub)
-	sub, err = a.nc.Subscribe(bus.AppSubject(a.ID, restExecutorsLeave), func(m *nats.Msg) {
+	sub, err = a.nc.Subscribe(bus.AppExecutorsLeaveSubject(a.ID), func(m *nats.Msg) {
 		var bye schemas.ExecutorBye
 		if bus.DecodeMsg(m, &bye) == nil {
 			a.forget(bye.ExecutorID, "executor left: "+bye.Reason)
@@ -328,7 +318,7 @@ func (a *App) Run(ctx context.Context, task []byte) ([]byte, error) {
 	}
 	id := a.nextTask.Add(1)
 	var res schemas.TaskResult
-	err = bus.Call(ctx, a.nc, bus.AppSubject(a.ID, restExecutorTask(e.ID)), &schemas.Task{TaskID: id, Data: task}, &res)
+	err = bus.Call(ctx, a.nc, bus.AppExecutorTaskSubject(a.ID, e.ID), &schemas.Task{TaskID: id, Data: task}, &res)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) {
 			a.forget(e.ID, err.Error())
@@ -375,7 +365,7 @@ func (a *App) close(ctx context.Context, state schemas.AppState, msg string) err
 	if state == "" {
 		state = schemas.AppFinished
 	}
-	_ = bus.Publish(a.nc, bus.AppSubject(a.ID, restExecutorsStop), &schemas.AppStop{AppID: a.ID, State: state, Reason: msg})
+	_ = bus.Publish(a.nc, bus.AppExecutorsStopSubject(a.ID), &schemas.AppStop{AppID: a.ID, State: state, Reason: msg})
 	_, err := bus.CallAck(ctx, a.nc, bus.APIAppsUnregister, &schemas.UnregisterApp{AppID: a.ID, State: state, Message: msg})
 	a.stopLocal()
 	if err != nil {

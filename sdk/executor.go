@@ -74,13 +74,13 @@ func ServeExecutorEnv(ctx context.Context, nc *nats.Conn, env ExecutorEnv, handl
 		return errors.New("sdk: nil task handler")
 	}
 	tasks := make(chan *nats.Msg, 64)
-	taskSub, err := nc.ChanSubscribe(bus.AppSubject(env.AppID, restExecutorTask(env.ExecutorID)), tasks)
+	taskSub, err := nc.ChanSubscribe(bus.AppExecutorTaskSubject(env.AppID, env.ExecutorID), tasks)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = taskSub.Unsubscribe() }()
 	stops := make(chan *nats.Msg, 1)
-	stopSub, err := nc.ChanSubscribe(bus.AppSubject(env.AppID, restExecutorsStop), stops)
+	stopSub, err := nc.ChanSubscribe(bus.AppExecutorsStopSubject(env.AppID), stops)
 	if err != nil {
 		return err
 	}
@@ -98,7 +98,7 @@ func ServeExecutorEnv(ctx context.Context, nc *nats.Conn, env ExecutorEnv, handl
 	}
 
 	bye := func(reason string) {
-		_ = bus.Publish(nc, bus.AppSubject(env.AppID, restExecutorsLeave),
+		_ = bus.Publish(nc, bus.AppExecutorsLeaveSubject(env.AppID),
 			&schemas.ExecutorBye{AppID: env.AppID, ExecutorID: env.ExecutorID, Reason: reason})
 		_ = nc.Flush()
 	}
@@ -121,7 +121,7 @@ func register(ctx context.Context, nc *nats.Conn, hello *schemas.ExecutorHello) 
 	for n := 0; ; n++ {
 		var reply schemas.ExecutorRegistered
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err = bus.Call(cctx, nc, bus.AppSubject(hello.AppID, restExecutorsRegister), hello, &reply)
+		err = bus.Call(cctx, nc, bus.AppExecutorsRegisterSubject(hello.AppID), hello, &reply)
 		cancel()
 		if err == nil {
 			return reply.Stop, nil

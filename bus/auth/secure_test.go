@@ -292,8 +292,8 @@ func TestSecure_AppConfinedToItsOwnSubjects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, subj := range []string{bus.AppSubject(idB, "executors.stop"), bus.AppHeartbeatSubject(idB),
-		bus.AppUnregisterSubject(idB), bus.AppRegisterSubject(idB), bus.AppSubject(idB, "executor.0.task")} {
+	for _, subj := range []string{bus.AppExecutorsStopSubject(idB), bus.AppHeartbeatSubject(idB),
+		bus.AppUnregisterSubject(idB), bus.AppRegisterSubject(idB), bus.AppExecutorTaskSubject(idB, 0)} {
 		if err := a.Publish(subj, []byte("x")); err != nil {
 			t.Fatal(err)
 		}
@@ -306,11 +306,11 @@ func TestSecure_AppConfinedToItsOwnSubjects(t *testing.T) {
 		}
 		deniedPub(t, a, subj)
 	}
-	for _, subj := range []string{"stoker.app." + idB + ".>", bus.AppSubject(idB, "executor.0.task"), "stoker.app.*.>", "_INBOX_app_" + idB + ".>"} {
+	for _, subj := range []string{"stoker.app." + idB + ".>", bus.AppExecutorTaskSubject(idB, 0), "stoker.app.*.>", "_INBOX_app_" + idB + ".>"} {
 		deniedSub(t, a, subj)
 	}
 	// Its own traffic flows, executor to driver and back.
-	drv, err := b.Subscribe(bus.AppSubject(idB, "executors.register"), func(m *nats.Msg) { _ = m.Respond([]byte("ok")) })
+	drv, err := b.Subscribe(bus.AppExecutorsRegisterSubject(idB), func(m *nats.Msg) { _ = m.Respond([]byte("ok")) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,7 +319,7 @@ func TestSecure_AppConfinedToItsOwnSubjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	exec := s.ConnAs(t, auth.RoleApp, idB)
-	if _, err := exec.Request(bus.AppSubject(idB, "executors.register"), []byte("hi"), 3*time.Second); err != nil {
+	if _, err := exec.Request(bus.AppExecutorsRegisterSubject(idB), []byte("hi"), 3*time.Second); err != nil {
 		t.Fatalf("executor → its driver: %v", err)
 	}
 }

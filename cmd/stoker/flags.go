@@ -19,7 +19,7 @@ import (
 // STOKER_AGENT_CORES for `stoker agent --cores`. The command's own prefix
 // keeps them apart from the STOKER_CORES an agent gives its children.
 const (
-	envNATSURL  = "STOKER_NATS_URL"
+	envNATSURL  = schemas.EnvNATSURL
 	envLogLevel = "STOKER_LOG_LEVEL"
 )
 

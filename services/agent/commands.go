@@ -38,7 +38,7 @@ func (s *Service) admitLocked(epoch uint64, what string) error {
 func (s *Service) childEnv(extra []string, vars ...string) []string {
 	env := os.Environ()
 	env = append(env, extra...)
-	env = append(env, "STOKER_NATS_URL="+s.cfg.NATSURL, "STOKER_WORKER_ID="+s.wid)
+	env = append(env, schemas.EnvEntry(schemas.EnvNATSURL, s.cfg.NATSURL), schemas.EnvEntry(schemas.EnvWorkerID, s.wid))
 	return append(env, vars...)
 }
 
@@ -72,10 +72,10 @@ func (s *Service) handleLaunchExecutor(_ context.Context, _ bus.Inbound, req *sc
 		dir:      filepath.Join(s.cfg.WorkDir, req.AppID, strconv.Itoa(req.ExecutorID)),
 		killCh:   make(chan struct{}),
 		env: s.childEnv(req.Env,
-			"STOKER_APP_ID="+req.AppID,
-			"STOKER_EXECUTOR_ID="+strconv.Itoa(req.ExecutorID),
-			"STOKER_CORES="+strconv.Itoa(req.Cores),
-			"STOKER_MEMORY_MB="+strconv.FormatInt(req.MemoryMB, 10)),
+			schemas.EnvEntry(schemas.EnvAppID, req.AppID),
+			schemas.EnvEntry(schemas.EnvExecutorID, strconv.Itoa(req.ExecutorID)),
+			schemas.EnvEntry(schemas.EnvCores, strconv.Itoa(req.Cores)),
+			schemas.EnvEntry(schemas.EnvMemoryMB, strconv.FormatInt(req.MemoryMB, 10))),
 	}
 	if err := r.startLocked(); err != nil {
 		// Never recorded, so nothing to kill or forget: report and refuse.
@@ -126,9 +126,9 @@ func (s *Service) handleLaunchDriver(_ context.Context, _ bus.Inbound, req *sche
 		dir:       filepath.Join(s.cfg.WorkDir, req.DriverID),
 		killCh:    make(chan struct{}),
 		env: s.childEnv(req.Env,
-			"STOKER_DRIVER_ID="+req.DriverID,
-			"STOKER_CORES="+strconv.Itoa(req.Cores),
-			"STOKER_MEMORY_MB="+strconv.FormatInt(req.MemoryMB, 10)),
+			schemas.EnvEntry(schemas.EnvDriverID, req.DriverID),
+			schemas.EnvEntry(schemas.EnvCores, strconv.Itoa(req.Cores)),
+			schemas.EnvEntry(schemas.EnvMemoryMB, strconv.FormatInt(req.MemoryMB, 10))),
 	}
 	if err := r.startLocked(); err != nil {
 		log.Error().Err(err).Msg("failed to launch driver")

@@ -1,0 +1,23 @@
+package schemas
+
+// The environment an agent gives the processes it starts: part of the
+// contract between an agent and the executors and drivers it runs (the SDK
+// reads it). Spelled here only; the agent, the SDK and the CLI use these.
+const (
+	// EnvNATSURL is the cluster's NATS URL(s), for every child (and the
+	// CLI's --nats fallback).
+	EnvNATSURL = "STOKER_NATS_URL"
+	// EnvWorkerID is the worker the child runs on.
+	EnvWorkerID = "STOKER_WORKER_ID"
+	// EnvAppID and EnvExecutorID identify an executor.
+	EnvAppID      = "STOKER_APP_ID"
+	EnvExecutorID = "STOKER_EXECUTOR_ID"
+	// EnvDriverID identifies a driver.
+	EnvDriverID = "STOKER_DRIVER_ID"
+	// EnvCores and EnvMemoryMB are what the child was given.
+	EnvCores    = "STOKER_CORES"
+	EnvMemoryMB = "STOKER_MEMORY_MB"
+)
+
+// EnvEntry is one KEY=VALUE entry of a child's environment.
+func EnvEntry(key, value string) string { return key + "=" + value }
