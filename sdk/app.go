@@ -140,7 +140,9 @@ func RegisterApp(ctx context.Context, nc *nats.Conn, req schemas.RegisterApp, op
 	if err := a.start(); err != nil {
 		a.stopLocal()
 		// Do not leave a registered app behind that nobody heartbeats.
-		_ = bus.Call(ctx, nc, bus.APIAppsUnregister, &schemas.UnregisterApp{AppID: a.ID, State: schemas.AppFailed, Message: err.Error()}, nil)
+		if _, uerr := bus.CallAck(ctx, nc, bus.APIAppsUnregister, &schemas.UnregisterApp{AppID: a.ID, State: schemas.AppFailed, Message: err.Error()}); uerr != nil {
+			a.log.Warn().Err(uerr).Msg("cannot unregister the app after a failed start; the heartbeat service ends it")
+		}
 		return nil, err
 	}
 	return a, nil
