@@ -164,6 +164,12 @@ Usage: stoker <command> [flags] [args]
 Client commands find the cluster with --nats or STOKER_NATS_URL (default
 `+bus.DefaultURL+`). Exit codes: 0 ok, 1 failure, 2 usage error.
 Run `+"`stoker <command> --help`"+` for a command's flags and examples.
+
+Every flag can also be set in the environment: --nats by STOKER_NATS_URL,
+--log-level by STOKER_LOG_LEVEL, any other flag of `+"`stoker <command>`"+` by
+STOKER_<COMMAND>_<FLAG> in upper case with dashes as underscores (e.g.
+STOKER_AGENT_CORES=8 for `+"`stoker agent --cores 8`"+`, STOKER_UP_LEASE_TTL=5s).
+The command line wins; repeatable flags (--env) have no variable.
 `)
 }
 
@@ -180,7 +186,7 @@ func printCommandHelp(w io.Writer, c *command, fs *flag.FlagSet) {
 	has := false
 	fs.VisitAll(func(*flag.Flag) { has = true })
 	if has {
-		fmt.Fprintln(w, "\nFlags:")
+		fmt.Fprintln(w, "\nFlags (each falls back to the [$VARIABLE] shown; the command line wins):")
 		printFlags(w, c.name, fs)
 	}
 	if len(c.examples) > 0 {

@@ -113,8 +113,18 @@ func TestRun_HelpForEveryCommand(t *testing.T) {
 		})
 	}
 	code, out, _ := runCmd(t, nil, "help")
-	if code != exitOK || !strings.Contains(out, "submit") || !strings.Contains(out, "Exit codes") {
+	if code != exitOK || !strings.Contains(out, "submit") || !strings.Contains(out, "Exit codes") ||
+		!strings.Contains(out, "STOKER_<COMMAND>_<FLAG>") {
 		t.Errorf("stoker help: exit %d, output:\n%s", code, out)
+	}
+	// Each flag's help names the variable it falls back to, and it works.
+	_, out, _ = runCmd(t, nil, "init", "--help")
+	if !strings.Contains(out, "[$STOKER_INIT_LEASE_TTL]") {
+		t.Errorf("init --help lacks the lease TTL's variable:\n%s", out)
+	}
+	code, _, stderr := runCmd(t, map[string]string{"STOKER_INIT_REPLICAS": "9"}, "init")
+	if code != exitUsage || !strings.Contains(stderr, "replicas must be 1..5, got 9") {
+		t.Errorf("STOKER_INIT_REPLICAS=9: exit %d, %s", code, stderr)
 	}
 }
 
