@@ -192,7 +192,7 @@ func (e *Elector) observe(ctx context.Context, ent jetstream.KeyValueEntry) {
 		return // our own write, or older than what we know
 	}
 	e.seenRev = ent.Revision()
-	if op := ent.Operation(); op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge {
+	if bus.Deleted(ent) {
 		e.present, e.holder = false, ""
 		if e.leader.Load() {
 			e.stepDown("lease deleted or expired")

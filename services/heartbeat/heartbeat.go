@@ -170,18 +170,26 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	// Initial values are applied before serving, so the first heartbeat of
 	// a known worker is never mistaken for an unknown one.
-	if err := initial(ctx, ww, s.applyWorker); err != nil {
+	loaded := func() bool { return false } // stop at the end of the initial values
+	if err := bus.Follow(ctx, ww, s.applyWorker, loaded); err != nil {
 		_, _ = ww.Stop(), aw.Stop()
 		s.Stop()
 		return fmt.Errorf("heartbeat: load workers: %w", err)
 	}
-	if err := initial(ctx, aw, s.applyApp); err != nil {
+	if err := bus.Follow(ctx, aw, s.applyApp, loaded); err != nil {
 		_, _ = ww.Stop(), aw.Stop()
 		s.Stop()
 		return fmt.Errorf("heartbeat: load apps: %w", err)
 	}
-	s.g.Go(func(ctx context.Context) { follow(ctx, ww, s.applyWorker) })
-	s.g.Go(func(ctx context.Context) { follow(ctx, aw, s.applyApp) })
+	for _, f := range []struct {
+		w     jetstream.KeyWatcher
+		apply func(jetstream.KeyValueEntry)
+	}{{ww, s.applyWorker}, {aw, s.applyApp}} {
+		s.g.Go(func(ctx context.Context) {
+			defer func() { _ = f.w.Stop() }()
+			_ = bus.Follow(ctx, f.w, f.apply, nil)
+		})
+	}
 
 	m, err := micro.AddService(s.nc, micro.Config{
 		Name:        bus.ServiceHeartbeat,
@@ -238,42 +246,6 @@ func (s *Service) Stop() {
 	})
 }
 
-// initial applies a watcher's initial values, up to the nil marker.
-func initial(ctx context.Context, w jetstream.KeyWatcher, apply func(jetstream.KeyValueEntry)) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return errors.New("watcher closed")
-			}
-			if e == nil {
-				return nil
-			}
-			apply(e)
-		}
-	}
-}
-
-// follow applies a watcher's updates until ctx ends.
-func follow(ctx context.Context, w jetstream.KeyWatcher, apply func(jetstream.KeyValueEntry)) {
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e != nil {
-				apply(e)
-			}
-		}
-	}
-}
-
 // decodeLocked is what every watch entry gets first: nothing after Stop, a
 // deleted key loses its deadline, an undecodable record is logged and
 // skipped. It returns the record, or nil when there is nothing more to do.
@@ -282,7 +254,7 @@ func decodeLocked[T any, D interface{ stop() }](s *Service, e jetstream.KeyValue
 	if s.stopped {
 		return nil
 	}
-	if op := e.Operation(); op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge {
+	if bus.Deleted(e) {
 		drop(timers, e.Key())
 		return nil
 	}

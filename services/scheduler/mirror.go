@@ -44,26 +44,21 @@ func (m *mirror[T]) watch(ctx context.Context, g *svc.Group, changed func()) err
 
 func (m *mirror[T]) run(ctx context.Context, w jetstream.KeyWatcher, changed func()) {
 	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				if ctx.Err() == nil {
-					m.log.Error().Msg("watch ended")
-				}
-				return
-			}
-			m.mu.Lock()
-			if e == nil {
-				m.loaded = true
-			} else {
-				m.setLocked(e.Key(), e.Revision(), e.Value(), e.Operation() != jetstream.KeyValuePut, false)
-			}
-			m.mu.Unlock()
-			changed()
-		}
+	apply := func(e jetstream.KeyValueEntry) {
+		m.mu.Lock()
+		m.setLocked(e.Key(), e.Revision(), e.Value(), bus.Deleted(e), false)
+		m.mu.Unlock()
+		changed()
+	}
+	caughtUp := func() bool {
+		m.mu.Lock()
+		m.loaded = true
+		m.mu.Unlock()
+		changed()
+		return true
+	}
+	if err := bus.Follow(ctx, w, apply, caughtUp); errors.Is(err, bus.ErrWatchClosed) {
+		m.log.Error().Msg("watch ended")
 	}
 }
 
