@@ -707,7 +707,7 @@ func TestRegister_ExecutorPlacedAfterAliveIsNotLost(t *testing.T) {
 	after := &schemas.Executor{AppID: app, ID: 1, WorkerID: "w1", Cores: 1, MemoryMB: 100, State: schemas.ExecutorLaunching}
 	put(t, e, e.st.Executors, after.Key(), after)
 
-	if _, _, err := e.svc.reconcile(ctx, registration("w1", "new"), false, p, nil); err != nil {
+	if _, _, err := e.svc.reconcile(ctx, registration("w1", "new"), p, nil); err != nil {
 		t.Fatalf("reconcile: %v", err)
 	}
 	if x, _ := getExec(t, e, after.Key()); x.State != schemas.ExecutorLaunching {
@@ -727,7 +727,7 @@ func TestRegister_ReconcileJoinsErrors(t *testing.T) {
 	req.Executors = []schemas.RunningExecutor{{AppID: "app-20250101000000-0001", ExecutorID: 0}}
 	req.Drivers = []schemas.RunningDriver{{DriverID: "driver-20250101000000-0001"}}
 	readErr := errors.New("cannot read what is placed")
-	_, _, err := e.svc.reconcile(ctx, req, false, placed{}, readErr)
+	_, _, err := e.svc.reconcile(ctx, req, placed{}, readErr)
 	if !errors.Is(err, readErr) || !errors.Is(err, context.Canceled) ||
 		!strings.Contains(err.Error(), "executor app-") || !strings.Contains(err.Error(), "driver driver-") {
 		t.Fatalf("want the read error and both listed phases' errors joined, got %v", err)

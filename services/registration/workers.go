@@ -32,10 +32,21 @@ func (s *Service) handleRegister(ctx context.Context, in bus.Inbound, req *schem
 	// What the records place on the worker, read before it is ALIVE again:
 	// an executor the scheduler places after the ALIVE write is not in this
 	// picture, so it cannot be taken for one the agent dropped (issue 11 a).
-	placed, perr := s.placedOn(ctx, wid)
+	// A duplicate (the same instance, still ALIVE: a reconnect) ends
+	// nothing, so it costs no read of the buckets.
+	var (
+		onIt placed
+		perr error
+	)
+	if !s.looksDuplicate(ctx, req) {
+		onIt, perr = s.placedOn(ctx, wid)
+	}
 	reg, err := s.writeAlive(ctx, req, epoch)
 	if err != nil {
 		return nil, fmt.Errorf("register worker %s: %w", wid, err)
+	}
+	if reg.duplicate {
+		onIt = placed{} // its list may predate a launch in flight: end nothing on its word
 	}
 	log := s.log.With().Str("worker_id", wid).Str("agent_instance", req.Instance).Logger()
 	switch {
@@ -50,7 +61,7 @@ func (s *Service) handleRegister(ctx context.Context, in bus.Inbound, req *schem
 		s.emit("worker", wid, string(schemas.WorkerAlive), fmt.Sprintf("re-registered (was %s)", reg.replaced))
 	}
 
-	killExec, killDrv, err := s.reconcile(ctx, req, reg.duplicate, placed, perr)
+	killExec, killDrv, err := s.reconcile(ctx, req, onIt, perr)
 	if err != nil {
 		// The registration itself stands; the agent will be reconciled
 		// again by recovery or its next registration.
@@ -68,6 +79,13 @@ type registered struct {
 	duplicate bool                // the same instance, already ALIVE: nothing written
 	replaced  schemas.WorkerState // the state it replaced ("" for a new worker)
 	previous  string              // the agent instance it replaced
+}
+
+// looksDuplicate reports whether the worker's record is already ALIVE for
+// req's agent instance (writeAlive decides; a read error is not a duplicate).
+func (s *Service) looksDuplicate(ctx context.Context, req *schemas.RegisterWorker) bool {
+	cur, _, err := bus.Get[schemas.Worker](ctx, s.st.Workers, req.WorkerID)
+	return err == nil && cur.State == schemas.WorkerAlive && cur.Instance == req.Instance
 }
 
 func (s *Service) writeAlive(ctx context.Context, req *schemas.RegisterWorker, epoch uint64) (registered, error) {
@@ -91,14 +109,16 @@ func (s *Service) writeAlive(ctx context.Context, req *schemas.RegisterWorker, e
 	return reg, err
 }
 
-// placed is what the records put on one worker.
+// placed is what the records put on one worker, as read before the
+// registration's write. Unread (read false), nothing is ended.
 type placed struct {
+	read      bool
 	executors map[string]*schemas.Executor // by key
 	drivers   map[string]*schemas.Driver   // by id
 }
 
 func (s *Service) placedOn(ctx context.Context, wid string) (placed, error) {
-	p := placed{executors: map[string]*schemas.Executor{}, drivers: map[string]*schemas.Driver{}}
+	p := placed{read: true, executors: map[string]*schemas.Executor{}, drivers: map[string]*schemas.Driver{}}
 	execs, err := bus.List[schemas.Executor](ctx, s.st.Executors)
 	if err != nil {
 		return p, fmt.Errorf("list executors: %w", err)
@@ -122,21 +142,15 @@ func (s *Service) placedOn(ctx context.Context, wid string) (placed, error) {
 
 // reconcile compares what the agent says it runs with KV, in four phases
 // whose errors are all returned (joined). Listed processes the cluster no
-// longer wants are returned for the agent to kill; for a fresh registration
-// (not a duplicate), what p placed on the worker that the agent did not
-// list is lost, since a restarted agent no longer runs it. placedErr is
+// longer wants are returned for the agent to kill; when p was read (not a
+// duplicate registration), what p placed on the worker that the agent did
+// not list is lost, since a restarted agent no longer runs it. placedErr is
 // the error reading p, if any: then nothing is ended.
-func (s *Service) reconcile(ctx context.Context, req *schemas.RegisterWorker, duplicate bool, p placed, placedErr error) (killExec, killDrv []string, err error) {
+func (s *Service) reconcile(ctx context.Context, req *schemas.RegisterWorker, p placed, placedErr error) (killExec, killDrv []string, err error) {
 	killExec, execErr := s.adoptListedExecutors(ctx, req.WorkerID, req.Executors)
 	killDrv, drvErr := s.checkListedDrivers(ctx, req.WorkerID, req.Drivers)
-	errs := []error{execErr, drvErr}
-	switch {
-	case duplicate:
-		// The same agent instance asking again (a network blip): its list
-		// may predate a launch in flight, so nothing is ended on its word.
-	case placedErr != nil:
-		errs = append(errs, placedErr)
-	default:
+	errs := []error{execErr, drvErr, placedErr}
+	if p.read && placedErr == nil {
 		errs = append(errs,
 			s.loseUnlistedExecutors(ctx, req.WorkerID, p.executors, req.Executors),
 			s.loseUnlistedDrivers(ctx, req.WorkerID, p.drivers, req.Drivers))
