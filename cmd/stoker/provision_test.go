@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -186,5 +187,55 @@ func TestUp_StoreFlags_StartAndUpdateInPlace(t *testing.T) {
 		})
 		cancel()
 		c.Stop()
+	}
+}
+
+// `stoker bus` provisions the store with its flags once JetStream answers,
+// and `stoker init` against it with other settings updates what can be
+// updated and refuses what cannot.
+func TestBus_ProvisionsStore_InitChecksIt(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	ctx, cancel := context.WithCancel(context.Background())
+	e, out, errb := testEnv(nil)
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run(ctx, e, []string{"bus", "--data", t.TempDir(), "--host", "127.0.0.1", "--port", fmt.Sprint(port),
+			"--lease-ttl", "2s", "--log-level", "warn"})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-exited; code != exitOK {
+			t.Errorf("bus exit %d\n%s%s", code, out, errb)
+		}
+	})
+	var js jetstream.JetStream
+	bustest.Eventually(t, 20*time.Second, "the bus's store", func() bool {
+		nc, err := bus.Connect(url, bus.ConnectOptions{Name: t.Name()})
+		if err != nil {
+			return false
+		}
+		t.Cleanup(nc.Close)
+		js, _ = jetstream.New(nc)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err = bus.OpenStore(ctx, js)
+		return err == nil
+	})
+	if !strings.Contains(storeShape(t, js), "KV_stoker-leader r=1 age=2s") {
+		t.Fatalf("the bus did not provision its lease TTL:\n%s", storeShape(t, js))
+	}
+	code, stdout, stderr := runCmd(t, nil, "init", "--nats", url, "--lease-ttl", "4s", "--log-level", "warn")
+	if code != exitOK || !strings.Contains(stdout, "store ready") || !strings.Contains(storeShape(t, js), "KV_stoker-leader r=1 age=4s") {
+		t.Fatalf("init --lease-ttl 4s: exit %d\n%s%s\n%s", code, stdout, stderr, storeShape(t, js))
+	}
+	code, _, stderr = runCmd(t, nil, "init", "--nats", url, "--replicas", "3", "--timeout", "5s", "--log-level", "warn")
+	if code != exitFailure || !strings.Contains(stderr, "replicas is 1, wanted 3") {
+		t.Fatalf("init --replicas 3 on an R1 store: exit %d, %s", code, stderr)
 	}
 }
