@@ -65,33 +65,7 @@ func (s *Service) expireApp(ctx context.Context, id string, gen uint64) {
 	}
 	s.mu.Unlock()
 
-	var written, rearm bool
-	_, _, err := bus.Mutate(ctx, s.st.Apps, id, func(cur *schemas.App) (*schemas.App, error) {
-		written, rearm = false, false
-		switch {
-		case cur == nil, cur.State.Terminal():
-			return nil, nil
-		case cur.State == schemas.AppUnknown:
-			rearm = true
-			return nil, nil
-		}
-		s.mu.Lock()
-		reset := s.apps[id] != a || a.gen != gen
-		s.mu.Unlock()
-		if reset {
-			return nil, nil
-		}
-		finished, ok := cur.State.Next(schemas.AppEvFinished)
-		if !ok {
-			return nil, nil
-		}
-		n := *cur
-		n.State = finished
-		n.Message = AppSilentMessage
-		n.UpdatedAt = s.cfg.Clock.Now().UTC()
-		written = true
-		return &n, nil
-	})
+	rearm, written, err := s.finish(ctx, id, a, gen)
 	if err != nil {
 		if ctx.Err() != nil {
 			return
@@ -117,6 +91,36 @@ func (s *Service) expireApp(ctx context.Context, id string, gen uint64) {
 	if rearm {
 		s.resetAppTimerLocked(id, a, s.cfg.WorkerTimeout)
 	}
+}
+
+// finish writes the application FINISHED if it is live and no heartbeat
+// re-armed its deadline a (at gen); one in recovery (UNKNOWN) asks to
+// re-arm instead. written is true only if the write succeeded: a failed
+// write is retried, never announced.
+func (s *Service) finish(ctx context.Context, id string, a *appTimer, gen uint64) (rearm, written bool, err error) {
+	_, written, err = bus.MutateIf(ctx, s.st.Apps, id, func(n *schemas.App) bool {
+		rearm = false
+		switch {
+		case n.State.Terminal():
+			return false
+		case n.State == schemas.AppUnknown:
+			rearm = true
+			return false
+		}
+		s.mu.Lock()
+		reset := s.apps[id] != a || a.gen != gen
+		s.mu.Unlock()
+		if reset {
+			return false
+		}
+		finished, ok := n.State.Next(schemas.AppEvFinished)
+		if !ok {
+			return false
+		}
+		n.State, n.Message, n.UpdatedAt = finished, AppSilentMessage, s.cfg.Clock.Now().UTC()
+		return true
+	})
+	return rearm, written, err
 }
 
 // handleAppHeartbeat is stoker.app.<appid>.heartbeat (publish, no answer).

@@ -155,72 +155,69 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.st = st
 	s.g = svc.NewGroup(context.Background())
-	gctx := s.g.Context()
+	if err := s.watch(ctx); err != nil {
+		s.Stop()
+		return err
+	}
+	if err := s.serve(ctx); err != nil {
+		s.Stop()
+		return err
+	}
+	bus.OnReconnect(s.nc, "heartbeat-rearm", s.rearmAll)
+	s.log.Info().Dur("worker_timeout", s.cfg.WorkerTimeout).Msg("heartbeat serving")
+	return nil
+}
 
-	ww, err := st.Workers.WatchAll(gctx)
-	if err != nil {
-		s.Stop()
-		return fmt.Errorf("heartbeat: watch %s: %w", bus.BucketWorkers, err)
-	}
-	aw, err := st.Apps.WatchAll(gctx)
-	if err != nil {
-		_ = ww.Stop()
-		s.Stop()
-		return fmt.Errorf("heartbeat: watch %s: %w", bus.BucketApps, err)
-	}
-	// Initial values are applied before serving, so the first heartbeat of
-	// a known worker is never mistaken for an unknown one.
-	loaded := func() bool { return false } // stop at the end of the initial values
-	if err := bus.Follow(ctx, ww, s.applyWorker, loaded); err != nil {
-		_, _ = ww.Stop(), aw.Stop()
-		s.Stop()
-		return fmt.Errorf("heartbeat: load workers: %w", err)
-	}
-	if err := bus.Follow(ctx, aw, s.applyApp, loaded); err != nil {
-		_, _ = ww.Stop(), aw.Stop()
-		s.Stop()
-		return fmt.Errorf("heartbeat: load apps: %w", err)
-	}
-	for _, f := range []struct {
-		w     jetstream.KeyWatcher
+// watch loads the workers and applications, then follows their buckets.
+// Initial values are applied before serving, so the first heartbeat of a
+// known worker is never mistaken for an unknown one.
+func (s *Service) watch(ctx context.Context) error {
+	for _, b := range []struct {
+		kv    jetstream.KeyValue
 		apply func(jetstream.KeyValueEntry)
-	}{{ww, s.applyWorker}, {aw, s.applyApp}} {
+	}{{s.st.Workers, s.applyWorker}, {s.st.Apps, s.applyApp}} {
+		w, err := b.kv.WatchAll(s.g.Context())
+		if err != nil {
+			return fmt.Errorf("heartbeat: watch %s: %w", b.kv.Bucket(), err)
+		}
+		if err := bus.Follow(ctx, w, b.apply, func() bool { return false }); err != nil {
+			_ = w.Stop()
+			return fmt.Errorf("heartbeat: load %s: %w", b.kv.Bucket(), err)
+		}
 		s.g.Go(func(ctx context.Context) {
-			defer func() { _ = f.w.Stop() }()
-			_ = bus.Follow(ctx, f.w, f.apply, nil)
+			defer func() { _ = w.Stop() }()
+			_ = bus.Follow(ctx, w, b.apply, nil)
 		})
 	}
+	return nil
+}
 
+// serve registers the micro service and its two endpoints, which every
+// instance serves (no queue group: each must see every heartbeat).
+func (s *Service) serve(ctx context.Context) error {
 	m, err := micro.AddService(s.nc, micro.Config{
-		Name:        bus.ServiceHeartbeat,
-		Version:     svc.Version,
-		Description: "Stoker worker and application liveness",
-		Metadata:    map[string]string{"instance": s.cfg.ID},
-		// Every instance must see every heartbeat.
+		Name:               bus.ServiceHeartbeat,
+		Version:            svc.Version,
+		Description:        "Stoker worker and application liveness",
+		Metadata:           map[string]string{"instance": s.cfg.ID},
 		QueueGroupDisabled: true,
 	})
 	if err != nil {
-		s.Stop()
 		return fmt.Errorf("heartbeat: add micro service: %w", err)
 	}
 	s.micro = m
-	l, c := &s.log, &s.Counters
+	gctx, l, c := s.g.Context(), &s.log, &s.Counters
 	if err := m.AddEndpoint("worker-heartbeat", bus.MicroHandler(gctx, l, c, s.handleHeartbeat),
 		micro.WithEndpointSubject(bus.WorkerHeartbeat), micro.WithEndpointQueueGroupDisabled()); err != nil {
-		s.Stop()
 		return fmt.Errorf("heartbeat: endpoint %s: %w", bus.WorkerHeartbeat, err)
 	}
 	if err := m.AddEndpoint("app-heartbeat", bus.MicroHandler(gctx, l, c, s.handleAppHeartbeat),
 		micro.WithEndpointSubject(bus.AppHeartbeat), micro.WithEndpointQueueGroupDisabled()); err != nil {
-		s.Stop()
 		return fmt.Errorf("heartbeat: endpoint %s: %w", bus.AppHeartbeat, err)
 	}
 	if err := s.nc.FlushWithContext(ctx); err != nil {
-		s.Stop()
 		return fmt.Errorf("heartbeat: flush: %w", err)
 	}
-	bus.OnReconnect(s.nc, "heartbeat-rearm", s.rearmAll)
-	s.log.Info().Dur("worker_timeout", s.cfg.WorkerTimeout).Msg("heartbeat serving")
 	return nil
 }
 

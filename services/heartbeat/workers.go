@@ -72,38 +72,8 @@ func (s *Service) expireWorker(ctx context.Context, wid string, gen uint64) {
 	instance := w.instance
 	s.mu.Unlock()
 
-	timeout := s.cfg.WorkerTimeout
-	reason := fmt.Sprintf("no heartbeat for %s", timeout)
-	var (
-		written bool
-		rearm   time.Duration
-	)
-	_, _, err := bus.Mutate(ctx, s.st.Workers, wid, func(cur *schemas.Worker) (*schemas.Worker, error) {
-		written, rearm = false, 0
-		if cur == nil || cur.Instance != instance {
-			return nil, nil // the watcher brings the new record and its timer
-		}
-		dead, ok := cur.State.Next(schemas.WorkerEvTimedOut)
-		if !ok {
-			return nil, nil // not ALIVE any more: likewise
-		}
-		s.mu.Lock()
-		reset := s.workers[wid] != w || w.gen != gen
-		s.mu.Unlock()
-		if reset {
-			return nil, nil // a heartbeat arrived while we were deciding
-		}
-		if age := s.cfg.Clock.Now().Sub(cur.UpdatedAt); age < timeout {
-			rearm = timeout - age
-			return nil, nil
-		}
-		n := *cur
-		n.State = dead
-		n.Reason = reason
-		n.UpdatedAt = s.cfg.Clock.Now().UTC()
-		written = true
-		return &n, nil
-	})
+	reason := fmt.Sprintf("no heartbeat for %s", s.cfg.WorkerTimeout)
+	rearm, written, err := s.markDead(ctx, wid, w, gen, instance, reason)
 	if err != nil {
 		if ctx.Err() != nil {
 			return
@@ -129,6 +99,38 @@ func (s *Service) expireWorker(ctx context.Context, wid string, gen uint64) {
 	if rearm > 0 {
 		s.resetWorkerTimerLocked(wid, w, rearm)
 	}
+}
+
+// markDead writes the worker DEAD if its record is still ALIVE with the
+// instance the deadline w (at gen) was armed for, no heartbeat re-armed it,
+// and the record is older than the timeout; a younger record (a fresh
+// re-registration) asks to re-arm for the rest of it. written is true only
+// if the write succeeded: a failed write is retried, never announced.
+func (s *Service) markDead(ctx context.Context, wid string, w *workerTimer, gen uint64, instance, reason string) (rearm time.Duration, written bool, err error) {
+	timeout := s.cfg.WorkerTimeout
+	_, written, err = bus.MutateIf(ctx, s.st.Workers, wid, func(n *schemas.Worker) bool {
+		rearm = 0
+		if n.Instance != instance {
+			return false // the watcher brings the new record and its timer
+		}
+		dead, ok := n.State.Next(schemas.WorkerEvTimedOut)
+		if !ok {
+			return false // not ALIVE any more: likewise
+		}
+		s.mu.Lock()
+		reset := s.workers[wid] != w || w.gen != gen
+		s.mu.Unlock()
+		if reset {
+			return false // a heartbeat arrived while we were deciding
+		}
+		if age := s.cfg.Clock.Now().Sub(n.UpdatedAt); age < timeout {
+			rearm = timeout - age
+			return false
+		}
+		n.State, n.Reason, n.UpdatedAt = dead, reason, s.cfg.Clock.Now().UTC()
+		return true
+	})
+	return rearm, written, err
 }
 
 // handleHeartbeat is stoker.worker.<wid>.heartbeat. It answers only to ask
