@@ -17,6 +17,11 @@ const (
 	// EnvCores and EnvMemoryMB are what the child was given.
 	EnvCores    = "STOKER_CORES"
 	EnvMemoryMB = "STOKER_MEMORY_MB"
+	// EnvCreds is the credential file (.creds) a child connects with: the
+	// agent writes the launch command's app credential into the child's
+	// work dir. EnvTLSCA is the CA file that signed the bus's certificate.
+	EnvCreds = "STOKER_CREDS"
+	EnvTLSCA = "STOKER_TLS_CA"
 )
 
 // EnvEntry is one KEY=VALUE entry of a child's environment.

@@ -314,6 +314,10 @@ type LaunchExecutor struct {
 	Env        []string `json:"env,omitempty"`
 	Cores      int      `json:"cores"`
 	MemoryMB   int64    `json:"memory_mb"`
+	// Creds is the app's credential (a .creds file's text, role app, name
+	// AppID) the agent gives the executor as STOKER_CREDS. Empty on a bus
+	// without authentication.
+	Creds string `json:"creds,omitempty"`
 }
 
 func (*LaunchExecutor) WireType() string { return TypeLaunchExecutor }
@@ -329,6 +333,12 @@ type LaunchDriver struct {
 	MemoryMB  int64    `json:"memory_mb"`
 	Supervise bool     `json:"supervise"`
 	Attempt   int      `json:"attempt"`
+	// AppID is the app id reserved for this driver run, and Creds its app
+	// credential: the driver registers that id (STOKER_APP_ID) on
+	// stoker.app.<AppID>.register. Both empty on a bus without
+	// authentication (the driver registers through stoker.api.apps.register).
+	AppID string `json:"app_id,omitempty"`
+	Creds string `json:"creds,omitempty"`
 }
 
 func (*LaunchDriver) WireType() string { return TypeLaunchDriver }
@@ -455,6 +465,9 @@ type RegisterApp struct {
 	MaxCores int          `json:"max_cores,omitempty"`
 	// RunOnce, as App.RunOnce; it needs MaxCores.
 	RunOnce bool `json:"run_once,omitempty"`
+	// AppID is set only on stoker.app.<appid>.register: the id reserved
+	// for a driver at launch, equal to the subject's token.
+	AppID string `json:"app_id,omitempty"`
 }
 
 func (*RegisterApp) WireType() string { return TypeRegisterApp }

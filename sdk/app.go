@@ -27,6 +27,8 @@ const (
 	EnvDriverID   = schemas.EnvDriverID
 	EnvCores      = schemas.EnvCores
 	EnvMemoryMB   = schemas.EnvMemoryMB
+	EnvCreds      = schemas.EnvCreds
+	EnvTLSCA      = schemas.EnvTLSCA
 )
 
 // Defaults.
@@ -48,9 +50,11 @@ var (
 )
 
 // Connect dials the cluster named by STOKER_NATS_URL (bus.DefaultURL when
-// unset), reconnecting forever once connected.
+// unset) with the credential in STOKER_CREDS (and the CA in
+// STOKER_TLS_CA), reconnecting forever once connected.
 func Connect() (*nats.Conn, error) {
-	return bus.Connect(os.Getenv(EnvNATSURL), bus.ConnectOptions{Name: "stoker-sdk"})
+	return bus.Connect(os.Getenv(EnvNATSURL), bus.ConnectOptions{Name: "stoker-sdk",
+		Creds: os.Getenv(EnvCreds), CA: os.Getenv(EnvTLSCA)})
 }
 
 // Executor is an executor that registered back with its driver.
@@ -111,11 +115,20 @@ func RegisterApp(ctx context.Context, nc *nats.Conn, req schemas.RegisterApp, op
 			req.DriverID = d
 		}
 	}
+	subject := bus.APIAppsRegister
+	if id := os.Getenv(EnvAppID); req.AppID == "" && id != "" && os.Getenv(EnvExecutorID) == "" {
+		// A driver launched by the cluster: its app id is reserved, and its
+		// credential may register only that one.
+		req.AppID = id
+	}
+	if req.AppID != "" {
+		subject = bus.AppRegisterSubject(req.AppID)
+	}
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
 	var reply schemas.AppRegistered
-	if err := bus.Call(ctx, nc, bus.APIAppsRegister, &req, &reply); err != nil {
+	if err := bus.Call(ctx, nc, subject, &req, &reply); err != nil {
 		return nil, fmt.Errorf("register app: %w", err)
 	}
 	a := &App{
@@ -140,7 +153,7 @@ func RegisterApp(ctx context.Context, nc *nats.Conn, req schemas.RegisterApp, op
 	if err := a.start(); err != nil {
 		a.stopLocal()
 		// Do not leave a registered app behind that nobody heartbeats.
-		if _, uerr := bus.CallAck(ctx, nc, bus.APIAppsUnregister, &schemas.UnregisterApp{AppID: a.ID, State: schemas.AppFailed, Message: err.Error()}); uerr != nil {
+		if _, uerr := bus.CallAck(ctx, nc, bus.AppUnregisterSubject(a.ID), &schemas.UnregisterApp{AppID: a.ID, State: schemas.AppFailed, Message: err.Error()}); uerr != nil {
 			a.log.Warn().Err(uerr).Msg("cannot unregister the app after a failed start; the heartbeat service ends it")
 		}
 		return nil, err
@@ -368,7 +381,7 @@ func (a *App) close(ctx context.Context, state schemas.AppState, msg string) err
 		state = schemas.AppFinished
 	}
 	_ = bus.Publish(a.nc, bus.AppExecutorsStopSubject(a.ID), &schemas.AppStop{AppID: a.ID, State: state, Reason: msg})
-	_, err := bus.CallAck(ctx, a.nc, bus.APIAppsUnregister, &schemas.UnregisterApp{AppID: a.ID, State: state, Message: msg})
+	_, err := bus.CallAck(ctx, a.nc, bus.AppUnregisterSubject(a.ID), &schemas.UnregisterApp{AppID: a.ID, State: state, Message: msg})
 	a.stopLocal()
 	if err != nil {
 		return fmt.Errorf("unregister app %s: %w", a.ID, err)

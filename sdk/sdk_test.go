@@ -42,7 +42,7 @@ func startFakeCluster(t *testing.T, nc *nats.Conn) *fakeCluster {
 			f.registered = append(f.registered, *r)
 			return &schemas.AppRegistered{AppID: "app-20260101000000-abcdef", HeartbeatIntervalMS: 50}, nil
 		})},
-		{bus.APIAppsUnregister, bus.MsgHandler(ctx, &log, nil, func(_ context.Context, _ bus.Inbound, r *schemas.UnregisterApp) (any, error) {
+		{bus.AppUnregister, bus.MsgHandler(ctx, &log, nil, func(_ context.Context, _ bus.Inbound, r *schemas.UnregisterApp) (any, error) {
 			f.mu.Lock()
 			defer f.mu.Unlock()
 			f.unregistered = append(f.unregistered, *r)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,6 +59,8 @@ type Service struct {
 	started  bool
 	stopping bool
 	epoch    uint64 // the highest scheduler epoch seen
+
+	untrusted atomic.Int64 // commands dropped for their reply subject
 	// Spark's Worker keeps the same four maps.
 	executors         map[string]*runner
 	drivers           map[string]*runner
@@ -141,10 +144,10 @@ func (s *Service) Start(ctx context.Context) error {
 		subject string
 		h       nats.MsgHandler
 	}{
-		{bus.WorkerCmdLaunchSubject(s.wid), bus.MsgHandler(gctx, &log, &s.counters, s.handleLaunchExecutor)},
-		{bus.WorkerCmdLaunchDriverSubject(s.wid), bus.MsgHandler(gctx, &log, &s.counters, s.handleLaunchDriver)},
-		{bus.WorkerCmdKillSubject(s.wid), bus.MsgHandler(gctx, &log, &s.counters, s.handleKill)},
-		{bus.WorkerCmdMasterSubject(s.wid), bus.MsgHandler(gctx, &log, &s.counters, s.handleMaster)},
+		{bus.WorkerCmdLaunchSubject(s.wid), s.fromCommander(bus.MsgHandler(gctx, &log, &s.counters, s.handleLaunchExecutor))},
+		{bus.WorkerCmdLaunchDriverSubject(s.wid), s.fromCommander(bus.MsgHandler(gctx, &log, &s.counters, s.handleLaunchDriver))},
+		{bus.WorkerCmdKillSubject(s.wid), s.fromCommander(bus.MsgHandler(gctx, &log, &s.counters, s.handleKill))},
+		{bus.WorkerCmdMasterSubject(s.wid), s.fromCommander(bus.MsgHandler(gctx, &log, &s.counters, s.handleMaster))},
 		{bus.WorkerLogsSubject(s.wid), bus.MsgHandler(gctx, &log, &s.counters, s.handleLogs)},
 		{inbox, s.onHeartbeatReply},
 	}
@@ -301,6 +304,40 @@ func (s *Service) registerUntilAccepted(ctx context.Context, reason string) {
 		}
 	}
 }
+
+// fromCommander drops a command whose reply subject is not the inbox of a
+// role allowed to send commands (Config.CommandReplyPrefixes): permissions
+// already keep everyone else from publishing on the agent's command
+// subjects, but JetStream delivers onto any subject a consumer names
+// (SECURITY-NOTES trap 9), always with a $JS.ACK reply.
+func (s *Service) fromCommander(h nats.MsgHandler) nats.MsgHandler {
+	prefixes := s.cfg.CommandReplyPrefixes
+	if len(prefixes) == 0 {
+		return h
+	}
+	return func(m *nats.Msg) {
+		if trustedReply(m.Reply, prefixes) {
+			h(m)
+			return
+		}
+		s.untrusted.Add(1)
+		s.log.Warn().Str("subject", m.Subject).Str("reply", m.Reply).
+			Msg("dropped a command that did not come from a scheduler or recovery inbox")
+	}
+}
+
+// trustedReply reports whether reply starts with one of prefixes.
+func trustedReply(reply string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if p != "" && strings.HasPrefix(reply, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Untrusted counts commands dropped by fromCommander.
+func (s *Service) Untrusted() int64 { return s.untrusted.Load() }
 
 // registration is the RegisterWorker message, listing what the agent runs
 // so a cluster that lost track of it (bus restart, failover) learns it back.

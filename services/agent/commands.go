@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,9 +19,13 @@ import (
 )
 
 // admitLocked fences commands by epoch: one from an older scheduler epoch
-// than the highest seen is refused (Spark's "invalid master"); an equal or
-// newer one is accepted and raises the highest. Callers hold s.mu.
-func (s *Service) admitLocked(epoch uint64, what string) error {
+// than the highest seen is refused (Spark's "invalid master"). Only a
+// master-changed command (raise, sent by recovery, which read the lease)
+// and the registration reply raise the highest epoch: a launch or kill
+// with an epoch above it is refused and the agent re-registers to learn the
+// cluster's epoch, so one message with a made-up epoch cannot lock the
+// agent out of the cluster. Callers hold s.mu.
+func (s *Service) admitLocked(epoch uint64, what string, raise bool) error {
 	if s.stopping {
 		return bus.Errorf(bus.CodeUnavailable, "worker %s is stopping", s.wid)
 	}
@@ -29,17 +34,43 @@ func (s *Service) admitLocked(epoch uint64, what string) error {
 			Msg("invalid master attempted a command")
 		return bus.Errorf(bus.CodeConflict, "invalid master: epoch %d is older than %d", epoch, s.epoch)
 	}
+	if epoch > s.epoch && !raise {
+		s.log.Warn().Uint64("epoch", epoch).Uint64("highest_epoch", s.epoch).Str("command", what).
+			Msg("command from an epoch not announced yet; asking the cluster")
+		s.triggerRegister(fmt.Sprintf("a command carried unknown epoch %d", epoch))
+		return bus.Errorf(bus.CodeUnavailable, "unknown epoch %d (highest known %d): waiting for master", epoch, s.epoch)
+	}
 	s.epoch = epoch
 	return nil
 }
 
 // childEnv is the agent's environment, then the command's, then Stoker's
 // variables (the last value of a key wins in os/exec).
+// The agent's own credential (STOKER_CREDS, a join token) is never passed
+// on: a child gets the credential its launch command carried, or none.
 func (s *Service) childEnv(extra []string, vars ...string) []string {
-	env := os.Environ()
-	env = append(env, extra...)
+	var env []string
+	for _, kv := range os.Environ() {
+		if !privateEnv(kv) {
+			env = append(env, kv)
+		}
+	}
+	for _, kv := range extra {
+		if !privateEnv(kv) {
+			env = append(env, kv)
+		}
+	}
 	env = append(env, schemas.EnvEntry(schemas.EnvNATSURL, s.cfg.NATSURL), schemas.EnvEntry(schemas.EnvWorkerID, s.wid))
+	if s.cfg.TLSCA != "" {
+		env = append(env, schemas.EnvEntry(schemas.EnvTLSCA, s.cfg.TLSCA))
+	}
 	return append(env, vars...)
+}
+
+// privateEnv reports whether an environment entry is the agent's secret.
+func privateEnv(kv string) bool {
+	k, _, _ := strings.Cut(kv, "=")
+	return k == schemas.EnvCreds || strings.HasPrefix(k, "STOKER_AGENT_")
 }
 
 // handleLaunchExecutor is Spark's LaunchExecutor: idempotent by
@@ -50,7 +81,7 @@ func (s *Service) handleLaunchExecutor(_ context.Context, _ bus.Inbound, req *sc
 	log := s.log.With().Str("executor", key).Logger()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.admitLocked(req.Epoch, "launch executor "+key); err != nil {
+	if err := s.admitLocked(req.Epoch, "launch executor "+key, false); err != nil {
 		return nil, err
 	}
 	if r := s.executors[key]; r != nil {
@@ -66,6 +97,7 @@ func (s *Service) handleLaunchExecutor(_ context.Context, _ bus.Inbound, req *sc
 		key:      key,
 		appID:    req.AppID,
 		execID:   req.ExecutorID,
+		creds:    []byte(req.Creds),
 		argv:     req.Command,
 		cores:    req.Cores,
 		memoryMB: req.MemoryMB,
@@ -100,7 +132,7 @@ func (s *Service) handleLaunchDriver(_ context.Context, _ bus.Inbound, req *sche
 	log := s.log.With().Str("driver", req.DriverID).Logger()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.admitLocked(req.Epoch, "launch driver "+req.DriverID); err != nil {
+	if err := s.admitLocked(req.Epoch, "launch driver "+req.DriverID, false); err != nil {
 		return nil, err
 	}
 	if r := s.drivers[req.DriverID]; r != nil {
@@ -123,12 +155,10 @@ func (s *Service) handleLaunchDriver(_ context.Context, _ bus.Inbound, req *sche
 		memoryMB:  req.MemoryMB,
 		supervise: req.Supervise,
 		attempt:   req.Attempt,
+		creds:     []byte(req.Creds),
 		dir:       filepath.Join(s.cfg.WorkDir, req.DriverID),
 		killCh:    make(chan struct{}),
-		env: s.childEnv(req.Env,
-			schemas.EnvEntry(schemas.EnvDriverID, req.DriverID),
-			schemas.EnvEntry(schemas.EnvCores, strconv.Itoa(req.Cores)),
-			schemas.EnvEntry(schemas.EnvMemoryMB, strconv.FormatInt(req.MemoryMB, 10))),
+		env:       s.childEnv(req.Env, driverVars(req)...),
 	}
 	if err := r.startLocked(); err != nil {
 		log.Error().Err(err).Msg("failed to launch driver")
@@ -143,6 +173,18 @@ func (s *Service) handleLaunchDriver(_ context.Context, _ bus.Inbound, req *sche
 	s.watchLocked(r)
 	log.Info().Int("pid", r.pid).Msg("driver running")
 	return &schemas.Ack{OK: true}, nil
+}
+
+// driverVars are a driver's Stoker variables. A driver launched with an
+// app credential has its app id reserved: the SDK registers that id.
+func driverVars(req *schemas.LaunchDriver) []string {
+	vars := []string{schemas.EnvEntry(schemas.EnvDriverID, req.DriverID),
+		schemas.EnvEntry(schemas.EnvCores, strconv.Itoa(req.Cores)),
+		schemas.EnvEntry(schemas.EnvMemoryMB, strconv.FormatInt(req.MemoryMB, 10))}
+	if req.AppID != "" {
+		vars = append(vars, schemas.EnvEntry(schemas.EnvAppID, req.AppID))
+	}
+	return vars
 }
 
 // watchLocked starts the goroutine that waits for r's process. Callers
@@ -298,7 +340,7 @@ func (s *Service) handleKill(_ context.Context, _ bus.Inbound, req *schemas.Kill
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.admitLocked(req.Epoch, "kill "+key); err != nil {
+	if err := s.admitLocked(req.Epoch, "kill "+key, false); err != nil {
 		return nil, err
 	}
 	running, finished := s.executors, s.finishedExecutors
@@ -321,7 +363,7 @@ func (s *Service) handleKill(_ context.Context, _ bus.Inbound, req *schemas.Kill
 // handleMaster answers a new scheduler epoch with what the agent runs.
 func (s *Service) handleMaster(_ context.Context, _ bus.Inbound, req *schemas.MasterChanged) (any, error) {
 	s.mu.Lock()
-	err := s.admitLocked(req.Epoch, "master changed")
+	err := s.admitLocked(req.Epoch, "master changed", true)
 	s.mu.Unlock()
 	if err != nil {
 		return nil, err

@@ -246,8 +246,15 @@ func TestService_Commands_EpochFencing(t *testing.T) {
 		{"older kill", bus.WorkerCmdKillSubject(testWID), &schemas.Kill{Epoch: 1, AppID: app}, true},
 		{"older master", bus.WorkerCmdMasterSubject(testWID), &schemas.MasterChanged{Epoch: 4}, true},
 		{"equal launch", bus.WorkerCmdLaunchSubject(testWID), &schemas.LaunchExecutor{Epoch: 5, AppID: app, ExecutorID: 1, Command: sh("sleep 30"), Cores: 1, MemoryMB: 1}, false},
-		{"newer launch", bus.WorkerCmdLaunchSubject(testWID), &schemas.LaunchExecutor{Epoch: 7, AppID: app, ExecutorID: 2, Command: sh("sleep 30"), Cores: 1, MemoryMB: 1}, false},
-		{"older than the newest now", bus.WorkerCmdLaunchSubject(testWID), &schemas.LaunchExecutor{Epoch: 6, AppID: app, ExecutorID: 3, Command: sh("sleep 30"), Cores: 1, MemoryMB: 1}, true},
+		// Only master-changed (and the registration reply) raise the epoch:
+		// a launch or kill from an unannounced epoch is refused, and does
+		// not lock the real scheduler out (epoch poisoning).
+		{"unannounced epoch launch", bus.WorkerCmdLaunchSubject(testWID), &schemas.LaunchExecutor{Epoch: 999999, AppID: app, ExecutorID: 2, Command: sh("sleep 30"), Cores: 1, MemoryMB: 1}, true},
+		{"unannounced epoch kill", bus.WorkerCmdKillSubject(testWID), &schemas.Kill{Epoch: 999999, AppID: app, ExecutorID: 1}, true},
+		{"equal launch after the poisoning attempt", bus.WorkerCmdLaunchSubject(testWID), &schemas.LaunchExecutor{Epoch: 5, AppID: app, ExecutorID: 3, Command: sh("sleep 30"), Cores: 1, MemoryMB: 1}, false},
+		{"newer master", bus.WorkerCmdMasterSubject(testWID), &schemas.MasterChanged{Epoch: 7, Leader: "s2"}, false},
+		{"newer launch once announced", bus.WorkerCmdLaunchSubject(testWID), &schemas.LaunchExecutor{Epoch: 7, AppID: app, ExecutorID: 4, Command: sh("sleep 30"), Cores: 1, MemoryMB: 1}, false},
+		{"older than the newest now", bus.WorkerCmdLaunchSubject(testWID), &schemas.LaunchExecutor{Epoch: 6, AppID: app, ExecutorID: 5, Command: sh("sleep 30"), Cores: 1, MemoryMB: 1}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -259,6 +266,12 @@ func TestService_Commands_EpochFencing(t *testing.T) {
 				return
 			}
 			var be *bus.Error
+			if strings.HasPrefix(tc.name, "unannounced") {
+				if !errors.As(err, &be) || be.Code != bus.CodeUnavailable || !strings.Contains(be.Description, "unknown epoch") {
+					t.Fatalf("want a 503 unknown epoch error, got %v", err)
+				}
+				return
+			}
 			if !errors.As(err, &be) || be.Code != bus.CodeConflict || !strings.Contains(be.Description, "invalid master") {
 				t.Fatalf("want a 409 invalid master error, got %v", err)
 			}
@@ -267,8 +280,10 @@ func TestService_Commands_EpochFencing(t *testing.T) {
 	if s.Epoch() != 7 {
 		t.Fatalf("highest epoch %d, want 7", s.Epoch())
 	}
-	if len(e.c.reports(schemas.ExecutorKey(app, 0))) != 0 {
-		t.Fatal("a refused launch started a process")
+	for _, id := range []int{0, 2} {
+		if len(e.c.reports(schemas.ExecutorKey(app, id))) != 0 {
+			t.Fatalf("refused launch %d started a process", id)
+		}
 	}
 }
 

@@ -64,6 +64,13 @@ type Config struct {
 	KillGrace time.Duration
 	// RegisterTimeout bounds one registration attempt. Default 2s.
 	RegisterTimeout time.Duration
+	// CommandReplyPrefixes, when set, are the only reply-subject prefixes a
+	// command may carry (bus/auth.CommandReplyPrefixes: the scheduler's and
+	// recovery's inboxes); others are dropped. Empty: no check (a bus
+	// without authentication, where anyone can send commands anyway).
+	CommandReplyPrefixes []string
+	// TLSCA is the CA file children are told to trust (STOKER_TLS_CA).
+	TLSCA string
 	// RelaunchBackoff is the first wait before a supervised driver that
 	// exited non-zero is started again; it doubles up to 30s. Default 500ms.
 	RelaunchBackoff time.Duration

@@ -176,7 +176,6 @@ func newEnv(t *testing.T) *env {
 func startAgent(t *testing.T, url string, mutate func(*Config)) *Service {
 	t.Helper()
 	cfg := Config{
-		NC:                bustest.Conn(t, url),
 		Log:               zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
 		NATSURL:           url,
 		WorkerID:          testWID,
@@ -191,6 +190,9 @@ func startAgent(t *testing.T, url string, mutate func(*Config)) *Service {
 	}
 	if mutate != nil {
 		mutate(&cfg)
+	}
+	if cfg.NC == nil {
+		cfg.NC = bustest.Conn(t, url)
 	}
 	s, err := New(cfg)
 	if err != nil {

@@ -14,10 +14,12 @@ import (
 	"github.com/stoker/stoker/schemas"
 )
 
-// Log file names inside a child's work directory.
+// Log file names inside a child's work directory, and the credential the
+// launch command carried (0600; the child finds it through STOKER_CREDS).
 const (
 	stdoutFile = "stdout"
 	stderrFile = "stderr"
+	credsFile  = "nats.creds"
 )
 
 // kind tells executors from drivers.
@@ -38,6 +40,7 @@ func (k kind) String() string {
 // runner is one executor or driver, Spark's ExecutorRunner / DriverRunner.
 // Fields after the lock line are guarded by Service.mu.
 type runner struct {
+	creds     []byte // the launch command's credential, written to credsFile
 	kind      kind
 	key       string // "<appid>.<execid>" or the driver id
 	appID     string
@@ -89,12 +92,31 @@ func (r *runner) stateChangeLocked(wid, instance string) schemas.StateChange {
 	return sc
 }
 
+// writeSecret writes b to path, readable by the owner only.
+func writeSecret(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
 // startLocked starts a new process for r in its work directory, with stdout
 // and stderr appended to the files there (a relaunched driver keeps the
 // output of earlier attempts). Callers hold Service.mu.
 func (r *runner) startLocked() error {
 	if err := os.MkdirAll(r.dir, 0o755); err != nil {
 		return fmt.Errorf("create work dir: %w", err)
+	}
+	if len(r.creds) > 0 {
+		path := filepath.Join(r.dir, credsFile)
+		if err := writeSecret(path, r.creds); err != nil {
+			return fmt.Errorf("write credentials: %w", err)
+		}
+		r.env = append(r.env, schemas.EnvEntry(schemas.EnvCreds, path))
 	}
 	stdout, err := openLog(filepath.Join(r.dir, stdoutFile))
 	if err != nil {

@@ -102,6 +102,38 @@ func (s *Service) handleKillDriver(ctx context.Context, _ bus.Inbound, req *sche
 
 // handleRegisterApp is stoker.api.apps.register.
 func (s *Service) handleRegisterApp(ctx context.Context, _ bus.Inbound, req *schemas.RegisterApp) (any, error) {
+	if req.AppID != "" {
+		return nil, bus.Errorf(bus.CodeBadRequest, "app_id is chosen by the cluster here; a driver launched with one registers on %s", bus.AppRegister)
+	}
+	return s.registerApp(ctx, req)
+}
+
+// handleRegisterOwnApp is stoker.app.<appid>.register: a driver launched
+// with an app id reserved for it (and a credential that may publish only
+// under that id) registers the app. The subject's token must be the app id.
+func (s *Service) handleRegisterOwnApp(ctx context.Context, in bus.Inbound, req *schemas.RegisterApp) (any, error) {
+	if got := bus.AppIDFromSubject(in.Subject()); got != req.AppID {
+		return nil, bus.Errorf(bus.CodeBadRequest, "app id %q does not match the subject's %q", req.AppID, got)
+	}
+	if err := schemas.ValidAppID(req.AppID); err != nil {
+		return nil, bus.Errorf(bus.CodeBadRequest, "%v", err)
+	}
+	return s.registerApp(ctx, req)
+}
+
+// handleUnregisterOwnApp is stoker.app.<appid>.unregister (the subject's
+// token must be the app id).
+func (s *Service) handleUnregisterOwnApp(ctx context.Context, in bus.Inbound, req *schemas.UnregisterApp) (any, error) {
+	if got := bus.AppIDFromSubject(in.Subject()); got != req.AppID {
+		return nil, bus.Errorf(bus.CodeBadRequest, "app id %q does not match the subject's %q", req.AppID, got)
+	}
+	return s.handleUnregisterApp(ctx, in, req)
+}
+
+// registerApp creates the app record: under req.AppID when reserved (a
+// second registration of the same driver's app answers the same), else
+// under a fresh id.
+func (s *Service) registerApp(ctx context.Context, req *schemas.RegisterApp) (any, error) {
 	workers, err := listAll[schemas.Worker](ctx, s.st.Workers)
 	if err != nil {
 		return nil, err
@@ -111,7 +143,20 @@ func (s *Service) handleRegisterApp(ctx context.Context, _ bus.Inbound, req *sch
 		Name: req.Name, DriverID: req.DriverID, Executor: req.Executor, MaxCores: req.MaxCores, RunOnce: req.RunOnce,
 		State: schemas.AppWaiting, SubmittedAt: t, UpdatedAt: t,
 	}
-	if _, err := bus.CreateNew(ctx, s.st.Apps, idTries, func() string { return schemas.NewAppID(t) },
+	if req.AppID != "" {
+		a.ID = req.AppID
+		if _, err := bus.Create(ctx, s.st.Apps, a.ID, a); err != nil {
+			if !bus.IsCASConflict(err) {
+				return nil, fmt.Errorf("create app: %w", err)
+			}
+			// The same driver registering again (a retried request).
+			cur, _, gerr := bus.Get[schemas.App](ctx, s.st.Apps, a.ID)
+			if gerr == nil && cur.DriverID == req.DriverID && !cur.State.Terminal() {
+				return &schemas.AppRegistered{AppID: a.ID, HeartbeatIntervalMS: s.heartbeatMS()}, nil
+			}
+			return nil, bus.Errorf(bus.CodeConflict, "app %s is already registered", a.ID)
+		}
+	} else if _, err := bus.CreateNew(ctx, s.st.Apps, idTries, func() string { return schemas.NewAppID(t) },
 		func(id string) any { a.ID = id; return a }); err != nil {
 		return nil, fmt.Errorf("create app: %w", err)
 	}

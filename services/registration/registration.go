@@ -149,6 +149,8 @@ func (s *Service) endpoints(hctx context.Context) []endpoint {
 		{"drivers-kill", bus.APIDriversKill, bus.MicroHandler(hctx, l, c, s.handleKillDriver)},
 		{"drivers-list", bus.APIDriversList, bus.MicroHandler(hctx, l, c, s.handleListDrivers)},
 		{"apps-register", bus.APIAppsRegister, bus.MicroHandler(hctx, l, c, s.handleRegisterApp)},
+		{"app-register", bus.AppRegister, bus.MicroHandler(hctx, l, c, s.handleRegisterOwnApp)},
+		{"app-unregister", bus.AppUnregister, bus.MicroHandler(hctx, l, c, s.handleUnregisterOwnApp)},
 		{"apps-unregister", bus.APIAppsUnregister, bus.MicroHandler(hctx, l, c, s.handleUnregisterApp)},
 		{"apps-kill", bus.APIAppsKill, bus.MicroHandler(hctx, l, c, s.handleKillApp)},
 		{"apps-list", bus.APIAppsList, bus.MicroHandler(hctx, l, c, s.handleListApps)},

@@ -25,6 +25,8 @@ type applier struct {
 	launchTimeout time.Duration
 	// avoid keeps placements off a worker a launch to it failed.
 	avoid func(wid string)
+	// appCreds is Config.AppCreds.
+	appCreds func(appID string) ([]byte, error)
 }
 
 // refresher re-reads one record into a mirror.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -32,6 +33,19 @@ func (a *applier) sendKill(ctx context.Context, epoch uint64, k KillCmd, log *ze
 	l.Info().Str("reason", k.Kill.Reason).Msg("kill sent")
 }
 
+// withAppCreds sets *creds to appID's credential when the scheduler mints them.
+func (a *applier) withAppCreds(appID string, creds *string) error {
+	if a.appCreds == nil {
+		return nil
+	}
+	c, err := a.appCreds(appID)
+	if err != nil {
+		return fmt.Errorf("app credential: %w", err)
+	}
+	*creds = string(c)
+	return nil
+}
+
 // launchExecutor sends the launch of an executor whose record exists; on
 // no acknowledgement or a refusal the record goes LAUNCHING → FAILED. It
 // reports whether it wrote that failure (to be counted against the app
@@ -42,9 +56,12 @@ func (a *applier) launchExecutor(ctx context.Context, epoch uint64, l ExecutorLa
 		Epoch: epoch, AppID: e.AppID, ExecutorID: e.ID, Command: l.Command, Env: l.Env,
 		Cores: e.Cores, MemoryMB: e.MemoryMB,
 	}
-	cctx, cancel := context.WithTimeout(ctx, a.launchTimeout)
-	_, err := bus.CallAck(cctx, a.nc, bus.WorkerCmdLaunchSubject(e.WorkerID), cmd)
-	cancel()
+	err := a.withAppCreds(e.AppID, &cmd.Creds)
+	if err == nil {
+		cctx, cancel := context.WithTimeout(ctx, a.launchTimeout)
+		_, err = bus.CallAck(cctx, a.nc, bus.WorkerCmdLaunchSubject(e.WorkerID), cmd)
+		cancel()
+	}
 	if err == nil {
 		log.Debug().Str("executor", e.Key()).Str("worker_id", e.WorkerID).Msg("executor launch sent")
 		return false
@@ -92,9 +109,17 @@ func (a *applier) launchDriver(ctx context.Context, epoch uint64, l DriverLaunch
 		Epoch: epoch, DriverID: d.ID, Command: d.Command, Env: d.Env, Cores: d.Cores, MemoryMB: d.MemoryMB,
 		Supervise: d.Supervise, Attempt: l.Attempt,
 	}
-	cctx, cancel := context.WithTimeout(ctx, a.launchTimeout)
-	_, err = bus.CallAck(cctx, a.nc, bus.WorkerCmdLaunchDriverSubject(l.WorkerID), cmd)
-	cancel()
+	if a.appCreds != nil {
+		// The driver's app id is reserved now, so its credential can be
+		// confined to that app before the app exists.
+		cmd.AppID = schemas.NewAppID(time.Now())
+		err = a.withAppCreds(cmd.AppID, &cmd.Creds)
+	}
+	if err == nil {
+		cctx, cancel := context.WithTimeout(ctx, a.launchTimeout)
+		_, err = bus.CallAck(cctx, a.nc, bus.WorkerCmdLaunchDriverSubject(l.WorkerID), cmd)
+		cancel()
+	}
 	if err == nil {
 		dlog.Info().Msg("driver launch sent")
 		return

@@ -69,6 +69,10 @@ type Config struct {
 	// AvoidFor: nothing is placed on a worker for this long after a launch
 	// to it failed. Default 5s.
 	AvoidFor time.Duration
+	// AppCreds, when set, mints the credential (role app, name the app id)
+	// that each launch carries to its executor or driver; a driver's app id
+	// is then reserved at launch. Nil on a bus without authentication.
+	AppCreds func(appID string) ([]byte, error)
 }
 
 // Service is one scheduler instance: a standby until it wins the lease,
@@ -182,7 +186,8 @@ func (s *Service) start(ctx context.Context) error {
 	s.group = svc.NewGroup(context.Background())
 	s.view = newView(st, s.log)
 	s.planner = newPlanner(s.view, s.cfg)
-	s.applier = &applier{nc: s.cfg.NC, v: s.view, launchTimeout: s.cfg.LaunchTimeout, avoid: s.planner.avoidWorker}
+	s.applier = &applier{nc: s.cfg.NC, v: s.view, launchTimeout: s.cfg.LaunchTimeout, avoid: s.planner.avoidWorker,
+		appCreds: s.cfg.AppCreds}
 	if err := s.view.watch(s.group.Context(), s.group, s.poke); err != nil {
 		s.group.Stop()
 		return fmt.Errorf("scheduler: watch: %w", err)
