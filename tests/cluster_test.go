@@ -37,7 +37,8 @@ func TestBusCluster_ThreeNodes_SurvivesNodeLoss(t *testing.T) {
 		_, rport, _ := net.SplitHostPort(n.route)
 		procs[n.name] = c.Start("bus-"+n.name, "bus", "--server-name", n.name, "--host", "127.0.0.1",
 			"--port", cport, "--data", filepath.Join(c.Dir, n.name),
-			"--cluster-name", "stoker-test", "--cluster-port", rport, "--routes", strings.Join(routes, ","), "--replicas", "3")
+			"--cluster-name", "stoker-test", "--cluster-port", rport, "--routes", strings.Join(routes, ","), "--replicas", "3",
+			"--auth-dir", c.AuthDir)
 	}
 	c.URL = strings.Join(urls, ",")
 	for _, svc := range []string{"registration", "heartbeat", "recovery", "scheduler"} {

@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/bus/auth"
 	"github.com/stoker/stoker/bus/bustest"
 	"github.com/stoker/stoker/schemas"
 )
@@ -98,6 +99,12 @@ type Cluster struct {
 	nc      *nats.Conn
 	timeout string // worker timeout flag value
 	hb      string // heartbeat interval flag value
+	// AuthDir holds the keys (auth/) and credentials (creds/) every bus
+	// node trusts and every process connects with: the harness makes them
+	// once, so the nodes of a multi-node bus share one operator and a bus
+	// restarted on a fresh store (Dir2) still knows everyone.
+	AuthDir string
+	keys    *auth.Keys
 }
 
 // ClusterOptions sets timings for the services started by NewCluster.
@@ -129,6 +136,12 @@ func NewCluster(t testing.TB, o ClusterOptions) *Cluster {
 	}
 	c := &Cluster{t: t, Dir: t.TempDir(), Port: freePort(t), timeout: o.WorkerTimeout.String(), hb: o.HeartbeatInterval.String()}
 	c.URL = fmt.Sprintf("nats://127.0.0.1:%d", c.Port)
+	c.AuthDir = t.TempDir()
+	keys, _, err := auth.Install(c.AuthDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.keys = keys
 	t.Cleanup(c.stopAll)
 	if !o.NoBus {
 		c.StartBus()
@@ -139,7 +152,8 @@ func NewCluster(t testing.TB, o ClusterOptions) *Cluster {
 // StartBus starts (or restarts) the bus process on the cluster's port and data.
 func (c *Cluster) StartBus() *Proc {
 	c.t.Helper()
-	p := c.Start("bus", "bus", "--host", "127.0.0.1", "--port", fmt.Sprint(c.Port), "--data", filepath.Join(c.Dir, "bus"))
+	p := c.Start("bus", "bus", "--host", "127.0.0.1", "--port", fmt.Sprint(c.Port), "--data", filepath.Join(c.Dir, "bus"),
+		"--auth-dir", c.AuthDir)
 	c.eventually(20*time.Second, "bus accepting connections", func() bool {
 		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", c.Port), 200*time.Millisecond)
 		if err == nil {
@@ -162,13 +176,48 @@ func (c *Cluster) StartServices(extra ...string) {
 // StartService starts one `stoker <name>` service process.
 func (c *Cluster) StartService(name string, args ...string) *Proc {
 	c.t.Helper()
-	return c.Start(name, append([]string{name, "--nats", c.URL}, args...)...)
+	return c.Start(name, append([]string{name, "--nats", c.URL, "--creds", auth.CredsPath(c.AuthDir, auth.Role(name))}, args...)...)
+}
+
+// ConnAs connects to the bus as name in role (closed at cleanup).
+func (c *Cluster) ConnAs(role auth.Role, name string) *nats.Conn {
+	c.t.Helper()
+	b, err := c.keys.Mint(role, name, 0)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	nc, err := bus.Connect(c.URL, bus.ConnectOptions{Name: "e2e-" + name, CredsData: b})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(nc.Close)
+	return nc
+}
+
+// AdminCreds is the admin credential clients use.
+func (c *Cluster) AdminCreds() string { return auth.CredsPath(c.AuthDir, auth.RoleAdmin) }
+
+// AgentCreds mints (once) the credential of agent id and returns its path.
+func (c *Cluster) AgentCreds(id string) string {
+	c.t.Helper()
+	p := filepath.Join(c.AuthDir, auth.CredsDir, "agent-"+id+".creds")
+	if _, err := os.Stat(p); err == nil {
+		return p
+	}
+	b, err := c.keys.Mint(auth.RoleAgent, id, 0)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := auth.WriteSecret(p, b); err != nil {
+		c.t.Fatal(err)
+	}
+	return p
 }
 
 // StartAgent starts an agent process with the given id, cores and memory.
 func (c *Cluster) StartAgent(id string, cores int, memory string, args ...string) *Proc {
 	c.t.Helper()
-	a := append([]string{"agent", "--nats", c.URL, "--id", id, "--cores", fmt.Sprint(cores),
+	a := append([]string{"agent", "--nats", c.URL, "--creds", c.AgentCreds(id), "--id", id, "--cores", fmt.Sprint(cores),
 		"--memory", memory, "--work-dir", filepath.Join(c.Dir, "work", id), "--heartbeat-interval", c.hb}, args...)
 	return c.Start("agent-"+id, a...)
 }
@@ -244,7 +293,7 @@ func (c *Cluster) stopAll() {
 func (c *Cluster) NC() *nats.Conn {
 	c.t.Helper()
 	if c.nc == nil {
-		nc, err := bus.Connect(c.URL, bus.ConnectOptions{Name: "e2e-test", ReconnectWait: 50 * time.Millisecond})
+		nc, err := bus.Connect(c.URL, bus.ConnectOptions{Name: "e2e-test", ReconnectWait: 50 * time.Millisecond, Creds: c.AdminCreds()})
 		if err != nil {
 			c.t.Fatal(err)
 		}
@@ -287,7 +336,7 @@ func (c *Cluster) CLI(args ...string) (string, string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, stokerBin, args...)
-	cmd.Env = append(os.Environ(), "STOKER_NATS_URL="+c.URL)
+	cmd.Env = append(os.Environ(), "STOKER_NATS_URL="+c.URL, "STOKER_CREDS="+c.AdminCreds())
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

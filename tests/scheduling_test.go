@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/bus/auth"
 	"github.com/stoker/stoker/schemas"
 	"github.com/stoker/stoker/sdk"
 )
@@ -285,8 +286,8 @@ func TestAgent_RefusesOldEpoch(t *testing.T) {
 		return err == nil && jsonInto(out, &st) == nil && st.Leader != nil && st.Leader.Epoch > old && st.State == schemas.ClusterAlive
 	})
 	// The agent has seen the new epoch (recovery's master-changed); a
-	// launch from the old master is refused.
-	err := bus.Call(context.Background(), c.NC(), bus.WorkerCmdLaunchSubject("a"), &schemas.LaunchExecutor{
+	// launch from the old master (a scheduler credential) is refused.
+	err := bus.Call(context.Background(), c.ConnAs(auth.RoleScheduler, "s1"), bus.WorkerCmdLaunchSubject("a"), &schemas.LaunchExecutor{
 		Epoch: old, AppID: "app-20260101000000-abcdef", ExecutorID: 0,
 		Command: []string{"sleep", "100"}, Cores: 1, MemoryMB: 64,
 	}, nil)

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"github.com/stoker/stoker/bus/auth"
 	"github.com/stoker/stoker/services/agent"
 	"github.com/stoker/stoker/services/heartbeat"
 	"github.com/stoker/stoker/services/recovery"
@@ -64,6 +65,8 @@ type schedulerSettings struct {
 	consolidate                           bool
 	maxRetries, missedBeats               int
 	renewInterval, beatInterval, launchTO time.Duration
+	// appCreds mints each launch's app credential (nil: none, no auth).
+	appCreds func(appID string) ([]byte, error)
 }
 
 func newScheduler(s schedulerSettings) newService {
@@ -71,7 +74,7 @@ func newScheduler(s schedulerSettings) newService {
 		return scheduler.New(scheduler.Config{NC: nc, ID: id, Log: log,
 			Consolidate: s.consolidate, MaxExecutorRetries: s.maxRetries,
 			RenewInterval: s.renewInterval, BeatInterval: s.beatInterval, MissedBeats: s.missedBeats,
-			LaunchTimeout: s.launchTO})
+			LaunchTimeout: s.launchTO, AppCreds: s.appCreds})
 	}
 }
 
@@ -81,6 +84,10 @@ type agentSettings struct {
 	cores                      int
 	memoryMB                   int64
 	heartbeat, killGrace       time.Duration
+	// tlsCA is told to children; secure: commands only from scheduler
+	// and recovery inboxes (set whenever the agent has a credential).
+	tlsCA  string
+	secure bool
 }
 
 // bindKillGrace declares --kill-grace.
@@ -89,6 +96,11 @@ func bindKillGrace(fs *flag.FlagSet) *time.Duration {
 }
 
 func newAgent(nc *nats.Conn, log zerolog.Logger, a agentSettings) (*agent.Service, error) {
-	return agent.New(agent.Config{NC: nc, ID: a.id, Log: log, NATSURL: a.natsURL, WorkerID: a.id, Host: a.host,
-		Cores: a.cores, MemoryMB: a.memoryMB, WorkDir: a.workDir, HeartbeatInterval: a.heartbeat, KillGrace: a.killGrace})
+	cfg := agent.Config{NC: nc, ID: a.id, Log: log, NATSURL: a.natsURL, WorkerID: a.id, Host: a.host,
+		Cores: a.cores, MemoryMB: a.memoryMB, WorkDir: a.workDir, HeartbeatInterval: a.heartbeat, KillGrace: a.killGrace,
+		TLSCA: a.tlsCA}
+	if a.secure {
+		cfg.CommandReplyPrefixes = auth.CommandReplyPrefixes
+	}
+	return agent.New(cfg)
 }

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 
+	"github.com/stoker/stoker/bus/auth"
 	"github.com/stoker/stoker/schemas"
 	"github.com/stoker/stoker/sdk"
 )
@@ -25,7 +26,7 @@ func init() {
 				if err != nil {
 					return err
 				}
-				return withClient(*url, func(c *sdk.Client) error {
+				return withClient(url.target(auth.RoleAdmin, auth.RoleViewer), func(c *sdk.Client) error {
 					ack, err := c.Kill(ctx, id)
 					if err != nil {
 						return err
@@ -60,7 +61,7 @@ must still be up; the last --max-bytes bytes are printed.`,
 				if err != nil {
 					return err
 				}
-				return withClient(*url, func(c *sdk.Client) error {
+				return withClient(url.target(auth.RoleAdmin, auth.RoleViewer), func(c *sdk.Client) error {
 					reply, err := c.Logs(ctx, *req)
 					if err != nil {
 						return err

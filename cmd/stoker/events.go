@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/bus/auth"
 	"github.com/stoker/stoker/sdk"
 )
 
@@ -43,7 +44,7 @@ Lines are "time kind id state message"; --json prints one JSON object a line.`,
 				if err := q.Validate(); err != nil {
 					return usagef("--%v", err) // its messages start with the flag's name
 				}
-				return withClient(*url, func(c *sdk.Client) error {
+				return withClient(url.target(auth.RoleAdmin, auth.RoleViewer), func(c *sdk.Client) error {
 					return c.Events(ctx, q, func(ev bus.StoredEvent) error { return writeEvent(e.stdout, ev, *asJSON) })
 				})
 			}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
 	"github.com/stoker/stoker/services/svc"
 )
@@ -28,6 +27,10 @@ func envName(cmd, flagName string) string {
 	switch flagName {
 	case "nats":
 		return envNATSURL
+	case "creds":
+		return envCreds
+	case "tls-ca":
+		return envTLSCA
 	case "log-level":
 		return envLogLevel
 	}
@@ -123,11 +126,6 @@ func (l *listFlag) Set(v string) error {
 	return nil
 }
 func (*listFlag) isList() {}
-
-// natsFlag declares --nats (STOKER_NATS_URL, default bus.DefaultURL).
-func natsFlag(fs *flag.FlagSet) *string {
-	return fs.String("nats", bus.DefaultURL, "NATS server URL(s), comma separated [$"+envNATSURL+"]")
-}
 
 // jsonFlag declares --json.
 func jsonFlag(fs *flag.FlagSet) *bool {

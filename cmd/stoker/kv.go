@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/bus/auth"
 	"github.com/stoker/stoker/schemas"
 )
 
@@ -101,7 +102,7 @@ live key with a summary. Records are JSON, so ` + "`nats kv get`" + ` shows them
 				if err != nil {
 					return err
 				}
-				return withConn(*url, func(nc *nats.Conn) error {
+				return withConn(url.target(auth.RoleAdmin, auth.RoleViewer), func(nc *nats.Conn) error {
 					kv, err := openBucket(ctx, nc, b)
 					if err != nil {
 						return err

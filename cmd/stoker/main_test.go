@@ -204,8 +204,8 @@ func TestBindSubmit_Parse(t *testing.T) {
 			if !reflect.DeepEqual(o.req, tt.want) {
 				t.Errorf("request = %+v\nwant      %+v", o.req, tt.want)
 			}
-			if o.url != tt.url || o.wait != tt.wait {
-				t.Errorf("url, wait = %q, %v; want %q, %v", o.url, o.wait, tt.url, tt.wait)
+			if o.url.URL != tt.url || o.wait != tt.wait {
+				t.Errorf("url, wait = %q, %v; want %q, %v", o.url.URL, o.wait, tt.url, tt.wait)
 			}
 		})
 	}

@@ -15,19 +15,20 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/bus/auth"
 	"github.com/stoker/stoker/schemas"
 	"github.com/stoker/stoker/sdk"
 )
 
 // connectClient dials NATS for a one-shot client command: no retry, so a
 // missing cluster is a clear error at once.
-func connectClient(url string) (*nats.Conn, error) {
-	return bus.Connect(url, bus.ConnectOptions{Name: "stoker-cli"})
+func connectClient(t natsTarget) (*nats.Conn, error) {
+	return t.connect(bus.ConnectOptions{Name: "stoker-cli"})
 }
 
 // withConn runs fn with a connection that is closed afterwards.
-func withConn(url string, fn func(nc *nats.Conn) error) error {
-	nc, err := connectClient(url)
+func withConn(t natsTarget, fn func(nc *nats.Conn) error) error {
+	nc, err := connectClient(t)
 	if err != nil {
 		return err
 	}
@@ -36,8 +37,8 @@ func withConn(url string, fn func(nc *nats.Conn) error) error {
 }
 
 // withClient runs fn with an SDK client on a connection closed afterwards.
-func withClient(url string, fn func(c *sdk.Client) error) error {
-	return withConn(url, func(nc *nats.Conn) error { return fn(newClient(nc)) })
+func withClient(t natsTarget, fn func(c *sdk.Client) error) error {
+	return withConn(t, func(nc *nats.Conn) error { return fn(newClient(nc)) })
 }
 
 // newClient is the SDK client the commands use, polling at pollInterval.
@@ -65,7 +66,7 @@ func init() {
 				if err := noArgs("workers", args); err != nil {
 					return err
 				}
-				return withClient(*url, func(c *sdk.Client) error {
+				return withClient(url.target(auth.RoleAdmin, auth.RoleViewer), func(c *sdk.Client) error {
 					ws, err := c.Workers(ctx)
 					if err != nil {
 						return err
@@ -85,7 +86,7 @@ func init() {
 				if err := noArgs("drivers", args); err != nil {
 					return err
 				}
-				return withClient(*url, func(c *sdk.Client) error {
+				return withClient(url.target(auth.RoleAdmin, auth.RoleViewer), func(c *sdk.Client) error {
 					ds, err := c.Drivers(ctx)
 					if err != nil {
 						return err
@@ -105,7 +106,7 @@ func init() {
 				if err := noArgs("apps", args); err != nil {
 					return err
 				}
-				return withClient(*url, func(c *sdk.Client) error {
+				return withClient(url.target(auth.RoleAdmin, auth.RoleViewer), func(c *sdk.Client) error {
 					as, err := c.Apps(ctx)
 					if err != nil {
 						return err
@@ -125,7 +126,7 @@ func init() {
 				if err := noArgs("status", args); err != nil {
 					return err
 				}
-				return withClient(*url, func(c *sdk.Client) error {
+				return withClient(url.target(auth.RoleAdmin, auth.RoleViewer), func(c *sdk.Client) error {
 					st, err := c.Status(ctx)
 					if err != nil {
 						return err

@@ -10,12 +10,13 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/stoker/stoker/bus/auth"
 	"github.com/stoker/stoker/schemas"
 	"github.com/stoker/stoker/sdk"
 )
 
 type runOptions struct {
-	url string
+	url natsTarget
 	req schemas.RegisterApp
 }
 
@@ -65,7 +66,7 @@ func bindRun(fs *flag.FlagSet, o *runOptions) func(args []string) error {
 		if err != nil {
 			return err
 		}
-		o.url = *url
+		o.url = url.target(auth.RoleAdmin)
 		if *maxCores == 0 {
 			*maxCores = *cores
 		}

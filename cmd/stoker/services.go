@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/bus/auth"
 	"github.com/stoker/stoker/schemas"
 	"github.com/stoker/stoker/services/agent"
 	"github.com/stoker/stoker/services/scheduler"
@@ -56,8 +57,11 @@ func instanceID(kind string) string {
 
 // commonServiceFlags are on every service command.
 type commonServiceFlags struct {
-	url, id, logLevel *string
-	replicas          *deprecatedFlag
+	url          *natsFlags
+	id, logLevel *string
+	replicas     *deprecatedFlag
+	// resolved by runService
+	target natsTarget
 }
 
 func bindCommon(fs *flag.FlagSet) *commonServiceFlags {
@@ -98,7 +102,8 @@ func runService(ctx context.Context, e *env, c *commonServiceFlags, kind string,
 	}
 	log = log.With().Str("service", kind).Logger()
 	c.replicas.warn(log)
-	nc, err := bus.Connect(*c.url, bus.ConnectOptions{Name: "stoker-" + kind + "-" + id, Retry: true, Log: &log})
+	c.target = c.url.target(auth.Role(kind))
+	nc, err := c.target.connect(bus.ConnectOptions{Name: "stoker-" + kind + "-" + id, Retry: true, Log: &log})
 	if err != nil {
 		return err
 	}
@@ -159,14 +164,25 @@ and checks --renew-interval, --beat-interval and --missed-beats against it.`,
 			sc := bindSchedulerFlags(fs)
 			leaseTTL := deprecatedVar(fs, "lease-ttl",
 				"the lease TTL is the stoker-leader bucket's, set by the store's owner (stoker bus, stoker up or stoker init --lease-ttl)")
+			authDir := fs.String("auth-dir", "", "directory holding auth/role-app.nk, to mint each launch's app credential (default: the one beside --creds)")
 			return func(ctx context.Context, args []string) error {
 				if err := sc.check(); err != nil {
 					return err
 				}
-				mk := newScheduler(sc.settings())
 				return runService(ctx, e, c, "scheduler", args, func(nc *nats.Conn, id string, log zerolog.Logger) (service, error) {
 					leaseTTL.warn(log)
-					return mk(nc, id, log)
+					dir := *authDir
+					if dir == "" && c.target.Creds != "" {
+						dir = filepath.Dir(filepath.Dir(c.target.Creds))
+					}
+					keys, err := loadKeysIfAny(dir)
+					if err != nil {
+						return nil, err
+					}
+					if keys == nil && c.target.Creds != "" {
+						log.Warn().Msg("no app signing key found (--auth-dir): launched executors and drivers get no credential")
+					}
+					return newScheduler(withAppCreds(sc.settings(), keys))(nc, id, log)
 				})
 			}
 		},
@@ -255,6 +271,7 @@ func (s *schedulerFlags) settings() schedulerSettings {
 type agentOptions struct {
 	agentSettings
 	logLevel string
+	target   natsTarget
 }
 
 func bindAgent(fs *flag.FlagSet, o *agentOptions) func(args []string) error {
@@ -288,7 +305,7 @@ func bindAgent(fs *flag.FlagSet, o *agentOptions) func(args []string) error {
 		if err != nil {
 			return usagef("--work-dir: %v", err)
 		}
-		*o = agentOptions{logLevel: *level, agentSettings: agentSettings{natsURL: *url, id: wid, host: *host, workDir: dir,
+		*o = agentOptions{logLevel: *level, target: url.target(), agentSettings: agentSettings{natsURL: *url.url, id: wid, host: *host, workDir: dir,
 			cores: *cores, memoryMB: int64(*memory), heartbeat: *hb, killGrace: *grace}}
 		return nil
 	}
@@ -299,11 +316,19 @@ func runAgent(ctx context.Context, e *env, o *agentOptions) error {
 	if err != nil {
 		return err
 	}
-	nc, err := bus.Connect(o.natsURL, bus.ConnectOptions{Name: "stoker-agent-" + o.id, Retry: true, Log: &log})
+	t := o.target
+	if t.Creds == "" {
+		// A credential received with a join token is kept in the work dir.
+		if p := filepath.Join(o.workDir, agentCredsFile); fileExists(p) {
+			t.Creds = p
+		}
+	}
+	nc, err := t.connect(bus.ConnectOptions{Name: "stoker-agent-" + o.id, Retry: true, Log: &log})
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
+	o.tlsCA, o.secure = t.CA, t.Creds != ""
 	a, err := newAgent(nc, log, o.agentSettings)
 	if err != nil {
 		return usagef("%v", err)
@@ -331,10 +356,20 @@ func runAgent(ctx context.Context, e *env, o *agentOptions) error {
 	return nil
 }
 
+// agentCredsFile is an agent's credential in its work dir (from a join token).
+const agentCredsFile = "agent.creds"
+
+func fileExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
+}
+
 // busOptions is `stoker bus` parsed.
 type busOptions struct {
-	cfg bus.ServerConfig
-	log string
+	cfg      bus.ServerConfig
+	log      string
+	insecure bool
+	authDir  string
 	// provision: this node provisions the store with store once JetStream answers.
 	provision bool
 	store     bus.StoreConfig
@@ -373,6 +408,8 @@ func bindBus(fs *flag.FlagSet, o *busOptions) func(args []string) error {
 	provision := fs.Bool("provision", true, "provision the cluster's store once JetStream answers (false: leave it to `stoker init`)")
 	sf := bindStoreFlags(fs)
 	level := logLevelFlag(fs)
+	insecure := fs.Bool("insecure", false, "run WITHOUT authentication: anyone who reaches the port owns every worker")
+	authDir := fs.String("auth-dir", "", "keys (auth/) and credentials (creds/); the same on every node of a cluster (default: --data)")
 	return func(args []string) error {
 		if len(args) > 0 {
 			return usagef("unexpected arguments %q", strings.Join(args, " "))
@@ -400,7 +437,11 @@ func bindBus(fs *flag.FlagSet, o *busOptions) func(args []string) error {
 				}
 			}
 		}
-		*o = busOptions{cfg: cfg, log: *level, provision: *provision, store: store}
+		dir := *authDir
+		if dir == "" {
+			dir = *data
+		}
+		*o = busOptions{cfg: cfg, log: *level, provision: *provision, store: store, insecure: *insecure, authDir: dir}
 		return nil
 	}
 }
@@ -411,14 +452,36 @@ func runBus(ctx context.Context, e *env, o *busOptions) error {
 		return err
 	}
 	o.cfg.Log = &log
+	var keys *auth.Keys
+	if !o.insecure {
+		if keys, o.cfg.Auth, err = installAuth(o.authDir); err != nil {
+			return err
+		}
+	} else if !isLoopback(o.cfg.Host) {
+		log.Warn().Str("host", o.cfg.Host).Msg("--insecure on a non-loopback address: anyone who reaches the port can run commands on every worker")
+	}
 	srv, err := bus.StartServer(o.cfg)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "NATS with JetStream at %s (data in %s)\n", srv.URL(), o.cfg.StoreDir)
+	if o.cfg.Auth != nil {
+		fmt.Fprintf(e.stdout, "Credentials in %s (services: --creds %s; clients: export STOKER_CREDS=%s)\n",
+			filepath.Join(o.authDir, auth.CredsDir), auth.CredsPath(o.authDir, "<role>"), auth.CredsPath(o.authDir, auth.RoleAdmin))
+	} else {
+		fmt.Fprintln(e.stdout, "NO AUTHENTICATION (--insecure)")
+	}
 	provisioned := make(chan error, 1)
 	if o.provision {
-		nc, err := bus.Connect("", bus.ConnectOptions{Name: "stoker-bus-provision", Server: srv, Log: &log})
+		var creds []byte
+		if keys != nil {
+			// In-process, as an admin: provisioning creates streams.
+			if creds, err = keys.Mint(auth.RoleAdmin, "provision", 0); err != nil {
+				srv.Stop()
+				return err
+			}
+		}
+		nc, err := bus.Connect("", bus.ConnectOptions{Name: "stoker-bus-provision", Server: srv, Log: &log, CredsData: creds})
 		if err != nil {
 			srv.Stop()
 			return err

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/bus/auth"
 )
 
 // storeFlags are the store's settings.
@@ -97,7 +98,7 @@ func (d *deprecatedFlag) warn(log zerolog.Logger) {
 
 // initOptions is `stoker init` parsed.
 type initOptions struct {
-	url      string
+	url      natsTarget
 	store    bus.StoreConfig
 	timeout  time.Duration
 	logLevel string
@@ -140,7 +141,7 @@ func bindInit(fs *flag.FlagSet, o *initOptions) func(args []string) error {
 		if *timeout <= 0 {
 			return usagef("--timeout must be > 0, got %s", *timeout)
 		}
-		*o = initOptions{url: *url, store: cfg, timeout: *timeout, logLevel: *level}
+		*o = initOptions{url: url.target(auth.RoleAdmin), store: cfg, timeout: *timeout, logLevel: *level}
 		return nil
 	}
 }
@@ -150,7 +151,7 @@ func runInit(ctx context.Context, e *env, o *initOptions) error {
 	if err != nil {
 		return err
 	}
-	nc, err := bus.Connect(o.url, bus.ConnectOptions{Name: "stoker-init", Log: &log})
+	nc, err := o.url.connect(bus.ConnectOptions{Name: "stoker-init", Log: &log})
 	if err != nil {
 		return err
 	}

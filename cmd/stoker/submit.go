@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/stoker/stoker/bus/auth"
 	"github.com/stoker/stoker/schemas"
 	"github.com/stoker/stoker/sdk"
 )
@@ -18,7 +19,7 @@ import (
 var pollInterval = 200 * time.Millisecond
 
 type submitOptions struct {
-	url  string
+	url  natsTarget
 	wait bool
 	req  schemas.SubmitDriver
 }
@@ -66,7 +67,7 @@ func bindSubmit(fs *flag.FlagSet, o *submitOptions) func(args []string) error {
 		if err != nil {
 			return err
 		}
-		o.url, o.wait = *url, *wait
+		o.url, o.wait = url.target(auth.RoleAdmin), *wait
 		o.req = schemas.SubmitDriver{
 			Name: *name, Command: args, Env: env, Cores: *cores, MemoryMB: int64(*memory), Supervise: *supervise,
 		}

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/bus/auth"
 	"github.com/stoker/stoker/schemas"
 	"github.com/stoker/stoker/services/agent"
 )
@@ -39,6 +41,8 @@ type upOptions struct {
 	// store is what `stoker up` provisions (zero: the defaults).
 	store    bus.StoreConfig
 	logLevel string
+	// insecure runs the bus without authentication.
+	insecure bool
 	// registerWait bounds the wait for every agent's first registration.
 	registerWait time.Duration
 }
@@ -77,6 +81,7 @@ func bindUp(fs *flag.FlagSet, o *upOptions) func(args []string) error {
 	sc := bindSchedulerFlags(fs)
 	sf := bindStoreFlags(fs)
 	level := logLevelFlag(fs)
+	insecure := fs.Bool("insecure", false, "run the bus WITHOUT authentication: anyone who reaches the port owns every worker")
 	return func(args []string) error {
 		if len(args) > 0 {
 			return usagef("unexpected arguments %q", strings.Join(args, " "))
@@ -117,7 +122,7 @@ func bindUp(fs *flag.FlagSet, o *upOptions) func(args []string) error {
 			data: *data, host: *host, port: *port,
 			live: liveness{heartbeat: *hb, workerTimeout: *wt}, recoveryTimeout: *rt, killGrace: *grace,
 			sched: sc.settings(), store: store,
-			logLevel: *level, registerWait: 15 * time.Second,
+			logLevel: *level, registerWait: 15 * time.Second, insecure: *insecure,
 		}
 		return nil
 	}
@@ -148,6 +153,26 @@ type upCluster struct {
 	services []namedService // started, in order
 	agents   []*agent.Service
 	stopOnce sync.Once
+	// data is the absolute data dir; secure: the bus authenticates.
+	data   string
+	secure bool
+}
+
+// adminCreds is the admin credential `stoker up` wrote ("" when insecure).
+func (c *upCluster) adminCreds() string {
+	if !c.secure {
+		return ""
+	}
+	return auth.CredsPath(c.data, auth.RoleAdmin)
+}
+
+// isLoopback reports whether host only listens on this machine.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 type namedService struct {
@@ -164,21 +189,40 @@ func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluste
 		return nil, err
 	}
 	busLog := log.With().Str("component", "bus").Logger().Level(maxLevel(log.GetLevel(), zerolog.WarnLevel))
+	var (
+		keys  *auth.Keys
+		trust *bus.ServerAuth
+	)
+	if !o.insecure {
+		if keys, trust, err = installAuth(data); err != nil {
+			return nil, err
+		}
+	} else if !isLoopback(o.host) {
+		log.Warn().Str("host", o.host).Msg("--insecure on a non-loopback address: anyone who reaches the port can run commands on every worker")
+	}
 	srv, err := bus.StartServer(bus.ServerConfig{Name: hostname(), Host: o.host, Port: o.port,
-		StoreDir: filepath.Join(data, "nats"), Log: &busLog})
+		StoreDir: filepath.Join(data, "nats"), Log: &busLog, Auth: trust})
 	if err != nil {
 		return nil, err
 	}
-	c := &upCluster{log: log, srv: srv, url: srv.URL()}
+	c := &upCluster{log: log, srv: srv, url: srv.URL(), data: data, secure: keys != nil}
 	defer func() {
 		if err != nil {
 			c.Stop()
 		}
 	}()
 
-	conn := func(name string) (*nats.Conn, error) {
+	// Each service and agent connects in-process on its own credential,
+	// minted in memory (user name: its instance or worker id).
+	conn := func(role auth.Role, name string) (*nats.Conn, error) {
 		l := log.With().Str("conn", name).Logger()
-		nc, err := bus.Connect("", bus.ConnectOptions{Name: "stoker-up-" + name, Server: srv, Log: &l})
+		var creds []byte
+		if keys != nil {
+			if creds, err = keys.Mint(role, name, 0); err != nil {
+				return nil, err
+			}
+		}
+		nc, err := bus.Connect("", bus.ConnectOptions{Name: "stoker-up-" + name, Server: srv, Log: &l, CredsData: creds})
 		if err != nil {
 			return nil, err
 		}
@@ -186,7 +230,7 @@ func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluste
 		return nc, nil
 	}
 	// `stoker up` owns the store: provisioned before any service opens it.
-	pnc, err := conn("provision")
+	pnc, err := conn(auth.RoleAdmin, "provision")
 	if err != nil {
 		return nil, err
 	}
@@ -194,11 +238,12 @@ func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluste
 		return nil, err
 	}
 	startSvc := func(name string, mk newService) error {
-		nc, err := conn(name)
+		id := instanceID(name)
+		nc, err := conn(auth.Role(name), id)
 		if err != nil {
 			return err
 		}
-		s, err := mk(nc, instanceID(name), log.With().Str("service", name).Logger())
+		s, err := mk(nc, id, log.With().Str("service", name).Logger())
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -220,7 +265,7 @@ func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluste
 		{"heartbeat", newHeartbeat(o.live)},
 		// Recovery before the scheduler, so it sees the scheduler's first epoch.
 		{"recovery", newRecovery(o.recoveryTimeout)},
-		{"scheduler", newScheduler(o.sched)},
+		{"scheduler", newScheduler(withAppCreds(o.sched, keys))},
 	}
 	for _, st := range steps {
 		if err := startSvc(st.name, st.mk); err != nil {
@@ -231,13 +276,13 @@ func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluste
 	host := hostname()
 	for i := 1; i <= o.workers; i++ {
 		wid := upWorkerID(host, i)
-		nc, err := conn(wid)
+		nc, err := conn(auth.RoleAgent, wid)
 		if err != nil {
 			return nil, err
 		}
 		a, err := newAgent(nc, log, agentSettings{natsURL: c.url, id: wid, host: host,
 			cores: o.coresPerWorker, memoryMB: o.memoryPerWorkerMB, workDir: filepath.Join(data, "work", wid),
-			heartbeat: o.live.heartbeat, killGrace: o.killGrace})
+			heartbeat: o.live.heartbeat, killGrace: o.killGrace, secure: keys != nil})
 		if err != nil {
 			return nil, fmt.Errorf("agent %s: %w", wid, err)
 		}
@@ -307,18 +352,31 @@ func (c *upCluster) Stop() {
 }
 
 func printUpBanner(w io.Writer, o *upOptions, c *upCluster) {
+	env := "export STOKER_NATS_URL=" + c.url
+	natsCLI := "nats --server " + c.url
+	security := "NO AUTHENTICATION (--insecure)"
+	if creds := c.adminCreds(); creds != "" {
+		env += " STOKER_CREDS=" + creds
+		natsCLI = "nats --context stoker"
+		security = "clients need the admin credential " + creds
+	}
 	fmt.Fprintf(w, `Stoker is up: NATS at %s
   %s with %d cores and %s each; data in %s
+  %s
 
-Try, in another terminal:
-  export STOKER_NATS_URL=%s
+Try, in another terminal (the first line is all a client needs):
+  %s
   stoker workers
   stoker submit --wait -- sleep 3
   stoker run -- sleep 600              # a client-mode app holding executors
   go run ./examples/pi --slices 10     # Monte Carlo pi on the executors
-  nats --server %s kv ls stoker-workers
+`, c.url, plural(len(c.agents), "worker", "workers"), o.coresPerWorker, schemas.FormatMemoryMB(o.memoryPerWorkerMB),
+		o.data, security, env)
+	if creds := c.adminCreds(); creds != "" {
+		fmt.Fprintf(w, "  nats context save stoker --server %s --creds %s\n", c.url, creds)
+	}
+	fmt.Fprintf(w, `  %s kv ls stoker-workers
 
 Ctrl-C stops the cluster; starting again on the same --data keeps its state.
-`, c.url, plural(len(c.agents), "worker", "workers"), o.coresPerWorker, schemas.FormatMemoryMB(o.memoryPerWorkerMB),
-		o.data, c.url, c.url)
+`, natsCLI)
 }

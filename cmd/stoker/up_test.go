@@ -33,6 +33,47 @@ func startTestCluster(t *testing.T) *upCluster {
 	return c
 }
 
+// clientVars is the environment `stoker up` tells clients to set.
+func (c *upCluster) clientVars() map[string]string {
+	return map[string]string{"STOKER_NATS_URL": c.url, "STOKER_CREDS": c.adminCreds()}
+}
+
+// TestUp_SecureByDefault: `stoker up` authenticates; a client without
+// credentials gets a one-line error at once, with the printed line it
+// works, and the banner prints that line.
+func TestUp_SecureByDefault(t *testing.T) {
+	c := startTestCluster(t)
+	if !c.secure || !c.srv.Secure() {
+		t.Fatal("stoker up started without authentication")
+	}
+	start := time.Now()
+	code, _, stderr := runCmd(t, map[string]string{"STOKER_CREDS": ""}, "workers", "--nats", c.url)
+	if code == exitOK || !strings.Contains(stderr, "refused the credentials") || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
+		t.Fatalf("anonymous client: exit %d, stderr %q", code, stderr)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("anonymous client refused after %s", d)
+	}
+	code, out, stderr := runCmd(t, c.clientVars(), "workers", "--nats", c.url)
+	if code != exitOK {
+		t.Fatalf("with the admin credential: exit %d: %s %s", code, out, stderr)
+	}
+	var banner strings.Builder
+	printUpBanner(&banner, &upOptions{data: c.data}, c)
+	if !strings.Contains(banner.String(), "STOKER_CREDS="+c.adminCreds()) {
+		t.Errorf("banner lacks the STOKER_CREDS line:\n%s", banner.String())
+	}
+	// The viewer credential written beside it may list but not submit.
+	viewer := map[string]string{"STOKER_NATS_URL": c.url, "STOKER_CREDS": strings.Replace(c.adminCreds(), "admin.creds", "viewer.creds", 1)}
+	if code, out, stderr := runCmd(t, viewer, "workers"); code != exitOK {
+		t.Fatalf("viewer workers: exit %d: %s %s", code, out, stderr)
+	}
+	code, _, stderr = runCmd(t, viewer, "submit", "--", "true")
+	if code == exitOK || !strings.Contains(stderr, "permission denied") {
+		t.Fatalf("viewer submit: exit %d, stderr %q", code, stderr)
+	}
+}
+
 func TestUp_WorkersJSON_ListsBothAlive(t *testing.T) {
 	c := startTestCluster(t)
 	host := hostname()
@@ -40,7 +81,7 @@ func TestUp_WorkersJSON_ListsBothAlive(t *testing.T) {
 
 	var last string
 	bustest.Eventually(t, 20*time.Second, "both workers ALIVE in `stoker workers --json`", func() bool {
-		code, out, stderr := runCmd(t, nil, "workers", "--json", "--nats", c.url)
+		code, out, stderr := runCmd(t, c.clientVars(), "workers", "--json", "--nats", c.url)
 		last = out + stderr
 		if code != exitOK {
 			return false
@@ -62,7 +103,7 @@ func TestUp_WorkersJSON_ListsBothAlive(t *testing.T) {
 	}
 
 	// The table for people names both workers too.
-	code, out, _ := runCmd(t, nil, "workers", "--nats", c.url)
+	code, out, _ := runCmd(t, c.clientVars(), "workers", "--nats", c.url)
 	for id := range want {
 		if code != exitOK || !strings.Contains(out, id) {
 			t.Errorf("workers table (exit %d) lacks %s:\n%s", code, id, out)
@@ -83,7 +124,7 @@ func TestUp_SubmitWait_ExitCodeFollowsDriver(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			args := append([]string{"submit", "--wait", "--nats", c.url, "--"}, tt.cmd...)
-			code, out, stderr := runCmd(t, nil, args...)
+			code, out, stderr := runCmd(t, c.clientVars(), args...)
 			if code != tt.want {
 				t.Fatalf("exit = %d, want %d\nstdout %s\nstderr %s", code, tt.want, out, stderr)
 			}
