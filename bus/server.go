@@ -30,8 +30,10 @@ type ServerConfig struct {
 	ClusterHost string
 	ClusterPort int
 	Routes      []string
-	// MonitorPort, when > 0, serves the HTTP monitoring endpoints.
+	// MonitorPort, when > 0, serves the HTTP monitoring endpoints (no
+	// authentication) on MonitorHost, default 127.0.0.1.
 	MonitorPort int
+	MonitorHost string
 	// ReadyTimeout bounds the wait for JetStream to answer. Default 30s.
 	ReadyTimeout time.Duration
 	// Log receives the server's log lines. Zero value: discarded.
@@ -89,6 +91,10 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.MonitorPort > 0 {
 		opts.HTTPPort = cfg.MonitorPort
+		opts.HTTPHost = cfg.MonitorHost
+		if opts.HTTPHost == "" {
+			opts.HTTPHost = "127.0.0.1"
+		}
 	}
 	var resolver *server.DirAccResolver
 	if cfg.Auth != nil {

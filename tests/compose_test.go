@@ -104,7 +104,7 @@ func (s *stack) cli(timeout time.Duration, args ...string) (string, string, erro
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, stokerBin, args...)
-	cmd.Env = append(os.Environ(), "STOKER_NATS_URL="+s.c.URL)
+	cmd.Env = append(os.Environ(), "STOKER_NATS_URL="+s.c.URL, "STOKER_CREDS="+s.c.AdminCreds())
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -252,6 +252,11 @@ func newStack(t *testing.T, tool []string) *stack {
 	s := &stack{t: t, tool: tool, project: project, file: file, image: "stoker-e2e:" + project,
 		ids: map[string]string{},
 		c:   &Cluster{t: t, Dir: t.TempDir(), Port: port, URL: fmt.Sprintf("nats://127.0.0.1:%d", port)}}
+	// deploy/build.sh makes the stack's credentials there (the image
+	// carries them); the test is a client with the admin one.
+	if s.c.AuthDir, err = filepath.Abs("../deploy/.build/auth"); err != nil {
+		t.Fatal(err)
+	}
 	s.env = append(os.Environ(), fmt.Sprintf("STOKER_NATS_PORT=%d", port), "STOKER_NATS_HOST=127.0.0.1",
 		"STOKER_IMAGE="+s.image, "STOKER_LOG_LEVEL=info")
 	t.Logf("compose: %s, project %s, NATS on %s", strings.Join(tool, " "), project, s.c.URL)

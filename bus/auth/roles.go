@@ -183,6 +183,7 @@ func Permissions(r Role) Perms {
 		for _, b := range append(serviceBuckets, bus.BucketTokens) {
 			p.Pub = append(p.Pub, KVRead(b)...)
 		}
+		p.Pub = append(p.Pub, "$JS.API.STREAM.INFO."+bus.StreamEvents)
 		p.Sub = []string{bus.Events}
 	case RoleApp:
 		p.Pub = []string{app(">"), bus.APIAppsList}

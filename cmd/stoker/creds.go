@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -110,14 +109,17 @@ func (t natsTarget) connect(o bus.ConnectOptions) (*nats.Conn, error) {
 func init() {
 	register(&command{
 		name: "creds", group: "Cluster", summary: "mint a credential from the signing keys on this machine",
-		usage: "--role ROLE --name NAME [--auth-dir ./data] [--ttl 0] [--out FILE]",
+		usage: "[--init] [--role ROLE --name NAME] [--auth-dir ./data] [--ttl 0] [--out FILE]",
 		details: `Signs a user credential (.creds) with the role's key from <auth-dir>/auth/,
 as ` + "`stoker up`" + ` and ` + "`stoker bus`" + ` create it. For an agent the name is its
 worker id; for an app, its app id. Roles: ` + roleList() + `.
-Prefer ` + "`stoker token create`" + ` to join agents from other machines.`,
+--init first creates the keys and the fixed roles' credentials
+(<auth-dir>/creds/<role>.creds) if missing, as ` + "`stoker bus`" + ` does on first start:
+for a cluster whose nodes must share one set (compose's build step).`,
 		examples: []string{
 			"stoker creds --role agent --name gpu-1 --out gpu-1.creds",
 			"stoker creds --role viewer --name alice --ttl 720h --auth-dir /var/lib/stoker",
+			"stoker creds --init --auth-dir deploy/.build/auth",
 		},
 		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			dir := fs.String("auth-dir", "./data", "directory holding auth/ (stoker up's --data, stoker bus's --auth-dir)")
@@ -125,9 +127,18 @@ Prefer ` + "`stoker token create`" + ` to join agents from other machines.`,
 			name := fs.String("name", "", "user name: worker id for agent, app id for app")
 			ttl := fs.Duration("ttl", 0, "lifetime (0: no expiry)")
 			out := fs.String("out", "", "write to this file (0600) instead of stdout")
+			initKeys := fs.Bool("init", false, "create the keys and the fixed roles' credentials in --auth-dir if missing")
 			return func(_ context.Context, args []string) error {
 				if len(args) > 0 {
 					return usagef("unexpected arguments %q", strings.Join(args, " "))
+				}
+				if *initKeys {
+					if _, _, err := auth.Install(*dir); err != nil {
+						return err
+					}
+					if *role == "" {
+						return nil
+					}
 				}
 				r, err := auth.ParseRole(*role)
 				if err != nil {
@@ -196,8 +207,6 @@ func loadKeysIfAny(root string) (*auth.Keys, error) {
 	}
 	return auth.Load(filepath.Join(root, auth.KeysDir))
 }
-
-var _ = time.Second
 
 // withAppCreds is s with the scheduler minting app credentials from keys.
 func withAppCreds(s schedulerSettings, keys *auth.Keys) schedulerSettings {

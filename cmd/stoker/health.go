@@ -7,6 +7,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"time"
 
@@ -48,7 +50,12 @@ the store's owner (stoker up, stoker bus or stoker init) has provisioned it.
 
 With --bus: checks only that this NATS node answers JetStream requests (in a
 cluster: that it has a meta leader), for a bus container's own health check.
---nats then defaults to ` + bus.DefaultURL + `, not $` + envNATSURL + `.`,
+--nats then defaults to ` + bus.DefaultURL + `, not $` + envNATSURL + `. With --monitor
+HOST:PORT it asks the node's monitoring endpoint (/healthz) instead, which
+needs no credentials (` + "`stoker bus --monitor-port`" + ` serves it on 127.0.0.1).
+
+A bus with authentication needs a credential for the client checks: --creds
+or $` + envCreds + ` (any role that may read the store: viewer will do).`,
 		examples: []string{
 			"stoker health",
 			"stoker health --bus                # in a bus container",
@@ -58,6 +65,9 @@ cluster: that it has a meta leader), for a bus container's own health check.
 			url := &setCounter{v: bus.DefaultURL}
 			fs.Var(url, "nats", "NATS server `URL`(s), comma separated [$"+envNATSURL+"]")
 			busOnly := fs.Bool("bus", false, "check only that this NATS node answers JetStream (not the stoker store)")
+			monitor := fs.String("monitor", "", "with --bus: ask this node's monitoring endpoint HOST:PORT (no credentials needed)")
+			creds := fs.String("creds", "", "credentials file [$"+envCreds+"]")
+			ca := fs.String("tls-ca", "", "CA certificate of the bus [$"+envTLSCA+"]")
 			timeout := fs.Duration("timeout", 2*time.Second, "give up and report unhealthy after this long")
 			return func(ctx context.Context, args []string) error {
 				if err := noArgs("health", args); err != nil {
@@ -66,8 +76,16 @@ cluster: that it has a meta leader), for a bus container's own health check.
 				if *timeout <= 0 {
 					return usagef("--timeout must be positive, got %s", *timeout)
 				}
-				target := healthTarget(url, *busOnly, e.getenv(envNATSURL))
-				msg, err := checkHealth(ctx, target, *busOnly, *timeout)
+				var (
+					msg string
+					err error
+				)
+				if *busOnly && *monitor != "" {
+					msg, err = monitorHealth(ctx, *monitor, *timeout)
+				} else {
+					t := natsTarget{URL: healthTarget(url, *busOnly, e.getenv(envNATSURL)), Creds: *creds, CA: *ca}
+					msg, err = checkHealth(ctx, t, *busOnly, *timeout)
+				}
 				if err != nil {
 					fmt.Fprintf(e.stderr, "unhealthy: %v\n", err)
 					return &exitError{code: exitFailure}
@@ -90,7 +108,7 @@ func healthTarget(url *setCounter, busOnly bool, envURL string) string {
 }
 
 // checkHealth runs the checks within timeout and says what it found.
-func checkHealth(ctx context.Context, url string, busOnly bool, timeout time.Duration) (string, error) {
+func checkHealth(ctx context.Context, t natsTarget, busOnly bool, timeout time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	type result struct {
@@ -99,19 +117,19 @@ func checkHealth(ctx context.Context, url string, busOnly bool, timeout time.Dur
 	}
 	done := make(chan result, 1)
 	go func() {
-		msg, err := healthChecks(ctx, url, busOnly)
+		msg, err := healthChecks(ctx, t, busOnly)
 		done <- result{msg, err}
 	}()
 	select {
 	case r := <-done:
 		return r.msg, r.err
 	case <-ctx.Done():
-		return "", fmt.Errorf("no answer from %s within %s", url, timeout)
+		return "", fmt.Errorf("no answer from %s within %s", t.URL, timeout)
 	}
 }
 
-func healthChecks(ctx context.Context, url string, busOnly bool) (string, error) {
-	nc, err := bus.Connect(url, bus.ConnectOptions{Name: "stoker-health"})
+func healthChecks(ctx context.Context, t natsTarget, busOnly bool) (string, error) {
+	nc, err := t.connect(bus.ConnectOptions{Name: "stoker-health"})
 	if err != nil {
 		return "", err
 	}
@@ -133,4 +151,27 @@ func healthChecks(ctx context.Context, url string, busOnly bool) (string, error)
 	}
 	return fmt.Sprintf("%s: JetStream answers, buckets %s and stream %s exist",
 		at, strings.Join(bus.Buckets(), " "), bus.StreamEvents), nil
+}
+
+// monitorHealth asks a node's monitoring endpoint whether JetStream is up
+// with a meta leader: no client connection, so no credentials
+// (SECURITY-NOTES trap 14).
+func monitorHealth(ctx context.Context, hostPort string, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	u := "http://" + hostPort + "/healthz?js-meta-only=true"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("monitoring endpoint %s: %w", hostPort, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s: %s %s", u, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return fmt.Sprintf("NATS node at %s: JetStream up with a meta leader", hostPort), nil
 }
