@@ -168,7 +168,7 @@ func TestUp_StoreFlags_StartAndUpdateInPlace(t *testing.T) {
 		if err != nil {
 			t.Fatalf("up %v: %v", tc.args, err)
 		}
-		nc := bustest.Conn(t, c.url)
+		nc := c.adminConn(t)
 		js, err := jetstream.New(nc)
 		if err != nil {
 			t.Fatal(err)

@@ -7,8 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/bus/bustest"
 	"github.com/stoker/stoker/schemas"
 )
@@ -36,6 +38,17 @@ func startTestCluster(t *testing.T) *upCluster {
 // clientVars is the environment `stoker up` tells clients to set.
 func (c *upCluster) clientVars() map[string]string {
 	return map[string]string{"STOKER_NATS_URL": c.url, "STOKER_CREDS": c.adminCreds()}
+}
+
+// adminConn connects a test client with the admin credential `stoker up` wrote.
+func (c *upCluster) adminConn(t *testing.T) *nats.Conn {
+	t.Helper()
+	nc, err := bus.Connect(c.url, bus.ConnectOptions{Name: t.Name(), Creds: c.adminCreds()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }
 
 // TestUp_SecureByDefault: `stoker up` authenticates; a client without
