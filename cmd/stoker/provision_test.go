@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/bus/auth"
 	"github.com/stoker/stoker/bus/bustest"
 	"github.com/stoker/stoker/schemas"
 )
@@ -204,8 +205,11 @@ func TestBus_ProvisionsStore_InitChecksIt(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	e, out, errb := testEnv(nil)
 	exited := make(chan int, 1)
+	data := t.TempDir()
+	// The bus writes the admin credential in its data dir on first start.
+	admin := map[string]string{"STOKER_CREDS": auth.CredsPath(data, auth.RoleAdmin)}
 	go func() {
-		exited <- run(ctx, e, []string{"bus", "--data", t.TempDir(), "--host", "127.0.0.1", "--port", fmt.Sprint(port),
+		exited <- run(ctx, e, []string{"bus", "--data", data, "--host", "127.0.0.1", "--port", fmt.Sprint(port),
 			"--lease-ttl", "2s", "--log-level", "warn"})
 	}()
 	t.Cleanup(func() {
@@ -216,7 +220,7 @@ func TestBus_ProvisionsStore_InitChecksIt(t *testing.T) {
 	})
 	var js jetstream.JetStream
 	bustest.Eventually(t, 20*time.Second, "the bus's store", func() bool {
-		nc, err := bus.Connect(url, bus.ConnectOptions{Name: t.Name()})
+		nc, err := bus.Connect(url, bus.ConnectOptions{Name: t.Name(), Creds: admin["STOKER_CREDS"]})
 		if err != nil {
 			return false
 		}
@@ -230,11 +234,11 @@ func TestBus_ProvisionsStore_InitChecksIt(t *testing.T) {
 	if !strings.Contains(storeShape(t, js), "KV_stoker-leader r=1 age=2s") {
 		t.Fatalf("the bus did not provision its lease TTL:\n%s", storeShape(t, js))
 	}
-	code, stdout, stderr := runCmd(t, nil, "init", "--nats", url, "--lease-ttl", "4s", "--log-level", "warn")
+	code, stdout, stderr := runCmd(t, admin, "init", "--nats", url, "--lease-ttl", "4s", "--log-level", "warn")
 	if code != exitOK || !strings.Contains(stdout, "store ready") || !strings.Contains(storeShape(t, js), "KV_stoker-leader r=1 age=4s") {
 		t.Fatalf("init --lease-ttl 4s: exit %d\n%s%s\n%s", code, stdout, stderr, storeShape(t, js))
 	}
-	code, _, stderr = runCmd(t, nil, "init", "--nats", url, "--replicas", "3", "--timeout", "5s", "--log-level", "warn")
+	code, _, stderr = runCmd(t, admin, "init", "--nats", url, "--replicas", "3", "--timeout", "5s", "--log-level", "warn")
 	if code != exitFailure || !strings.Contains(stderr, "replicas is 1, wanted 3") {
 		t.Fatalf("init --replicas 3 on an R1 store: exit %d, %s", code, stderr)
 	}
