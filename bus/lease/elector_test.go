@@ -345,6 +345,11 @@ func TestElector_NeverTwoLeaders(t *testing.T) {
 // on its first tick with connectivity back.
 func TestElector_StandbyDoesNotDeposeAfterHeal(t *testing.T) {
 	const ttl = 3 * time.Second
+	// A 500ms window: some margin for a loaded machine delaying beats,
+	// while a failed delete and re-read (two RenewIntervals) still exceed
+	// it, so the bug this tests shows.
+	testMissedBeats = 5
+	t.Cleanup(func() { testMissedBeats = 0 })
 	tests := []struct {
 		name       string
 		disconnect bool // also drop the standby's connection: it knows it is cut off
