@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -17,13 +18,14 @@ import (
 // Every mirror of a view shares the view's lock, so a plan reads all of
 // them at one instant; the maps are the Snapshot's maps, never replaced.
 type mirror[T any] struct {
-	kv     jetstream.KeyValue
-	mu     *sync.Mutex
+	kv   jetstream.KeyValue
+	only string // if set, the one key mirrored
+	log  zerolog.Logger
+
+	mu     *sync.Mutex // guards the fields below
 	items  map[string]*T
 	revs   map[string]uint64 // key → highest revision applied
 	loaded bool              // the initial values arrived
-	only   string            // if set, the one key mirrored
-	log    zerolog.Logger
 }
 
 func newMirror[T any](kv jetstream.KeyValue, mu *sync.Mutex, items map[string]*T, log zerolog.Logger) *mirror[T] {
@@ -36,7 +38,7 @@ func newMirror[T any](kv jetstream.KeyValue, mu *sync.Mutex, items map[string]*T
 func (m *mirror[T]) watch(ctx context.Context, g *svc.Group, changed func()) error {
 	w, err := m.kv.WatchAll(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", m.kv.Bucket(), err)
 	}
 	g.Go(func(ctx context.Context) { m.run(ctx, w, changed) })
 	return nil
