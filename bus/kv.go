@@ -130,6 +130,7 @@ type Entry[T any] struct {
 	Key      string
 	Value    *T
 	Revision uint64
+	Created  time.Time // when this revision was written
 }
 
 // Get reads and decodes key. A missing or deleted key is ErrNotFound.
@@ -144,18 +145,30 @@ func Get[T any](ctx context.Context, kv jetstream.KeyValue, key string) (*T, uin
 // get is Get that also returns the revision of a value it cannot decode
 // (with the decode error), for MutateOrReplace.
 func get[T any](ctx context.Context, kv jetstream.KeyValue, key string) (*T, uint64, error) {
+	r, err := GetRecord(ctx, kv, key, func() any { return new(T) })
+	if err != nil {
+		return nil, r.Revision, err
+	}
+	return r.Value.(*T), r.Revision, nil
+}
+
+// GetRecord is Get for a record type known at run time (a Bucket's
+// Record). A value it cannot decode is an error, with the Record's
+// revision and time set.
+func GetRecord(ctx context.Context, kv jetstream.KeyValue, key string, newRecord func() any) (Record, error) {
 	e, err := kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return nil, 0, fmt.Errorf("%s %q: %w", kv.Bucket(), key, ErrNotFound)
+		return Record{}, fmt.Errorf("%s %q: %w", kv.Bucket(), key, ErrNotFound)
 	}
 	if err != nil {
-		return nil, 0, err
+		return Record{}, fmt.Errorf("%s %q: %w", kv.Bucket(), key, err)
 	}
-	v := new(T)
-	if err := DecodeRecord(e.Value(), v); err != nil {
-		return nil, e.Revision(), &undecodableError{fmt.Errorf("%s %q: %w", kv.Bucket(), key, err)}
+	r := Record{Key: key, Value: newRecord(), Revision: e.Revision(), Created: e.Created()}
+	if err := DecodeRecord(e.Value(), r.Value); err != nil {
+		r.Value = nil
+		return r, &undecodableError{fmt.Errorf("%s %q: %w", kv.Bucket(), key, err)}
 	}
-	return v, e.Revision(), nil
+	return r, nil
 }
 
 // undecodableError marks a value that is there but cannot be decoded.
@@ -272,12 +285,40 @@ func List[T any](ctx context.Context, kv jetstream.KeyValue) ([]Entry[T], error)
 // record: each value that cannot be decoded is passed to skip (with its key)
 // and left out. A nil skip makes it List.
 func ListSkipping[T any](ctx context.Context, kv jetstream.KeyValue, skip func(key string, err error)) ([]Entry[T], error) {
+	var skipRecord func(Record, error)
+	if skip != nil {
+		skipRecord = func(r Record, err error) { skip(r.Key, err) }
+	}
+	es, err := ListRecords(ctx, kv, func() any { return new(T) }, skipRecord)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Entry[T], len(es))
+	for i, e := range es {
+		out[i] = Entry[T]{Key: e.Key, Value: e.Value.(*T), Revision: e.Revision, Created: e.Created}
+	}
+	return out, nil
+}
+
+// Record is an Entry whose type is known at run time: Value is what the
+// bucket's Record function made (a pointer to a schemas type).
+type Record struct {
+	Key      string
+	Value    any
+	Revision uint64
+	Created  time.Time
+}
+
+// ListRecords is ListSkipping for a record type known at run time (a
+// Bucket's Record): every live value decoded into a new newRecord(), in
+// one ordered watch. skip gets an undecodable record without its Value.
+func ListRecords(ctx context.Context, kv jetstream.KeyValue, newRecord func() any, skip func(Record, error)) ([]Record, error) {
 	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", kv.Bucket(), err)
 	}
 	defer func() { _ = w.Stop() }()
-	var out []Entry[T]
+	var out []Record
 	for {
 		select {
 		case <-ctx.Done():
@@ -286,16 +327,17 @@ func ListSkipping[T any](ctx context.Context, kv jetstream.KeyValue, skip func(k
 			if !ok || e == nil { // closed, or the initial values delivered
 				return out, nil
 			}
-			v := new(T)
-			if err := DecodeRecord(e.Value(), v); err != nil {
+			r := Record{Key: e.Key(), Value: newRecord(), Revision: e.Revision(), Created: e.Created()}
+			if err := DecodeRecord(e.Value(), r.Value); err != nil {
 				err = fmt.Errorf("%s %q: %w", kv.Bucket(), e.Key(), err)
 				if skip == nil {
 					return nil, err
 				}
-				skip(e.Key(), err)
+				r.Value = nil
+				skip(r, err)
 				continue
 			}
-			out = append(out, Entry[T]{Key: e.Key(), Value: v, Revision: e.Revision()})
+			out = append(out, r)
 		}
 	}
 }

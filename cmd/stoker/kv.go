@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -134,50 +133,33 @@ func openBucket(ctx context.Context, nc *nats.Conn, b bus.Bucket) (jetstream.Key
 func kvGet(ctx context.Context, w io.Writer, b bus.Bucket, kv jetstream.KeyValue, key string, asJSON bool) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	e, err := kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return fmt.Errorf("%s %q: %w", b.Name, key, bus.ErrNotFound)
-	}
+	r, err := bus.GetRecord(ctx, kv, key, b.Record)
 	if err != nil {
-		return fmt.Errorf("%s %q: %w", b.Name, key, err)
+		return err
 	}
-	v := b.Record()
-	if err := bus.DecodeRecord(e.Value(), v); err != nil {
-		return fmt.Errorf("%s %q: %w", b.Name, key, err)
-	}
-	rec := kvRecord{Bucket: b.Name, Key: key, Revision: e.Revision(), Created: e.Created(), Value: v}
+	rec := kvRecord{Bucket: b.Name, Key: key, Revision: r.Revision, Created: r.Created, Value: r.Value}
 	if asJSON {
 		return writeJSON(w, rec)
 	}
 	fmt.Fprintf(w, "%s/%s  revision %d  written %s (%s)\n", b.Name, key, rec.Revision,
 		rec.Created.Local().Format("2006-01-02 15:04:05.000"), ago(rec.Created))
-	return writeJSON(w, v)
+	return writeJSON(w, r.Value)
 }
 
 func kvList(ctx context.Context, w io.Writer, b bus.Bucket, kv jetstream.KeyValue, asJSON bool) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	watch, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	recs := []kvRecord{}
+	// An undecodable record is listed with its error, not skipped.
+	all, err := bus.ListRecords(ctx, kv, b.Record, func(r bus.Record, err error) {
+		recs = append(recs, kvRecord{Bucket: b.Name, Key: r.Key, Revision: r.Revision, Created: r.Created,
+			Value: map[string]string{"error": err.Error()}})
+	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", b.Name, err)
 	}
-	defer func() { _ = watch.Stop() }()
-	recs := []kvRecord{}
-	for done := false; !done; {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s: %w", b.Name, ctx.Err())
-		case e, ok := <-watch.Updates():
-			if !ok || e == nil { // nil: every current value delivered
-				done = true
-				break
-			}
-			v := b.Record()
-			if err := bus.DecodeRecord(e.Value(), v); err != nil {
-				v = map[string]string{"error": err.Error()}
-			}
-			recs = append(recs, kvRecord{Bucket: b.Name, Key: e.Key(), Revision: e.Revision(), Created: e.Created(), Value: v})
-		}
+	for _, r := range all {
+		recs = append(recs, kvRecord{Bucket: b.Name, Key: r.Key, Revision: r.Revision, Created: r.Created, Value: r.Value})
 	}
 	sort.Slice(recs, func(i, j int) bool { return recs[i].Key < recs[j].Key })
 	if asJSON {
