@@ -116,8 +116,10 @@ func StreamOwn(s string) []string {
 		"$JS.API.CONSUMER.INFO." + s + ".>", "$JS.FC." + s + ".>"}
 }
 
-// servicePub is what every service publishes: KV on every bucket (each
-// service still creates the buckets it opens), events, account info.
+// servicePub is what every service publishes: KV on every bucket, events,
+// account info. Services no longer create or update the buckets (the
+// store's owner, bus.Provision, does: stoker up, stoker bus, stoker init),
+// so the StreamOwn rights here are more than a service needs.
 func servicePub() []string {
 	out := []string{"$JS.API.INFO", bus.Events}
 	for _, b := range serviceBuckets {
