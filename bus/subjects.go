@@ -32,6 +32,12 @@ const (
 	workerStateT = "stoker.worker.%s.state"
 
 	// WorkerLogs: client → agent (request). schemas.LogsRequest → schemas.LogsReply.
+	// WorkerPing: request-reply; every live agent of the worker id answers
+	// with schemas.AgentPresence. A starting agent asks it before acting on
+	// commands (one worker id, one live agent).
+	WorkerPing  = "stoker.worker.*.ping"
+	workerPingT = "stoker.worker.%s.ping"
+
 	WorkerLogs  = "stoker.worker.*.logs"
 	workerLogsT = "stoker.worker.%s.logs"
 
@@ -121,6 +127,9 @@ func WorkerLeaveSubject(wid string) string { return fmt.Sprintf(workerLeaveT, wi
 
 // WorkerStateSubject is stoker.worker.<wid>.state.
 func WorkerStateSubject(wid string) string { return fmt.Sprintf(workerStateT, wid) }
+
+// WorkerPingSubject is stoker.worker.<wid>.ping.
+func WorkerPingSubject(wid string) string { return fmt.Sprintf(workerPingT, wid) }
 
 // WorkerLogsSubject is stoker.worker.<wid>.logs.
 func WorkerLogsSubject(wid string) string { return fmt.Sprintf(workerLogsT, wid) }

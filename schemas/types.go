@@ -1,6 +1,9 @@
 package schemas
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Versioned type names. A breaking change to a type gets a new version.
 const (
@@ -39,6 +42,7 @@ const (
 	TypeLogsReply         = "io.stoker.v1.logs_reply"
 	TypeEvent             = "io.stoker.v1.event"
 	TypeLeaseBeat         = "io.stoker.v1.lease_beat"
+	TypeAgentPresence     = "io.stoker.v1.agent_presence"
 )
 
 // Base is embedded first in every wire type: the versioned type name.
@@ -72,6 +76,12 @@ type RegisterWorker struct {
 	Cores    int    `json:"cores"`
 	MemoryMB int64  `json:"memory_mb"`
 	WorkDir  string `json:"work_dir,omitempty"`
+	// PID is the agent's process id and Since when the instance started:
+	// a registration from an instance older than the ALIVE one holding the
+	// worker id is refused (the older one was replaced; docs/contract.md,
+	// "one worker id, one live agent").
+	PID   int       `json:"pid,omitempty"`
+	Since time.Time `json:"since"`
 	// Executors and drivers the agent still runs (after a bus restart or a
 	// re-register request), so the cluster does not forget them.
 	Executors []RunningExecutor `json:"executors,omitempty"`
@@ -151,6 +161,36 @@ type WorkerLeaving struct {
 
 func (*WorkerLeaving) WireType() string { return TypeWorkerLeaving }
 
+// AgentPresence answers a request on stoker.worker.<wid>.ping: the live
+// agent instance that holds the worker id. A starting agent asks before it
+// acts on commands and refuses to start if an older instance answers.
+type AgentPresence struct {
+	Base
+	WorkerID string    `json:"worker_id"`
+	Instance string    `json:"instance"`
+	Host     string    `json:"host"`
+	PID      int       `json:"pid,omitempty"`
+	Since    time.Time `json:"since"`
+	WorkDir  string    `json:"work_dir,omitempty"`
+}
+
+func (*AgentPresence) WireType() string { return TypeAgentPresence }
+
+// OlderThan orders agent instances by start time, then instance nonce: of
+// two live instances under one worker id, the older one keeps it.
+func (p *AgentPresence) OlderThan(q *AgentPresence) bool {
+	if !p.Since.Equal(q.Since) {
+		return p.Since.Before(q.Since)
+	}
+	return p.Instance < q.Instance
+}
+
+// String names the instance for an error message.
+func (p *AgentPresence) String() string {
+	return fmt.Sprintf("on host %s (pid %d, since %s, instance %s, work dir %s)",
+		p.Host, p.PID, p.Since.UTC().Format(time.RFC3339), p.Instance, p.WorkDir)
+}
+
 // Ack is the generic positive answer.
 type Ack struct {
 	Base
@@ -176,6 +216,10 @@ type Worker struct {
 	State        WorkerState `json:"state"`
 	RegisteredAt time.Time   `json:"registered_at"`
 	UpdatedAt    time.Time   `json:"updated_at"`
+	// PID and Since are the registered agent instance's process id and
+	// start time (see RegisterWorker).
+	PID   int       `json:"pid,omitempty"`
+	Since time.Time `json:"since"`
 	// Epoch is the scheduler epoch under which the record was last confirmed.
 	Epoch  uint64 `json:"epoch,omitempty"`
 	Reason string `json:"reason,omitempty"`
@@ -531,7 +575,11 @@ type WorkerView struct {
 	Drivers      int         `json:"drivers"`
 	RegisteredAt time.Time   `json:"registered_at"`
 	UpdatedAt    time.Time   `json:"updated_at"`
-	Epoch        uint64      `json:"epoch,omitempty"`
+	// PID and Since are the registered agent instance's process id and
+	// start time (see RegisterWorker).
+	PID   int       `json:"pid,omitempty"`
+	Since time.Time `json:"since"`
+	Epoch uint64    `json:"epoch,omitempty"`
 }
 
 // WorkerList answers stoker.api.workers.list.

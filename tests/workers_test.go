@@ -1,8 +1,11 @@
 package tests
 
 import (
+	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -167,4 +170,49 @@ func envDuration(name string, def time.Duration) time.Duration {
 		}
 	}
 	return def
+}
+
+// TestAgent_OneIDOneLiveAgent (issue 9 item 1): a second `stoker agent`
+// process under an id a live agent holds exits non-zero with an error that
+// names the first (host, pid, since) and says how to pick another id; the
+// commands of the worker run once, on the first.
+func TestAgent_OneIDOneLiveAgent(t *testing.T) {
+	c := fullCluster(t, nil, map[string]int{"dup": 4})
+	first := c.procByName("agent-dup")
+	second := c.Start("agent-dup-second", "agent", "--nats", c.URL, "--id", "dup", "--cores", "4", "--memory", "2g",
+		"--work-dir", filepath.Join(c.Dir, "work", "dup-second"), "--heartbeat-interval", c.hb)
+	err := second.Wait(20 * time.Second)
+	if err == nil || !second.Exited() {
+		t.Fatalf("the second agent under id dup: %v, want a non-zero exit", err)
+	}
+	b, _ := os.ReadFile(second.Log)
+	for _, want := range []string{`worker id "dup" is held by`, fmt.Sprintf("pid %d", first.Cmd.Process.Pid), "since", "--id"} {
+		if !strings.Contains(string(b), want) {
+			t.Fatalf("the second agent's output does not say %q:\n%s", want, b)
+		}
+	}
+	if w := c.Worker("dup"); w == nil || w.State != schemas.WorkerAlive || w.PID != first.Cmd.Process.Pid {
+		t.Fatalf("worker dup %+v, want ALIVE and held by the first agent (pid %d)", w, first.Cmd.Process.Pid)
+	}
+	marker := filepath.Join(c.Dir, "ran")
+	if out, errOut, err := c.CLI("run", "--max-cores", "3", "--", "/bin/sh", "-c", "echo $STOKER_EXECUTOR_ID >> "+marker); err != nil {
+		t.Fatalf("stoker run: %v\n%s\n%s", err, out, errOut)
+	}
+	got, _ := os.ReadFile(marker)
+	if n := strings.Count(string(got), "\n"); n != 3 {
+		t.Fatalf("3 executors ran %d times:\n%s", n, got)
+	}
+}
+
+// procByName is the first process started under name.
+func (c *Cluster) procByName(name string) *Proc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.procs {
+		if p.Name == name {
+			return p
+		}
+	}
+	c.t.Fatalf("no process %s", name)
+	return nil
 }

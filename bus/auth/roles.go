@@ -153,8 +153,8 @@ func Permissions(r Role) Perms {
 	p := Perms{Inbox: inbox}
 	switch r {
 	case RoleAgent:
-		p.Pub = []string{worker("register"), worker("heartbeat"), worker("state"), worker("leave")}
-		p.Sub = []string{worker("cmd.>"), worker("logs")}
+		p.Pub = []string{worker("register"), worker("heartbeat"), worker("state"), worker("leave"), worker("ping")}
+		p.Sub = []string{worker("cmd.>"), worker("logs"), worker("ping")}
 		p.Resp = true
 	case RoleScheduler:
 		p.Pub = append([]string{bus.WorkerCmd, "stoker.leader.>"}, servicePub()...)

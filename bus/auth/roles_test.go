@@ -79,6 +79,19 @@ func TestPermissions_AgentConfinedToItsOwnSubjects(t *testing.T) {
 	}
 }
 
+// A starting agent asks its own worker id's ping subject whether another
+// live instance holds the id, and answers it: both ways, its own id only.
+func TestPermissions_AgentPingsOnlyItsOwnID(t *testing.T) {
+	p := Permissions(RoleAgent)
+	pub, sub := expand(p.Pub, "a"), expand(p.Sub, "a")
+	if !allowed(pub, nil, bus.WorkerPingSubject("a")) || !allowed(sub, nil, bus.WorkerPingSubject("a")) {
+		t.Errorf("agent a may not publish and subscribe %s", bus.WorkerPingSubject("a"))
+	}
+	if allowed(pub, nil, bus.WorkerPingSubject("b")) || allowed(sub, nil, bus.WorkerPingSubject("b")) {
+		t.Errorf("agent a may use %s", bus.WorkerPingSubject("b"))
+	}
+}
+
 func TestPermissions_NoPartialWildcardsAndEveryRoleHasItsInbox(t *testing.T) {
 	for _, r := range Roles {
 		p := Permissions(r)

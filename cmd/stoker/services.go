@@ -205,9 +205,12 @@ and checks --renew-interval, --beat-interval and --missed-beats against it.`,
 	register(&command{
 		name: "agent", group: "Services", summary: "run a worker agent (offers cores and memory, runs executors and drivers)",
 		usage: "[--nats URL] [--id ID] [--cores N] [--memory 4g] [--work-dir DIR] [--heartbeat-interval 1s]",
-		details: `Defaults as Spark's worker: the id is the hostname, all cores, total memory
-minus 1 GiB. On SIGTERM or Ctrl-C the agent tells the cluster it is leaving
-(the worker is DECOMMISSIONED at once) and stops its executors and drivers.`,
+		details: `Defaults as Spark's worker: all cores, total memory minus 1 GiB. The default
+id is the hostname plus a short suffix, kept in <work-dir>/worker-id so a
+restart keeps it. One worker id is one live agent: an agent whose id is held by
+another live agent exits with an error naming it (host, pid, since). On SIGTERM
+or Ctrl-C the agent tells the cluster it is leaving (the worker is
+DECOMMISSIONED at once) and stops its executors and drivers.`,
 		examples: []string{
 			"stoker agent --nats nats://10.0.0.1:4222",
 			"stoker agent --id gpu-1 --cores 8 --memory 30g --work-dir /var/lib/stoker/work",
@@ -276,7 +279,7 @@ type agentOptions struct {
 
 func bindAgent(fs *flag.FlagSet, o *agentOptions) func(args []string) error {
 	url := natsFlag(fs)
-	id := fs.String("id", "", "worker id (default: the hostname)")
+	id := fs.String("id", "", "worker id (default: the hostname plus a suffix, kept in <work-dir>/worker-id)")
 	host := fs.String("host", "", "address reported for this worker (default: the hostname)")
 	cores := fs.Int("cores", runtime.NumCPU(), "cores offered to the cluster")
 	memory := sizeVar(fs, "memory", 0, "memory offered, e.g. 4g (default: total memory minus 1 GiB)")
@@ -294,16 +297,18 @@ func bindAgent(fs *flag.FlagSet, o *agentOptions) func(args []string) error {
 		if *hb <= 0 || *grace < 0 {
 			return usagef("--heartbeat-interval must be > 0 and --kill-grace >= 0")
 		}
-		wid := *id
-		if wid == "" {
-			wid = hostname()
-		}
-		if err := schemas.ValidID("worker", wid); err != nil {
-			return usagef("--id: %v", err)
-		}
 		dir, err := filepath.Abs(*workDir)
 		if err != nil {
 			return usagef("--work-dir: %v", err)
+		}
+		wid := *id
+		if wid == "" {
+			if wid, err = agent.DefaultWorkerID(dir); err != nil {
+				return fmt.Errorf("--id: %w", err)
+			}
+		}
+		if err := schemas.ValidID("worker", wid); err != nil {
+			return usagef("--id: %v", err)
 		}
 		*o = agentOptions{logLevel: *level, target: url.target(), agentSettings: agentSettings{natsURL: *url.url, id: wid, host: *host, workDir: dir,
 			cores: *cores, memoryMB: int64(*memory), heartbeat: *hb, killGrace: *grace}}
@@ -343,7 +348,14 @@ func runAgent(ctx context.Context, e *env, o *agentOptions) error {
 		case <-ctx.Done():
 		}
 	}()
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-a.Done():
+		// Replaced by a newer instance: it has stopped acting already.
+		a.Stop()
+		_ = nc.Drain()
+		return a.Err()
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err = a.Shutdown(sctx)

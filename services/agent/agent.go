@@ -39,6 +39,7 @@ type Service struct {
 	log      zerolog.Logger
 	wid      string
 	instance string
+	since    time.Time // when this instance started
 	counters bus.Counters
 	reports  *reporter
 
@@ -52,6 +53,9 @@ type Service struct {
 
 	stopOnce  sync.Once
 	leaveOnce sync.Once
+	failOnce  sync.Once
+	done      chan struct{} // closed when replaced (see replacedBy)
+	fatal     error
 
 	mu       sync.Mutex // guards what follows and every runner's guarded fields
 	group    *svc.Group
@@ -78,6 +82,8 @@ func New(cfg Config) (*Service, error) {
 		nc:                cfg.NC,
 		wid:               cfg.WorkerID,
 		instance:          schemas.NewInstance(),
+		since:             time.Now().UTC(),
+		done:              make(chan struct{}),
 		registered:        make(chan struct{}),
 		reregister:        make(chan string, 1),
 		hbReset:           make(chan struct{}, 1),
@@ -121,9 +127,11 @@ func (s *Service) Used() (cores int, memoryMB int64) {
 	return cores, memoryMB
 }
 
-// Start creates the work directory, subscribes to the agent's command and
-// logs subjects and its heartbeat inbox, and returns once they are in place.
-// Registration runs in the background (see Registered).
+// Start creates the work directory, answers stoker.worker.<wid>.ping and
+// asks it: if an older live agent holds the worker id, Start returns a
+// *HeldError and acts on nothing. Else it subscribes to the agent's command
+// and logs subjects and its heartbeat inbox, and returns once they are in
+// place. Registration runs in the background (see Registered).
 func (s *Service) Start(ctx context.Context) error {
 	s.mu.Lock()
 	if s.started || s.stopping {
@@ -136,6 +144,10 @@ func (s *Service) Start(ctx context.Context) error {
 
 	if err := os.MkdirAll(s.cfg.WorkDir, 0o755); err != nil {
 		return fmt.Errorf("agent: work dir: %w", err)
+	}
+	if err := s.claimID(ctx); err != nil {
+		s.Stop()
+		return err
 	}
 	gctx := s.group.Context()
 	log := s.log
@@ -285,6 +297,10 @@ func (s *Service) registerUntilAccepted(ctx context.Context, reason string) {
 		if ctx.Err() != nil {
 			return
 		}
+		if be := (*bus.Error)(nil); errors.As(err, &be) && be.Code == bus.CodeConflict {
+			s.replacedBy(be.Description)
+			return
+		}
 		if attempt == 0 || attempt%10 == 0 {
 			log.Warn().Err(err).Int("attempt", attempt+1).Msg("registration not accepted; retrying")
 		}
@@ -350,6 +366,8 @@ func (s *Service) registration() *schemas.RegisterWorker {
 		Cores:     s.cfg.Cores,
 		MemoryMB:  s.cfg.MemoryMB,
 		WorkDir:   s.cfg.WorkDir,
+		PID:       s.cfg.PID,
+		Since:     s.since,
 		Executors: execs,
 		Drivers:   drivers,
 	}

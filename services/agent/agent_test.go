@@ -19,6 +19,7 @@ import (
 )
 
 func TestNew_Defaults(t *testing.T) {
+	t.Chdir(t.TempDir()) // the relative work dir below, and its worker-id file
 	srv := bustest.Start(t)
 	nc := bustest.Conn(t, srv.URL())
 	hostname, _ := os.Hostname()
@@ -32,8 +33,11 @@ func TestNew_Defaults(t *testing.T) {
 			name: "minimal",
 			cfg:  Config{NC: nc, NATSURL: srv.URL(), WorkDir: "rel-work"},
 			check: func(t *testing.T, s *Service) {
-				if s.WorkerID() != schemas.SanitizeID(hostname) {
-					t.Errorf("worker id %q, want sanitized hostname %q", s.WorkerID(), schemas.SanitizeID(hostname))
+				if !strings.HasPrefix(s.WorkerID(), schemas.SanitizeID(hostname)+"-") {
+					t.Errorf("worker id %q, want the sanitized hostname %q plus a suffix", s.WorkerID(), schemas.SanitizeID(hostname))
+				}
+				if kept, _ := os.ReadFile(filepath.Join(s.cfg.WorkDir, WorkerIDFile)); strings.TrimSpace(string(kept)) != s.WorkerID() {
+					t.Errorf("%s holds %q, want %q", WorkerIDFile, kept, s.WorkerID())
 				}
 				if s.cfg.Host != hostname || s.cfg.Cores != runtime.NumCPU() || s.cfg.MemoryMB < minMemoryMB {
 					t.Errorf("host %q cores %d memory %d", s.cfg.Host, s.cfg.Cores, s.cfg.MemoryMB)

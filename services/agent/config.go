@@ -45,8 +45,9 @@ type Config struct {
 
 	// NATSURL is given to every child as STOKER_NATS_URL. Required.
 	NATSURL string
-	// WorkerID names the worker (schemas.ValidID). Default: the hostname,
-	// sanitized with schemas.SanitizeID.
+	// WorkerID names the worker (schemas.ValidID). Default: the id kept in
+	// <WorkDir>/worker-id, created the first time as the hostname plus a
+	// short random suffix (DefaultWorkerID).
 	WorkerID string
 	// Host is the address reported at registration. Default: the hostname.
 	Host string
@@ -71,6 +72,11 @@ type Config struct {
 	CommandReplyPrefixes []string
 	// TLSCA is the CA file children are told to trust (STOKER_TLS_CA).
 	TLSCA string
+	// PID is reported at registration and in answers to pings. Default os.Getpid().
+	PID int
+	// PingWait is how long Start collects answers on stoker.worker.<wid>.ping
+	// from other live agents holding the id. Default 300ms.
+	PingWait time.Duration
 	// RelaunchBackoff is the first wait before a supervised driver that
 	// exited non-zero is started again; it doubles up to 30s. Default 500ms.
 	RelaunchBackoff time.Duration
@@ -85,8 +91,21 @@ func (c *Config) applyDefaults() error {
 		return errors.New("agent: Config.NATSURL is required (children get it as STOKER_NATS_URL)")
 	}
 	hostname, _ := os.Hostname()
+	if c.WorkDir == "" {
+		c.WorkDir = DefaultWorkDir
+	}
+	abs, err := filepath.Abs(c.WorkDir)
+	if err != nil {
+		return fmt.Errorf("agent: work dir %q: %w", c.WorkDir, err)
+	}
+	c.WorkDir = abs
 	if c.WorkerID == "" {
-		c.WorkerID = schemas.SanitizeID(hostname)
+		if c.WorkerID, err = DefaultWorkerID(c.WorkDir); err != nil {
+			return fmt.Errorf("agent: worker id: %w", err)
+		}
+	}
+	if c.PID == 0 {
+		c.PID = os.Getpid()
 	}
 	if err := schemas.ValidID("worker", c.WorkerID); err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -106,14 +125,6 @@ func (c *Config) applyDefaults() error {
 	if err := schemas.ValidResources("worker", c.Cores, c.MemoryMB); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	if c.WorkDir == "" {
-		c.WorkDir = DefaultWorkDir
-	}
-	abs, err := filepath.Abs(c.WorkDir)
-	if err != nil {
-		return fmt.Errorf("agent: work dir %q: %w", c.WorkDir, err)
-	}
-	c.WorkDir = abs
 	for _, d := range []struct {
 		v   *time.Duration
 		def time.Duration
@@ -123,6 +134,7 @@ func (c *Config) applyDefaults() error {
 		{&c.KillGrace, DefaultKillGrace, "KillGrace"},
 		{&c.RegisterTimeout, DefaultRegisterTimeout, "RegisterTimeout"},
 		{&c.RelaunchBackoff, DefaultRelaunchBackoff, "RelaunchBackoff"},
+		{&c.PingWait, DefaultPingWait, "PingWait"},
 	} {
 		if *d.v == 0 {
 			*d.v = d.def

@@ -39,6 +39,9 @@ type cluster struct {
 	// refuseLeave, when set, refuses a leave with this reason (Ack OK false).
 	refuseLeave string
 	refused     int
+	// refuseReg, when set, answers registrations 409 with this reason (a
+	// newer instance holds the worker id).
+	refuseReg string
 }
 
 // startCluster subscribes a fake cluster on nc.
@@ -52,6 +55,9 @@ func startCluster(t *testing.T, nc *nats.Conn) *cluster {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			c.regs = append(c.regs, *req)
+			if c.refuseReg != "" {
+				return nil, bus.Errorf(bus.CodeConflict, "%s", c.refuseReg)
+			}
 			if c.regReply != nil {
 				return c.regReply(req), nil
 			}
@@ -187,6 +193,7 @@ func startAgent(t *testing.T, url string, mutate func(*Config)) *Service {
 		KillGrace:         2 * time.Second,
 		RegisterTimeout:   300 * time.Millisecond,
 		RelaunchBackoff:   50 * time.Millisecond,
+		PingWait:          30 * time.Millisecond,
 	}
 	if mutate != nil {
 		mutate(&cfg)

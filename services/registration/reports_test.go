@@ -2,6 +2,7 @@ package registration
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stoker/stoker/schemas"
 )
@@ -79,6 +80,44 @@ func TestDriverReported(t *testing.T) {
 				t.Fatalf("wrote %+v, want nothing", next)
 			case tc.want != "" && (next == nil || next.State != tc.want || next.Attempts != max(1, tc.attempt)):
 				t.Fatalf("wrote %+v, want %s attempt %d", next, tc.want, max(1, tc.attempt))
+			}
+		})
+	}
+}
+
+// One worker id, one live agent: of two instances, the newer keeps the id,
+// so the registration of an older instance than the ALIVE one is refused.
+func TestReplacedInstance(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	alive := func(inst string, since time.Time) *schemas.Worker {
+		return &schemas.Worker{ID: "w", Instance: inst, Host: "h1", PID: 10, State: schemas.WorkerAlive, Since: since}
+	}
+	req := func(inst string, since time.Time) *schemas.RegisterWorker {
+		return &schemas.RegisterWorker{WorkerID: "w", Instance: inst, Since: since}
+	}
+	tests := []struct {
+		name    string
+		cur     *schemas.Worker
+		req     *schemas.RegisterWorker
+		refused bool
+	}{
+		{"new worker", nil, req("b", t0), false},
+		{"same instance again", alive("a", t0), req("a", t0), false},
+		{"a restart: newer instance", alive("a", t0), req("b", t0.Add(time.Minute)), false},
+		{"the replaced one comes back", alive("b", t0.Add(time.Minute)), req("a", t0), true},
+		{"older but the record is DEAD", &schemas.Worker{ID: "w", Instance: "b", State: schemas.WorkerDead, Since: t0.Add(time.Minute)}, req("a", t0), false},
+		{"record without a start time", alive("b", time.Time{}), req("a", t0), false},
+		{"request without a start time", alive("b", t0), req("a", time.Time{}), false},
+		{"same start time: the instance nonce orders", alive("a", t0), req("b", t0), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := replacedInstance(tc.cur, tc.req)
+			if (got != nil) != tc.refused {
+				t.Fatalf("refused %v, want %v", got != nil, tc.refused)
+			}
+			if got != nil && (got.Instance != tc.cur.Instance || got.Host != "h1" || got.PID != 10) {
+				t.Fatalf("holder %+v, want the record's instance", got)
 			}
 		})
 	}

@@ -42,6 +42,11 @@ func (s *Service) handleRegister(ctx context.Context, in bus.Inbound, req *schem
 		onIt, perr = s.placedOn(ctx, wid)
 	}
 	reg, err := s.writeAlive(ctx, req, epoch)
+	if reg.heldBy != nil {
+		s.log.Warn().Str("worker_id", wid).Str("agent_instance", req.Instance).
+			Str("holder", reg.heldBy.Instance).Msg("refused the registration of a replaced agent instance")
+		return nil, bus.Errorf(bus.CodeConflict, "a newer agent instance %s registered worker %s", reg.heldBy, wid)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("register worker %s: %w", wid, err)
 	}
@@ -79,6 +84,27 @@ type registered struct {
 	duplicate bool                // the same instance, already ALIVE: nothing written
 	replaced  schemas.WorkerState // the state it replaced ("" for a new worker)
 	previous  string              // the agent instance it replaced
+	// heldBy, when set, refused the registration: the ALIVE record's
+	// instance is newer than the registering one, which was replaced.
+	heldBy *schemas.AgentPresence
+}
+
+// replacedInstance returns the holder when cur, ALIVE for another agent
+// instance, started after req's: one worker id is one live agent, and of
+// two, the newer one (which found no live instance answering its ping when
+// it started) keeps the id. Records or requests without a start time are
+// never refused (agents from before the rule).
+func replacedInstance(cur *schemas.Worker, req *schemas.RegisterWorker) *schemas.AgentPresence {
+	if cur == nil || cur.State != schemas.WorkerAlive || cur.Instance == req.Instance ||
+		cur.Since.IsZero() || req.Since.IsZero() {
+		return nil
+	}
+	holder := &schemas.AgentPresence{WorkerID: cur.ID, Instance: cur.Instance, Host: cur.Host, PID: cur.PID, Since: cur.Since}
+	mine := &schemas.AgentPresence{Instance: req.Instance, Since: req.Since}
+	if mine.OlderThan(holder) {
+		return holder
+	}
+	return nil
 }
 
 // looksDuplicate reports whether the worker's record is already ALIVE for
@@ -93,6 +119,9 @@ func (s *Service) writeAlive(ctx context.Context, req *schemas.RegisterWorker, e
 	t := now()
 	_, _, err := bus.Mutate(ctx, s.st.Workers, req.WorkerID, func(cur *schemas.Worker) (*schemas.Worker, error) {
 		reg = registered{}
+		if reg.heldBy = replacedInstance(cur, req); reg.heldBy != nil {
+			return nil, errHeld
+		}
 		if cur != nil {
 			if cur.State == schemas.WorkerAlive && cur.Instance == req.Instance {
 				reg.duplicate = true
@@ -103,11 +132,17 @@ func (s *Service) writeAlive(ctx context.Context, req *schemas.RegisterWorker, e
 		return &schemas.Worker{
 			ID: req.WorkerID, Instance: req.Instance, Host: req.Host,
 			Cores: req.Cores, MemoryMB: req.MemoryMB, State: schemas.WorkerAlive,
-			RegisteredAt: t, UpdatedAt: t, Epoch: epoch,
+			RegisteredAt: t, UpdatedAt: t, Epoch: epoch, PID: req.PID, Since: req.Since,
 		}, nil
 	})
+	if errors.Is(err, errHeld) {
+		err = nil
+	}
 	return reg, err
 }
+
+// errHeld ends writeAlive's mutation without a write (reg.heldBy says why).
+var errHeld = errors.New("worker id held by a newer agent instance")
 
 // placed is what the records put on one worker, as read before the
 // registration's write. Unread (read false), nothing is ended.
