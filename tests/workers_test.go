@@ -179,7 +179,7 @@ func envDuration(name string, def time.Duration) time.Duration {
 func TestAgent_OneIDOneLiveAgent(t *testing.T) {
 	c := fullCluster(t, nil, map[string]int{"dup": 4})
 	first := c.procByName("agent-dup")
-	second := c.Start("agent-dup-second", "agent", "--nats", c.URL, "--id", "dup", "--cores", "4", "--memory", "2g",
+	second := c.Start("agent-dup-second", "agent", "--nats", c.URL, "--creds", c.AgentCreds("dup"), "--id", "dup", "--cores", "4", "--memory", "2g",
 		"--work-dir", filepath.Join(c.Dir, "work", "dup-second"), "--heartbeat-interval", c.hb)
 	err := second.Wait(20 * time.Second)
 	if err == nil || !second.Exited() {
