@@ -163,6 +163,9 @@ func Connect(urls string, o ConnectOptions) (*nats.Conn, error) {
 			return nil, fmt.Errorf("%w: NATS at %s said %q to %s (pass --creds FILE or set STOKER_CREDS; `stoker up` prints the line to use)",
 				ErrAuth, urls, strings.TrimPrefix(err.Error(), "nats: "), who)
 		}
+		if strings.Contains(err.Error(), "x509:") || strings.Contains(err.Error(), "tls:") {
+			return nil, fmt.Errorf("NATS at %s: %w (pass --tls-ca FILE or set STOKER_TLS_CA: the ca.pem beside the credentials `stoker up` wrote)", urls, err)
+		}
 		return nil, fmt.Errorf("cannot reach NATS at %s: %w (is `stoker up` running? set --nats or STOKER_NATS_URL)", urls, err)
 	}
 	return nc, nil

@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -44,6 +45,10 @@ type ServerConfig struct {
 	Auth *ServerAuth
 	// JWTDir keeps the account resolver's JWTs. Default <StoreDir>/jwt.
 	JWTDir string
+	// ClientTLS, when set, is required of every client connection (but
+	// in-process ones); RouteTLS secures cluster routes (bus/auth builds
+	// both).
+	ClientTLS, RouteTLS *tls.Config
 }
 
 // ServerAuth is what an operator-mode server trusts (bus/auth builds it).
@@ -96,6 +101,9 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 			opts.HTTPHost = "127.0.0.1"
 		}
 	}
+	if cfg.ClientTLS != nil {
+		opts.TLS, opts.TLSConfig, opts.TLSTimeout = true, cfg.ClientTLS, 2
+	}
 	var resolver *server.DirAccResolver
 	if cfg.Auth != nil {
 		var err error
@@ -115,6 +123,9 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		opts.Cluster.Port = cfg.ClusterPort
 		if opts.Cluster.Port == 0 {
 			opts.Cluster.Port = 6222
+		}
+		if cfg.RouteTLS != nil {
+			opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = cfg.RouteTLS, 2
 		}
 		for _, r := range cfg.Routes {
 			u, err := url.Parse(strings.TrimSpace(r))

@@ -142,6 +142,11 @@ func NewCluster(t testing.TB, o ClusterOptions) *Cluster {
 		t.Fatal(err)
 	}
 	c.keys = keys
+	// The CA every node's certificate chains to, made before the nodes
+	// start (each then makes its own server certificate from it).
+	if _, err := auth.EnsureTLS(c.AuthDir, "e2e", nil); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(c.stopAll)
 	if !o.NoBus {
 		c.StartBus()
@@ -186,13 +191,16 @@ func (c *Cluster) ConnAs(role auth.Role, name string) *nats.Conn {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	nc, err := bus.Connect(c.URL, bus.ConnectOptions{Name: "e2e-" + name, CredsData: b})
+	nc, err := bus.Connect(c.URL, bus.ConnectOptions{Name: "e2e-" + name, CredsData: b, CA: c.CA()})
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	c.t.Cleanup(nc.Close)
 	return nc
 }
+
+// CA is the CA file the bus's certificates chain to.
+func (c *Cluster) CA() string { return auth.CAPath(c.AuthDir) }
 
 // AdminCreds is the admin credential clients use.
 func (c *Cluster) AdminCreds() string { return auth.CredsPath(c.AuthDir, auth.RoleAdmin) }
@@ -293,7 +301,7 @@ func (c *Cluster) stopAll() {
 func (c *Cluster) NC() *nats.Conn {
 	c.t.Helper()
 	if c.nc == nil {
-		nc, err := bus.Connect(c.URL, bus.ConnectOptions{Name: "e2e-test", ReconnectWait: 50 * time.Millisecond, Creds: c.AdminCreds()})
+		nc, err := bus.Connect(c.URL, bus.ConnectOptions{Name: "e2e-test", ReconnectWait: 50 * time.Millisecond, Creds: c.AdminCreds(), CA: c.CA()})
 		if err != nil {
 			c.t.Fatal(err)
 		}

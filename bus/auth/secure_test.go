@@ -79,7 +79,7 @@ func TestSecure_AnonymousAndForeignCredentialsRefusedWithAClearError(t *testing.
 	}
 	for name, creds := range map[string][]byte{"anonymous": nil, "foreign operator": foreign, "expired": expired} {
 		start := time.Now()
-		nc, err := bus.Connect(s.URL(), bus.ConnectOptions{Name: name, CredsData: creds})
+		nc, err := bus.Connect(s.URL(), bus.ConnectOptions{Name: name, CredsData: creds, CA: s.CA})
 		if err == nil {
 			nc.Close()
 			t.Fatalf("%s: connected", name)
@@ -91,6 +91,14 @@ func TestSecure_AnonymousAndForeignCredentialsRefusedWithAClearError(t *testing.
 			t.Errorf("%s: refused after %s, want at once", name, d)
 		}
 		t.Logf("%s: %v", name, err)
+	}
+	// Without the CA, the TLS error says which flag fixes it.
+	admin, err := s.Keys.Mint(auth.RoleAdmin, "admin", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.Connect(s.URL(), bus.ConnectOptions{CredsData: admin}); err == nil || !strings.Contains(err.Error(), "STOKER_TLS_CA") {
+		t.Errorf("without the CA: %v", err)
 	}
 	// A creds file that does not exist is a clear error too.
 	if _, err := bus.Connect(s.URL(), bus.ConnectOptions{Creds: t.TempDir() + "/none.creds"}); err == nil || !strings.Contains(err.Error(), "none.creds") {

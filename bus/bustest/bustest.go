@@ -23,8 +23,9 @@ type Server struct {
 	*bus.Server
 	Dir string
 	// Keys signs credentials on a secured server (StartSecure); nil on an
-	// insecure one.
+	// insecure one. CA is the file of the CA its TLS certificate chains to.
 	Keys *auth.Keys
+	CA   string
 }
 
 // Start runs an embedded server WITHOUT authentication on a random port and
@@ -47,8 +48,9 @@ func StartIn(t testing.TB, dir string, port int) *Server {
 	return &Server{Server: s, Dir: dir}
 }
 
-// StartSecure runs a server in operator mode, as `stoker up` does: every
-// connection needs a credential minted with s.Creds.
+// StartSecure runs a server in operator mode with TLS, as `stoker up`
+// does: every connection needs a credential minted with s.Creds and to
+// trust s.CA.
 func StartSecure(t testing.TB) *Server {
 	t.Helper()
 	keys, err := auth.Generate()
@@ -66,12 +68,21 @@ func StartSecureIn(t testing.TB, dir string, port int, keys *auth.Keys) *Server 
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := bus.StartServer(bus.ServerConfig{Name: "test", Port: port, Host: "127.0.0.1", StoreDir: dir, Auth: trust})
+	files, err := auth.EnsureTLS(dir, "test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientTLS, err := auth.ServerTLS(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := bus.StartServer(bus.ServerConfig{Name: "test", Port: port, Host: "127.0.0.1", StoreDir: dir, Auth: trust,
+		ClientTLS: clientTLS})
 	if err != nil {
 		t.Fatalf("start embedded NATS: %v", err)
 	}
 	t.Cleanup(s.Stop)
-	return &Server{Server: s, Dir: dir, Keys: keys}
+	return &Server{Server: s, Dir: dir, Keys: keys, CA: files.CA}
 }
 
 // Creds mints a credential for name in role (nil on an insecure server:
@@ -93,7 +104,7 @@ func (s *Server) Creds(t testing.TB, role auth.Role, name string) []byte {
 func (s *Server) ConnAs(t testing.TB, role auth.Role, name string) *nats.Conn {
 	t.Helper()
 	nc, err := bus.Connect(s.URL(), bus.ConnectOptions{Name: t.Name() + "-" + name,
-		ReconnectWait: 50 * time.Millisecond, CredsData: s.Creds(t, role, name)})
+		ReconnectWait: 50 * time.Millisecond, CredsData: s.Creds(t, role, name), CA: s.CA})
 	if err != nil {
 		t.Fatalf("connect as %s %s: %v", role, name, err)
 	}

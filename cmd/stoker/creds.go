@@ -136,6 +136,11 @@ for a cluster whose nodes must share one set (compose's build step).`,
 					if _, _, err := auth.Install(*dir); err != nil {
 						return err
 					}
+					// The CA (and a certificate for this machine): every
+					// node makes its own certificate from this CA.
+					if _, err := auth.EnsureTLS(*dir, "init", nil); err != nil {
+						return err
+					}
 					if *role == "" {
 						return nil
 					}
@@ -212,4 +217,53 @@ func loadKeysIfAny(root string) (*auth.Keys, error) {
 func withAppCreds(s schedulerSettings, keys *auth.Keys) schedulerSettings {
 	s.appCreds = appCredsMinter(keys)
 	return s
+}
+
+// tlsOptions are --tls-cert, --tls-key, --tls-ca and --tls-san of `stoker
+// up` and `stoker bus`.
+type tlsOptions struct {
+	cert, key, ca string
+	sans          []string
+}
+
+func bindTLS(fs *flag.FlagSet, o *tlsOptions) {
+	fs.StringVar(&o.cert, "tls-cert", "", "server certificate (PEM); default: made in <data>/tls from a CA made there on first start")
+	fs.StringVar(&o.key, "tls-key", "", "key of --tls-cert")
+	fs.StringVar(&o.ca, "tls-ca", "", "CA that signed --tls-cert (clients and the other nodes trust it)")
+	fs.Func("tls-san", "extra host name or address for the made certificate (repeatable)", func(v string) error {
+		o.sans = append(o.sans, v)
+		return nil
+	})
+}
+
+// secureServer sets cfg up for authentication and TLS from the keys and
+// certificates under root (made on first start): operator mode, TLS for
+// clients, mutual TLS for routes. It returns the keys and the CA file
+// clients trust.
+func secureServer(cfg *bus.ServerConfig, root string, t tlsOptions) (*auth.Keys, string, error) {
+	keys, trust, err := installAuth(root)
+	if err != nil {
+		return nil, "", err
+	}
+	cfg.Auth = trust
+	files := auth.TLSFiles{Cert: t.cert, Key: t.key, CA: t.ca}
+	if files.Cert == "" {
+		if files.Key != "" || files.CA != "" {
+			return nil, "", usagef("--tls-cert, --tls-key and --tls-ca go together")
+		}
+		sans := append([]string{cfg.Host, cfg.Name}, t.sans...)
+		if files, err = auth.EnsureTLS(root, cfg.Name, sans); err != nil {
+			return nil, "", fmt.Errorf("TLS certificates in %s: %w", filepath.Join(root, auth.TLSDir), err)
+		}
+	} else if files.Key == "" || files.CA == "" {
+		return nil, "", usagef("--tls-cert, --tls-key and --tls-ca go together")
+	}
+	if cfg.ClientTLS, err = auth.ServerTLS(files); err != nil {
+		return nil, "", fmt.Errorf("TLS: %w", err)
+	}
+	if cfg.RouteTLS, err = auth.RouteTLS(files); err != nil {
+		return nil, "", fmt.Errorf("route TLS: %w", err)
+	}
+	ca, _ := filepath.Abs(files.CA)
+	return keys, ca, nil
 }

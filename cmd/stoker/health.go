@@ -84,6 +84,9 @@ or $` + envCreds + ` (any role that may read the store: viewer will do).`,
 					msg, err = monitorHealth(ctx, *monitor, *timeout)
 				} else {
 					t := natsTarget{URL: healthTarget(url, *busOnly, e.getenv(envNATSURL)), Creds: *creds, CA: *ca}
+					if t.CA == "" && t.Creds != "" {
+						t.CA = caNextTo(t.Creds)
+					}
 					msg, err = checkHealth(ctx, t, *busOnly, *timeout)
 				}
 				if err != nil {

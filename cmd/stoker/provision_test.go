@@ -220,7 +220,8 @@ func TestBus_ProvisionsStore_InitChecksIt(t *testing.T) {
 	})
 	var js jetstream.JetStream
 	bustest.Eventually(t, 20*time.Second, "the bus's store", func() bool {
-		nc, err := bus.Connect(url, bus.ConnectOptions{Name: t.Name(), Creds: admin["STOKER_CREDS"]})
+		nc, err := bus.Connect(url, bus.ConnectOptions{Name: t.Name(), Creds: admin["STOKER_CREDS"],
+			CA: auth.CAPath(data)})
 		if err != nil {
 			return false
 		}

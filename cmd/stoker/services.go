@@ -382,6 +382,7 @@ type busOptions struct {
 	log      string
 	insecure bool
 	authDir  string
+	tls      tlsOptions
 	// provision: this node provisions the store with store once JetStream answers.
 	provision bool
 	store     bus.StoreConfig
@@ -420,7 +421,9 @@ func bindBus(fs *flag.FlagSet, o *busOptions) func(args []string) error {
 	provision := fs.Bool("provision", true, "provision the cluster's store once JetStream answers (false: leave it to `stoker init`)")
 	sf := bindStoreFlags(fs)
 	level := logLevelFlag(fs)
-	insecure := fs.Bool("insecure", false, "run WITHOUT authentication: anyone who reaches the port owns every worker")
+	insecure := fs.Bool("insecure", false, "run WITHOUT authentication or TLS: anyone who reaches the port owns every worker")
+	var tlsOpts tlsOptions
+	bindTLS(fs, &tlsOpts)
 	authDir := fs.String("auth-dir", "", "keys (auth/) and credentials (creds/); the same on every node of a cluster (default: --data)")
 	return func(args []string) error {
 		if len(args) > 0 {
@@ -453,7 +456,7 @@ func bindBus(fs *flag.FlagSet, o *busOptions) func(args []string) error {
 		if dir == "" {
 			dir = *data
 		}
-		*o = busOptions{cfg: cfg, log: *level, provision: *provision, store: store, insecure: *insecure, authDir: dir}
+		*o = busOptions{cfg: cfg, log: *level, provision: *provision, store: store, insecure: *insecure, authDir: dir, tls: tlsOpts}
 		return nil
 	}
 }
@@ -466,7 +469,7 @@ func runBus(ctx context.Context, e *env, o *busOptions) error {
 	o.cfg.Log = &log
 	var keys *auth.Keys
 	if !o.insecure {
-		if keys, o.cfg.Auth, err = installAuth(o.authDir); err != nil {
+		if keys, _, err = secureServer(&o.cfg, o.authDir, o.tls); err != nil {
 			return err
 		}
 	} else if !isLoopback(o.cfg.Host) {

@@ -41,8 +41,9 @@ type upOptions struct {
 	// store is what `stoker up` provisions (zero: the defaults).
 	store    bus.StoreConfig
 	logLevel string
-	// insecure runs the bus without authentication.
+	// insecure runs the bus without authentication or TLS.
 	insecure bool
+	tls      tlsOptions
 	// registerWait bounds the wait for every agent's first registration.
 	registerWait time.Duration
 }
@@ -81,7 +82,9 @@ func bindUp(fs *flag.FlagSet, o *upOptions) func(args []string) error {
 	sc := bindSchedulerFlags(fs)
 	sf := bindStoreFlags(fs)
 	level := logLevelFlag(fs)
-	insecure := fs.Bool("insecure", false, "run the bus WITHOUT authentication: anyone who reaches the port owns every worker")
+	insecure := fs.Bool("insecure", false, "run the bus WITHOUT authentication or TLS: anyone who reaches the port owns every worker")
+	var tlsOpts tlsOptions
+	bindTLS(fs, &tlsOpts)
 	return func(args []string) error {
 		if len(args) > 0 {
 			return usagef("unexpected arguments %q", strings.Join(args, " "))
@@ -122,7 +125,7 @@ func bindUp(fs *flag.FlagSet, o *upOptions) func(args []string) error {
 			data: *data, host: *host, port: *port,
 			live: liveness{heartbeat: *hb, workerTimeout: *wt}, recoveryTimeout: *rt, killGrace: *grace,
 			sched: sc.settings(), store: store,
-			logLevel: *level, registerWait: 15 * time.Second, insecure: *insecure,
+			logLevel: *level, registerWait: 15 * time.Second, insecure: *insecure, tls: tlsOpts,
 		}
 		return nil
 	}
@@ -153,9 +156,11 @@ type upCluster struct {
 	services []namedService // started, in order
 	agents   []*agent.Service
 	stopOnce sync.Once
-	// data is the absolute data dir; secure: the bus authenticates.
+	// data is the absolute data dir; secure: the bus authenticates and
+	// requires TLS with certificates from the CA in ca.
 	data   string
 	secure bool
+	ca     string
 }
 
 // adminCreds is the admin credential `stoker up` wrote ("" when insecure).
@@ -189,23 +194,24 @@ func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluste
 		return nil, err
 	}
 	busLog := log.With().Str("component", "bus").Logger().Level(maxLevel(log.GetLevel(), zerolog.WarnLevel))
+	cfg := bus.ServerConfig{Name: hostname(), Host: o.host, Port: o.port,
+		StoreDir: filepath.Join(data, "nats"), Log: &busLog}
 	var (
-		keys  *auth.Keys
-		trust *bus.ServerAuth
+		keys *auth.Keys
+		ca   string
 	)
 	if !o.insecure {
-		if keys, trust, err = installAuth(data); err != nil {
+		if keys, ca, err = secureServer(&cfg, data, o.tls); err != nil {
 			return nil, err
 		}
 	} else if !isLoopback(o.host) {
 		log.Warn().Str("host", o.host).Msg("--insecure on a non-loopback address: anyone who reaches the port can run commands on every worker")
 	}
-	srv, err := bus.StartServer(bus.ServerConfig{Name: hostname(), Host: o.host, Port: o.port,
-		StoreDir: filepath.Join(data, "nats"), Log: &busLog, Auth: trust})
+	srv, err := bus.StartServer(cfg)
 	if err != nil {
 		return nil, err
 	}
-	c := &upCluster{log: log, srv: srv, url: srv.URL(), data: data, secure: keys != nil}
+	c := &upCluster{log: log, srv: srv, url: srv.URL(), data: data, secure: keys != nil, ca: ca}
 	defer func() {
 		if err != nil {
 			c.Stop()
@@ -282,7 +288,7 @@ func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluste
 		}
 		a, err := newAgent(nc, log, agentSettings{natsURL: c.url, id: wid, host: host,
 			cores: o.coresPerWorker, memoryMB: o.memoryPerWorkerMB, workDir: filepath.Join(data, "work", wid),
-			heartbeat: o.live.heartbeat, killGrace: o.killGrace, secure: keys != nil})
+			heartbeat: o.live.heartbeat, killGrace: o.killGrace, secure: keys != nil, tlsCA: ca})
 		if err != nil {
 			return nil, fmt.Errorf("agent %s: %w", wid, err)
 		}
@@ -358,7 +364,7 @@ func printUpBanner(w io.Writer, o *upOptions, c *upCluster) {
 	if creds := c.adminCreds(); creds != "" {
 		env += " STOKER_CREDS=" + creds
 		natsCLI = "nats --context stoker"
-		security = "clients need the admin credential " + creds
+		security = "clients need the admin credential " + creds + " (TLS: CA " + c.ca + ")"
 	}
 	fmt.Fprintf(w, `Stoker is up: NATS at %s
   %s with %d cores and %s each; data in %s
@@ -373,7 +379,7 @@ Try, in another terminal (the first line is all a client needs):
 `, c.url, plural(len(c.agents), "worker", "workers"), o.coresPerWorker, schemas.FormatMemoryMB(o.memoryPerWorkerMB),
 		o.data, security, env)
 	if creds := c.adminCreds(); creds != "" {
-		fmt.Fprintf(w, "  nats context save stoker --server %s --creds %s\n", c.url, creds)
+		fmt.Fprintf(w, "  nats context save stoker --server %s --creds %s --tlsca %s\n", c.url, creds, c.ca)
 	}
 	fmt.Fprintf(w, `  %s kv ls stoker-workers
 

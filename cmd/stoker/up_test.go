@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -43,7 +45,7 @@ func (c *upCluster) clientVars() map[string]string {
 // adminConn connects a test client with the admin credential `stoker up` wrote.
 func (c *upCluster) adminConn(t *testing.T) *nats.Conn {
 	t.Helper()
-	nc, err := bus.Connect(c.url, bus.ConnectOptions{Name: t.Name(), Creds: c.adminCreds()})
+	nc, err := bus.Connect(c.url, bus.ConnectOptions{Name: t.Name(), Creds: c.adminCreds(), CA: c.ca})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +62,7 @@ func TestUp_SecureByDefault(t *testing.T) {
 		t.Fatal("stoker up started without authentication")
 	}
 	start := time.Now()
-	code, _, stderr := runCmd(t, map[string]string{"STOKER_CREDS": ""}, "workers", "--nats", c.url)
+	code, _, stderr := runCmd(t, map[string]string{"STOKER_CREDS": "", "STOKER_TLS_CA": c.ca}, "workers", "--nats", c.url)
 	if code == exitOK || !strings.Contains(stderr, "refused the credentials") || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
 		t.Fatalf("anonymous client: exit %d, stderr %q", code, stderr)
 	}
@@ -70,6 +72,27 @@ func TestUp_SecureByDefault(t *testing.T) {
 	code, out, stderr := runCmd(t, c.clientVars(), "workers", "--nats", c.url)
 	if code != exitOK {
 		t.Fatalf("with the admin credential: exit %d: %s %s", code, out, stderr)
+	}
+	// TLS is on: without the CA the client cannot verify the bus, and says
+	// which flag fixes it; a plaintext client is refused.
+	code, _, stderr = runCmd(t, map[string]string{"STOKER_CREDS": c.adminCreds(), "STOKER_TLS_CA": "/nonexistent-ca.pem"}, "workers", "--nats", c.url)
+	if code == exitOK {
+		t.Fatalf("a client with the wrong CA connected")
+	}
+	plain, err := net.Dial("tcp", strings.TrimPrefix(c.url, "nats://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	_ = plain.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := plain.Write([]byte("CONNECT {\"verbose\":false}\r\nPING\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(plain)
+	// The server announces tls_required, takes the plaintext for a failed
+	// handshake and closes: no PONG.
+	if !strings.Contains(string(b), `"tls_required":true`) || strings.Contains(string(b), "PONG") {
+		t.Fatalf("plaintext client got %q, want tls_required and no PONG", b)
 	}
 	var banner strings.Builder
 	printUpBanner(&banner, &upOptions{data: c.data}, c)
