@@ -21,6 +21,7 @@ import (
 	"github.com/stoker/stoker/schemas"
 	"github.com/stoker/stoker/services/agent"
 	"github.com/stoker/stoker/services/scheduler"
+	"github.com/stoker/stoker/services/svc"
 )
 
 // service is what every services/* package's *Service offers.
@@ -321,6 +322,11 @@ func runAgent(ctx context.Context, e *env, o *agentOptions) error {
 	if err != nil {
 		return err
 	}
+	lock, err := lockDir(o.workDir, "stoker agent "+o.id, o.natsURL, log)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	t := o.target
 	if t.Creds == "" {
 		// A credential received with a join token is kept in the work dir.
@@ -374,6 +380,19 @@ const agentCredsFile = "agent.creds"
 func fileExists(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.Mode().IsRegular()
+}
+
+// lockDir takes dir for this process (svc.LockDir), logging a stale lock
+// it takes over from a process that died holding it.
+func lockDir(dir, command, address string, log zerolog.Logger) (*svc.DirLock, error) {
+	l, err := svc.LockDir(dir, svc.NewOwner(command, address))
+	if err != nil {
+		return nil, err
+	}
+	if p := l.Previous; p.PID != 0 {
+		log.Warn().Str("dir", dir).Str("previous_owner", p.String()).Msg("took over the lock of a process that is no longer running")
+	}
+	return l, nil
 }
 
 // busOptions is `stoker bus` parsed.
@@ -467,6 +486,11 @@ func runBus(ctx context.Context, e *env, o *busOptions) error {
 		return err
 	}
 	o.cfg.Log = &log
+	lock, err := lockDir(o.cfg.StoreDir, "stoker bus", fmt.Sprintf("nats://%s:%d", o.cfg.Host, o.cfg.Port), log)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	var keys *auth.Keys
 	if !o.insecure {
 		if keys, _, err = secureServer(&o.cfg, o.authDir, o.tls); err != nil {

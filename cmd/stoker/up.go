@@ -24,6 +24,7 @@ import (
 	"github.com/stoker/stoker/bus/auth"
 	"github.com/stoker/stoker/schemas"
 	"github.com/stoker/stoker/services/agent"
+	"github.com/stoker/stoker/services/svc"
 )
 
 // upOptions is `stoker up` parsed.
@@ -161,6 +162,7 @@ type upCluster struct {
 	data   string
 	secure bool
 	ca     string
+	lock   *svc.DirLock // <data>/LOCK, released last
 }
 
 // adminCreds is the admin credential `stoker up` wrote ("" when insecure).
@@ -193,6 +195,17 @@ func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluste
 	if err != nil {
 		return nil, err
 	}
+	// One owner per data dir: a second `stoker up` on it would share the
+	// store and decommission the first one's workers when it stops.
+	lock, err := lockDir(data, "stoker up", fmt.Sprintf("nats://%s:%d", o.host, o.port), log)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.Release()
+		}
+	}()
 	busLog := log.With().Str("component", "bus").Logger().Level(maxLevel(log.GetLevel(), zerolog.WarnLevel))
 	cfg := bus.ServerConfig{Name: hostname(), Host: o.host, Port: o.port,
 		StoreDir: filepath.Join(data, "nats"), Log: &busLog}
@@ -211,7 +224,7 @@ func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluste
 	if err != nil {
 		return nil, err
 	}
-	c := &upCluster{log: log, srv: srv, url: srv.URL(), data: data, secure: keys != nil, ca: ca}
+	c := &upCluster{log: log, srv: srv, url: srv.URL(), data: data, secure: keys != nil, ca: ca, lock: lock}
 	defer func() {
 		if err != nil {
 			c.Stop()
@@ -354,6 +367,7 @@ func (c *upCluster) Stop() {
 			nc.Close()
 		}
 		c.srv.Stop()
+		c.lock.Release()
 	})
 }
 

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -169,4 +171,43 @@ func TestUp_SubmitWait_ExitCodeFollowsDriver(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUp_SecondOnLockedData_Refused (issue 9 item 2): a second `stoker up`
+// on a data dir a live `stoker up` holds exits with an error naming the
+// owner, and the first keeps working.
+func TestUp_SecondOnLockedData_Refused(t *testing.T) {
+	c := startTestCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e, _, errb := testEnv(nil)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	code := run(ctx, e, []string{"up", "--data", c.data, "--host", "127.0.0.1", "--port", fmt.Sprint(port), "--workers", "1"})
+	if ctx.Err() != nil {
+		t.Fatal("the second stoker up on the same --data ran until cancelled")
+	}
+	stderr := errb.String()
+	for _, want := range []string{c.data, "is in use by stoker up", fmt.Sprintf("pid %d", os.Getpid()), "stop it first"} {
+		if code == exitOK || !strings.Contains(stderr, want) {
+			t.Fatalf("second stoker up: exit %d, stderr does not say %q:\n%s", code, want, stderr)
+		}
+	}
+	bustest.Eventually(t, 20*time.Second, "the first cluster's workers still ALIVE", func() bool {
+		code, out, _ := runCmd(t, c.clientVars(), "workers", "--json", "--nats", c.url)
+		var ws []schemas.WorkerView
+		if code != exitOK || json.Unmarshal([]byte(out), &ws) != nil || len(ws) != 2 {
+			return false
+		}
+		for _, w := range ws {
+			if w.State != schemas.WorkerAlive {
+				return false
+			}
+		}
+		return true
+	})
 }
