@@ -17,7 +17,7 @@ import (
 )
 
 // EventKinds are the kinds Emit is called with.
-var EventKinds = []string{"worker", "driver", "app", "executor", "cluster", "leader"}
+var EventKinds = []string{"worker", "driver", "app", "executor", "cluster", "leader", EventKindPoisoned}
 
 // EventQuery says which events ReadEvents delivers.
 type EventQuery struct {

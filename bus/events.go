@@ -10,7 +10,8 @@ import (
 
 // Emit publishes a state-change event on stoker.events.<kind>.<id>. It is
 // best effort: the KV write is the fact, the event is its history.
-// Kinds: worker, driver, app, executor, leader, cluster.
+// Kinds: worker, driver, app, executor, leader, cluster (and poisoned,
+// from a Reporter).
 //
 // Events are JSON with a Content-Type header, like KV records, so
 // `nats sub 'stoker.events.>'` and the stoker-events stream show them as
@@ -19,16 +20,25 @@ func Emit(nc *nats.Conn, kind, id, state, message string) {
 	if nc == nil {
 		return
 	}
+	m, err := eventMsg(kind, id, state, message)
+	if err != nil {
+		return
+	}
+	_ = nc.PublishMsg(m)
+}
+
+// eventMsg is the event message Emit publishes.
+func eventMsg(kind, id, state, message string) (*nats.Msg, error) {
 	b, err := Encode(&schemas.Event{
 		Kind: kind, ID: id, State: state, Message: message, At: time.Now().UTC(),
 	}, JSON)
 	if err != nil {
-		return
+		return nil, err
 	}
 	m := nats.NewMsg(EventSubject(kind, eventToken(id)))
 	m.Header.Set(ContentType, ContentTypeJSON)
 	m.Data = b
-	_ = nc.PublishMsg(m)
+	return m, nil
 }
 
 // eventToken keeps an id usable as one subject token (executor keys have a dot).

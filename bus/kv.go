@@ -163,7 +163,7 @@ func GetRecord(ctx context.Context, kv jetstream.KeyValue, key string, newRecord
 	if err != nil {
 		return Record{}, fmt.Errorf("%s %q: %w", kv.Bucket(), key, err)
 	}
-	r := Record{Key: key, Value: newRecord(), Revision: e.Revision(), Created: e.Created()}
+	r := Record{Key: key, Value: newRecord(), Revision: e.Revision(), Created: e.Created(), Raw: e.Value()}
 	if err := DecodeRecord(e.Value(), r.Value); err != nil {
 		r.Value = nil
 		return r, &undecodableError{fmt.Errorf("%s %q: %w", kv.Bucket(), key, err)}
@@ -282,12 +282,12 @@ func List[T any](ctx context.Context, kv jetstream.KeyValue) ([]Entry[T], error)
 }
 
 // ListSkipping is List for readers that must not be stopped by one bad
-// record: each value that cannot be decoded is passed to skip (with its key)
-// and left out. A nil skip makes it List.
-func ListSkipping[T any](ctx context.Context, kv jetstream.KeyValue, skip func(key string, err error)) ([]Entry[T], error) {
-	var skipRecord func(Record, error)
+// record: each value that does not decode or breaks its record's invariants
+// (DecodeChecked) is passed to skip and left out. A nil skip makes it List.
+func ListSkipping[T any](ctx context.Context, kv jetstream.KeyValue, skip func(Poison)) ([]Entry[T], error) {
+	var skipRecord func(Record, Poison)
 	if skip != nil {
-		skipRecord = func(r Record, err error) { skip(r.Key, err) }
+		skipRecord = func(_ Record, p Poison) { skip(p) }
 	}
 	es, err := ListRecords(ctx, kv, func() any { return new(T) }, skipRecord)
 	if err != nil {
@@ -307,12 +307,15 @@ type Record struct {
 	Value    any
 	Revision uint64
 	Created  time.Time
+	// Raw is the stored value as it is (shown for a poisoned one).
+	Raw []byte
 }
 
 // ListRecords is ListSkipping for a record type known at run time (a
-// Bucket's Record): every live value decoded into a new newRecord(), in
-// one ordered watch. skip gets an undecodable record without its Value.
-func ListRecords(ctx context.Context, kv jetstream.KeyValue, newRecord func() any, skip func(Record, error)) ([]Record, error) {
+// Bucket's Record): every live value decoded into a new newRecord() and
+// checked (DecodeChecked), in one ordered watch. skip gets a poisoned
+// record without its Value; a nil skip makes a poisoned record an error.
+func ListRecords(ctx context.Context, kv jetstream.KeyValue, newRecord func() any, skip func(Record, Poison)) ([]Record, error) {
 	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", kv.Bucket(), err)
@@ -327,19 +330,57 @@ func ListRecords(ctx context.Context, kv jetstream.KeyValue, newRecord func() an
 			if !ok || e == nil { // closed, or the initial values delivered
 				return out, nil
 			}
-			r := Record{Key: e.Key(), Value: newRecord(), Revision: e.Revision(), Created: e.Created()}
-			if err := DecodeRecord(e.Value(), r.Value); err != nil {
-				err = fmt.Errorf("%s %q: %w", kv.Bucket(), e.Key(), err)
+			r := Record{Key: e.Key(), Value: newRecord(), Revision: e.Revision(), Created: e.Created(), Raw: e.Value()}
+			if err := DecodeChecked(e.Key(), e.Value(), r.Value); err != nil {
+				p := Poison{Bucket: kv.Bucket(), Key: e.Key(), Revision: e.Revision(), Err: err}
 				if skip == nil {
-					return nil, err
+					return nil, p
 				}
 				r.Value = nil
-				skip(r, err)
+				skip(r, p)
 				continue
 			}
 			out = append(out, r)
 		}
 	}
+}
+
+// CheckPlacedIn is schemas.CheckPlaced for any record: an executor or a
+// driver holding resources on a worker that known does not know. Other
+// records pass.
+func CheckPlacedIn(v any, known func(workerID string) bool) error {
+	switch r := v.(type) {
+	case *schemas.Executor:
+		return schemas.CheckPlaced(r.State.Holds(), r.WorkerID, known(r.WorkerID))
+	case *schemas.Driver:
+		return schemas.CheckPlaced(r.State.Holds(), r.WorkerID, known(r.WorkerID))
+	}
+	return nil
+}
+
+// DropUnplaced leaves out of es the records that CheckPlacedIn refuses,
+// passing each to skip: the rule across buckets, applied after listing.
+func DropUnplaced[T any](bucket string, es []Entry[T], known func(workerID string) bool, skip func(Poison)) []Entry[T] {
+	out := es[:0]
+	for _, e := range es {
+		if err := CheckPlacedIn(e.Value, known); err != nil {
+			if skip != nil {
+				skip(Poison{Bucket: bucket, Key: e.Key, Revision: e.Revision, Err: err})
+			}
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// KnownWorkers is the known function of DropUnplaced over listed workers.
+func KnownWorkers(ws []Entry[schemas.Worker]) func(string) bool {
+	ids := make(map[string]bool, len(ws))
+	for _, w := range ws {
+		ids[w.Key] = true
+	}
+	return func(id string) bool { return ids[id] }
 }
 
 // Map is a List result keyed by KV key.

@@ -88,7 +88,7 @@ func TestListSkipping_LeavesBadRecordsOut(t *testing.T) {
 	st := bustest.Store(t, nc)
 	ctx := context.Background()
 	for _, id := range []string{"w1", "w2"} {
-		if _, err := bus.Create(ctx, st.Workers, id, &schemas.Worker{ID: id, State: schemas.WorkerAlive}); err != nil {
+		if _, err := bus.Create(ctx, st.Workers, id, &schemas.Worker{ID: id, State: schemas.WorkerAlive, Cores: 2, MemoryMB: 512}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -99,7 +99,7 @@ func TestListSkipping_LeavesBadRecordsOut(t *testing.T) {
 		t.Fatalf("List with a bad record: want an error")
 	}
 	var skipped []string
-	es, err := bus.ListSkipping[schemas.Worker](ctx, st.Workers, func(key string, _ error) { skipped = append(skipped, key) })
+	es, err := bus.ListSkipping[schemas.Worker](ctx, st.Workers, func(p bus.Poison) { skipped = append(skipped, p.Key) })
 	if err != nil || len(es) != 2 || fmt.Sprint(skipped) != "[w3]" {
 		t.Fatalf("ListSkipping: %d records, skipped %v, %v", len(es), skipped, err)
 	}

@@ -653,6 +653,12 @@ type Status struct {
 	CoresUsed     int   `json:"cores_used"`
 	MemoryTotalMB int64 `json:"memory_total_mb"`
 	MemoryUsedMB  int64 `json:"memory_used_mb"`
+	// Poisoned counts, by bucket, the stored records every reader skips
+	// (undecodable, or breaking an invariant: schemas.Checker), and
+	// PoisonedKeys names them; `stoker kv get` shows why, `stoker kv rm`
+	// deletes one.
+	Poisoned     map[string]int      `json:"poisoned,omitempty"`
+	PoisonedKeys map[string][]string `json:"poisoned_keys,omitempty"`
 }
 
 func (*Status) WireType() string { return TypeStatus }

@@ -195,7 +195,7 @@ func TestEvents_Flags_UsageErrors(t *testing.T) {
 		{"zero last", []string{"events", "--last", "0"}, "--last must be > 0"},
 		{"negative since", []string{"events", "--since=-1m"}, "--since must be positive"},
 		{"args", []string{"events", "x"}, "takes no arguments"},
-		{"kv nothing", []string{"kv"}, "expected get BUCKET KEY or ls BUCKET"},
+		{"kv nothing", []string{"kv"}, "expected get BUCKET KEY, ls BUCKET or rm BUCKET KEY"},
 		{"kv bad verb", []string{"kv", "put", "workers", "x"}, `unknown kv command "put"`},
 		{"kv get no key", []string{"kv", "get", "workers"}, "expects 2 argument(s)"},
 		{"kv bad bucket", []string{"kv", "ls", "stoker-nope"}, `unknown bucket "stoker-nope"`},

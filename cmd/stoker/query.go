@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -269,6 +271,10 @@ func printStatus(w io.Writer, st *schemas.Status) {
 	fmt.Fprintf(t, "Workers:\t%s\n", counts(st.Workers))
 	fmt.Fprintf(t, "Drivers:\t%s\n", counts(st.Drivers))
 	fmt.Fprintf(t, "Apps:\t%s\n", counts(st.Apps))
+	for _, b := range slices.Sorted(maps.Keys(st.PoisonedKeys)) {
+		fmt.Fprintf(t, "Poisoned:\t%d in %s, skipped by every service: %s (stoker kv get %s KEY shows why)\n",
+			st.Poisoned[b], b, strings.Join(st.PoisonedKeys[b], " "), b)
+	}
 	_ = t.Flush()
 }
 

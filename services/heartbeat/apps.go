@@ -20,7 +20,7 @@ func (s *Service) applyApp(e jetstream.KeyValueEntry) {
 	id := e.Key()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rec := decodeLocked[schemas.App](s, e, s.apps, "app_id")
+	rec := decodeLocked[schemas.App](s, e, s.apps)
 	if rec == nil {
 		return
 	}

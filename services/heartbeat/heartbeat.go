@@ -63,6 +63,8 @@ type Service struct {
 	st    *bus.Store
 	micro micro.Service
 	g     *svc.Group
+	// poison reports the records the watches skip, once each.
+	poison *bus.Reporter
 
 	// Counters counts heartbeats (worker and app) and bad ones.
 	Counters bus.Counters
@@ -129,10 +131,12 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = svc.RealClock
 	}
+	log := cfg.Log.With().Str("component", "heartbeat").Str("instance", cfg.ID).Logger()
 	return &Service{
 		cfg:     cfg,
 		nc:      cfg.NC,
-		log:     cfg.Log.With().Str("component", "heartbeat").Str("instance", cfg.ID).Logger(),
+		log:     log,
+		poison:  bus.NewReporter(cfg.NC, log),
 		workers: map[string]*workerTimer{},
 		apps:    map[string]*appTimer{},
 	}, nil
@@ -244,10 +248,10 @@ func (s *Service) Stop() {
 }
 
 // decodeLocked is what every watch entry gets first: nothing after Stop, a
-// deleted key loses its deadline, an undecodable record is logged and
-// skipped. It returns the record, or nil when there is nothing more to do.
+// deleted key loses its deadline, and so does a poisoned one (undecodable
+// or impossible: bus.DecodeChecked), reported once. It returns the record, or nil when there is nothing more to do.
 // Caller holds s.mu.
-func decodeLocked[T any, D interface{ stop() }](s *Service, e jetstream.KeyValueEntry, timers map[string]D, idField string) *T {
+func decodeLocked[T any, D interface{ stop() }](s *Service, e jetstream.KeyValueEntry, timers map[string]D) *T {
 	if s.stopped {
 		return nil
 	}
@@ -256,8 +260,11 @@ func decodeLocked[T any, D interface{ stop() }](s *Service, e jetstream.KeyValue
 		return nil
 	}
 	rec := new(T)
-	if err := bus.DecodeRecord(e.Value(), rec); err != nil {
-		s.log.Warn().Err(err).Str(idField, e.Key()).Msg("undecodable record ignored")
+	if err := bus.DecodeChecked(e.Key(), e.Value(), rec); err != nil {
+		// Poisoned: reported, and its deadline dropped, so nothing is
+		// ever written on its account (no DEAD, no FINISHED).
+		drop(timers, e.Key())
+		s.poison.Report(bus.Poison{Bucket: e.Bucket(), Key: e.Key(), Revision: e.Revision(), Err: err})
 		return nil
 	}
 	return rec

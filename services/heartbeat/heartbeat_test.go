@@ -191,10 +191,10 @@ func TestService_Worker_AliveWhileHeartbeating(t *testing.T) {
 func TestService_Heartbeat_Reregister(t *testing.T) {
 	e := newEnv(t)
 	s := e.start(t, "hb-1")
-	put(t, e.st.Workers, "dead", &schemas.Worker{ID: "dead", Instance: "i1", State: schemas.WorkerDead})
-	put(t, e.st.Workers, "gone", &schemas.Worker{ID: "gone", Instance: "i1", State: schemas.WorkerDecommissioned})
+	put(t, e.st.Workers, "dead", &schemas.Worker{ID: "dead", Instance: "i1", Cores: 1, MemoryMB: 64, State: schemas.WorkerDead})
+	put(t, e.st.Workers, "gone", &schemas.Worker{ID: "gone", Instance: "i1", Cores: 1, MemoryMB: 64, State: schemas.WorkerDecommissioned})
 	put(t, e.st.Workers, "alive", alive(e.clock.Now(), "alive", "i1"))
-	put(t, e.st.Workers, "recovering", &schemas.Worker{ID: "recovering", Instance: "i1", State: schemas.WorkerUnknown, UpdatedAt: e.clock.Now()})
+	put(t, e.st.Workers, "recovering", &schemas.Worker{ID: "recovering", Instance: "i1", Cores: 1, MemoryMB: 64, State: schemas.WorkerUnknown, UpdatedAt: e.clock.Now()})
 	bustest.Eventually(t, 5*time.Second, "watcher sees all", func() bool {
 		return seen(s, "dead", schemas.WorkerDead) && seen(s, "gone", schemas.WorkerDecommissioned) &&
 			seen(s, "alive", schemas.WorkerAlive) && seen(s, "recovering", schemas.WorkerUnknown)
@@ -328,8 +328,8 @@ func TestService_App_FinishedWithoutHeartbeat(t *testing.T) {
 	s := e.start(t, "hb-1")
 	silent := schemas.NewAppID(time.Now())
 	chatty := schemas.NewAppID(time.Now())
-	put(t, e.st.Apps, silent, &schemas.App{ID: silent, State: schemas.AppRunning})
-	put(t, e.st.Apps, chatty, &schemas.App{ID: chatty, State: schemas.AppWaiting})
+	put(t, e.st.Apps, silent, &schemas.App{ID: silent, Executor: schemas.ExecutorSpec{Cores: 1, MemoryMB: 64}, State: schemas.AppRunning})
+	put(t, e.st.Apps, chatty, &schemas.App{ID: chatty, Executor: schemas.ExecutorSpec{Cores: 1, MemoryMB: 64}, State: schemas.AppWaiting})
 	bustest.Eventually(t, 5*time.Second, "watcher sees the apps", func() bool {
 		return gen(s, silent, true) > 0 && gen(s, chatty, true) > 0
 	})
@@ -359,7 +359,7 @@ func TestService_App_UnknownIsNotJudged(t *testing.T) {
 	e := newEnv(t)
 	s := e.start(t, "hb-1")
 	id := schemas.NewAppID(time.Now())
-	put(t, e.st.Apps, id, &schemas.App{ID: id, State: schemas.AppUnknown})
+	put(t, e.st.Apps, id, &schemas.App{ID: id, Executor: schemas.ExecutorSpec{Cores: 1, MemoryMB: 64}, State: schemas.AppUnknown})
 	bustest.Eventually(t, 5*time.Second, "watcher sees the app", func() bool { return gen(s, id, true) > 0 })
 	// Each expiry finds the app in recovery and re-arms instead of judging.
 	for i := 0; i < 3; i++ {

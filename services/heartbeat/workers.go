@@ -16,7 +16,7 @@ import (
 func (s *Service) applyWorker(e jetstream.KeyValueEntry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if rec := decodeLocked[schemas.Worker](s, e, s.workers, "worker_id"); rec != nil {
+	if rec := decodeLocked[schemas.Worker](s, e, s.workers); rec != nil {
 		s.setWorkerLocked(e.Key(), rec, e.Revision())
 	}
 }

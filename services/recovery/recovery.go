@@ -66,6 +66,8 @@ type Service struct {
 	group *svc.Group
 	store *bus.Store
 	micro micro.Service
+	// poison reports the records load skips, once each.
+	poison *bus.Reporter
 
 	startOnce sync.Once
 	stopOnce  sync.Once
@@ -98,10 +100,8 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("%w: StaleClaim (%s) must exceed RecoveryTimeout (%s), or a live recovery would be taken over",
 			ErrConfig, cfg.StaleClaim, cfg.RecoveryTimeout)
 	}
-	return &Service{
-		cfg: cfg,
-		log: cfg.Log.With().Str("component", "recovery").Str("instance", cfg.ID).Logger(),
-	}, nil
+	log := cfg.Log.With().Str("component", "recovery").Str("instance", cfg.ID).Logger()
+	return &Service{cfg: cfg, log: log, poison: bus.NewReporter(cfg.NC, log)}, nil
 }
 
 // Start opens the store, registers the micro service and starts

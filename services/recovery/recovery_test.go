@@ -438,7 +438,7 @@ func TestService_Recover_ErrorsStillEndAlive(t *testing.T) {
 				}
 				h.agent("w1", report("w1", running(app, 1, 0)))
 			},
-			message: "undecodable",
+			message: "poisoned",
 			check: func(h *harness) {
 				if st := h.workerState("w1"); st != schemas.WorkerAlive {
 					h.t.Errorf("w1 = %s, want ALIVE: one bad record must not derail the rest", st)

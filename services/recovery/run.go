@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/stoker/stoker/bus"
@@ -25,7 +24,7 @@ const noResponderRetry = 200 * time.Millisecond
 // that could not be decoded or written. It ends up in the cluster message.
 type tally struct {
 	mu        sync.Mutex
-	skipped   []string // undecodable records, "bucket/key"
+	skipped   []string // poisoned records, "bucket/key"
 	writeErrs int
 	firstErr  error
 }
@@ -54,7 +53,7 @@ func (t *tally) String() string {
 		if n > 3 {
 			shown = shown[:3]
 		}
-		parts = append(parts, fmt.Sprintf("skipped %d undecodable record(s) (%s)", n, strings.Join(shown, ", ")))
+		parts = append(parts, fmt.Sprintf("skipped %d poisoned record(s) (%s)", n, strings.Join(shown, ", ")))
 	}
 	if t.writeErrs > 0 {
 		parts = append(parts, fmt.Sprintf("%d record write(s) failed (first: %v)", t.writeErrs, t.firstErr))
@@ -196,31 +195,35 @@ func (s *Service) steps(ctx context.Context, log zerolog.Logger, ei epochInfo, r
 	return summary, nil
 }
 
-// load reads every record. An undecodable record is skipped and noted, not
-// fatal: one corrupt value must not stop the cluster from recovering.
+// load reads every record. A poisoned record (undecodable, impossible, or
+// holding resources on a worker with no record) is skipped, reported and
+// noted, not fatal: one bad value must not stop the cluster from recovering,
+// nor be acted upon.
 func (s *Service) load(ctx context.Context, epoch uint64, t *tally) (Snapshot, error) {
 	snap := Snapshot{Epoch: epoch}
-	var err error
-	if snap.Workers, err = listSkipping[schemas.Worker](ctx, s.store.Workers, t); err != nil {
-		return snap, err
+	skip := func(p bus.Poison) {
+		s.poison.Report(p)
+		t.skip(p.Bucket + "/" + p.Key)
 	}
-	if snap.Apps, err = listSkipping[schemas.App](ctx, s.store.Apps, t); err != nil {
-		return snap, err
-	}
-	if snap.Drivers, err = listSkipping[schemas.Driver](ctx, s.store.Drivers, t); err != nil {
-		return snap, err
-	}
-	if snap.Executors, err = listSkipping[schemas.Executor](ctx, s.store.Executors, t); err != nil {
-		return snap, err
-	}
-	return snap, nil
-}
-
-// listSkipping is bus.ListSkipping noting each undecodable record in t.
-func listSkipping[T any](ctx context.Context, kv jetstream.KeyValue, t *tally) (map[string]*T, error) {
-	es, err := bus.ListSkipping[T](ctx, kv, func(key string, _ error) { t.skip(kv.Bucket() + "/" + key) })
+	workers, err := bus.ListSkipping[schemas.Worker](ctx, s.store.Workers, skip)
 	if err != nil {
-		return nil, err
+		return snap, err
 	}
-	return bus.Map(es), nil
+	apps, err := bus.ListSkipping[schemas.App](ctx, s.store.Apps, skip)
+	if err != nil {
+		return snap, err
+	}
+	drivers, err := bus.ListSkipping[schemas.Driver](ctx, s.store.Drivers, skip)
+	if err != nil {
+		return snap, err
+	}
+	execs, err := bus.ListSkipping[schemas.Executor](ctx, s.store.Executors, skip)
+	if err != nil {
+		return snap, err
+	}
+	known := bus.KnownWorkers(workers)
+	snap.Workers, snap.Apps = bus.Map(workers), bus.Map(apps)
+	snap.Drivers = bus.Map(bus.DropUnplaced(bus.BucketDrivers, drivers, known, skip))
+	snap.Executors = bus.Map(bus.DropUnplaced(bus.BucketExecutors, execs, known, skip))
+	return snap, nil
 }

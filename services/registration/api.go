@@ -23,20 +23,36 @@ func values[T any](es []bus.Entry[T]) []T {
 	return out
 }
 
-func listAll[T any](ctx context.Context, kv jetstream.KeyValue) ([]T, error) {
-	es, err := bus.List[T](ctx, kv)
+// listAll lists a bucket for a reply, leaving out (and reporting to ps)
+// what does not decode or breaks its record's invariants.
+func listAll[T any](ctx context.Context, kv jetstream.KeyValue, ps *bus.Poisons) ([]bus.Entry[T], error) {
+	es, err := bus.ListSkipping[T](ctx, kv, ps.Add)
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", kv.Bucket(), err)
 	}
-	return values(es), nil
+	return es, nil
 }
+
+// listPlaced is listAll for executors or drivers: those holding resources
+// on a worker that has no record are left out too.
+func listPlaced[T any](ctx context.Context, kv jetstream.KeyValue, workers []bus.Entry[schemas.Worker], ps *bus.Poisons) ([]T, error) {
+	es, err := listAll[T](ctx, kv, ps)
+	if err != nil {
+		return nil, err
+	}
+	return values(bus.DropUnplaced(kv.Bucket(), es, bus.KnownWorkers(workers), ps.Add)), nil
+}
+
+// poisons collects one reply's poisoned records, reported through the
+// service's reporter (once per revision).
+func (s *Service) poisons() *bus.Poisons { return bus.NewPoisons(s.poison) }
 
 // idTries bounds the retries of a new id that collided with an existing one.
 const idTries = 6
 
 // handleSubmitDriver is stoker.api.drivers.submit.
 func (s *Service) handleSubmitDriver(ctx context.Context, _ bus.Inbound, req *schemas.SubmitDriver) (any, error) {
-	workers, err := listAll[schemas.Worker](ctx, s.st.Workers)
+	workers, err := listAll[schemas.Worker](ctx, s.st.Workers, s.poisons())
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +68,7 @@ func (s *Service) handleSubmitDriver(ctx context.Context, _ bus.Inbound, req *sc
 		return nil, fmt.Errorf("create driver: %w", err)
 	}
 	reply := &schemas.SubmitDriverReply{DriverID: d.ID}
-	if !CanHold(workers, req.Cores, req.MemoryMB) {
+	if !CanHold(values(workers), req.Cores, req.MemoryMB) {
 		reply.Warning = fmt.Sprintf("no registered worker has %d cores and %d MB; the driver waits", req.Cores, req.MemoryMB)
 	}
 	s.emit("driver", d.ID, string(d.State), "submitted")
@@ -134,7 +150,7 @@ func (s *Service) handleUnregisterOwnApp(ctx context.Context, in bus.Inbound, re
 // second registration of the same driver's app answers the same), else
 // under a fresh id.
 func (s *Service) registerApp(ctx context.Context, req *schemas.RegisterApp) (any, error) {
-	workers, err := listAll[schemas.Worker](ctx, s.st.Workers)
+	workers, err := listAll[schemas.Worker](ctx, s.st.Workers, s.poisons())
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +177,7 @@ func (s *Service) registerApp(ctx context.Context, req *schemas.RegisterApp) (an
 		return nil, fmt.Errorf("create app: %w", err)
 	}
 	reply := &schemas.AppRegistered{AppID: a.ID, HeartbeatIntervalMS: s.heartbeatMS()}
-	if !CanHold(workers, req.Executor.Cores, req.Executor.MemoryMB) {
+	if !CanHold(values(workers), req.Executor.Cores, req.Executor.MemoryMB) {
 		reply.Warning = fmt.Sprintf("no registered worker has %d cores and %d MB for one executor; the app waits",
 			req.Executor.Cores, req.Executor.MemoryMB)
 	}
@@ -256,21 +272,22 @@ func wanted(ids []string) func(string) bool {
 
 // handleListWorkers is stoker.api.workers.list.
 func (s *Service) handleListWorkers(ctx context.Context, _ bus.Inbound, req *schemas.ListRequest) (any, error) {
-	workers, err := listAll[schemas.Worker](ctx, s.st.Workers)
+	ps := s.poisons()
+	workers, err := listAll[schemas.Worker](ctx, s.st.Workers, ps)
 	if err != nil {
 		return nil, err
 	}
-	execs, err := listAll[schemas.Executor](ctx, s.st.Executors)
+	execs, err := listPlaced[schemas.Executor](ctx, s.st.Executors, workers, ps)
 	if err != nil {
 		return nil, err
 	}
-	drivers, err := listAll[schemas.Driver](ctx, s.st.Drivers)
+	drivers, err := listPlaced[schemas.Driver](ctx, s.st.Drivers, workers, ps)
 	if err != nil {
 		return nil, err
 	}
 	keep := wanted(req.IDs)
-	sel := workers[:0]
-	for _, w := range workers {
+	var sel []schemas.Worker
+	for _, w := range values(workers) {
 		if keep(w.ID) {
 			sel = append(sel, w)
 		}
@@ -280,7 +297,12 @@ func (s *Service) handleListWorkers(ctx context.Context, _ bus.Inbound, req *sch
 
 // handleListDrivers is stoker.api.drivers.list.
 func (s *Service) handleListDrivers(ctx context.Context, _ bus.Inbound, req *schemas.ListRequest) (any, error) {
-	drivers, err := listAll[schemas.Driver](ctx, s.st.Drivers)
+	ps := s.poisons()
+	workers, err := listAll[schemas.Worker](ctx, s.st.Workers, ps)
+	if err != nil {
+		return nil, err
+	}
+	drivers, err := listPlaced[schemas.Driver](ctx, s.st.Drivers, workers, ps)
 	if err != nil {
 		return nil, err
 	}
@@ -297,17 +319,22 @@ func (s *Service) handleListDrivers(ctx context.Context, _ bus.Inbound, req *sch
 
 // handleListApps is stoker.api.apps.list.
 func (s *Service) handleListApps(ctx context.Context, _ bus.Inbound, req *schemas.ListRequest) (any, error) {
-	apps, err := listAll[schemas.App](ctx, s.st.Apps)
+	ps := s.poisons()
+	apps, err := listAll[schemas.App](ctx, s.st.Apps, ps)
 	if err != nil {
 		return nil, err
 	}
-	execs, err := listAll[schemas.Executor](ctx, s.st.Executors)
+	workers, err := listAll[schemas.Worker](ctx, s.st.Workers, ps)
+	if err != nil {
+		return nil, err
+	}
+	execs, err := listPlaced[schemas.Executor](ctx, s.st.Executors, workers, ps)
 	if err != nil {
 		return nil, err
 	}
 	keep := wanted(req.IDs)
 	sel := make([]schemas.App, 0, len(apps))
-	for _, a := range apps {
+	for _, a := range values(apps) {
 		if keep(a.ID) {
 			sel = append(sel, a)
 		}
@@ -333,17 +360,22 @@ func (s *Service) handleStatus(ctx context.Context, _ bus.Inbound, _ *schemas.Li
 	case !isNotFound(err):
 		return nil, fmt.Errorf("read cluster state: %w", err)
 	}
-	if snap.Workers, err = listAll[schemas.Worker](ctx, s.st.Workers); err != nil {
+	ps := s.poisons()
+	workers, err := listAll[schemas.Worker](ctx, s.st.Workers, ps)
+	if err != nil {
 		return nil, err
 	}
-	if snap.Apps, err = listAll[schemas.App](ctx, s.st.Apps); err != nil {
+	apps, err := listAll[schemas.App](ctx, s.st.Apps, ps)
+	if err != nil {
 		return nil, err
 	}
-	if snap.Drivers, err = listAll[schemas.Driver](ctx, s.st.Drivers); err != nil {
+	snap.Workers, snap.Apps = values(workers), values(apps)
+	if snap.Drivers, err = listPlaced[schemas.Driver](ctx, s.st.Drivers, workers, ps); err != nil {
 		return nil, err
 	}
-	if snap.Executors, err = listAll[schemas.Executor](ctx, s.st.Executors); err != nil {
+	if snap.Executors, err = listPlaced[schemas.Executor](ctx, s.st.Executors, workers, ps); err != nil {
 		return nil, err
 	}
+	snap.Poisoned = ps.ByBucket()
 	return Summarize(snap), nil
 }

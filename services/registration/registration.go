@@ -58,6 +58,8 @@ type Service struct {
 	st    *bus.Store
 	micro micro.Service
 	g     *svc.Group
+	// poison reports the records listing skips, once each.
+	poison *bus.Reporter
 
 	// Counters are exposed for tests and stats.
 	Counters bus.Counters
@@ -76,11 +78,8 @@ func New(cfg Config) (*Service, error) {
 	if err := svc.LivenessTimings("registration", &cfg.HeartbeatInterval, &cfg.WorkerTimeout); err != nil {
 		return nil, err
 	}
-	return &Service{
-		cfg: cfg,
-		nc:  cfg.NC,
-		log: cfg.Log.With().Str("component", "registration").Str("instance", cfg.ID).Logger(),
-	}, nil
+	log := cfg.Log.With().Str("component", "registration").Str("instance", cfg.ID).Logger()
+	return &Service{cfg: cfg, nc: cfg.NC, log: log, poison: bus.NewReporter(cfg.NC, log)}, nil
 }
 
 // ID is the instance id.

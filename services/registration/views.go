@@ -115,6 +115,8 @@ type Snapshot struct {
 	Apps      []schemas.App
 	Drivers   []schemas.Driver
 	Executors []schemas.Executor
+	// Poisoned names the records left out of the lists above, by bucket.
+	Poisoned map[string][]string
 }
 
 // Summarize builds the cluster status: leader, phase, counts by state, and
@@ -130,6 +132,12 @@ func Summarize(s Snapshot) *schemas.Status {
 		if s.Cluster != nil && s.Cluster.State != "" {
 			st.State = s.Cluster.State
 		}
+	}
+	for b, keys := range s.Poisoned {
+		if st.Poisoned == nil {
+			st.Poisoned, st.PoisonedKeys = map[string]int{}, map[string][]string{}
+		}
+		st.Poisoned[b], st.PoisonedKeys[b] = len(keys), keys
 	}
 	usage := Usage(s.Executors, s.Drivers)
 	for _, w := range s.Workers {

@@ -154,7 +154,7 @@ type placed struct {
 
 func (s *Service) placedOn(ctx context.Context, wid string) (placed, error) {
 	p := placed{read: true, executors: map[string]*schemas.Executor{}, drivers: map[string]*schemas.Driver{}}
-	execs, err := bus.List[schemas.Executor](ctx, s.st.Executors)
+	execs, err := bus.ListSkipping[schemas.Executor](ctx, s.st.Executors, s.poison.Report)
 	if err != nil {
 		return p, fmt.Errorf("list executors: %w", err)
 	}
@@ -163,7 +163,7 @@ func (s *Service) placedOn(ctx context.Context, wid string) (placed, error) {
 			p.executors[e.Key] = e.Value
 		}
 	}
-	drivers, err := bus.List[schemas.Driver](ctx, s.st.Drivers)
+	drivers, err := bus.ListSkipping[schemas.Driver](ctx, s.st.Drivers, s.poison.Report)
 	if err != nil {
 		return p, fmt.Errorf("list drivers: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -18,9 +19,11 @@ import (
 // Every mirror of a view shares the view's lock, so a plan reads all of
 // them at one instant; the maps are the Snapshot's maps, never replaced.
 type mirror[T any] struct {
-	kv   jetstream.KeyValue
-	only string // if set, the one key mirrored
-	log  zerolog.Logger
+	kv     jetstream.KeyValue
+	bucket string
+	only   string // if set, the one key mirrored
+	log    zerolog.Logger
+	poison *bus.Reporter
 
 	mu     *sync.Mutex // guards the fields below
 	items  map[string]*T
@@ -28,9 +31,9 @@ type mirror[T any] struct {
 	loaded bool              // the initial values arrived
 }
 
-func newMirror[T any](kv jetstream.KeyValue, mu *sync.Mutex, items map[string]*T, log zerolog.Logger) *mirror[T] {
-	return &mirror[T]{kv: kv, mu: mu, items: items, revs: map[string]uint64{},
-		log: log.With().Str("bucket", kv.Bucket()).Logger()}
+func newMirror[T any](kv jetstream.KeyValue, mu *sync.Mutex, items map[string]*T, log zerolog.Logger, poison *bus.Reporter) *mirror[T] {
+	return &mirror[T]{kv: kv, bucket: kv.Bucket(), mu: mu, items: items, revs: map[string]uint64{},
+		log: log.With().Str("bucket", kv.Bucket()).Logger(), poison: poison}
 }
 
 // watch starts watching the bucket; updates run until ctx ends, calling
@@ -79,8 +82,11 @@ func (m *mirror[T]) setLocked(key string, rev uint64, data []byte, deleted, forc
 		return
 	}
 	v := new(T)
-	if err := bus.DecodeRecord(data, v); err != nil {
-		m.log.Warn().Err(err).Str("key", key).Msg("undecodable record ignored")
+	if err := bus.DecodeChecked(key, data, v); err != nil {
+		// A poisoned value replaces what the key held: the older record is
+		// no longer the fact, and the new one is never acted upon.
+		delete(m.items, key)
+		m.poison.Report(bus.Poison{Bucket: m.bucket, Key: key, Revision: rev, Err: err})
 		return
 	}
 	m.items[key] = v
@@ -112,15 +118,16 @@ type view struct {
 	apps      *mirror[schemas.App]
 	executors *mirror[schemas.Executor]
 	cluster   *mirror[schemas.Cluster]
+	poison    *bus.Reporter
 }
 
-func newView(st *bus.Store, log zerolog.Logger) *view {
-	v := &view{snap: NewSnapshot(), clusterKV: map[string]*schemas.Cluster{}}
-	v.workers = newMirror(st.Workers, &v.mu, v.snap.Workers, log)
-	v.drivers = newMirror(st.Drivers, &v.mu, v.snap.Drivers, log)
-	v.apps = newMirror(st.Apps, &v.mu, v.snap.Apps, log)
-	v.executors = newMirror(st.Executors, &v.mu, v.snap.Executors, log)
-	v.cluster = newMirror(st.Cluster, &v.mu, v.clusterKV, log)
+func newView(st *bus.Store, log zerolog.Logger, poison *bus.Reporter) *view {
+	v := &view{snap: NewSnapshot(), clusterKV: map[string]*schemas.Cluster{}, poison: poison}
+	v.workers = newMirror(st.Workers, &v.mu, v.snap.Workers, log, poison)
+	v.drivers = newMirror(st.Drivers, &v.mu, v.snap.Drivers, log, poison)
+	v.apps = newMirror(st.Apps, &v.mu, v.snap.Apps, log, poison)
+	v.executors = newMirror(st.Executors, &v.mu, v.snap.Executors, log, poison)
+	v.cluster = newMirror(st.Cluster, &v.mu, v.clusterKV, log, poison)
 	v.cluster.only = bus.KeyClusterState
 	return v
 }
@@ -150,4 +157,40 @@ func (v *view) clusterState() *schemas.Cluster {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.clusterKV[bus.KeyClusterState]
+}
+
+// placedLocked is the snapshot a plan may act on: the view's, without the
+// executors and drivers that hold resources on a worker with no record
+// (reported, never acted upon: no LOST, no kill, no usage). The maps are
+// the view's own when nothing is left out, the common case.
+func (v *view) placedLocked() *Snapshot {
+	known := func(id string) bool { return v.snap.Workers[id] != nil }
+	execs := dropUnplaced(v.snap.Executors, v.executors, known)
+	drivers := dropUnplaced(v.snap.Drivers, v.drivers, known)
+	if len(execs) == len(v.snap.Executors) && len(drivers) == len(v.snap.Drivers) {
+		return v.snap
+	}
+	s := *v.snap
+	s.Executors, s.Drivers = execs, drivers
+	return &s
+}
+
+// dropUnplaced is items without what bus.CheckPlacedIn refuses, reported
+// with m's revision; items itself when it refuses nothing.
+func dropUnplaced[T any](items map[string]*T, m *mirror[T], known func(string) bool) map[string]*T {
+	var bad []string
+	for k, x := range items {
+		if err := bus.CheckPlacedIn(x, known); err != nil {
+			bad = append(bad, k)
+			m.poison.Report(bus.Poison{Bucket: m.bucket, Key: k, Revision: m.revs[k], Err: err})
+		}
+	}
+	if len(bad) == 0 {
+		return items
+	}
+	out := maps.Clone(items)
+	for _, k := range bad {
+		delete(out, k)
+	}
+	return out
 }

@@ -48,9 +48,11 @@ func TestMirror_SetLocked(t *testing.T) {
 			{"w1", 5, rec(1), false, false, 0},
 			{"w1", 8, rec(3), false, false, 3},
 		}},
-		{"undecodable is ignored", "", []step{
+		{"a poisoned revision removes the record (never acted upon)", "", []step{
 			{"w1", 5, rec(1), false, false, 1},
-			{"w1", 6, []byte{0xc1}, false, false, 1},
+			{"w1", 6, []byte{0xc1}, false, false, 0},
+			{"w1", 7, rec(2), false, false, 2},
+			{"w1", 8, rec(-5), false, false, 0},
 		}},
 		{"only one key", "w2", []step{
 			{"w1", 5, rec(1), false, false, 0},
@@ -58,7 +60,7 @@ func TestMirror_SetLocked(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			m := &mirror[schemas.Worker]{only: tc.only, log: zerolog.Nop(), mu: &sync.Mutex{},
+			m := &mirror[schemas.Worker]{bucket: bus.BucketWorkers, only: tc.only, log: zerolog.Nop(), mu: &sync.Mutex{},
 				items: map[string]*schemas.Worker{}, revs: map[string]uint64{}}
 			for i, s := range tc.steps {
 				m.setLocked(s.key, s.rev, s.data, s.deleted, s.force)

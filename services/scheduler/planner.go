@@ -56,7 +56,7 @@ func (p *planner) plan(epoch uint64, log *zerolog.Logger) (Plan, bool) {
 	}
 	o := p.opts
 	o.Avoid = p.avoidingLocked(now)
-	plan := Schedule(snap, o)
+	plan := Schedule(p.v.placedLocked(), o)
 	if bad := fmt.Sprint(plan.Inconsistencies); len(plan.Inconsistencies) > 0 && bad != p.lastBad {
 		log.Warn().Strs("inconsistencies", plan.Inconsistencies).Msg("snapshot inconsistent")
 		p.lastBad = bad

@@ -184,7 +184,7 @@ func (s *Service) start(ctx context.Context) error {
 		return fmt.Errorf("%w: lease bucket %s has TTL %s: %w", ErrConfig, bus.BucketLeader, ttl, err)
 	}
 	s.group = svc.NewGroup(context.Background())
-	s.view = newView(st, s.log)
+	s.view = newView(st, s.log, bus.NewReporter(s.cfg.NC, s.log))
 	s.planner = newPlanner(s.view, s.cfg)
 	s.applier = &applier{nc: s.cfg.NC, v: s.view, launchTimeout: s.cfg.LaunchTimeout, avoid: s.planner.avoidWorker,
 		appCreds: s.cfg.AppCreds}
