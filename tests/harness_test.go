@@ -103,8 +103,9 @@ type Cluster struct {
 	// node trusts and every process connects with: the harness makes them
 	// once, so the nodes of a multi-node bus share one operator and a bus
 	// restarted on a fresh store (Dir2) still knows everyone.
-	AuthDir string
-	keys    *auth.Keys
+	AuthDir  string
+	keys     *auth.Keys
+	insecure bool
 }
 
 // ClusterOptions sets timings for the services started by NewCluster.
@@ -113,6 +114,9 @@ type ClusterOptions struct {
 	HeartbeatInterval time.Duration
 	// NoBus leaves starting the bus to the test (a multi-node bus).
 	NoBus bool
+	// Insecure runs the bus with --insecure and every process without
+	// credentials or TLS (benchmarks comparing the cost of security).
+	Insecure bool
 }
 
 func freePort(t testing.TB) int {
@@ -134,7 +138,8 @@ func NewCluster(t testing.TB, o ClusterOptions) *Cluster {
 	if o.HeartbeatInterval == 0 {
 		o.HeartbeatInterval = 200 * time.Millisecond
 	}
-	c := &Cluster{t: t, Dir: t.TempDir(), Port: freePort(t), timeout: o.WorkerTimeout.String(), hb: o.HeartbeatInterval.String()}
+	c := &Cluster{t: t, Dir: t.TempDir(), Port: freePort(t), timeout: o.WorkerTimeout.String(), hb: o.HeartbeatInterval.String(),
+		insecure: o.Insecure}
 	c.URL = fmt.Sprintf("nats://127.0.0.1:%d", c.Port)
 	c.AuthDir = t.TempDir()
 	keys, _, err := auth.Install(c.AuthDir)
@@ -157,8 +162,12 @@ func NewCluster(t testing.TB, o ClusterOptions) *Cluster {
 // StartBus starts (or restarts) the bus process on the cluster's port and data.
 func (c *Cluster) StartBus() *Proc {
 	c.t.Helper()
-	p := c.Start("bus", "bus", "--host", "127.0.0.1", "--port", fmt.Sprint(c.Port), "--data", filepath.Join(c.Dir, "bus"),
-		"--auth-dir", c.AuthDir)
+	args := []string{"bus", "--host", "127.0.0.1", "--port", fmt.Sprint(c.Port), "--data", filepath.Join(c.Dir, "bus"),
+		"--auth-dir", c.AuthDir}
+	if c.insecure {
+		args = append(args, "--insecure")
+	}
+	p := c.Start("bus", args...)
 	c.eventually(20*time.Second, "bus accepting connections", func() bool {
 		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", c.Port), 200*time.Millisecond)
 		if err == nil {
@@ -181,6 +190,9 @@ func (c *Cluster) StartServices(extra ...string) {
 // StartService starts one `stoker <name>` service process.
 func (c *Cluster) StartService(name string, args ...string) *Proc {
 	c.t.Helper()
+	if c.insecure {
+		return c.Start(name, append([]string{name, "--nats", c.URL}, args...)...)
+	}
 	return c.Start(name, append([]string{name, "--nats", c.URL, "--creds", auth.CredsPath(c.AuthDir, auth.Role(name))}, args...)...)
 }
 
@@ -197,6 +209,14 @@ func (c *Cluster) ConnAs(role auth.Role, name string) *nats.Conn {
 	}
 	c.t.Cleanup(nc.Close)
 	return nc
+}
+
+// secureOr is v, or "" on an insecure cluster.
+func (c *Cluster) secureOr(v string) string {
+	if c.insecure {
+		return ""
+	}
+	return v
 }
 
 // CA is the CA file the bus's certificates chain to.
@@ -225,7 +245,11 @@ func (c *Cluster) AgentCreds(id string) string {
 // StartAgent starts an agent process with the given id, cores and memory.
 func (c *Cluster) StartAgent(id string, cores int, memory string, args ...string) *Proc {
 	c.t.Helper()
-	a := append([]string{"agent", "--nats", c.URL, "--creds", c.AgentCreds(id), "--id", id, "--cores", fmt.Sprint(cores),
+	creds := ""
+	if !c.insecure {
+		creds = c.AgentCreds(id)
+	}
+	a := append([]string{"agent", "--nats", c.URL, "--creds", creds, "--id", id, "--cores", fmt.Sprint(cores),
 		"--memory", memory, "--work-dir", filepath.Join(c.Dir, "work", id), "--heartbeat-interval", c.hb}, args...)
 	return c.Start("agent-"+id, a...)
 }
@@ -301,7 +325,7 @@ func (c *Cluster) stopAll() {
 func (c *Cluster) NC() *nats.Conn {
 	c.t.Helper()
 	if c.nc == nil {
-		nc, err := bus.Connect(c.URL, bus.ConnectOptions{Name: "e2e-test", ReconnectWait: 50 * time.Millisecond, Creds: c.AdminCreds(), CA: c.CA()})
+		nc, err := bus.Connect(c.URL, bus.ConnectOptions{Name: "e2e-test", ReconnectWait: 50 * time.Millisecond, Creds: c.secureOr(c.AdminCreds()), CA: c.secureOr(c.CA())})
 		if err != nil {
 			c.t.Fatal(err)
 		}
@@ -344,7 +368,7 @@ func (c *Cluster) CLI(args ...string) (string, string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, stokerBin, args...)
-	cmd.Env = append(os.Environ(), "STOKER_NATS_URL="+c.URL, "STOKER_CREDS="+c.AdminCreds())
+	cmd.Env = append(os.Environ(), "STOKER_NATS_URL="+c.URL, "STOKER_CREDS="+c.secureOr(c.AdminCreds()))
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -179,5 +180,22 @@ func TestKeys_SaveLoadRoundTrip(t *testing.T) {
 	p2, _ := k2.Stoker.PublicKey()
 	if p1 != p2 || len(k2.Signers) != len(Roles) {
 		t.Fatalf("keys differ after reload: %s vs %s, %d signers", p1, p2, len(k2.Signers))
+	}
+}
+
+// TestRolesDoc: docs/security.md shows the roles table as built.
+func TestRolesDoc(t *testing.T) {
+	b, err := os.ReadFile("../../docs/security.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const begin, end = "<!-- roles:begin (generated from bus/auth.Markdown) -->\n", "<!-- roles:end -->"
+	doc := string(b)
+	i, j := strings.Index(doc, begin), strings.Index(doc, end)
+	if i < 0 || j < i {
+		t.Fatalf("docs/security.md lacks the roles markers")
+	}
+	if got, want := doc[i+len(begin):j], Markdown(); got != want {
+		t.Errorf("docs/security.md's roles table is stale; replace it with:\n%s", want)
 	}
 }

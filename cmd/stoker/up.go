@@ -393,7 +393,7 @@ Try, in another terminal (the first line is all a client needs):
 `, c.url, plural(len(c.agents), "worker", "workers"), o.coresPerWorker, schemas.FormatMemoryMB(o.memoryPerWorkerMB),
 		o.data, security, env)
 	if creds := c.adminCreds(); creds != "" {
-		fmt.Fprintf(w, "  nats context save stoker --server %s --creds %s --tlsca %s\n", c.url, creds, c.ca)
+		fmt.Fprintf(w, "  nats context save stoker --select --server %s --creds %s --tlsca %s\n", c.url, creds, c.ca)
 	}
 	fmt.Fprintf(w, `  %s kv ls stoker-workers
 
