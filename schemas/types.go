@@ -217,9 +217,11 @@ type Worker struct {
 	RegisteredAt time.Time   `json:"registered_at"`
 	UpdatedAt    time.Time   `json:"updated_at"`
 	// PID and Since are the registered agent instance's process id and
-	// start time (see RegisterWorker).
-	PID   int       `json:"pid,omitempty"`
-	Since time.Time `json:"since"`
+	// start time (see RegisterWorker); WorkDir its work dir, where the logs
+	// of what it ran stay.
+	PID     int       `json:"pid,omitempty"`
+	Since   time.Time `json:"since"`
+	WorkDir string    `json:"work_dir,omitempty"`
 	// Epoch is the scheduler epoch under which the record was last confirmed.
 	Epoch  uint64 `json:"epoch,omitempty"`
 	Reason string `json:"reason,omitempty"`
@@ -290,18 +292,21 @@ func (*App) WireType() string { return TypeApp }
 // Executor is the record in stoker-executors, keyed "<appid>.<execid>".
 type Executor struct {
 	Base
-	AppID     string        `json:"app_id"`
-	ID        int           `json:"id"`
-	WorkerID  string        `json:"worker_id"`
-	Cores     int           `json:"cores"`
-	MemoryMB  int64         `json:"memory_mb"`
-	State     ExecutorState `json:"state"`
-	ExitCode  *int          `json:"exit_code,omitempty"`
-	PID       int           `json:"pid,omitempty"`
-	Epoch     uint64        `json:"epoch,omitempty"`
-	Message   string        `json:"message,omitempty"`
-	CreatedAt time.Time     `json:"created_at"`
-	UpdatedAt time.Time     `json:"updated_at"`
+	AppID    string        `json:"app_id"`
+	ID       int           `json:"id"`
+	WorkerID string        `json:"worker_id"`
+	Cores    int           `json:"cores"`
+	MemoryMB int64         `json:"memory_mb"`
+	State    ExecutorState `json:"state"`
+	ExitCode *int          `json:"exit_code,omitempty"`
+	PID      int           `json:"pid,omitempty"`
+	Epoch    uint64        `json:"epoch,omitempty"`
+	Message  string        `json:"message,omitempty"`
+	// Error is why the launch failed (the agent could not start the
+	// process, or never acknowledged): such an executor has no log.
+	Error     string    `json:"error,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 func (*Executor) WireType() string { return TypeExecutor }
@@ -576,10 +581,12 @@ type WorkerView struct {
 	RegisteredAt time.Time   `json:"registered_at"`
 	UpdatedAt    time.Time   `json:"updated_at"`
 	// PID and Since are the registered agent instance's process id and
-	// start time (see RegisterWorker).
-	PID   int       `json:"pid,omitempty"`
-	Since time.Time `json:"since"`
-	Epoch uint64    `json:"epoch,omitempty"`
+	// start time (see RegisterWorker); WorkDir its work dir, where the logs
+	// of what it ran stay.
+	PID     int       `json:"pid,omitempty"`
+	Since   time.Time `json:"since"`
+	WorkDir string    `json:"work_dir,omitempty"`
+	Epoch   uint64    `json:"epoch,omitempty"`
 }
 
 // WorkerList answers stoker.api.workers.list.
@@ -607,6 +614,9 @@ type ExecutorView struct {
 	State    ExecutorState `json:"state"`
 	ExitCode *int          `json:"exit_code,omitempty"`
 	PID      int           `json:"pid,omitempty"`
+	Message  string        `json:"message,omitempty"`
+	// Error is why the executor could not be launched (it has no log).
+	Error string `json:"error,omitempty"`
 }
 
 // AppView is an application as clients see it.

@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -158,15 +159,62 @@ func (c *Client) Logs(ctx context.Context, req schemas.LogsRequest) (*schemas.Lo
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
+	if err := c.launchFailed(ctx, req.ID); err != nil {
+		return nil, err
+	}
 	wid, err := c.WorkerOf(ctx, req.ID)
 	if err != nil {
 		return nil, err
 	}
 	var reply schemas.LogsReply
 	if err := c.call(ctx, bus.WorkerLogsSubject(wid), &req, &reply); err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return nil, c.workerGone(ctx, wid, req.ID)
+		}
 		return nil, fmt.Errorf("logs from worker %s: %w", wid, err)
 	}
 	return &reply, nil
+}
+
+// ErrNoLog is wrapped by Logs for an executor that never started (its
+// launch failed: the error says why) and for a worker whose agent is not
+// running (its logs stay on its host until it runs again).
+var ErrNoLog = errors.New("no log")
+
+// launchFailed is an error wrapping ErrNoLog with the launch error when id
+// is an executor whose launch failed, else nil.
+func (c *Client) launchFailed(ctx context.Context, id string) error {
+	appID, execID, err := schemas.ParseExecutorKey(id)
+	if err != nil {
+		return nil
+	}
+	a, err := c.App(ctx, appID)
+	if err != nil {
+		return nil // WorkerOf reports it
+	}
+	for _, x := range a.Executors {
+		if x.ID == execID && x.Error != "" {
+			return fmt.Errorf("executor %s on %s %w: its launch failed: %s", id, x.WorkerID, ErrNoLog, x.Error)
+		}
+	}
+	return nil
+}
+
+// workerGone says why nobody answers for worker wid's logs.
+func (c *Client) workerGone(ctx context.Context, wid, id string) error {
+	state, where := "not running", ""
+	if ws, err := c.Workers(ctx); err == nil {
+		for _, w := range ws {
+			if w.ID == wid {
+				state = string(w.State)
+				if w.WorkDir != "" {
+					where = fmt.Sprintf("; its files stay on %s under %s", w.Host, w.WorkDir)
+				}
+			}
+		}
+	}
+	return fmt.Errorf("%s: %w: worker %s is %s (its agent is not running, so nobody serves its logs)%s; start its agent again to read them",
+		id, ErrNoLog, wid, state, where)
 }
 
 // Events calls fn with the cluster's events that q selects, in order (see

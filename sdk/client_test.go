@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/stoker/stoker/bus"
@@ -145,5 +146,44 @@ func TestClient_App_GetFollowKillEvents(t *testing.T) {
 	}
 	if ws, err := c.Workers(ctx); err != nil || len(ws) != 0 {
 		t.Fatalf("workers: %v %v", ws, err)
+	}
+}
+
+// Logs says why there is no log instead of "no responders": an executor
+// whose launch failed (its launch error), a worker whose agent is stopped
+// (its state and where its files stay). Issue 9 item 3.
+func TestClient_Logs_NoLogSaysWhy(t *testing.T) {
+	c, nc := clientCluster(t)
+	st := bustest.Store(t, nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	now := time.Now()
+	put := func(kv jetstream.KeyValue, key string, v any) {
+		if _, err := bus.Create(ctx, kv, key, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const app, drv = "app-20260101000000-abcdef", "driver-20260101000000-abcdef"
+	put(st.Workers, "w1", &schemas.Worker{ID: "w1", Host: "vm-1", State: schemas.WorkerDead, Cores: 2, MemoryMB: 1024,
+		WorkDir: "/var/lib/stoker/work", RegisteredAt: now, UpdatedAt: now})
+	put(st.Drivers, drv, &schemas.Driver{ID: drv, Command: []string{"true"}, Cores: 1, MemoryMB: 64,
+		State: schemas.DriverFinished, WorkerID: "w1", SubmittedAt: now, UpdatedAt: now})
+	put(st.Apps, app, &schemas.App{ID: app, Name: "a", State: schemas.AppFailed,
+		Executor: schemas.ExecutorSpec{Command: []string{"bin/pi"}, Cores: 1, MemoryMB: 64}, SubmittedAt: now, UpdatedAt: now})
+	put(st.Executors, schemas.ExecutorKey(app, 0), &schemas.Executor{AppID: app, ID: 0, WorkerID: "w1", Cores: 1, MemoryMB: 64,
+		State: schemas.ExecutorFailed, Error: "fork/exec bin/pi: no such file or directory", CreatedAt: now, UpdatedAt: now})
+
+	_, err := c.Logs(ctx, schemas.LogsRequest{ID: schemas.ExecutorKey(app, 0)})
+	if !errors.Is(err, sdk.ErrNoLog) || !strings.Contains(err.Error(), "its launch failed: fork/exec bin/pi: no such file or directory") {
+		t.Fatalf("logs of an executor that never started: %v", err)
+	}
+	_, err = c.Logs(ctx, schemas.LogsRequest{ID: drv})
+	if !errors.Is(err, sdk.ErrNoLog) || errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("logs from a stopped worker: %v, want ErrNoLog", err)
+	}
+	for _, want := range []string{"worker w1 is DEAD", "vm-1", "/var/lib/stoker/work", "start its agent again"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("logs from a stopped worker: %q does not say %q", err, want)
+		}
 	}
 }

@@ -320,3 +320,26 @@ func TestRun_CommandExitsEndsRun(t *testing.T) {
 		t.Fatalf("the command ran %d times, want 3", n)
 	}
 }
+
+// TestRun_LaunchErrorShown (issue 9 item 3): an executor that could not be
+// started keeps its launch error in its record, and `stoker run`, `apps
+// --json` and `logs` show it.
+func TestRun_LaunchErrorShown(t *testing.T) {
+	c := fullCluster(t, []string{"--max-executor-retries", "2"}, map[string]int{"a": 2})
+	out, errOut, err := c.CLI("run", "--", "/nonexistent/stoker-test-binary")
+	if err == nil {
+		t.Fatalf("stoker run of a missing binary succeeded:\n%s\n%s", out, errOut)
+	}
+	if !strings.Contains(out, "launch failed: ") || !strings.Contains(out, "/nonexistent/stoker-test-binary") {
+		t.Fatalf("stoker run does not show the launch error:\nstdout: %s\nstderr: %s", out, errOut)
+	}
+	id := strings.Fields(out)[0]
+	a := c.app(id)
+	if a == nil || len(a.Executors) == 0 || !strings.Contains(a.Executors[0].Error, "/nonexistent/stoker-test-binary") {
+		t.Fatalf("apps --json: executors %+v, want the launch error in error", a)
+	}
+	out, errOut, err = c.CLI("logs", schemas.ExecutorKey(id, 0))
+	if err == nil || !strings.Contains(out+errOut, "its launch failed") || strings.Contains(out+errOut, "no responders") {
+		t.Fatalf("stoker logs of an executor that never started: %v\n%s%s", err, out, errOut)
+	}
+}

@@ -122,6 +122,9 @@ func runApp(ctx context.Context, e *env, o *runOptions) error {
 			if x.ExitCode != nil {
 				line += fmt.Sprintf(" exit %d", *x.ExitCode)
 			}
+			if x.Error != "" {
+				line += ": launch failed: " + x.Error
+			}
 			fmt.Fprintln(e.stdout, line)
 		}
 	})

@@ -101,7 +101,7 @@ func (s *Service) handleLaunchExecutor(_ context.Context, _ bus.Inbound, req *sc
 		argv:     req.Command,
 		cores:    req.Cores,
 		memoryMB: req.MemoryMB,
-		dir:      filepath.Join(s.cfg.WorkDir, req.AppID, strconv.Itoa(req.ExecutorID)),
+		dir:      s.childDir(schemas.ExecutorKey(req.AppID, req.ExecutorID)),
 		killCh:   make(chan struct{}),
 		env: s.childEnv(req.Env,
 			schemas.EnvEntry(schemas.EnvAppID, req.AppID),
@@ -156,7 +156,7 @@ func (s *Service) handleLaunchDriver(_ context.Context, _ bus.Inbound, req *sche
 		supervise: req.Supervise,
 		attempt:   req.Attempt,
 		creds:     []byte(req.Creds),
-		dir:       filepath.Join(s.cfg.WorkDir, req.DriverID),
+		dir:       s.childDir(req.DriverID),
 		killCh:    make(chan struct{}),
 		env:       s.childEnv(req.Env, driverVars(req)...),
 	}
@@ -390,7 +390,10 @@ func (s *Service) handleLogs(_ context.Context, _ bus.Inbound, req *schemas.Logs
 		}
 	}
 	s.mu.Unlock()
-	if r == nil {
+	var dir string
+	if r != nil {
+		dir = r.dir
+	} else if dir = s.childDir(req.ID); dir == "" {
 		return nil, bus.Errorf(bus.CodeNotFound, "no driver or executor %s on worker %s", req.ID, s.wid)
 	}
 	name := stdoutFile
@@ -405,14 +408,30 @@ func (s *Service) handleLogs(_ context.Context, _ bus.Inbound, req *schemas.Logs
 	if mp := int(s.nc.MaxPayload()) - 4096; mp > 0 && limit > mp {
 		limit = mp
 	}
-	data, truncated, err := tail(filepath.Join(r.dir, name), int64(limit))
+	data, truncated, err := tail(filepath.Join(dir, name), int64(limit))
 	if errors.Is(err, os.ErrNotExist) {
+		if r == nil {
+			return nil, bus.Errorf(bus.CodeNotFound, "no driver or executor %s on worker %s", req.ID, s.wid)
+		}
 		return nil, bus.Errorf(bus.CodeNotFound, "%s of %s is gone", name, req.ID)
 	}
 	if err != nil {
 		return nil, bus.Errorf(bus.CodeInternal, "read %s of %s: %v", name, req.ID, err)
 	}
 	return &schemas.LogsReply{ID: req.ID, Data: data, Truncated: truncated}, nil
+}
+
+// childDir is where a driver (id) or an executor ("<appid>.<execid>") ran
+// or runs, from the id alone: logs stay readable from disk after the agent
+// restarts and forgets its runners. "" for an id that is neither.
+func (s *Service) childDir(id string) string {
+	if schemas.ValidDriverID(id) == nil {
+		return filepath.Join(s.cfg.WorkDir, id)
+	}
+	if app, n, err := schemas.ParseExecutorKey(id); err == nil {
+		return filepath.Join(s.cfg.WorkDir, app, strconv.Itoa(n))
+	}
+	return ""
 }
 
 // tail reads at most n bytes from the end of path.

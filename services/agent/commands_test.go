@@ -513,3 +513,32 @@ func TestService_Logs_Tail(t *testing.T) {
 		})
 	}
 }
+
+// Logs are read from the work dir, not only from memory: a driver's and an
+// executor's output stay readable after the agent restarts (issue 9 item 3).
+func TestService_Logs_SurviveAgentRestart(t *testing.T) {
+	e := newEnv(t)
+	work := t.TempDir()
+	first := startAgent(t, e.srv.URL(), func(c *Config) { c.WorkDir = work })
+	waitRegistered(t, first)
+	app, d := newAppID(), newDriverID()
+	launchExecutor(t, e.nc, app, 0, `echo exec-out`)
+	launchDriver(t, e.nc, d, false, `echo driver-out`)
+	e.c.waitReport(schemas.ExecutorKey(app, 0), "EXITED")
+	e.c.waitReport(d, "FINISHED")
+	first.Stop()
+
+	second := startAgent(t, e.srv.URL(), func(c *Config) { c.WorkDir = work })
+	waitRegistered(t, second)
+	for id, want := range map[string]string{schemas.ExecutorKey(app, 0): "exec-out\n", d: "driver-out\n"} {
+		var rep schemas.LogsReply
+		if err := call(t, e.nc, bus.WorkerLogsSubject(testWID), &schemas.LogsRequest{ID: id}, &rep); err != nil || string(rep.Data) != want {
+			t.Fatalf("logs of %s after the restart: %q %v, want %q", id, rep.Data, err, want)
+		}
+	}
+	var be *bus.Error
+	err := call(t, e.nc, bus.WorkerLogsSubject(testWID), &schemas.LogsRequest{ID: "../../etc"}, &schemas.LogsReply{})
+	if !errors.As(err, &be) || (be.Code != bus.CodeNotFound && be.Code != bus.CodeBadRequest) {
+		t.Fatalf("a path as id: %v, want refused", err)
+	}
+}

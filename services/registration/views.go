@@ -33,6 +33,7 @@ func WorkerViews(workers []schemas.Worker, usage schemas.Usages) []schemas.Worke
 			ID: w.ID, Host: w.Host, State: w.State, Cores: w.Cores, MemoryMB: w.MemoryMB,
 			CoresUsed: u.Cores, MemoryUsedMB: u.MemoryMB, Executors: u.Executors, Drivers: u.Drivers,
 			RegisteredAt: w.RegisteredAt, UpdatedAt: w.UpdatedAt, Epoch: w.Epoch,
+			PID: w.PID, Since: w.Since, WorkDir: w.WorkDir,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
@@ -52,7 +53,7 @@ func AppViews(apps []schemas.App, executors []schemas.Executor) []schemas.AppVie
 		}
 		byApp[e.AppID] = append(byApp[e.AppID], schemas.ExecutorView{
 			ID: e.ID, WorkerID: e.WorkerID, Cores: e.Cores, MemoryMB: e.MemoryMB,
-			State: e.State, ExitCode: code, PID: e.PID,
+			State: e.State, ExitCode: code, PID: e.PID, Message: e.Message, Error: e.Error,
 		})
 		if e.State.Holds() {
 			granted[e.AppID] += e.Cores

@@ -132,7 +132,7 @@ func (s *Service) writeAlive(ctx context.Context, req *schemas.RegisterWorker, e
 		return &schemas.Worker{
 			ID: req.WorkerID, Instance: req.Instance, Host: req.Host,
 			Cores: req.Cores, MemoryMB: req.MemoryMB, State: schemas.WorkerAlive,
-			RegisteredAt: t, UpdatedAt: t, Epoch: epoch, PID: req.PID, Since: req.Since,
+			RegisteredAt: t, UpdatedAt: t, Epoch: epoch, PID: req.PID, Since: req.Since, WorkDir: req.WorkDir,
 		}, nil
 	})
 	if errors.Is(err, errHeld) {

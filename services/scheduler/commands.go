@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -71,13 +72,14 @@ func (a *applier) launchExecutor(ctx context.Context, epoch uint64, l ExecutorLa
 	}
 	a.avoid(e.WorkerID)
 	msg := fmt.Sprintf("launch on %s failed: %v", e.WorkerID, err)
+	launchErr := launchError(err)
 	log.Warn().Str("executor", e.Key()).Str("worker_id", e.WorkerID).Err(err).Msg("executor launch failed")
 	_, wrote, merr := bus.MutateIf(ctx, a.v.executors.kv, e.Key(), func(n *schemas.Executor) bool {
 		to, ok := n.State.Next(schemas.ExecutorEvLaunchFailed)
 		if !ok || n.Epoch != epoch {
 			return false
 		}
-		n.State, n.Message, n.UpdatedAt = to, msg, now()
+		n.State, n.Message, n.Error, n.UpdatedAt = to, msg, launchErr, now()
 		return true
 	})
 	a.after(ctx, log, a.v.executors, change{"executor", e.Key(), string(schemas.ExecutorFailed), msg}, merr, wrote)
@@ -146,4 +148,17 @@ func (a *applier) launchDriver(ctx context.Context, epoch uint64, l DriverLaunch
 	to, _ := schemas.DriverRunning.Next(ev)
 	dlog.Warn().Err(err).Str("state", string(to)).Msg("driver launch failed")
 	a.after(ctx, log, a.v.drivers, change{"driver", l.DriverID, string(to), msg}, merr, wrote)
+}
+
+// launchError is what an executor record keeps of a failed launch: the
+// agent's own words for a refusal (e.g. "fork/exec bin/pi: no such file or
+// directory"), else the error of the request.
+func launchError(err error) string {
+	msg := err.Error()
+	if errors.Is(err, bus.ErrRefused) {
+		if _, after, ok := strings.Cut(msg, bus.ErrRefused.Error()+": "); ok {
+			return after
+		}
+	}
+	return msg
 }

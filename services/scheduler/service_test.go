@@ -469,6 +469,10 @@ func TestService_Launch_RefusedIsAFailedLaunch(t *testing.T) {
 		if e.State != schemas.ExecutorFailed || !strings.Contains(e.Message, "executable file not found") {
 			t.Fatalf("executor %+v, want FAILED with the agent's reason", e)
 		}
+		// The launch error is the record's own field, in the agent's words.
+		if e.Error != `launch failed: exec: "nope": executable file not found` {
+			t.Fatalf("executor error %q, want the agent's refusal", e.Error)
+		}
 	}
 }
 
