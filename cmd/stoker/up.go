@@ -25,6 +25,7 @@ import (
 	"github.com/stoker/stoker/schemas"
 	"github.com/stoker/stoker/services/agent"
 	"github.com/stoker/stoker/services/svc"
+	"github.com/stoker/stoker/services/web"
 )
 
 // upOptions is `stoker up` parsed.
@@ -47,6 +48,10 @@ type upOptions struct {
 	tls      tlsOptions
 	// registerWait bounds the wait for every agent's first registration.
 	registerWait time.Duration
+	// webAddr is where the web UI listens ("": no web UI); webUsers its
+	// logins (none: no login, loopback only unless insecure).
+	webAddr  string
+	webUsers []web.User
 }
 
 func init() {
@@ -86,6 +91,7 @@ func bindUp(fs *flag.FlagSet, o *upOptions) func(args []string) error {
 	insecure := fs.Bool("insecure", false, "run the bus WITHOUT authentication or TLS: anyone who reaches the port owns every worker")
 	var tlsOpts tlsOptions
 	bindTLS(fs, &tlsOpts)
+	wf := bindWebFlags(fs, `address of the web UI ("off": none)`, "web-password-file")
 	return func(args []string) error {
 		if len(args) > 0 {
 			return usagef("unexpected arguments %q", strings.Join(args, " "))
@@ -121,7 +127,16 @@ func bindUp(fs *flag.FlagSet, o *upOptions) func(args []string) error {
 		if *data == "" {
 			return usagef("--data must not be empty")
 		}
+		users, err := wf.users()
+		if err != nil {
+			return usagef("%v", err)
+		}
+		webAddr := *wf.addr
+		if webAddr == "off" {
+			webAddr = ""
+		}
 		*o = upOptions{
+			webAddr: webAddr, webUsers: users,
 			workers: *workers, coresPerWorker: *cores, memoryPerWorkerMB: int64(*memory),
 			data: *data, host: *host, port: *port,
 			live: liveness{heartbeat: *hb, workerTimeout: *wt}, recoveryTimeout: *rt, killGrace: *grace,
@@ -163,6 +178,7 @@ type upCluster struct {
 	secure bool
 	ca     string
 	lock   *svc.DirLock // <data>/LOCK, released last
+	web    *web.Server  // nil: no web UI
 }
 
 // adminCreds is the admin credential `stoker up` wrote ("" when insecure).
@@ -310,6 +326,22 @@ func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluste
 		}
 		c.agents = append(c.agents, a)
 	}
+	if o.webAddr != "" {
+		// The web UI reads as a viewer; its kill buttons and submission go
+		// through an admin connection of their own.
+		vnc, err := conn(auth.RoleViewer, "web")
+		if err != nil {
+			return nil, err
+		}
+		anc, err := conn(auth.RoleAdmin, "web-admin")
+		if err != nil {
+			return nil, err
+		}
+		if c.web, err = startWeb(web.Config{Addr: o.webAddr, Viewer: vnc, Admin: anc, BusURL: c.url,
+			Users: o.webUsers, Insecure: o.insecure}, log); err != nil {
+			return nil, err
+		}
+	}
 	wait := time.NewTimer(o.registerWait)
 	defer wait.Stop()
 	for _, a := range c.agents {
@@ -344,6 +376,9 @@ func maxLevel(a, b zerolog.Level) zerolog.Level {
 // reverse order, closes the connections and stops the bus. Idempotent.
 func (c *upCluster) Stop() {
 	c.stopOnce.Do(func() {
+		if c.web != nil {
+			c.web.Stop()
+		}
 		var wg sync.WaitGroup
 		for _, a := range c.agents {
 			wg.Add(1)
@@ -380,8 +415,13 @@ func printUpBanner(w io.Writer, o *upOptions, c *upCluster) {
 		natsCLI = "nats --context stoker"
 		security = "clients need the admin credential " + creds + " (TLS: CA " + c.ca + ")"
 	}
+	webLine := "web UI off (--web-addr off)"
+	if c.web != nil {
+		webLine = "web UI at " + c.web.URL() + " (JSON API /api/v1, metrics /metrics)"
+	}
 	fmt.Fprintf(w, `Stoker is up: NATS at %s
   %s with %d cores and %s each; data in %s
+  %s
   %s
 
 Try, in another terminal (the first line is all a client needs):
@@ -391,7 +431,7 @@ Try, in another terminal (the first line is all a client needs):
   stoker run -- sleep 600              # a client-mode app holding executors
   go run ./examples/pi --slices 10     # Monte Carlo pi on the executors
 `, c.url, plural(len(c.agents), "worker", "workers"), o.coresPerWorker, schemas.FormatMemoryMB(o.memoryPerWorkerMB),
-		o.data, security, env)
+		o.data, security, webLine, env)
 	if creds := c.adminCreds(); creds != "" {
 		fmt.Fprintf(w, "  nats context save stoker --select --server %s --creds %s --tlsca %s\n", c.url, creds, c.ca)
 	}

@@ -23,11 +23,20 @@ import (
 // with two small workers and stops it at cleanup.
 func startTestCluster(t *testing.T) *upCluster {
 	t.Helper()
+	return startTestClusterWith(t, nil)
+}
+
+// startTestClusterWith is startTestCluster with options changed by edit.
+func startTestClusterWith(t *testing.T, edit func(*upOptions)) *upCluster {
+	t.Helper()
 	o := &upOptions{
 		workers: 2, coresPerWorker: 2, memoryPerWorkerMB: 1024,
 		data: t.TempDir(), host: "127.0.0.1", port: -1,
 		live:            liveness{heartbeat: 200 * time.Millisecond, workerTimeout: 3 * time.Second},
 		recoveryTimeout: time.Second, killGrace: time.Second, registerWait: 20 * time.Second,
+	}
+	if edit != nil {
+		edit(o)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
