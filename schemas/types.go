@@ -616,7 +616,9 @@ type ExecutorView struct {
 	PID      int           `json:"pid,omitempty"`
 	Message  string        `json:"message,omitempty"`
 	// Error is why the executor could not be launched (it has no log).
-	Error string `json:"error,omitempty"`
+	Error     string    `json:"error,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // AppView is an application as clients see it.

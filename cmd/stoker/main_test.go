@@ -40,7 +40,7 @@ func TestRun_UsageErrors(t *testing.T) {
 		{"no command", nil, "Usage: stoker"},
 		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
 		{"unknown flag", []string{"workers", "--bogus"}, "flag provided but not defined"},
-		{"workers extra args", []string{"workers", "x"}, "takes no arguments"},
+		{"workers extra args", []string{"workers", "x", "y"}, "takes at most one ID"},
 		{"submit empty command", []string{"submit", "--"}, "no command given"},
 		{"submit zero cores", []string{"submit", "--driver-cores", "0", "--", "ls"}, "--driver-cores must be > 0"},
 		{"submit negative cores", []string{"submit", "--driver-cores=-2", "--", "ls"}, "--driver-cores must be > 0"},

@@ -57,18 +57,37 @@ func noArgs(name string, args []string) error {
 	return nil
 }
 
+// optionalID is the one ID argument of `stoker workers|drivers|apps [ID]`, "" for none.
+func optionalID(name string, args []string) (string, error) {
+	switch len(args) {
+	case 0:
+		return "", nil
+	case 1:
+		return args[0], nil
+	}
+	return "", usagef("%s takes at most one ID, got %q", name, strings.Join(args, " "))
+}
+
 func init() {
 	register(&command{
-		name: "workers", group: "Clients", summary: "list workers with their cores and memory in use",
-		usage:    "[--json] [--nats URL]",
-		examples: []string{"stoker workers", "stoker workers --json | jq '.[] | select(.state==\"ALIVE\") | .id'"},
+		name: "workers", group: "Clients", interspersed: true, summary: "list workers with their cores and memory in use, or show one in detail",
+		usage:    "[ID] [--json] [--nats URL]",
+		examples: []string{"stoker workers", "stoker workers --json | jq '.[] | select(.state==\"ALIVE\") | .id'", "stoker workers vm-1-3f2a"},
 		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			url, asJSON := natsFlag(fs), jsonFlag(fs)
 			return func(ctx context.Context, args []string) error {
-				if err := noArgs("workers", args); err != nil {
+				id, err := optionalID("workers", args)
+				if err != nil {
 					return err
 				}
 				return withClient(url.target(auth.RoleAdmin, auth.RoleViewer), func(c *sdk.Client) error {
+					if id != "" {
+						d, err := c.Worker(ctx, id)
+						if err != nil {
+							return err
+						}
+						return printWorker(e.stdout, d, *asJSON)
+					}
 					ws, err := c.Workers(ctx)
 					if err != nil {
 						return err
@@ -79,16 +98,24 @@ func init() {
 		},
 	})
 	register(&command{
-		name: "drivers", group: "Clients", summary: "list submitted drivers and their state",
-		usage:    "[--json] [--nats URL]",
-		examples: []string{"stoker drivers", "stoker drivers --json"},
+		name: "drivers", group: "Clients", interspersed: true, summary: "list submitted drivers and their state, or show one in detail",
+		usage:    "[ID] [--json] [--nats URL]",
+		examples: []string{"stoker drivers", "stoker drivers --json", "stoker drivers driver-20260101120000-1a2b3c"},
 		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			url, asJSON := natsFlag(fs), jsonFlag(fs)
 			return func(ctx context.Context, args []string) error {
-				if err := noArgs("drivers", args); err != nil {
+				id, err := optionalID("drivers", args)
+				if err != nil {
 					return err
 				}
 				return withClient(url.target(auth.RoleAdmin, auth.RoleViewer), func(c *sdk.Client) error {
+					if id != "" {
+						d, err := c.DriverDetail(ctx, id)
+						if err != nil {
+							return err
+						}
+						return printDriver(e.stdout, d, *asJSON)
+					}
 					ds, err := c.Drivers(ctx)
 					if err != nil {
 						return err
@@ -99,16 +126,24 @@ func init() {
 		},
 	})
 	register(&command{
-		name: "apps", group: "Clients", summary: "list applications and their executors",
-		usage:    "[--json] [--nats URL]",
-		examples: []string{"stoker apps", "stoker apps --json | jq '.[].executors'"},
+		name: "apps", group: "Clients", interspersed: true, summary: "list applications and their executors, or show one in detail",
+		usage:    "[ID] [--json] [--nats URL]",
+		examples: []string{"stoker apps", "stoker apps --json | jq '.[].executors'", "stoker apps app-20260101120000-1a2b3c --json"},
 		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			url, asJSON := natsFlag(fs), jsonFlag(fs)
 			return func(ctx context.Context, args []string) error {
-				if err := noArgs("apps", args); err != nil {
+				id, err := optionalID("apps", args)
+				if err != nil {
 					return err
 				}
 				return withClient(url.target(auth.RoleAdmin, auth.RoleViewer), func(c *sdk.Client) error {
+					if id != "" {
+						a, err := c.App(ctx, id)
+						if err != nil {
+							return err
+						}
+						return printApp(e.stdout, a, *asJSON)
+					}
 					as, err := c.Apps(ctx)
 					if err != nil {
 						return err

@@ -54,6 +54,7 @@ func AppViews(apps []schemas.App, executors []schemas.Executor) []schemas.AppVie
 		byApp[e.AppID] = append(byApp[e.AppID], schemas.ExecutorView{
 			ID: e.ID, WorkerID: e.WorkerID, Cores: e.Cores, MemoryMB: e.MemoryMB,
 			State: e.State, ExitCode: code, PID: e.PID, Message: e.Message, Error: e.Error,
+			CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt,
 		})
 		if e.State.Holds() {
 			granted[e.AppID] += e.Cores
