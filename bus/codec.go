@@ -126,6 +126,7 @@ func DecodeRecord(data []byte, v any) error {
 // Error codes on the wire (Nats-Service-Error-Code), HTTP-like as micro's.
 const (
 	CodeBadRequest  = 400
+	CodeForbidden   = 403
 	CodeNotFound    = 404
 	CodeConflict    = 409
 	CodeGone        = 410

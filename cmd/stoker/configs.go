@@ -35,10 +35,14 @@ func bindLiveness(fs *flag.FlagSet, hbUsage, wtUsage string) (hb, wt *time.Durat
 		fs.Duration("worker-timeout", svc.DefaultWorkerTimeout, wtUsage)
 }
 
-func newRegistration(l liveness) newService {
+func newRegistration(l liveness) newService { return newRegistrationTokens(l, nil) }
+
+// newRegistrationTokens is a registration that serves join tokens with
+// tokens (nil: none).
+func newRegistrationTokens(l liveness, tokens registration.Tokens) newService {
 	return func(nc *nats.Conn, id string, log zerolog.Logger) (service, error) {
 		return registration.New(registration.Config{NC: nc, ID: id, Log: log,
-			HeartbeatInterval: l.heartbeat, WorkerTimeout: l.workerTimeout})
+			HeartbeatInterval: l.heartbeat, WorkerTimeout: l.workerTimeout, Tokens: tokens})
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/bus/auth"
+	"github.com/stoker/stoker/services/registration"
 )
 
 // Environment variables for credentials and TLS (flags --creds, --tls-ca).
@@ -266,4 +267,17 @@ func secureServer(cfg *bus.ServerConfig, root string, t tlsOptions) (*auth.Keys,
 	}
 	ca, _ := filepath.Abs(files.CA)
 	return keys, ca, nil
+}
+
+// tokenMinter serves join tokens from keys (the agent and join signing
+// keys), embedding the CA file's PEM; nil when keys lack them.
+func tokenMinter(keys *auth.Keys, caFile string) registration.Tokens {
+	if keys == nil || keys.Signers[auth.RoleAgent] == nil || keys.Signers[auth.RoleJoin] == nil {
+		return nil
+	}
+	var ca []byte
+	if caFile != "" {
+		ca, _ = os.ReadFile(caFile)
+	}
+	return auth.Minter{Keys: keys.Only(auth.RoleAgent, auth.RoleJoin), CA: ca}
 }

@@ -135,8 +135,19 @@ func init() {
 			c := bindCommon(fs)
 			hb, wt := bindLiveness(fs, "heartbeat interval told to agents and drivers",
 				"silence after which a worker is DEAD (for validation and replies)")
+			authDir := fs.String("auth-dir", "", "directory holding auth/role-agent.nk and role-join.nk, to serve join tokens (default: the one beside --creds)")
 			return func(ctx context.Context, args []string) error {
-				return runService(ctx, e, c, "registration", args, newRegistration(liveness{*hb, *wt}))
+				return runService(ctx, e, c, "registration", args, func(nc *nats.Conn, id string, log zerolog.Logger) (service, error) {
+					dir := *authDir
+					if dir == "" && c.target.Creds != "" {
+						dir = filepath.Dir(filepath.Dir(c.target.Creds))
+					}
+					keys, err := loadKeysIfAny(dir)
+					if err != nil {
+						return nil, err
+					}
+					return newRegistrationTokens(liveness{*hb, *wt}, tokenMinter(keys, c.target.CA))(nc, id, log)
+				})
 			}
 		},
 	})
@@ -274,8 +285,9 @@ func (s *schedulerFlags) settings() schedulerSettings {
 // agentOptions is `stoker agent` parsed.
 type agentOptions struct {
 	agentSettings
-	logLevel string
-	target   natsTarget
+	logLevel  string
+	target    natsTarget
+	joinToken string
 }
 
 func bindAgent(fs *flag.FlagSet, o *agentOptions) func(args []string) error {
@@ -288,6 +300,7 @@ func bindAgent(fs *flag.FlagSet, o *agentOptions) func(args []string) error {
 	hb := fs.Duration("heartbeat-interval", agent.DefaultHeartbeatInterval, "heartbeat interval until the cluster says otherwise")
 	grace := bindKillGrace(fs)
 	level := logLevelFlag(fs)
+	joinToken := fs.String("join-token", "", "join the cluster with a token from `stoker token create` (once: the credential is kept in the work dir)")
 	return func(args []string) error {
 		if len(args) > 0 {
 			return usagef("unexpected arguments %q", strings.Join(args, " "))
@@ -311,7 +324,7 @@ func bindAgent(fs *flag.FlagSet, o *agentOptions) func(args []string) error {
 		if err := schemas.ValidID("worker", wid); err != nil {
 			return usagef("--id: %v", err)
 		}
-		*o = agentOptions{logLevel: *level, target: url.target(), agentSettings: agentSettings{natsURL: *url.url, id: wid, host: *host, workDir: dir,
+		*o = agentOptions{logLevel: *level, target: url.target(), joinToken: *joinToken, agentSettings: agentSettings{natsURL: *url.url, id: wid, host: *host, workDir: dir,
 			cores: *cores, memoryMB: int64(*memory), heartbeat: *hb, killGrace: *grace}}
 		return nil
 	}
@@ -332,6 +345,17 @@ func runAgent(ctx context.Context, e *env, o *agentOptions) error {
 		// A credential received with a join token is kept in the work dir.
 		if p := filepath.Join(o.workDir, agentCredsFile); fileExists(p) {
 			t.Creds = p
+			if ca := filepath.Join(o.workDir, "ca.pem"); t.CA == "" && fileExists(ca) {
+				t.CA = ca
+			}
+		} else if o.joinToken != "" {
+			if err := os.MkdirAll(o.workDir, 0o755); err != nil {
+				return err
+			}
+			if t, err = joinWithToken(ctx, t, o.joinToken, o.workDir, o.id); err != nil {
+				return err
+			}
+			log.Info().Str("creds", t.Creds).Msg("joined with the token; the credential is kept for restarts")
 		}
 	}
 	nc, err := t.connect(bus.ConnectOptions{Name: "stoker-agent-" + o.id, Retry: true, Log: &log})

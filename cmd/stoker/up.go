@@ -296,7 +296,7 @@ func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluste
 		name string
 		mk   newService
 	}{
-		{"registration", newRegistration(o.live)},
+		{"registration", newRegistrationTokens(o.live, tokenMinter(keys, ca))},
 		{"heartbeat", newHeartbeat(o.live)},
 		// Recovery before the scheduler, so it sees the scheduler's first epoch.
 		{"recovery", newRecovery(o.recoveryTimeout)},

@@ -48,6 +48,8 @@ type Config struct {
 	// WorkerTimeout is how long the heartbeat service waits before it marks
 	// a silent worker DEAD; it must exceed HeartbeatInterval. Default 5s.
 	WorkerTimeout time.Duration
+	// Tokens mints join tokens' credentials (nil: no join tokens).
+	Tokens Tokens
 }
 
 // Service is a running (or ready to run) registration instance.
@@ -150,6 +152,10 @@ func (s *Service) endpoints(hctx context.Context) []endpoint {
 		{"apps-register", bus.APIAppsRegister, bus.MicroHandler(hctx, l, c, s.handleRegisterApp)},
 		{"app-register", bus.AppRegister, bus.MicroHandler(hctx, l, c, s.handleRegisterOwnApp)},
 		{"app-unregister", bus.AppUnregister, bus.MicroHandler(hctx, l, c, s.handleUnregisterOwnApp)},
+		{"tokens-create", bus.APITokensCreate, bus.MicroHandler(hctx, l, c, s.handleTokenCreate)},
+		{"tokens-list", bus.APITokensList, bus.MicroHandler(hctx, l, c, s.handleTokenList)},
+		{"tokens-revoke", bus.APITokensRevoke, bus.MicroHandler(hctx, l, c, s.handleTokenRevoke)},
+		{"tokens-join", bus.APITokensJoin, bus.MicroHandler(hctx, l, c, s.handleJoin)},
 		{"apps-unregister", bus.APIAppsUnregister, bus.MicroHandler(hctx, l, c, s.handleUnregisterApp)},
 		{"apps-kill", bus.APIAppsKill, bus.MicroHandler(hctx, l, c, s.handleKillApp)},
 		{"apps-list", bus.APIAppsList, bus.MicroHandler(hctx, l, c, s.handleListApps)},
