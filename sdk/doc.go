@@ -5,10 +5,14 @@
 //
 // Driver side:
 //
-//	nc, _ := sdk.Connect()                      // STOKER_NATS_URL
+//	nc, _ := sdk.Connect()                      // STOKER_NATS_URL, STOKER_CREDS, STOKER_TLS_CA
 //	app, _ := sdk.RegisterApp(ctx, nc, schemas.RegisterApp{...})
 //	defer app.Close(ctx, schemas.AppFinished)  // ends the app and its executors
 //	out, _ := app.Run(ctx, []byte("task"))      // on the next idle executor
+//
+// A process the cluster starts (a driver in cluster mode, an executor) gets
+// STOKER_CREDS from its agent: a credential confined to its own application
+// (docs/security.md). A client-mode driver uses the admin credential.
 //
 // Executor side (the command the application asked for, started by an
 // agent with STOKER_APP_ID and STOKER_EXECUTOR_ID set):
