@@ -300,5 +300,19 @@ func PermissionError(nc *nats.Conn, subject string, since time.Time) error {
 	return fmt.Errorf("%w: %s", ErrDenied, pe.err)
 }
 
+// LastPermissionError returns the last permission violation the server
+// reported on nc since t, whatever its subject, or nil.
+func LastPermissionError(nc *nats.Conn, since time.Time) error {
+	v, ok := permErrors.Load(nc)
+	if !ok {
+		return nil
+	}
+	pe := v.(permErr)
+	if pe.at.Before(since) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrDenied, pe.err)
+}
+
 // ErrDenied marks a request the caller's credential may not send.
 var ErrDenied = errors.New("permission denied")

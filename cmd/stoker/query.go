@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -35,7 +36,15 @@ func withConn(t natsTarget, fn func(nc *nats.Conn) error) error {
 		return err
 	}
 	defer nc.Close()
-	return fn(nc)
+	start := time.Now()
+	err = fn(nc)
+	if err != nil && !errors.Is(err, bus.ErrDenied) {
+		// A denied JetStream request shows only as a timeout (trap 7).
+		if perr := bus.LastPermissionError(nc, start); perr != nil {
+			return fmt.Errorf("%w (%v)", perr, err)
+		}
+	}
+	return err
 }
 
 // withClient runs fn with an SDK client on a connection closed afterwards.

@@ -119,6 +119,12 @@ func TestUp_SecureByDefault(t *testing.T) {
 	if code == exitOK || !strings.Contains(stderr, "permission denied") {
 		t.Fatalf("viewer submit: exit %d, stderr %q", code, stderr)
 	}
+	// Event history needs a consumer, which a viewer may not create: the
+	// error says so instead of only timing out.
+	code, _, stderr = runCmd(t, viewer, "events", "--last", "1")
+	if code == exitOK || !strings.Contains(stderr, "permission denied") {
+		t.Fatalf("viewer events: exit %d, stderr %q", code, stderr)
+	}
 }
 
 func TestUp_WorkersJSON_ListsBothAlive(t *testing.T) {
