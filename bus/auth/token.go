@@ -32,7 +32,9 @@ type Minter struct {
 }
 
 // Join mints the join credential of token id.
-func (m Minter) Join(id string, ttl time.Duration) ([]byte, error) { return m.Keys.Mint(RoleJoin, id, ttl) }
+func (m Minter) Join(id string, ttl time.Duration) ([]byte, error) {
+	return m.Keys.Mint(RoleJoin, id, ttl)
+}
 
 // Agent mints the credential of worker wid.
 func (m Minter) Agent(wid string) ([]byte, error) { return m.Keys.Mint(RoleAgent, wid, 0) }
