@@ -53,6 +53,11 @@ func ParseExecutorKey(key string) (string, int, error) {
 	if err != nil || n < 0 {
 		return "", 0, invalid("executor id %q: %q is not a non-negative number", key, ex)
 	}
+	// One spelling per executor: "+7" or "007" would name executor 7
+	// under a second key (found by FuzzParseExecutorKey).
+	if strconv.Itoa(n) != ex {
+		return "", 0, invalid("executor id %q: %q is not written as %d", key, ex, n)
+	}
 	return app, n, nil
 }
 

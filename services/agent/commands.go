@@ -400,15 +400,7 @@ func (s *Service) handleLogs(_ context.Context, _ bus.Inbound, req *schemas.Logs
 	if req.Stderr {
 		name = stderrFile
 	}
-	limit := req.MaxBytes
-	if limit == 0 {
-		limit = DefaultLogsMaxBytes
-	}
-	// The reply must fit in one message, with room for its envelope.
-	if mp := int(s.nc.MaxPayload()) - 4096; mp > 0 && limit > mp {
-		limit = mp
-	}
-	data, truncated, err := tail(filepath.Join(dir, name), int64(limit))
+	data, truncated, err := tail(filepath.Join(dir, name), logLimit(req.MaxBytes, s.nc.MaxPayload()))
 	if errors.Is(err, os.ErrNotExist) {
 		if r == nil {
 			return nil, bus.Errorf(bus.CodeNotFound, "no driver or executor %s on worker %s", req.ID, s.wid)
@@ -432,6 +424,20 @@ func (s *Service) childDir(id string) string {
 		return filepath.Join(s.cfg.WorkDir, app, strconv.Itoa(n))
 	}
 	return ""
+}
+
+// logLimit is how many bytes a logs request gets: what it asks (0: the
+// default), at most what fits in one message of maxPayload with room for
+// its envelope.
+func logLimit(asked int, maxPayload int64) int64 {
+	limit := int64(asked)
+	if limit <= 0 {
+		limit = DefaultLogsMaxBytes
+	}
+	if mp := maxPayload - 4096; mp > 0 && limit > mp {
+		limit = mp
+	}
+	return limit
 }
 
 // tail reads at most n bytes from the end of path.
