@@ -27,6 +27,8 @@ func wireTypes() []schemas.Typed {
 		new(schemas.SubmitDriver), new(schemas.SubmitDriverReply), new(schemas.RegisterApp), new(schemas.AppRegistered),
 		new(schemas.UnregisterApp), new(schemas.KillRequest), new(schemas.AppHeartbeat), new(schemas.ListRequest),
 		new(schemas.WorkerList), new(schemas.DriverList), new(schemas.AppList), new(schemas.Status), new(schemas.Event),
+		new(schemas.TokenCreate), new(schemas.TokenCreated), new(schemas.TokenRevoke), new(schemas.TokenList),
+		new(schemas.JoinRequest), new(schemas.JoinReply),
 	}
 }
 
