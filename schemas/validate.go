@@ -354,3 +354,11 @@ func FormatMemoryMB(mb int64) string {
 	}
 	return fmt.Sprintf("%dM", mb)
 }
+
+// FormatCores renders a number of cores for people: "1 core", "4 cores".
+func FormatCores(n int) string {
+	if n == 1 {
+		return "1 core"
+	}
+	return fmt.Sprintf("%d cores", n)
+}

@@ -95,7 +95,7 @@ func printDriver(w io.Writer, d *sdk.DriverDetail, asJSON bool) error {
 	fmt.Fprintf(t, "Attempts:\t%d (supervise: %v)\n", v.Attempts, v.Supervise)
 	fmt.Fprintf(t, "Exit code:\t%s\n", exitOf(v.ExitCode))
 	fmt.Fprintf(t, "PID:\t%s\n", pidOf(v.PID))
-	fmt.Fprintf(t, "Resources:\t%d cores, %s\n", v.Cores, mem(v.MemoryMB))
+	fmt.Fprintf(t, "Resources:\t%s, %s\n", schemas.FormatCores(v.Cores), mem(v.MemoryMB))
 	fmt.Fprintf(t, "Command:\t%s\n", strings.Join(v.Command, " "))
 	fmt.Fprintf(t, "Message:\t%s\n", orDash(v.Message))
 	fmt.Fprintf(t, "Submitted:\t%s\n", when(v.SubmittedAt))
@@ -128,7 +128,7 @@ func printApp(w io.Writer, a *schemas.AppView, asJSON bool) error {
 		maxC = fmt.Sprintf("cap %d", a.MaxCores)
 	}
 	fmt.Fprintf(t, "Cores:\t%d granted (%s)\n", a.CoresGranted, maxC)
-	fmt.Fprintf(t, "Executor:\t%d cores, %s each\n", a.ExecutorCores, mem(a.ExecutorMemoryMB))
+	fmt.Fprintf(t, "Executor:\t%s, %s each\n", schemas.FormatCores(a.ExecutorCores), mem(a.ExecutorMemoryMB))
 	fmt.Fprintf(t, "Failures:\t%d in a row\n", a.ConsecutiveFailures)
 	fmt.Fprintf(t, "Message:\t%s\n", orDash(a.Message))
 	fmt.Fprintf(t, "Submitted:\t%s\n", when(a.SubmittedAt))

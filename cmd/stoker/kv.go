@@ -26,7 +26,7 @@ import (
 var kvSummaries = map[string]func(v any, rev uint64) string{
 	bus.BucketWorkers: func(v any, rev uint64) string {
 		w := v.(*schemas.Worker)
-		return fmt.Sprintf("%s  %d cores  %s  host %s", w.State, w.Cores, mem(w.MemoryMB), orDash(w.Host))
+		return fmt.Sprintf("%s  %s  %s  host %s", w.State, schemas.FormatCores(w.Cores), mem(w.MemoryMB), orDash(w.Host))
 	},
 	bus.BucketDrivers: func(v any, rev uint64) string {
 		d := v.(*schemas.Driver)
@@ -38,7 +38,7 @@ var kvSummaries = map[string]func(v any, rev uint64) string{
 	},
 	bus.BucketExecutors: func(v any, rev uint64) string {
 		x := v.(*schemas.Executor)
-		return fmt.Sprintf("%s  worker %s  %d cores  %s", x.State, x.WorkerID, x.Cores, mem(x.MemoryMB))
+		return fmt.Sprintf("%s  worker %s  %s  %s", x.State, x.WorkerID, schemas.FormatCores(x.Cores), mem(x.MemoryMB))
 	},
 	bus.BucketLeader: func(v any, rev uint64) string {
 		l := v.(*schemas.Lease)

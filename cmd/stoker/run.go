@@ -117,8 +117,8 @@ func runApp(ctx context.Context, e *env, o *runOptions) error {
 				continue
 			}
 			seen[x.ID] = x.State
-			line := fmt.Sprintf("executor %s %s on %s (%d cores, %s)", schemas.ExecutorKey(app.ID, x.ID), x.State,
-				x.WorkerID, x.Cores, schemas.FormatMemoryMB(x.MemoryMB))
+			line := fmt.Sprintf("executor %s %s on %s (%s, %s)", schemas.ExecutorKey(app.ID, x.ID), x.State,
+				x.WorkerID, schemas.FormatCores(x.Cores), schemas.FormatMemoryMB(x.MemoryMB))
 			if x.ExitCode != nil {
 				line += fmt.Sprintf(" exit %d", *x.ExitCode)
 			}

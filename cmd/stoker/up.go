@@ -420,7 +420,7 @@ func printUpBanner(w io.Writer, o *upOptions, c *upCluster) {
 		webLine = "web UI at " + c.web.URL() + " (JSON API /api/v1, metrics /metrics)"
 	}
 	fmt.Fprintf(w, `Stoker is up: NATS at %s
-  %s with %d cores and %s each; data in %s
+  %s with %s and %s each; data in %s
   %s
   %s
 
@@ -430,7 +430,7 @@ Try, in another terminal (the first line is all a client needs):
   stoker submit --wait -- sleep 3
   stoker run -- sleep 600              # a client-mode app holding executors
   go run ./examples/pi --slices 10     # Monte Carlo pi on the executors
-`, c.url, plural(len(c.agents), "worker", "workers"), o.coresPerWorker, schemas.FormatMemoryMB(o.memoryPerWorkerMB),
+`, c.url, plural(len(c.agents), "worker", "workers"), schemas.FormatCores(o.coresPerWorker), schemas.FormatMemoryMB(o.memoryPerWorkerMB),
 		o.data, security, webLine, env)
 	if creds := c.adminCreds(); creds != "" {
 		fmt.Fprintf(w, "  nats context save stoker --select --server %s --creds %s --tlsca %s\n", c.url, creds, c.ca)

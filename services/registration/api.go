@@ -69,7 +69,7 @@ func (s *Service) handleSubmitDriver(ctx context.Context, _ bus.Inbound, req *sc
 	}
 	reply := &schemas.SubmitDriverReply{DriverID: d.ID}
 	if !CanHold(values(workers), req.Cores, req.MemoryMB) {
-		reply.Warning = fmt.Sprintf("no registered worker has %d cores and %d MB; the driver waits", req.Cores, req.MemoryMB)
+		reply.Warning = fmt.Sprintf("no registered worker has %s and %s free; the driver waits", schemas.FormatCores(req.Cores), schemas.FormatMemoryMB(req.MemoryMB))
 	}
 	s.emit("driver", d.ID, string(d.State), "submitted")
 	return reply, nil
@@ -178,8 +178,8 @@ func (s *Service) registerApp(ctx context.Context, req *schemas.RegisterApp) (an
 	}
 	reply := &schemas.AppRegistered{AppID: a.ID, HeartbeatIntervalMS: s.heartbeatMS()}
 	if !CanHold(values(workers), req.Executor.Cores, req.Executor.MemoryMB) {
-		reply.Warning = fmt.Sprintf("no registered worker has %d cores and %d MB for one executor; the app waits",
-			req.Executor.Cores, req.Executor.MemoryMB)
+		reply.Warning = fmt.Sprintf("no registered worker has %s and %s free for one executor; the app waits",
+			schemas.FormatCores(req.Executor.Cores), schemas.FormatMemoryMB(req.Executor.MemoryMB))
 	}
 	s.emit("app", a.ID, string(a.State), "registered")
 	return reply, nil

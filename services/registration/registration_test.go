@@ -430,7 +430,7 @@ func TestService_SubmitDriver(t *testing.T) {
 	e := startEnv(t)
 	ok := &schemas.SubmitDriver{Name: "pi", Command: []string{"/bin/true"}, Cores: 2, MemoryMB: 512, Supervise: true}
 	r := mustCall[schemas.SubmitDriverReply](t, e, bus.APIDriversSubmit, ok)
-	if !strings.HasPrefix(r.DriverID, "driver-") || !strings.Contains(r.Warning, "no registered worker has 2 cores and 512 MB") {
+	if !strings.HasPrefix(r.DriverID, "driver-") || !strings.Contains(r.Warning, "no registered worker has 2 cores and 512M free") {
 		t.Fatalf("reply = %+v", r)
 	}
 	d, _ := getDriver(t, e, r.DriverID)

@@ -76,7 +76,7 @@ func (st *pass) appEnd(id string, a *schemas.App) AppUpdate {
 	if u.State == "" && a.RunOnce && a.MaxCores > 0 && st.appDoneCores[id] > 0 &&
 		a.MaxCores-st.appDoneCores[id] < a.Executor.Cores && !st.appHolds[id] {
 		u.State, _ = a.State.Next(schemas.AppEvFinished)
-		u.Message = fmt.Sprintf("every executor ran its command once and exited 0 (%d cores)", st.appDoneCores[id])
+		u.Message = fmt.Sprintf("every executor ran its command once and exited 0 (%s)", schemas.FormatCores(st.appDoneCores[id]))
 	}
 	if u.State == "" && st.o.MaxExecutorRetries > 0 &&
 		a.ConsecutiveFailures >= st.o.MaxExecutorRetries && !st.appRunning[id] {
