@@ -93,7 +93,12 @@ func TestWeb_Browser(t *testing.T) {
 	waitText := func(sel, want string, timeout time.Duration) time.Duration {
 		t.Helper()
 		start := time.Now()
-		bustest.Eventually(t, timeout, sel+" shows "+want, func() bool { return strings.Contains(text(sel), want) })
+		// The page may be between two documents (a form's redirect): a
+		// failed look is a "not yet".
+		bustest.Eventually(t, timeout, sel+" shows "+want, func() bool {
+			s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+			return err == nil && strings.Contains(s, want)
+		})
 		return time.Since(start)
 	}
 
