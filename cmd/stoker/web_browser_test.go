@@ -74,7 +74,7 @@ func TestWeb_Browser(t *testing.T) {
 	}()
 	shot := func(name string) {
 		t.Helper()
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG (below: JPEG)
 		if err != nil {
 			t.Fatalf("screenshot %s: %v", name, err)
 		}
