@@ -49,9 +49,12 @@ type upOptions struct {
 	// registerWait bounds the wait for every agent's first registration.
 	registerWait time.Duration
 	// webAddr is where the web UI listens ("": no web UI); webUsers its
-	// logins (none: no login, loopback only unless insecure).
+	// logins (none: a generated admin login, see webAdminLogin).
 	webAddr  string
 	webUsers []web.User
+	// webAnonymous overrides the role of a web request with no login
+	// (tests only; the default is viewer, never admin).
+	webAnonymous web.Role
 }
 
 func init() {
@@ -179,6 +182,9 @@ type upCluster struct {
 	ca     string
 	lock   *svc.DirLock // <data>/LOCK, released last
 	web    *web.Server  // nil: no web UI
+	// webPassword is the file holding the web UI's generated admin
+	// password ("" with --web-password-file).
+	webPassword string
 }
 
 // adminCreds is the admin credential `stoker up` wrote ("" when insecure).
@@ -337,8 +343,19 @@ func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluste
 		if err != nil {
 			return nil, err
 		}
+		users, anonymous := o.webUsers, o.webAnonymous
+		if len(users) == 0 {
+			// No password file: read only for whoever reaches the
+			// (loopback) port, admin behind the generated login.
+			if users, c.webPassword, err = webAdminLogin(o.data); err != nil {
+				return nil, err
+			}
+			if anonymous == "" {
+				anonymous = web.RoleViewer
+			}
+		}
 		if c.web, err = startWeb(web.Config{Addr: o.webAddr, Viewer: vnc, Admin: anc, BusURL: c.url,
-			Users: o.webUsers, Insecure: o.insecure}, log); err != nil {
+			Users: users, Anonymous: anonymous, Insecure: o.insecure}, log); err != nil {
 			return nil, err
 		}
 	}
@@ -418,6 +435,9 @@ func printUpBanner(w io.Writer, o *upOptions, c *upCluster) {
 	webLine := "web UI off (--web-addr off)"
 	if c.web != nil {
 		webLine = "web UI at " + c.web.URL() + " (JSON API /api/v1, metrics /metrics)"
+		if c.webPassword != "" {
+			webLine += "\n  web UI is read only without a login; kill and submit: user admin, password in " + c.webPassword
+		}
 	}
 	fmt.Fprintf(w, `Stoker is up: NATS at %s
   %s with %s and %s each; data in %s

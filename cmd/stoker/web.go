@@ -5,10 +5,14 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -156,4 +160,39 @@ func startWeb(cfg web.Config, log zerolog.Logger) (*web.Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// webAdminPasswordFile is where `stoker up` keeps the web UI's admin
+// password, beside the cluster's other credentials.
+func webAdminPasswordFile(data string) string {
+	return filepath.Join(data, "creds", "web-admin.password")
+}
+
+// webAdminLogin is the login `stoker up` gives its web UI when no
+// --web-password-file is set: user "admin" with a random password made on
+// first start and kept 0600 in <data>/creds, so the kill buttons and REST
+// submission need what the bus credentials need: read access to the data dir.
+func webAdminLogin(data string) ([]web.User, string, error) {
+	path := webAdminPasswordFile(data)
+	pw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		b := make([]byte, 18)
+		if _, err := rand.Read(b); err != nil {
+			return nil, "", err
+		}
+		pw = []byte(base64.RawURLEncoding.EncodeToString(b))
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, "", err
+		}
+		if err := os.WriteFile(path, append(pw, '\n'), 0o600); err != nil {
+			return nil, "", err
+		}
+	} else if err != nil {
+		return nil, "", fmt.Errorf("web admin password: %w", err)
+	}
+	hash, err := web.HashPassword(strings.TrimSpace(string(pw)))
+	if err != nil {
+		return nil, "", err
+	}
+	return []web.User{{Name: "admin", Role: web.RoleAdmin, Hash: []byte(hash)}}, path, nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -30,7 +31,9 @@ import (
 // random loopback port; it returns the cluster and the UI's base URL.
 func startWebCluster(t *testing.T) (*upCluster, string) {
 	t.Helper()
-	c := startTestClusterWith(t, func(o *upOptions) { o.webAddr = "127.0.0.1:0" })
+	// Anonymous admin keeps these tests about the pages, not the login
+	// (TestWeb_UpDefault_AnonymousIsViewer tests the default).
+	c := startTestClusterWith(t, func(o *upOptions) { o.webAddr = "127.0.0.1:0"; o.webAnonymous = web.RoleAdmin })
 	if c.web == nil {
 		t.Fatal("stoker up started no web UI")
 	}
@@ -477,5 +480,52 @@ func TestWeb_Metrics(t *testing.T) {
 	}
 	if value("stoker_web_requests_total", "method", "GET", "code", "200") < 2 {
 		t.Error("request counter did not count")
+	}
+}
+
+// TestWeb_UpDefault_AnonymousIsViewer: the web UI `stoker up` starts by
+// default lets whoever reaches its port look, never act: submitting (code
+// execution, Spark's CVE-2018-11770) and killing need the admin login whose
+// password `stoker up` keeps 0600 in <data>/creds.
+func TestWeb_UpDefault_AnonymousIsViewer(t *testing.T) {
+	c := startTestClusterWith(t, func(o *upOptions) { o.webAddr = "127.0.0.1:0" })
+	if c.web == nil || c.webPassword == "" {
+		t.Fatalf("web %v, password file %q: want both", c.web, c.webPassword)
+	}
+	base := c.web.URL()
+	fi, err := os.Stat(c.webPassword)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("password file %s: %v %v, want mode 0600", c.webPassword, fi, err)
+	}
+	pw, _ := os.ReadFile(c.webPassword)
+	hc := httpc(t)
+	code, body := get(t, hc, base+"/")
+	if code != http.StatusOK || !strings.Contains(body, `href="/login"`) {
+		t.Fatalf("anonymous overview: %d, want 200 with a login link", code)
+	}
+	req, _ := json.Marshal(web.SubmitRequest{Command: []string{"sleep", "60"}, MemoryMB: 64})
+	code, body = post(t, hc, base+"/api/v1/drivers", "application/json", string(req))
+	if code != http.StatusUnauthorized {
+		t.Fatalf("anonymous submit: %d %s, want 401", code, body)
+	}
+	if ds, err := sdk.NewClient(c.adminConn(t)).Drivers(context.Background()); err != nil || len(ds) != 0 {
+		t.Fatalf("drivers after a refused submit: %v %v, want none", ds, err)
+	}
+	as := func(user, pass string) int {
+		r, _ := http.NewRequest("POST", base+"/api/v1/drivers", strings.NewReader(string(req)))
+		r.Header.Set("Content-Type", "application/json")
+		r.SetBasicAuth(user, pass)
+		resp, err := hc.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := as("admin", "wrong"); code != http.StatusUnauthorized {
+		t.Fatalf("wrong password: %d, want 401", code)
+	}
+	if code := as("admin", strings.TrimSpace(string(pw))); code != http.StatusCreated {
+		t.Fatalf("admin login submit: %d, want 201", code)
 	}
 }

@@ -232,6 +232,9 @@ func (s *Server) forbidden(w http.ResponseWriter, r *http.Request) bool {
 	if !s.canAdmin(r) {
 		if s.admin == nil {
 			jsonError(w, http.StatusForbidden, "this web service has no admin credential (start it with --admin-creds)")
+		} else if _, _, has := r.BasicAuth(); !has && s.login != nil {
+			w.Header().Set("WWW-Authenticate", `Basic realm="stoker", charset="UTF-8"`)
+			jsonError(w, http.StatusUnauthorized, "killing and submitting need an admin login (GET /login)")
 		} else {
 			jsonError(w, http.StatusForbidden, "your login is a viewer: killing and submitting need an admin")
 		}

@@ -115,6 +115,7 @@ func (s *Server) Handler() http.Handler {
 	assets, _ := fs.Sub(files, "assets")
 	mux.Handle("GET /assets/", http.StripPrefix("/assets/", http.FileServerFS(assets)))
 	mux.HandleFunc("GET /{$}", s.overviewPage)
+	mux.HandleFunc("GET /login", s.loginPage)
 	mux.HandleFunc("GET /workers/{id}", s.workerPage)
 	mux.HandleFunc("GET /apps/{id}", s.appPage)
 	mux.HandleFunc("GET /drivers/{id}", s.driverPage)

@@ -41,9 +41,14 @@ type Config struct {
 	Admin *nats.Conn
 	// BusURL is shown on the overview.
 	BusURL string
-	// Users, when set, require a login (HTTP Basic, bcrypt hashes).
+	// Users are the logins (HTTP Basic, bcrypt hashes).
 	Users []User
-	// Insecure allows a non-loopback Addr without Users.
+	// Anonymous is the role of a request that presents no login: viewer
+	// when there are no Users, none (a login is required) otherwise. Never
+	// admin by default: pages that kill and submit run code on the
+	// cluster, and an open admin port is Spark's CVE-2018-11770 again.
+	Anonymous Role
+	// Insecure allows a non-loopback Addr without a login.
 	Insecure bool
 	Log      zerolog.Logger
 }
@@ -67,7 +72,13 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Addr == "" {
 		cfg.Addr = DefaultAddr
 	}
-	if !IsLoopback(cfg.Addr) && len(cfg.Users) == 0 && !cfg.Insecure {
+	if cfg.Anonymous == "" && len(cfg.Users) == 0 {
+		cfg.Anonymous = RoleViewer
+	}
+	if cfg.Anonymous != "" && cfg.Anonymous != RoleViewer && cfg.Anonymous != RoleAdmin {
+		return nil, fmt.Errorf("web: anonymous role %q is not viewer or admin", cfg.Anonymous)
+	}
+	if !IsLoopback(cfg.Addr) && cfg.Anonymous != "" && !cfg.Insecure {
 		return nil, fmt.Errorf("web: %s is not a loopback address: give a --password-file (a login for viewers and admins) or --insecure to serve the cluster's pages to anyone who reaches it", cfg.Addr)
 	}
 	if cfg.Viewer == nil {
@@ -126,13 +137,33 @@ type ctxKey int
 
 const roleKey ctxKey = 0
 
-// roleOf is the request's role: the login's, or admin when there is no login
-// (loopback or --insecure: whoever reaches the port is the operator).
+// roleOf is the request's role: the login's, or the anonymous role that
+// wrap put there; viewer where wrap did not run.
 func roleOf(r *http.Request) Role {
 	if v, ok := r.Context().Value(roleKey).(Role); ok {
 		return v
 	}
-	return RoleAdmin
+	return RoleViewer
+}
+
+// challenge answers 401 with a Basic challenge, so a browser asks for a login.
+func challenge(w http.ResponseWriter, msg string) {
+	w.Header().Set("WWW-Authenticate", `Basic realm="stoker", charset="UTF-8"`)
+	http.Error(w, msg, http.StatusUnauthorized)
+}
+
+// loginPage asks an anonymous visitor for a login (a link on every page),
+// then sends a logged-in one back to the overview.
+func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
+	if _, _, has := r.BasicAuth(); !has || s.login == nil {
+		if s.login == nil {
+			http.Error(w, "this web service has no logins (start it with --password-file)", http.StatusNotFound)
+			return
+		}
+		challenge(w, "log in")
+		return
+	}
+	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
 // canAdmin: the request may kill and submit.
@@ -216,11 +247,16 @@ func (s *Server) wrap(h http.Handler) http.Handler {
 		hd.Set("X-Frame-Options", "DENY")
 		hd.Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
 		hd.Set("Referrer-Policy", "same-origin")
-		if s.login != nil && r.URL.Path != "/healthz" {
-			role, ok := s.login.check(r)
-			if !ok {
-				hd.Set("WWW-Authenticate", `Basic realm="stoker", charset="UTF-8"`)
-				http.Error(sw, "login required", http.StatusUnauthorized)
+		if r.URL.Path != "/healthz" {
+			role := s.cfg.Anonymous
+			if _, _, has := r.BasicAuth(); has && s.login != nil {
+				var ok bool
+				if role, ok = s.login.check(r); !ok {
+					role = ""
+				}
+			}
+			if role == "" {
+				challenge(sw, "login required")
 				return
 			}
 			r = r.WithContext(context.WithValue(r.Context(), roleKey, role))
