@@ -10,6 +10,8 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -527,5 +529,28 @@ func TestWeb_UpDefault_AnonymousIsViewer(t *testing.T) {
 	}
 	if code := as("admin", strings.TrimSpace(string(pw))); code != http.StatusCreated {
 		t.Fatalf("admin login submit: %d, want 201", code)
+	}
+}
+
+// TestWeb_SubmitPi_RunsToFinished: REST submission of the pi example in
+// cluster mode: created, RUNNING, FINISHED with exit 0, its estimate in the
+// logs API.
+func TestWeb_SubmitPi_RunsToFinished(t *testing.T) {
+	pi := filepath.Join(t.TempDir(), "pi")
+	if out, err := exec.Command("go", "build", "-o", pi, "../../examples/pi").CombinedOutput(); err != nil {
+		t.Fatalf("go build pi: %v\n%s", err, out)
+	}
+	_, base := startWebCluster(t)
+	hc := httpc(t)
+	id := submitREST(t, hc, base, pi, "--slices", "4")
+	waitDriver(t, hc, base, id, schemas.DriverRunning)
+	d := waitDriver(t, hc, base, id, schemas.DriverFinished)
+	if d.ExitCode == nil || *d.ExitCode != 0 {
+		t.Fatalf("pi driver ended %s with exit %v, want 0", d.State, d.ExitCode)
+	}
+	var logs schemas.LogsReply
+	getJSON(t, hc, base+"/api/v1/logs/"+id, &logs)
+	if !strings.Contains(string(logs.Data), "Pi is roughly 3.1") {
+		t.Fatalf("pi's log: %q", logs.Data)
 	}
 }
