@@ -3,6 +3,7 @@ package registration
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
@@ -49,6 +50,11 @@ func executorReported(cur *schemas.Executor, req *schemas.StateChange, key strin
 	}
 	if req.Message != "" {
 		n.Message = req.Message
+	}
+	if n.State == schemas.ExecutorFailed && req.PID == 0 && strings.HasPrefix(req.Message, schemas.LaunchFailedPrefix) {
+		// The agent's own report can end the executor before the
+		// scheduler's refused-launch write does: keep the reason either way.
+		n.Error = req.Message
 	}
 	if n.State == cur.State && n.PID == cur.PID && n.Message == cur.Message && sameCode(n.ExitCode, cur.ExitCode) {
 		return nil, "" // repeated report

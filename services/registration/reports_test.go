@@ -122,3 +122,24 @@ func TestReplacedInstance(t *testing.T) {
 		})
 	}
 }
+
+// TestExecutorReported_LaunchErrorKept: the agent's FAILED report for a
+// process that could not start keeps its reason in Error, whichever of the
+// agent's report and the scheduler's refused-launch write ends it first
+// (TestRun_LaunchErrorShown raced on this).
+func TestExecutorReported_LaunchErrorKept(t *testing.T) {
+	cur := &schemas.Executor{AppID: "app-1", WorkerID: "w1", State: schemas.ExecutorLaunching}
+	msg := schemas.LaunchFailedPrefix + "fork/exec /nope: no such file or directory"
+	next, why := executorReported(cur, &schemas.StateChange{WorkerID: "w1", AppID: "app-1",
+		State: string(schemas.ExecutorFailed), Message: msg}, "app-1.0")
+	if why != "" || next == nil || next.State != schemas.ExecutorFailed || next.Error != msg {
+		t.Fatalf("wrote %+v (kill %q), want FAILED with error %q", next, why, msg)
+	}
+	// An exit after running is not a launch error.
+	cur.State = schemas.ExecutorRunning
+	next, _ = executorReported(cur, &schemas.StateChange{WorkerID: "w1", AppID: "app-1", PID: 9,
+		State: string(schemas.ExecutorFailed), Message: "exited 3", ExitCode: new(int)}, "app-1.0")
+	if next == nil || next.Error != "" {
+		t.Fatalf("wrote %+v, want no launch error", next)
+	}
+}
