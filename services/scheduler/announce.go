@@ -38,7 +38,14 @@ func (a *announcer) announce(leader bool, epoch uint64) error {
 		return nil
 	}
 	if a.svc != nil {
-		_ = a.svc.Stop()
+		// micro's Stop can fail part way (a drain refused while the
+		// connection reconnects) and leave the old service answering
+		// beside the new one: two answers from one process, the second
+		// refused by the one-reply response permission. Keep the old one
+		// and let the caller try again.
+		if err := a.svc.Stop(); err != nil {
+			return fmt.Errorf("stop the micro service announcing %s: %w", a.announced, err)
+		}
 		a.svc = nil
 	}
 	m, err := micro.AddService(a.nc, micro.Config{

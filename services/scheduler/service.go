@@ -253,10 +253,23 @@ func (s *Service) Stop() {
 
 // reannounce re-announces off the elector's goroutine, reading el's state
 // when it runs.
+// A failure is retried with backoff until it succeeds or the service stops:
+// `nats micro` must end up telling the truth about who leads.
 func (s *Service) reannounce(el *lease.Elector) {
-	s.group.Go(func(context.Context) {
-		if err := s.ann.announce(el.IsLeader(), el.Epoch()); err != nil {
-			s.log.Warn().Err(err).Msg("cannot re-create the micro service after a leadership change")
+	s.group.Go(func(ctx context.Context) {
+		wait := 50 * time.Millisecond
+		for {
+			err := s.ann.announce(el.IsLeader(), el.Epoch())
+			if err == nil {
+				return
+			}
+			s.log.Warn().Err(err).Dur("retry_in", wait).Msg("cannot re-create the micro service after a leadership change")
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, time.Second)
 		}
 	})
 }
