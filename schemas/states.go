@@ -72,11 +72,6 @@ const (
 	ExecutorExited ExecutorState = "EXITED"
 	// ExecutorFailed: the process exited non-zero, or could not be started.
 	ExecutorFailed ExecutorState = "FAILED"
-
-	// LaunchFailedPrefix starts the message of a FAILED report for a
-	// process that could not be started (it has no pid and no log): the
-	// record keeps that message in its Error field too.
-	LaunchFailedPrefix = "launch failed: "
 	// ExecutorKilled: killed on request.
 	ExecutorKilled ExecutorState = "KILLED"
 	// ExecutorLost: its worker died or did not answer recovery.

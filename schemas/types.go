@@ -437,12 +437,15 @@ type StateChange struct {
 	ExecutorID int    `json:"executor_id,omitempty"`
 	DriverID   string `json:"driver_id,omitempty"`
 	// State is an ExecutorState for executors, a DriverState for drivers.
-	State    string    `json:"state"`
-	ExitCode *int      `json:"exit_code,omitempty"`
-	PID      int       `json:"pid,omitempty"`
-	Attempt  int       `json:"attempt,omitempty"`
-	Message  string    `json:"message,omitempty"`
-	At       time.Time `json:"at"`
+	State    string `json:"state"`
+	ExitCode *int   `json:"exit_code,omitempty"`
+	PID      int    `json:"pid,omitempty"`
+	Attempt  int    `json:"attempt,omitempty"`
+	Message  string `json:"message,omitempty"`
+	// Error is why the process could not be started (it has no pid and no
+	// log); an executor record keeps it in its own Error.
+	Error string    `json:"error,omitempty"`
+	At    time.Time `json:"at"`
 }
 
 func (*StateChange) WireType() string { return TypeStateChange }

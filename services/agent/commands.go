@@ -113,7 +113,8 @@ func (s *Service) handleLaunchExecutor(_ context.Context, _ bus.Inbound, req *sc
 		// Never recorded, so nothing to kill or forget: report and refuse.
 		log.Error().Err(err).Msg("failed to launch executor")
 		r.state = string(schemas.ExecutorFailed)
-		r.message = schemas.LaunchFailedPrefix + err.Error()
+		r.message = "launch failed: " + err.Error()
+		r.launchErr = r.message
 		s.reports.push(r.stateChangeLocked(s.wid, s.instance))
 		return &schemas.Ack{OK: false, Message: r.message}, nil
 	}
@@ -163,7 +164,8 @@ func (s *Service) handleLaunchDriver(_ context.Context, _ bus.Inbound, req *sche
 	if err := r.startLocked(); err != nil {
 		log.Error().Err(err).Msg("failed to launch driver")
 		r.state = string(schemas.DriverError)
-		r.message = schemas.LaunchFailedPrefix + err.Error()
+		r.message = "launch failed: " + err.Error()
+		r.launchErr = r.message
 		s.reports.push(r.stateChangeLocked(s.wid, s.instance))
 		return &schemas.Ack{OK: false, Message: r.message}, nil
 	}

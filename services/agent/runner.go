@@ -68,7 +68,9 @@ type runner struct {
 	state    string
 	exitCode *int
 	message  string
-	timer    *time.Timer // SIGKILL escalation
+	// launchErr is why the process could not be started ("" once it ran).
+	launchErr string
+	timer     *time.Timer // SIGKILL escalation
 }
 
 // stateChange is the report for the runner's current state. Callers hold Service.mu.
@@ -80,6 +82,7 @@ func (r *runner) stateChangeLocked(wid, instance string) schemas.StateChange {
 		ExitCode: r.exitCode,
 		PID:      r.pid,
 		Message:  r.message,
+		Error:    r.launchErr,
 		At:       time.Now().UTC(),
 	}
 	if r.kind == kindDriver {

@@ -3,7 +3,6 @@ package registration
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
@@ -51,10 +50,10 @@ func executorReported(cur *schemas.Executor, req *schemas.StateChange, key strin
 	if req.Message != "" {
 		n.Message = req.Message
 	}
-	if n.State == schemas.ExecutorFailed && req.PID == 0 && strings.HasPrefix(req.Message, schemas.LaunchFailedPrefix) {
+	if req.Error != "" {
 		// The agent's own report can end the executor before the
 		// scheduler's refused-launch write does: keep the reason either way.
-		n.Error = req.Message
+		n.Error = req.Error
 	}
 	if n.State == cur.State && n.PID == cur.PID && n.Message == cur.Message && sameCode(n.ExitCode, cur.ExitCode) {
 		return nil, "" // repeated report

@@ -129,9 +129,9 @@ func TestReplacedInstance(t *testing.T) {
 // (TestRun_LaunchErrorShown raced on this).
 func TestExecutorReported_LaunchErrorKept(t *testing.T) {
 	cur := &schemas.Executor{AppID: "app-1", WorkerID: "w1", State: schemas.ExecutorLaunching}
-	msg := schemas.LaunchFailedPrefix + "fork/exec /nope: no such file or directory"
+	msg := "launch failed: fork/exec /nope: no such file or directory"
 	next, why := executorReported(cur, &schemas.StateChange{WorkerID: "w1", AppID: "app-1",
-		State: string(schemas.ExecutorFailed), Message: msg}, "app-1.0")
+		State: string(schemas.ExecutorFailed), Message: msg, Error: msg}, "app-1.0")
 	if why != "" || next == nil || next.State != schemas.ExecutorFailed || next.Error != msg {
 		t.Fatalf("wrote %+v (kill %q), want FAILED with error %q", next, why, msg)
 	}
