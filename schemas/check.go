@@ -71,6 +71,9 @@ func (w *Worker) Check(key string) error {
 	if err := checkKnown("worker", w.State, WorkerStates()); err != nil {
 		return err
 	}
+	if err := w.Resources.Validate(); err != nil {
+		return impossible("%v", err)
+	}
 	return checkResources("worker", w.Cores, w.MemoryMB)
 }
 

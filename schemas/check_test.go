@@ -81,3 +81,47 @@ func TestCheckPlaced(t *testing.T) {
 		}
 	}
 }
+
+// Failures are counted once per executor and in any order: the count
+// after any interleaving and repetition of the same reports is the same.
+func TestApp_CountFailure_OncePerExecutorAnyOrder(t *testing.T) {
+	type ev struct {
+		running bool
+		id      int
+	}
+	evs := []ev{{false, 0}, {false, 1}, {false, 2}, {true, 3}, {false, 4}, {false, 5}, {false, 2}}
+	want := -1
+	// every rotation, each event doubled
+	for r := range evs {
+		var a App
+		for i := range evs {
+			e := evs[(r+i)%len(evs)]
+			for k := 0; k < 2; k++ {
+				if e.running {
+					a.CountRunning(e.id)
+				} else {
+					a.CountFailure(e.id)
+				}
+			}
+		}
+		if want == -1 {
+			want = a.ConsecutiveFailures
+		}
+		if a.ConsecutiveFailures != want || a.ConsecutiveFailures != len(a.FailedExecutors) {
+			t.Fatalf("rotation %d: %d failures %v, want %d", r, a.ConsecutiveFailures, a.FailedExecutors, want)
+		}
+	}
+	if want != 2 {
+		t.Fatalf("failures after executor 3 ran = %d, want 2 (executors 4 and 5)", want)
+	}
+}
+
+func TestApp_CountFailure_FirstExecutor(t *testing.T) {
+	var a App
+	if !a.CountFailure(0) || a.CountFailure(0) || a.ConsecutiveFailures != 1 {
+		t.Fatalf("executor 0's failure: %+v, want counted once", a)
+	}
+	if !a.CountRunning(0) || a.ConsecutiveFailures != 0 || a.CountFailure(0) {
+		t.Fatalf("after executor 0 ran: %+v", a)
+	}
+}

@@ -22,6 +22,18 @@ const (
 	// work dir. EnvTLSCA is the CA file that signed the bus's certificate.
 	EnvCreds = "STOKER_CREDS"
 	EnvTLSCA = "STOKER_TLS_CA"
+	// EnvResourcePrefix + NAME (ResourceEnv) carries the addresses of a
+	// custom resource the child was given, comma-separated:
+	// STOKER_RESOURCE_GPU=1,3. For gpu the same list is also in
+	// EnvCUDAVisibleDevices.
+	EnvResourcePrefix     = "STOKER_RESOURCE_"
+	EnvCUDAVisibleDevices = "CUDA_VISIBLE_DEVICES"
+	// EnvExecutorResources ("gpu=1,fpga=2") and EnvExecutorConstraints
+	// ("zone=a,disk!=hdd") carry `stoker submit --executor-resource` and
+	// `--executor-constraint` to a submitted driver: the SDK puts them in
+	// the app it registers when the request names none.
+	EnvExecutorResources   = "STOKER_EXECUTOR_RESOURCES"
+	EnvExecutorConstraints = "STOKER_EXECUTOR_CONSTRAINTS"
 )
 
 // EnvEntry is one KEY=VALUE entry of a child's environment.

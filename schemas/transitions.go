@@ -50,6 +50,9 @@ const (
 	WorkerEvAnswered WorkerEvent = "answered"
 	// WorkerEvSilent: it did not answer recovery.
 	WorkerEvSilent WorkerEvent = "silent"
+	// WorkerEvDrained: a draining worker holds nothing any more (the
+	// scheduler's write at the end of a drain).
+	WorkerEvDrained WorkerEvent = "drained"
 )
 
 var workerRules = map[WorkerEvent]rule[WorkerState]{
@@ -59,6 +62,7 @@ var workerRules = map[WorkerEvent]rule[WorkerState]{
 	WorkerEvRecovering: {[]WorkerState{WorkerAlive}, WorkerUnknown},
 	WorkerEvAnswered:   {[]WorkerState{WorkerUnknown}, WorkerAlive},
 	WorkerEvSilent:     {[]WorkerState{WorkerUnknown}, WorkerDead},
+	WorkerEvDrained:    {[]WorkerState{WorkerAlive}, WorkerDecommissioned},
 }
 
 // Next is the worker's state after e, or false if the state refuses e.
@@ -70,7 +74,7 @@ func WorkerStates() []WorkerState {
 }
 
 func WorkerEvents() []WorkerEvent {
-	return []WorkerEvent{WorkerEvRegistered, WorkerEvLeft, WorkerEvTimedOut, WorkerEvRecovering, WorkerEvAnswered, WorkerEvSilent}
+	return []WorkerEvent{WorkerEvRegistered, WorkerEvLeft, WorkerEvTimedOut, WorkerEvRecovering, WorkerEvAnswered, WorkerEvSilent, WorkerEvDrained}
 }
 
 // ---- drivers ------------------------------------------------------------
@@ -360,6 +364,22 @@ type Usage struct {
 	MemoryMB  int64
 	Executors int // executors that hold resources (LAUNCHING, RUNNING)
 	Drivers   int // drivers that hold resources (RUNNING, RELAUNCHING)
+	// Resources are the custom resource addresses held (nil if none).
+	Resources Resources
+}
+
+// addAddrs adds held addresses to w.Resources.
+func (w *Usage) addAddrs(r Resources) {
+	if len(r) == 0 {
+		return
+	}
+	if w.Resources == nil {
+		w.Resources = Resources{}
+	}
+	for name, addrs := range r {
+		w.Resources[name] = append(w.Resources[name], addrs...)
+		SortAddresses(w.Resources[name])
+	}
 }
 
 // Usages is the resource accounting of a cluster: worker id → Usage. Used
@@ -376,6 +396,7 @@ func (u Usages) AddExecutor(e *Executor) {
 	w.Cores += e.Cores
 	w.MemoryMB += e.MemoryMB
 	w.Executors++
+	w.addAddrs(e.Resources)
 	u[e.WorkerID] = w
 }
 
@@ -388,7 +409,31 @@ func (u Usages) AddDriver(d *Driver) {
 	w.Cores += d.Cores
 	w.MemoryMB += d.MemoryMB
 	w.Drivers++
+	w.addAddrs(d.Resources)
 	u[d.WorkerID] = w
+}
+
+// NextTerm is the term of the leadership after c's: one more than c's, 1
+// with no record.
+func (c *Cluster) NextTerm() uint64 {
+	if c == nil {
+		return 1
+	}
+	return c.Term + 1
+}
+
+// LeaderTerm is the term of the leadership with epoch, as the cluster
+// record c says: c's term when c is that epoch's, the next term when
+// recovery has not claimed the epoch yet (c older), c's when c is newer (a
+// lease read before the record).
+func LeaderTerm(c *Cluster, epoch uint64) uint64 {
+	switch {
+	case c == nil:
+		return 1
+	case c.Epoch < epoch:
+		return c.NextTerm()
+	}
+	return max(c.Term, 1)
 }
 
 // EpochOf is a lease's epoch: the revision that created the lease key,

@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"reflect"
 	"slices"
 	"testing"
 )
@@ -11,13 +12,13 @@ import (
 // state or event added to the code but not to its list fails the test.
 
 func TestWorkerState_Next_Exhaustive(t *testing.T) {
-	events := []WorkerEvent{WorkerEvRegistered, WorkerEvLeft, WorkerEvTimedOut, WorkerEvRecovering, WorkerEvAnswered, WorkerEvSilent}
+	events := []WorkerEvent{WorkerEvRegistered, WorkerEvLeft, WorkerEvTimedOut, WorkerEvRecovering, WorkerEvAnswered, WorkerEvSilent, WorkerEvDrained}
 	grid := map[WorkerState][]WorkerState{
 		//                     registered    left                  timed-out   recovering     answered     silent
-		WorkerAlive:          {WorkerAlive, WorkerDecommissioned, WorkerDead, WorkerUnknown, "-", "-"},
-		WorkerDead:           {WorkerAlive, "-", "-", "-", "-", "-"},
-		WorkerDecommissioned: {WorkerAlive, "-", "-", "-", "-", "-"},
-		WorkerUnknown:        {WorkerAlive, WorkerDecommissioned, "-", "-", WorkerAlive, WorkerDead},
+		WorkerAlive:          {WorkerAlive, WorkerDecommissioned, WorkerDead, WorkerUnknown, "-", "-", WorkerDecommissioned},
+		WorkerDead:           {WorkerAlive, "-", "-", "-", "-", "-", "-"},
+		WorkerDecommissioned: {WorkerAlive, "-", "-", "-", "-", "-", "-"},
+		WorkerUnknown:        {WorkerAlive, WorkerDecommissioned, "-", "-", WorkerAlive, WorkerDead, "-"},
 	}
 	if !slices.Equal(events, WorkerEvents()) {
 		t.Fatalf("WorkerEvents() = %v, the grid has %v", WorkerEvents(), events)
@@ -254,7 +255,7 @@ func TestUsages(t *testing.T) {
 		"w1": {Cores: 4, MemoryMB: 160, Executors: 2, Drivers: 1},
 		"w2": {Cores: 1, MemoryMB: 10, Drivers: 1},
 	}
-	if len(u) != len(want) || u["w1"] != want["w1"] || u["w2"] != want["w2"] {
+	if !reflect.DeepEqual(u, want) {
 		t.Fatalf("Usages = %+v, want %+v", u, want)
 	}
 }

@@ -2,6 +2,8 @@ package schemas
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -11,6 +13,7 @@ const (
 	TypeWorkerRegistered  = "io.stoker.v1.worker_registered"
 	TypeHeartbeat         = "io.stoker.v1.heartbeat"
 	TypeReregister        = "io.stoker.v1.reregister"
+	TypeHeartbeatAck      = "io.stoker.v1.heartbeat_ack"
 	TypeWorkerLeaving     = "io.stoker.v1.worker_leaving"
 	TypeAck               = "io.stoker.v1.ack"
 	TypeWorker            = "io.stoker.v1.worker"
@@ -34,6 +37,8 @@ const (
 	TypeKillRequest       = "io.stoker.v1.kill_request"
 	TypeAppHeartbeat      = "io.stoker.v1.app_heartbeat"
 	TypeListRequest       = "io.stoker.v1.list_request"
+	TypeCordonRequest     = "io.stoker.v1.cordon_request"
+	TypeDrainRequest      = "io.stoker.v1.drain_request"
 	TypeWorkerList        = "io.stoker.v1.worker_list"
 	TypeDriverList        = "io.stoker.v1.driver_list"
 	TypeAppList           = "io.stoker.v1.app_list"
@@ -43,6 +48,7 @@ const (
 	TypeEvent             = "io.stoker.v1.event"
 	TypeLeaseBeat         = "io.stoker.v1.lease_beat"
 	TypeAgentPresence     = "io.stoker.v1.agent_presence"
+	TypeExecutorRequest   = "io.stoker.v1.executor_request"
 )
 
 // Base is embedded first in every wire type: the versioned type name.
@@ -82,6 +88,11 @@ type RegisterWorker struct {
 	// "one worker id, one live agent").
 	PID   int       `json:"pid,omitempty"`
 	Since time.Time `json:"since"`
+	// Resources are the custom resources the worker offers, name →
+	// addresses (--resource gpu=0,1,2,3, a discovery script, nvidia-smi);
+	// Labels its placement labels (--label zone=a).
+	Resources Resources `json:"resources,omitempty"`
+	Labels    Labels    `json:"labels,omitempty"`
 	// Executors and drivers the agent still runs (after a bus restart or a
 	// re-register request), so the cluster does not forget them.
 	Executors []RunningExecutor `json:"executors,omitempty"`
@@ -117,6 +128,10 @@ type WorkerRegistered struct {
 	// Duplicate is true when the same agent instance was already registered
 	// and ALIVE: a repeated request after a network blip. Not an error.
 	Duplicate bool `json:"duplicate,omitempty"`
+	// Decommissioned is true when the worker was drained (or left) while
+	// this same agent instance runs: nothing was written, and the worker
+	// stays DECOMMISSIONED until the agent restarts. Duplicate is true too.
+	Decommissioned bool `json:"decommissioned,omitempty"`
 	// Replaced names the previous state of a record that this registration
 	// replaced (DEAD, UNKNOWN, DECOMMISSIONED, or ALIVE for a restarted agent).
 	Replaced            WorkerState `json:"replaced,omitempty"`
@@ -139,6 +154,10 @@ type Heartbeat struct {
 	WorkerID string `json:"worker_id"`
 	Instance string `json:"instance"`
 	Seq      uint64 `json:"seq,omitempty"`
+	// Epoch is the highest scheduler epoch the agent has seen (0: none, or
+	// an agent from before the field). An agent behind the epoch the
+	// cluster recovered is asked to register again, which tells it.
+	Epoch uint64 `json:"epoch,omitempty"`
 }
 
 func (*Heartbeat) WireType() string { return TypeHeartbeat }
@@ -151,6 +170,18 @@ type Reregister struct {
 }
 
 func (*Reregister) WireType() string { return TypeReregister }
+
+// HeartbeatAck answers a heartbeat the heartbeat service accepted while it
+// hears a quorum of the bus: the agent's proof that it is in contact with
+// the cluster, not only with its NATS server (which may be cut off with a
+// minority). An agent with --stop-after-disconnect counts from the last one.
+type HeartbeatAck struct {
+	Base
+	WorkerID string `json:"worker_id"`
+	Epoch    uint64 `json:"epoch,omitempty"` // the cluster's epoch as the service knows it
+}
+
+func (*HeartbeatAck) WireType() string { return TypeHeartbeatAck }
 
 // WorkerLeaving is sent by an agent shutting down on purpose.
 type WorkerLeaving struct {
@@ -225,9 +256,60 @@ type Worker struct {
 	// Epoch is the scheduler epoch under which the record was last confirmed.
 	Epoch  uint64 `json:"epoch,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// Resources and Labels as registered (RegisterWorker). Which addresses
+	// are free is derived from the executors and drivers holding them.
+	Resources Resources `json:"resources,omitempty"`
+	Labels    Labels    `json:"labels,omitempty"`
+	// Cordoned stops new placements on the worker (`stoker cordon`) while
+	// what runs there keeps running. It is the operator's, not the agent's:
+	// registration keeps it when the agent registers again, and recovery
+	// never touches it; only `stoker uncordon` clears it.
+	Cordoned bool `json:"cordoned,omitempty"`
+	// Drain, when set, decommissions the worker (`stoker drain`, or the
+	// agent on SIGTERM/SIGPWR with --drain-grace): nothing new is placed
+	// there, the scheduler replaces each executor elsewhere before killing
+	// it here, relaunches supervised drivers elsewhere, kills what is left
+	// at Drain.Deadline, and writes the worker DECOMMISSIONED once nothing
+	// holds resources on it. The state stays ALIVE meanwhile (the worker
+	// beats, reports and answers recovery as any live worker); clients show
+	// it as DECOMMISSIONING (Phase). Registration keeps it when the agent
+	// registers again (unless the record was DECOMMISSIONED: a restarted
+	// agent is a fresh worker), and recovery copies it with the record.
+	Drain *Drain `json:"drain,omitempty"`
 }
 
 func (*Worker) WireType() string { return TypeWorker }
+
+// Drain is a worker's decommissioning: since when, until when its work may
+// stay (then it is killed), and who asked.
+type Drain struct {
+	Since    time.Time `json:"since"`
+	Deadline time.Time `json:"deadline"`
+	// By is "request" (stoker drain) or "agent" (the agent's own signal).
+	By string `json:"by,omitempty"`
+}
+
+// PhaseDecommissioning is how clients show an ALIVE worker being drained.
+// It is not a stored state: the record stays ALIVE with Drain set.
+const PhaseDecommissioning = "DECOMMISSIONING"
+
+// Placeable reports whether the scheduler may place new work on w: its
+// state is usable, nobody cordoned it and it is not being drained.
+func (w *Worker) Placeable() bool { return w.State.Usable() && !w.Cordoned && w.Drain == nil }
+
+// Draining reports whether w is live and being drained.
+func (w *Worker) Draining() bool { return w.State == WorkerAlive && w.Drain != nil }
+
+// Phase is the state clients show: DECOMMISSIONING for a draining ALIVE
+// worker, else the stored state.
+func (w *Worker) Phase() string { return phase(w.State, w.Drain) }
+
+func phase(s WorkerState, d *Drain) string {
+	if s == WorkerAlive && d != nil {
+		return PhaseDecommissioning
+	}
+	return string(s)
+}
 
 // Driver is the record in stoker-drivers, keyed by driver id.
 type Driver struct {
@@ -236,6 +318,7 @@ type Driver struct {
 	Name        string      `json:"name,omitempty"`
 	Command     []string    `json:"command"`
 	Env         []string    `json:"env,omitempty"`
+	Artifacts   []Artifact  `json:"artifacts,omitempty"`
 	Cores       int         `json:"cores"`
 	MemoryMB    int64       `json:"memory_mb"`
 	Supervise   bool        `json:"supervise"`
@@ -250,6 +333,13 @@ type Driver struct {
 	// KillRequested is set by `stoker kill`; the scheduler kills the process
 	// and the driver ends KILLED.
 	KillRequested bool `json:"kill_requested,omitempty"`
+	// ResourceAmounts is what the driver needs of custom resources
+	// (--driver-resource gpu=1); Resources the addresses it was given on
+	// WorkerID while it holds them. Constraints are its placement rules
+	// ("zone=a", "zone!=a").
+	ResourceAmounts Amounts   `json:"resource_amounts,omitempty"`
+	Resources       Resources `json:"resources,omitempty"`
+	Constraints     []string  `json:"constraints,omitempty"`
 }
 
 func (*Driver) WireType() string { return TypeDriver }
@@ -260,6 +350,11 @@ type ExecutorSpec struct {
 	Env      []string `json:"env,omitempty"`
 	Cores    int      `json:"cores"`
 	MemoryMB int64    `json:"memory_mb"`
+	// Resources is what each executor needs of custom resources
+	// (--executor-resource gpu=1, Spark's spark.executor.resource.gpu.amount).
+	Resources Amounts `json:"resources,omitempty"`
+	// Artifacts are fetched from stoker-artifacts into each executor's dir.
+	Artifacts []Artifact `json:"artifacts,omitempty"`
 }
 
 // App is the record in stoker-apps, keyed by app id.
@@ -269,7 +364,8 @@ type App struct {
 	Name     string       `json:"name"`
 	DriverID string       `json:"driver_id,omitempty"`
 	Executor ExecutorSpec `json:"executor"`
-	// MaxCores caps the cores granted over all executors; 0 means no cap.
+	// MaxCores caps the cores granted over all executors (Spark's
+	// spark.cores.max); 0 means the scheduler's --default-cores, no cap if 0.
 	MaxCores int `json:"max_cores,omitempty"`
 	// RunOnce: each executor runs its command once (`stoker run`). One that
 	// exits 0 is done and not replaced; the app FINISHES when executors
@@ -280,14 +376,65 @@ type App struct {
 	// that reached RUNNING; at max-executor-retries with none running the
 	// app is FAILED.
 	ConsecutiveFailures int `json:"consecutive_failures"`
+	// FailedExecutors are the ids of the executors whose failure is in
+	// ConsecutiveFailures, and FailuresFrom one more than the highest
+	// executor id seen RUNNING (failures of earlier executors no longer
+	// count): a failure is counted once per executor, whoever reports it
+	// and however often (CountFailure, CountRunning).
+	FailedExecutors []int `json:"failed_executors,omitempty"`
+	FailuresFrom    int   `json:"failures_from,omitempty"`
 	// NextExecutorID is the id the scheduler gives the next executor.
 	NextExecutorID int       `json:"next_executor_id"`
 	SubmittedAt    time.Time `json:"submitted_at"`
 	UpdatedAt      time.Time `json:"updated_at"`
 	Message        string    `json:"message,omitempty"`
+	// Constraints are the app's placement rules on worker labels for its
+	// executors ("zone=a", "zone!=a").
+	Constraints []string `json:"constraints,omitempty"`
+	// RequestedExecutors, when set, is the number of executors the driver
+	// asked for (the SDK's RequestTotalExecutors, Spark's dynamic
+	// allocation): the scheduler places up to it, within MaxCores, and
+	// kills executors beyond it. Unset: as many as MaxCores allows.
+	RequestedExecutors *int `json:"requested_executors,omitempty"`
+	// KillExecutors are executor ids the driver asked to kill (the SDK's
+	// KillExecutors); the scheduler kills those still running.
+	KillExecutors []int `json:"kill_executors,omitempty"`
 }
 
 func (*App) WireType() string { return TypeApp }
+
+// CountFailure counts executor id's failure: once per executor, and only
+// if no later executor has reached RUNNING (executor ids grow with each
+// placement, so ids order the attempts). It reports whether the count
+// changed. With CountRunning it is idempotent and order-free: a report
+// retried after its writer died, or two writers counting the same
+// failure, count it once.
+func (a *App) CountFailure(id int) bool {
+	if id < a.FailuresFrom || slices.Contains(a.FailedExecutors, id) {
+		return false
+	}
+	a.FailedExecutors = append(a.FailedExecutors, id)
+	// A count from before executor ids were kept is carried on.
+	a.ConsecutiveFailures = max(a.ConsecutiveFailures+1, len(a.FailedExecutors))
+	return true
+}
+
+// CountRunning records that executor id reached RUNNING: failures of
+// earlier executors no longer count. It reports whether anything changed.
+func (a *App) CountRunning(id int) bool {
+	if id < a.FailuresFrom && a.ConsecutiveFailures == len(a.FailedExecutors) {
+		return false
+	}
+	a.FailuresFrom = max(a.FailuresFrom, id+1)
+	kept := a.FailedExecutors[:0:0]
+	for _, f := range a.FailedExecutors {
+		if f >= a.FailuresFrom {
+			kept = append(kept, f)
+		}
+	}
+	a.FailedExecutors, a.ConsecutiveFailures = kept, len(kept)
+	return true
+}
 
 // Executor is the record in stoker-executors, keyed "<appid>.<execid>".
 type Executor struct {
@@ -307,6 +454,10 @@ type Executor struct {
 	Error     string    `json:"error,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Resources are the custom resource addresses the executor was given
+	// on WorkerID (held while its state Holds; recovery keeps them with
+	// the record).
+	Resources Resources `json:"resources,omitempty"`
 }
 
 func (*Executor) WireType() string { return TypeExecutor }
@@ -322,6 +473,13 @@ type Lease struct {
 	Epoch   uint64    `json:"epoch,omitempty"`
 	Since   time.Time `json:"since"`
 	Renewed time.Time `json:"renewed"`
+	// Server and Client name the holder's NATS connection (the server's id
+	// and the client id it gave the connection) when it last wrote the
+	// lease: a standby that sees the server report that connection closed
+	// takes over at once instead of waiting for missed beats. Empty from an
+	// older holder: beats alone then.
+	Server string `json:"server,omitempty"`
+	Client uint64 `json:"client,omitempty"`
 }
 
 func (*Lease) WireType() string { return TypeLease }
@@ -329,7 +487,13 @@ func (*Lease) WireType() string { return TypeLease }
 // Cluster is the value of stoker-cluster/state: the phase of the current epoch.
 type Cluster struct {
 	Base
-	Epoch  uint64       `json:"epoch"`
+	// Epoch is the lease revision that won (fencing: it only grows, by
+	// however many writes the lease bucket saw).
+	Epoch uint64 `json:"epoch"`
+	// Term counts leaderships for people: the record of each new epoch has
+	// the previous record's term plus one (1 for the first). Absent in
+	// records written before terms existed (read as 0).
+	Term   uint64       `json:"term,omitempty"`
 	Leader string       `json:"leader"`
 	State  ClusterState `json:"state"`
 	Since  time.Time    `json:"since"`
@@ -361,12 +525,23 @@ type LaunchExecutor struct {
 	ExecutorID int      `json:"executor_id"`
 	Command    []string `json:"command"`
 	Env        []string `json:"env,omitempty"`
-	Cores      int      `json:"cores"`
-	MemoryMB   int64    `json:"memory_mb"`
+	// Artifacts to fetch (by digest) and link into the executor's dir.
+	Artifacts []Artifact `json:"artifacts,omitempty"`
+	Cores     int        `json:"cores"`
+	MemoryMB  int64      `json:"memory_mb"`
 	// Creds is the app's credential (a .creds file's text, role app, name
 	// AppID) the agent gives the executor as STOKER_CREDS. Empty on a bus
 	// without authentication.
 	Creds string `json:"creds,omitempty"`
+	// ValidUntil is the end of the sender's authority (its wall clock): a
+	// scheduler sends a command only before its lease authority ends, and
+	// an agent refuses one that arrives later than this plus a clock-skew
+	// allowance (a command held in a partitioned link). Zero: no bound
+	// (older senders).
+	ValidUntil time.Time `json:"valid_until,omitempty"`
+	// Resources are the addresses given to the executor, passed in its
+	// environment (ResourceVars).
+	Resources Resources `json:"resources,omitempty"`
 }
 
 func (*LaunchExecutor) WireType() string { return TypeLaunchExecutor }
@@ -374,20 +549,30 @@ func (*LaunchExecutor) WireType() string { return TypeLaunchExecutor }
 // LaunchDriver is sent on stoker.worker.<wid>.cmd.launch-driver.
 type LaunchDriver struct {
 	Base
-	Epoch     uint64   `json:"epoch"`
-	DriverID  string   `json:"driver_id"`
-	Command   []string `json:"command"`
-	Env       []string `json:"env,omitempty"`
-	Cores     int      `json:"cores"`
-	MemoryMB  int64    `json:"memory_mb"`
-	Supervise bool     `json:"supervise"`
-	Attempt   int      `json:"attempt"`
+	Epoch    uint64   `json:"epoch"`
+	DriverID string   `json:"driver_id"`
+	Command  []string `json:"command"`
+	Env      []string `json:"env,omitempty"`
+	// Artifacts to fetch (by digest) and link into the driver's dir.
+	Artifacts []Artifact `json:"artifacts,omitempty"`
+	Cores     int        `json:"cores"`
+	MemoryMB  int64      `json:"memory_mb"`
+	Supervise bool       `json:"supervise"`
+	Attempt   int        `json:"attempt"`
 	// AppID is the app id reserved for this driver run, and Creds its app
 	// credential: the driver registers that id (STOKER_APP_ID) on
 	// stoker.app.<AppID>.register. Both empty on a bus without
 	// authentication (the driver registers through stoker.api.apps.register).
 	AppID string `json:"app_id,omitempty"`
 	Creds string `json:"creds,omitempty"`
+	// ValidUntil is the end of the sender's authority (its wall clock): a
+	// scheduler sends a command only before its lease authority ends, and
+	// an agent refuses one that arrives later than this plus a clock-skew
+	// allowance (a command held in a partitioned link). Zero: no bound
+	// (older senders).
+	ValidUntil time.Time `json:"valid_until,omitempty"`
+	// Resources are the addresses given to the driver (ResourceVars).
+	Resources Resources `json:"resources,omitempty"`
 }
 
 func (*LaunchDriver) WireType() string { return TypeLaunchDriver }
@@ -401,6 +586,12 @@ type Kill struct {
 	AppID      string `json:"app_id,omitempty"`
 	ExecutorID int    `json:"executor_id,omitempty"`
 	Reason     string `json:"reason,omitempty"`
+	// ValidUntil is the end of the sender's authority (its wall clock): a
+	// scheduler sends a command only before its lease authority ends, and
+	// an agent refuses one that arrives later than this plus a clock-skew
+	// allowance (a command held in a partitioned link). Zero: no bound
+	// (older senders).
+	ValidUntil time.Time `json:"valid_until,omitempty"`
 }
 
 func (*Kill) WireType() string { return TypeKill }
@@ -493,6 +684,12 @@ type SubmitDriver struct {
 	Cores     int      `json:"cores"`
 	MemoryMB  int64    `json:"memory_mb"`
 	Supervise bool     `json:"supervise,omitempty"`
+	// Resources (--driver-resource) and Constraints (--constraint) as
+	// Driver.ResourceAmounts and Driver.Constraints.
+	Resources   Amounts  `json:"resources,omitempty"`
+	Constraints []string `json:"constraints,omitempty"`
+	// Artifacts were uploaded to stoker-artifacts by the client.
+	Artifacts []Artifact `json:"artifacts,omitempty"`
 }
 
 func (*SubmitDriver) WireType() string { return TypeSubmitDriver }
@@ -520,6 +717,10 @@ type RegisterApp struct {
 	// AppID is set only on stoker.app.<appid>.register: the id reserved
 	// for a driver at launch, equal to the subject's token.
 	AppID string `json:"app_id,omitempty"`
+	// Constraints, as App.Constraints. InitialExecutors, when > 0, starts
+	// the app elastic with that many requested (App.RequestedExecutors).
+	Constraints      []string `json:"constraints,omitempty"`
+	InitialExecutors int      `json:"initial_executors,omitempty"`
 }
 
 func (*RegisterApp) WireType() string { return TypeRegisterApp }
@@ -545,6 +746,20 @@ type UnregisterApp struct {
 
 func (*UnregisterApp) WireType() string { return TypeUnregisterApp }
 
+// ExecutorRequest is sent by an app's driver on
+// stoker.app.<appid>.executors (Spark's requestTotalExecutors and
+// killExecutors, SPARK-4751): Total, when set, becomes the app's
+// RequestedExecutors; Kill names executors to kill (added to the app's
+// KillExecutors). Answered with an Ack.
+type ExecutorRequest struct {
+	Base
+	AppID string `json:"app_id"`
+	Total *int   `json:"total,omitempty"`
+	Kill  []int  `json:"kill,omitempty"`
+}
+
+func (*ExecutorRequest) WireType() string { return TypeExecutorRequest }
+
 // KillRequest is sent on stoker.api.drivers.kill or stoker.api.apps.kill.
 type KillRequest struct {
 	Base
@@ -566,9 +781,64 @@ type ListRequest struct {
 	Base
 	// IDs restricts the answer to these ids when not empty.
 	IDs []string `json:"ids,omitempty"`
+	// States restricts the answer to records in one of these states
+	// (a worker's, driver's or app's state, as listed).
+	States []string `json:"states,omitempty"`
+	// Live restricts the answer to work that has not ended: workers ALIVE
+	// or UNKNOWN, drivers and apps not in a final state.
+	Live bool `json:"live,omitempty"`
+}
+
+// Keep reports whether a record with this id and state is asked for.
+func (r *ListRequest) Keep(id, state string, ended bool) bool {
+	if len(r.IDs) > 0 && !slices.Contains(r.IDs, id) {
+		return false
+	}
+	if len(r.States) > 0 {
+		return slices.ContainsFunc(r.States, func(s string) bool { return strings.EqualFold(s, state) })
+	}
+	return !r.Live || !ended
 }
 
 func (*ListRequest) WireType() string { return TypeListRequest }
+
+// CordonRequest is sent on stoker.api.workers.cordon: Cordon true stops
+// new placements on WorkerID, false allows them again.
+type CordonRequest struct {
+	Base
+	WorkerID string `json:"worker_id"`
+	Cordon   bool   `json:"cordon"`
+}
+
+func (*CordonRequest) WireType() string { return TypeCordonRequest }
+
+// DrainRequest is sent on stoker.api.workers.drain (an operator) or
+// stoker.worker.<wid>.drain (the agent itself, on SIGTERM/SIGPWR, with its
+// Instance): decommission WorkerID, killing what is still there after
+// DeadlineMS milliseconds (0: DefaultDrainDeadline).
+type DrainRequest struct {
+	Base
+	WorkerID   string `json:"worker_id"`
+	DeadlineMS int64  `json:"deadline_ms,omitempty"`
+	Instance   string `json:"instance,omitempty"`
+}
+
+func (*DrainRequest) WireType() string { return TypeDrainRequest }
+
+// DefaultDrainDeadline is a drain's deadline when the request sets none
+// (Nomad's node drain defaults to 1h; Stoker's executors are short-lived).
+const DefaultDrainDeadline = 5 * time.Minute
+
+// MaxDrainDeadline bounds a drain's deadline (a typo guard).
+const MaxDrainDeadline = 7 * 24 * time.Hour
+
+// Deadline is the request's deadline as a duration.
+func (m *DrainRequest) Deadline() time.Duration {
+	if m.DeadlineMS <= 0 {
+		return DefaultDrainDeadline
+	}
+	return time.Duration(m.DeadlineMS) * time.Millisecond
+}
 
 // WorkerView is a worker as clients see it: the record plus derived usage.
 type WorkerView struct {
@@ -590,7 +860,20 @@ type WorkerView struct {
 	Since   time.Time `json:"since"`
 	WorkDir string    `json:"work_dir,omitempty"`
 	Epoch   uint64    `json:"epoch,omitempty"`
+	// Resources are the custom resources offered (name → addresses),
+	// ResourcesUsed the addresses held by executors and drivers; Labels
+	// the placement labels.
+	Resources     Resources `json:"resources,omitempty"`
+	ResourcesUsed Resources `json:"resources_used,omitempty"`
+	Labels        Labels    `json:"labels,omitempty"`
+	// Cordoned: no new placements (`stoker cordon`).
+	Cordoned bool `json:"cordoned,omitempty"`
+	// Drain: the worker is being (or was) drained (`stoker drain`).
+	Drain *Drain `json:"drain,omitempty"`
 }
+
+// Phase is the state clients show (Worker.Phase).
+func (v *WorkerView) Phase() string { return phase(v.State, v.Drain) }
 
 // WorkerList answers stoker.api.workers.list.
 type WorkerList struct {
@@ -622,6 +905,8 @@ type ExecutorView struct {
 	Error     string    `json:"error,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Resources are the custom resource addresses the executor holds.
+	Resources Resources `json:"resources,omitempty"`
 }
 
 // AppView is an application as clients see it.
@@ -638,6 +923,8 @@ type AppView struct {
 	SubmittedAt         time.Time      `json:"submitted_at"`
 	Message             string         `json:"message,omitempty"`
 	Executors           []ExecutorView `json:"executors"`
+	// Artifacts each executor gets (stoker-artifacts digests).
+	Artifacts []Artifact `json:"artifacts,omitempty"`
 }
 
 // AppList answers stoker.api.apps.list.
@@ -650,7 +937,10 @@ func (*AppList) WireType() string { return TypeAppList }
 
 // LeaderView names the current scheduler leader.
 type LeaderView struct {
-	ID    string    `json:"id"`
+	ID string `json:"id"`
+	// Term grows by one per new leader (schemas.LeaderTerm); Epoch is the
+	// lease revision that fences writes, which jumps with every renewal.
+	Term  uint64    `json:"term"`
 	Epoch uint64    `json:"epoch"`
 	Since time.Time `json:"since"`
 }
@@ -682,11 +972,18 @@ func (*Status) WireType() string { return TypeStatus }
 // kept in the stoker-events stream.
 type Event struct {
 	Base
-	Kind    string    `json:"kind"` // worker, driver, app, executor, leader, cluster
-	ID      string    `json:"id"`
-	State   string    `json:"state"`
-	Message string    `json:"message,omitempty"`
-	At      time.Time `json:"at"`
+	Kind    string `json:"kind"` // worker, driver, app, executor, leader, cluster
+	ID      string `json:"id"`
+	State   string `json:"state"`
+	Message string `json:"message,omitempty"`
+	// At is the publisher's clock when it published; readers of a batch
+	// order by it (the stream's order is the order of arrival, and a
+	// publisher's buffered events can arrive late after a reconnect).
+	At time.Time `json:"at"`
+	// Publisher is the publishing connection's name (e.g. the scheduler
+	// instance); Epoch the scheduler epoch it acted under, when it had one.
+	Publisher string `json:"publisher,omitempty"`
+	Epoch     uint64 `json:"epoch,omitempty"`
 }
 
 func (*Event) WireType() string { return TypeEvent }

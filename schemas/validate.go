@@ -21,6 +21,10 @@ const (
 	MaxCores       = 4096
 	MaxMemoryMB    = 64 << 20 // 64 TiB
 	MaxReportItems = 10000
+	// MaxExecutorsRequested bounds an elastic app's requested total.
+	MaxExecutorsRequested = 100000
+	// MaxKillExecutors bounds the executor ids an app record keeps to kill.
+	MaxKillExecutors = 1000
 )
 
 // ErrInvalid is wrapped by every validation error.
@@ -137,7 +141,10 @@ func (m *RegisterWorker) Validate() error {
 	if len(m.Executors)+len(m.Drivers) > MaxReportItems {
 		return invalid("registration lists more than %d executors and drivers", MaxReportItems)
 	}
-	return nil
+	if err := m.Resources.Validate(); err != nil {
+		return err
+	}
+	return m.Labels.Validate()
 }
 
 // Validate checks a heartbeat.
@@ -152,6 +159,15 @@ func (m *SubmitDriver) Validate() error {
 		return err
 	}
 	if err := ValidResources("driver", m.Cores, m.MemoryMB); err != nil {
+		return err
+	}
+	if err := m.Resources.Validate(); err != nil {
+		return err
+	}
+	if err := ValidConstraints(m.Constraints); err != nil {
+		return err
+	}
+	if err := ValidArtifacts("driver", m.Artifacts); err != nil {
 		return err
 	}
 	return ValidCommand("driver", m.Command, m.Env)
@@ -179,6 +195,18 @@ func (m *RegisterApp) Validate() error {
 	if m.MaxCores > 0 && m.MaxCores < m.Executor.Cores {
 		return invalid("max cores %d is less than the cores of one executor (%d)", m.MaxCores, m.Executor.Cores)
 	}
+	if err := m.Executor.Resources.Validate(); err != nil {
+		return err
+	}
+	if err := ValidConstraints(m.Constraints); err != nil {
+		return err
+	}
+	if m.InitialExecutors < 0 || m.InitialExecutors > MaxExecutorsRequested {
+		return invalid("initial executors must be 0 to %d, got %d", MaxExecutorsRequested, m.InitialExecutors)
+	}
+	if err := ValidArtifacts("executor", m.Executor.Artifacts); err != nil {
+		return err
+	}
 	return ValidCommand("executor", m.Executor.Command, m.Executor.Env)
 }
 
@@ -192,6 +220,28 @@ func (m *UnregisterApp) Validate() error {
 		return nil
 	}
 	return invalid("final app state must be FINISHED, FAILED or KILLED, got %q", m.State)
+}
+
+// Validate checks an executor request.
+func (m *ExecutorRequest) Validate() error {
+	if err := ValidAppID(m.AppID); err != nil {
+		return err
+	}
+	if m.Total == nil && len(m.Kill) == 0 {
+		return invalid("executor request names neither total nor kill")
+	}
+	if m.Total != nil && (*m.Total < 0 || *m.Total > MaxExecutorsRequested) {
+		return invalid("total executors must be 0 to %d, got %d", MaxExecutorsRequested, *m.Total)
+	}
+	if len(m.Kill) > MaxKillExecutors {
+		return invalid("at most %d executors to kill at once, got %d", MaxKillExecutors, len(m.Kill))
+	}
+	for _, id := range m.Kill {
+		if id < 0 {
+			return invalid("executor id must be >= 0, got %d", id)
+		}
+	}
+	return nil
 }
 
 // Validate checks a kill request.
@@ -210,6 +260,31 @@ func (m *ListRequest) Validate() error {
 	if len(m.IDs) > MaxReportItems {
 		return invalid("at most %d ids", MaxReportItems)
 	}
+	if len(m.States) > 16 {
+		return invalid("at most 16 states")
+	}
+	for _, st := range m.States {
+		if len(st) == 0 || len(st) > 32 {
+			return invalid("state %q: not a state name", st)
+		}
+	}
+	return nil
+}
+
+// Validate checks a cordon request.
+func (m *CordonRequest) Validate() error { return ValidID("worker", m.WorkerID) }
+
+// Validate checks a drain request.
+func (m *DrainRequest) Validate() error {
+	if err := ValidID("worker", m.WorkerID); err != nil {
+		return err
+	}
+	if m.DeadlineMS < 0 || m.DeadlineMS > MaxDrainDeadline.Milliseconds() {
+		return invalid("deadline must be between 0 and %s, got %dms", MaxDrainDeadline, m.DeadlineMS)
+	}
+	if len(m.Instance) > 128 {
+		return invalid("instance too long")
+	}
 	return nil
 }
 
@@ -224,6 +299,12 @@ func (m *LaunchExecutor) Validate() error {
 	if err := ValidResources("executor", m.Cores, m.MemoryMB); err != nil {
 		return err
 	}
+	if err := m.Resources.Validate(); err != nil {
+		return err
+	}
+	if err := ValidArtifacts("executor", m.Artifacts); err != nil {
+		return err
+	}
 	return ValidCommand("executor", m.Command, m.Env)
 }
 
@@ -233,6 +314,12 @@ func (m *LaunchDriver) Validate() error {
 		return err
 	}
 	if err := ValidResources("driver", m.Cores, m.MemoryMB); err != nil {
+		return err
+	}
+	if err := m.Resources.Validate(); err != nil {
+		return err
+	}
+	if err := ValidArtifacts("driver", m.Artifacts); err != nil {
 		return err
 	}
 	return ValidCommand("driver", m.Command, m.Env)
