@@ -179,9 +179,24 @@ func errorFromHeader(h nats.Header) error {
 	return &Error{Code: code, Description: desc}
 }
 
-func unmarshal(data []byte, f Format, v any) error {
+func unmarshal(data []byte, f Format, v any) (err error) {
 	if f == JSON {
 		return json.Unmarshal(data, v)
+	}
+	// msgpack/v5 panics on some malformed input instead of failing: a nil
+	// for a time.Time field when a struct is sent as an array
+	// ("\x97\xc0\xc00\xc0" as a stoker-leader lease: reflect IsNil on a
+	// struct value, found by FuzzDecodeChecked; every scheduler and
+	// recovery reading that lease would have crashed). Whoever can write a
+	// request or a KV value must not be able to crash the service that
+	// reads it.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("malformed msgpack: %v", r)
+		}
+	}()
+	if err := checkMsgpackLengths(data); err != nil {
+		return err
 	}
 	dec := msgpack.NewDecoder(bytes.NewReader(data))
 	dec.SetCustomStructTag("json")

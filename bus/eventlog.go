@@ -17,7 +17,7 @@ import (
 )
 
 // EventKinds are the kinds Emit is called with.
-var EventKinds = []string{"worker", "driver", "app", "executor", "cluster", "leader", EventKindPoisoned}
+var EventKinds = []string{"worker", "driver", "app", "executor", "cluster", "leader", "artifact", EventKindPoisoned, EventKindPublisher}
 
 // EventQuery says which events ReadEvents delivers.
 type EventQuery struct {
@@ -118,6 +118,10 @@ func ReadEvents(ctx context.Context, nc *nats.Conn, q EventQuery, fn func(Stored
 
 	var held []StoredEvent
 	flush := func() error {
+		// A batch is ordered by its publishers' clocks: the stream's order
+		// is arrival, and events buffered by a reconnecting publisher
+		// arrive late.
+		slices.SortStableFunc(held, func(a, b StoredEvent) int { return a.At.Compare(b.At) })
 		for _, e := range held {
 			if err := fn(e); err != nil {
 				return err
@@ -152,13 +156,13 @@ func ReadEvents(ctx context.Context, nc *nats.Conn, q EventQuery, fn func(Stored
 			continue // not an event Stoker wrote
 		}
 		e := StoredEvent{Seq: meta.Sequence.Stream, Event: ev}
-		if caughtUp || keep == 0 {
+		if caughtUp {
 			if err := fn(e); err != nil {
 				return err
 			}
 		} else {
 			held = append(held, e)
-			if len(held) > keep {
+			if keep > 0 && len(held) > keep {
 				held = held[len(held)-keep:]
 			}
 		}

@@ -8,8 +8,13 @@ import (
 	"github.com/stoker/stoker/schemas"
 )
 
-// Emit publishes a state-change event on stoker.events.<kind>.<id>. It is
-// best effort: the KV write is the fact, the event is its history.
+// Emit publishes a state-change event on stoker.events.<kind>.<id>. The
+// KV write is the fact, the event is its history: Emit never blocks nor
+// fails. The event is written to the stoker-events stream with an
+// acknowledgement by the connection's publisher, which keeps what the
+// stream did not store (no quorum, no connection) and writes it after the
+// outage in the order published; past EventBufferLimit it drops the
+// oldest, counts them and announces the count (EventKindPublisher).
 // Kinds: worker, driver, app, executor, leader, cluster (and poisoned,
 // from a Reporter).
 //
@@ -17,20 +22,27 @@ import (
 // `nats sub 'stoker.events.>'` and the stoker-events stream show them as
 // they are; DecodeMsg reads them (and older msgpack ones) by that header.
 func Emit(nc *nats.Conn, kind, id, state, message string) {
+	EmitEpoch(nc, 0, kind, id, state, message)
+}
+
+// EmitEpoch is Emit for a publisher acting under a scheduler epoch.
+func EmitEpoch(nc *nats.Conn, epoch uint64, kind, id, state, message string) {
 	if nc == nil {
 		return
 	}
-	m, err := eventMsg(kind, id, state, message)
+	m, err := eventMsg(kind, id, state, message, nc.Opts.Name, epoch)
 	if err != nil {
 		return
 	}
-	_ = nc.PublishMsg(m)
+	if p := publisherFor(nc); p != nil {
+		p.add(m, time.Now())
+	}
 }
 
 // eventMsg is the event message Emit publishes.
-func eventMsg(kind, id, state, message string) (*nats.Msg, error) {
+func eventMsg(kind, id, state, message, publisher string, epoch uint64) (*nats.Msg, error) {
 	b, err := Encode(&schemas.Event{
-		Kind: kind, ID: id, State: state, Message: message, At: time.Now().UTC(),
+		Kind: kind, ID: id, State: state, Message: message, At: time.Now().UTC(), Publisher: publisher, Epoch: epoch,
 	}, JSON)
 	if err != nil {
 		return nil, err

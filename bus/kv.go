@@ -227,6 +227,27 @@ func Mutate[T any](ctx context.Context, kv jetstream.KeyValue, key string, fn fu
 	return mutate(ctx, kv, key, fn, nil)
 }
 
+// MutateFrom is Mutate starting from a value the caller believes current
+// (cur at revision rev, e.g. from a watch-fed index), saving the read: it
+// is trusted only when fn changes it and the revision-guarded write
+// succeeds, which proves it was the latest. Otherwise (no hint, fn
+// changes nothing or fails on it, or the write finds a newer revision) it
+// is Mutate, reading the record. fn may run twice and must not change cur.
+func MutateFrom[T any](ctx context.Context, kv jetstream.KeyValue, key string, cur *T, rev uint64, fn func(cur *T) (*T, error)) (*T, uint64, error) {
+	if cur != nil && rev > 0 {
+		if next, err := fn(cur); err == nil && next != nil {
+			nrev, err := Update(ctx, kv, key, next, rev)
+			if err == nil {
+				return next, nrev, nil
+			}
+			if !IsCASConflict(err) {
+				return nil, 0, err
+			}
+		}
+	}
+	return mutate(ctx, kv, key, fn, nil)
+}
+
 // MutateOrReplace is Mutate for a record that must never block its writer:
 // a value that cannot be decoded is reported to bad and counts as absent
 // for fn, and what fn returns replaces it (still revision-guarded).

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
@@ -108,12 +109,14 @@ func emitPoison(nc *nats.Conn, p Poison) {
 	if nc == nil {
 		return
 	}
-	m, err := eventMsg(EventKindPoisoned, p.Bucket+"/"+p.Key, "POISONED", p.Error())
+	m, err := eventMsg(EventKindPoisoned, p.Bucket+"/"+p.Key, "POISONED", p.Error(), nc.Opts.Name, 0)
 	if err != nil {
 		return
 	}
 	m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("%s/%s/%d", p.Bucket, p.Key, p.Revision))
-	_ = nc.PublishMsg(m)
+	if pub := publisherFor(nc); pub != nil {
+		pub.add(m, time.Now())
+	}
 }
 
 // Poisons collects the poisoned values of one read (for a status reply).

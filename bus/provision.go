@@ -93,16 +93,25 @@ type settings struct {
 	LimitMarkerTTL time.Duration // how long an expiry marker lives; 0 none
 	MaxBytes       int64         // 0 unlimited
 	Storage        jetstream.StorageType
+	// DirectGets is the stream's AllowDirect: any replica answers a Get,
+	// including one cut off from the quorum with old data (issue 16 item
+	// 8). Off for every bucket: a Get is answered by the stream leader, and
+	// fails instead of returning stale data while there is none.
+	DirectGets bool
 }
 
 // resource is one bucket or stream of the store.
 type resource struct {
-	bucket string // a KV bucket's name, "" for a plain stream
+	bucket string // a KV bucket's or object store's name, "" for a plain stream
 	stream string // the JetStream stream behind it
+	object bool   // bucket is an object store
 	want   settings
 }
 
 func (r resource) String() string {
+	if r.object {
+		return "object store " + r.bucket
+	}
 	if r.bucket != "" {
 		return "bucket " + r.bucket
 	}
@@ -132,6 +141,14 @@ func storeResources(cfg StoreConfig) []resource {
 			Description: "Stoker leases (scheduler)", Replicas: cfg.Replicas, History: 1,
 			MaxAge: cfg.LeaseTTL, LimitMarkerTTL: cfg.LeaseTTL, Storage: jetstream.FileStorage,
 		}},
+		// Artifacts: content-addressed files shipped to agents.
+		{bucket: BucketArtifacts, stream: StreamArtifacts, object: true, want: settings{
+			Description: "Stoker artifacts, object name = SHA-256 hex of the content", Replicas: cfg.Replicas,
+			// Direct gets on: agents read artifacts by direct get only (no
+			// consumer), and a content-addressed object verified by its
+			// digest cannot be stale.
+			Storage: jetstream.FileStorage, DirectGets: true,
+		}},
 		{stream: StreamEvents, want: settings{
 			Description: "Stoker cluster events", Replicas: cfg.Replicas,
 			MaxAge: cfg.EventsMaxAge, MaxBytes: cfg.EventsMaxBytes, Storage: jetstream.FileStorage,
@@ -145,7 +162,7 @@ func settingsOf(c jetstream.StreamConfig) settings {
 	return settings{
 		Description: c.Description, Replicas: max(c.Replicas, 1), History: unlimited(c.MaxMsgsPerSubject),
 		MaxAge: c.MaxAge, LimitMarkerTTL: c.SubjectDeleteMarkerTTL, MaxBytes: unlimited(c.MaxBytes),
-		Storage: c.Storage,
+		Storage: c.Storage, DirectGets: c.AllowDirect,
 	}
 }
 
@@ -206,6 +223,7 @@ func diff(r resource, have settings) []Change {
 	add(age, dur(want.MaxAge), dur(have.MaxAge), true, "")
 	add("limit-marker TTL", dur(want.LimitMarkerTTL), dur(have.LimitMarkerTTL), true, "")
 	add("max bytes", num(want.MaxBytes), num(have.MaxBytes), true, "")
+	add("direct gets", fmt.Sprint(want.DirectGets), fmt.Sprint(have.DirectGets), true, "")
 	return out
 }
 
@@ -307,11 +325,18 @@ func kvConfig(r resource) jetstream.KeyValueConfig {
 	}
 }
 
+func objectConfig(r resource) jetstream.ObjectStoreConfig {
+	return jetstream.ObjectStoreConfig{
+		Bucket: r.bucket, Description: r.want.Description, TTL: r.want.MaxAge, MaxBytes: r.want.MaxBytes,
+		Replicas: r.want.Replicas, Storage: r.want.Storage,
+	}
+}
+
 func streamConfig(r resource) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name: r.stream, Description: r.want.Description, Subjects: []string{Events},
 		Retention: jetstream.LimitsPolicy, MaxAge: r.want.MaxAge, MaxBytes: r.want.MaxBytes,
-		Replicas: r.want.Replicas, Storage: r.want.Storage, Discard: jetstream.DiscardOld,
+		Replicas: r.want.Replicas, Storage: r.want.Storage, Discard: jetstream.DiscardOld, AllowDirect: r.want.DirectGets,
 	}
 }
 
@@ -319,12 +344,22 @@ func streamConfig(r resource) jetstream.StreamConfig {
 // attempt finds r and compares it.
 func create(ctx context.Context, js jetstream.JetStream, r resource) error {
 	var err error
+	if r.object {
+		_, err = js.CreateObjectStore(ctx, objectConfig(r))
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			return errors.New("created concurrently; comparing next")
+		}
+		return err
+	}
 	if r.bucket != "" {
 		_, err = js.CreateKeyValue(ctx, kvConfig(r))
 		if errors.Is(err, jetstream.ErrBucketExists) {
 			return errors.New("created concurrently; comparing next")
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		return setDirect(ctx, js, r)
 	}
 	_, err = js.CreateStream(ctx, streamConfig(r))
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
@@ -335,11 +370,35 @@ func create(ctx context.Context, js jetstream.JetStream, r resource) error {
 
 func update(ctx context.Context, js jetstream.JetStream, r resource) error {
 	var err error
-	if r.bucket != "" {
-		_, err = js.UpdateKeyValue(ctx, kvConfig(r))
-	} else {
-		_, err = js.UpdateStream(ctx, streamConfig(r))
+	if r.object {
+		if _, err = js.UpdateObjectStore(ctx, objectConfig(r)); err != nil {
+			return err
+		}
+		return setDirect(ctx, js, r)
 	}
+	if r.bucket != "" {
+		if _, err = js.UpdateKeyValue(ctx, kvConfig(r)); err != nil {
+			return err
+		}
+		return setDirect(ctx, js, r)
+	}
+	_, err = js.UpdateStream(ctx, streamConfig(r))
+	return err
+}
+
+// setDirect sets a bucket's stream's AllowDirect as wanted: nats.go turns
+// it on whenever it creates or updates a bucket.
+func setDirect(ctx context.Context, js jetstream.JetStream, r resource) error {
+	s, err := js.Stream(ctx, r.stream)
+	if err != nil {
+		return err
+	}
+	cfg := s.CachedInfo().Config
+	if cfg.AllowDirect == r.want.DirectGets {
+		return nil
+	}
+	cfg.AllowDirect = r.want.DirectGets
+	_, err = js.UpdateStream(ctx, cfg)
 	return err
 }
 

@@ -61,8 +61,11 @@ func TestProvision_Fresh_CreatesEveryBucketAndStream(t *testing.T) {
 	if c := streamConfig(t, js, bus.StreamEvents); c.MaxAge != bus.DefaultEventsMaxAge || c.MaxBytes != bus.DefaultEventsMaxBytes {
 		t.Errorf("events stream: %+v", c)
 	}
-	if n := strings.Count(log.String(), `"message":"created"`); n != 7 {
-		t.Errorf("want 7 created lines, got %d:\n%s", n, log.String())
+	if c := streamConfig(t, js, bus.StreamArtifacts); c.Replicas != 1 || !c.AllowDirect {
+		t.Errorf("artifacts object store: %+v", c)
+	}
+	if n := strings.Count(log.String(), `"message":"created"`); n != 8 {
+		t.Errorf("want 8 created lines, got %d:\n%s", n, log.String())
 	}
 	// Again with the same config: nothing to do, nothing logged.
 	before := log.String()
@@ -193,4 +196,39 @@ func TestProvision_ReconnectToEmptyBus_Reprovisions(t *testing.T) {
 		ttl, err := bus.LeaseTTL(ctx, st.Leader)
 		return err == nil && ttl == 4*time.Second
 	})
+}
+
+// TestProvision_DirectGetsOff: every bucket is read from its stream leader
+// (AllowDirect off: a replica cut off from the quorum cannot answer a Get
+// with old data), on a fresh store and on one whose buckets nats.go created
+// with direct gets (updated in place and logged); a Get still works.
+func TestProvision_DirectGetsOff(t *testing.T) {
+	srv := bustest.Start(t)
+	js := testJS(t, srv.ClientURL())
+	if _, err := js.CreateKeyValue(ctx10(t), jetstream.KeyValueConfig{Bucket: bus.BucketWorkers, History: 5,
+		Description: "Stoker worker records", Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	if !streamConfig(t, js, "KV_"+bus.BucketWorkers).AllowDirect {
+		t.Fatal("nats.go created a bucket without direct gets: the premise of this test is gone")
+	}
+	var log bustest.Buffer
+	st, err := bus.Provision(ctx10(t), js, bus.StoreConfig{}, zerolog.New(&log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bus.Buckets() {
+		if streamConfig(t, js, "KV_"+b).AllowDirect {
+			t.Errorf("bucket %s allows direct gets", b)
+		}
+	}
+	if !strings.Contains(log.String(), `"setting":"direct gets","was":"true","now":"false"`) {
+		t.Errorf("the change was not logged:\n%s", log.String())
+	}
+	if _, err := bus.Create(ctx10(t), st.Workers, "w1", &schemas.Worker{ID: "w1", Cores: 1, MemoryMB: 1, State: schemas.WorkerAlive}); err != nil {
+		t.Fatal(err)
+	}
+	if w, _, err := bus.Get[schemas.Worker](ctx10(t), st.Workers, "w1"); err != nil || w.ID != "w1" {
+		t.Fatalf("get from the leader: %+v %v", w, err)
+	}
 }

@@ -207,7 +207,7 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) err
 		if errors.Is(err, nats.ErrNoResponders) {
 			return fmt.Errorf("%s: %w (is the service that answers it running?)", subject, err)
 		}
-		return fmt.Errorf("%s: %w", subject, err)
+		return explainCallError(nc, subject, sent, err)
 	}
 	if err := errorFromHeader(r.Header); err != nil {
 		return err
@@ -216,6 +216,30 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) err
 		return nil
 	}
 	return Decode(r.Data, FormatOf(r.Header), resp)
+}
+
+// callError says in words why a request got no answer; it unwraps to the
+// error nats.go gave (context.DeadlineExceeded, ...), for errors.Is.
+type callError struct {
+	msg string
+	err error
+}
+
+func (e *callError) Error() string { return e.msg }
+func (e *callError) Unwrap() error { return e.err }
+
+// explainCallError turns "context deadline exceeded" (or what nats.go says
+// of a server it never met, "headers not supported") into what happened:
+// no bus, or no answer in time.
+func explainCallError(nc *nats.Conn, subject string, sent time.Time, err error) error {
+	switch {
+	case !nc.IsConnected():
+		return &callError{fmt.Sprintf("%s: not connected to the bus (it is down or unreachable; the connection keeps trying)", subject), err}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &callError{fmt.Sprintf("%s: no answer within %s (the service that answers it is down, busy or recovering)",
+			subject, time.Since(sent).Round(100*time.Millisecond)), err}
+	}
+	return fmt.Errorf("%s: %w", subject, err)
 }
 
 // ErrRefused is wrapped by CallAck when the peer answered with

@@ -25,6 +25,11 @@ const (
 	WorkerLeave  = "stoker.worker.*.leave"
 	workerLeaveT = "stoker.worker.%s.leave"
 
+	// WorkerDrain: agent → registration, the agent draining itself on
+	// SIGTERM/SIGPWR (request). Payload schemas.DrainRequest, reply schemas.Ack.
+	WorkerDrain  = "stoker.worker.*.drain"
+	workerDrainT = "stoker.worker.%s.drain"
+
 	// WorkerState: agent → registration, executor and driver state changes
 	// (request, retried until acked). Payload schemas.StateChange, reply
 	// schemas.StateAck.
@@ -64,6 +69,11 @@ const (
 	// AppUnregister: the app → registration. schemas.UnregisterApp → schemas.Ack.
 	AppUnregister  = "stoker.app.*.unregister"
 	appUnregisterT = "stoker.app.%s.unregister"
+	// AppExecutors: the app's driver → registration, asking for a total
+	// number of executors and/or killing chosen ones (dynamic allocation).
+	// schemas.ExecutorRequest → schemas.Ack.
+	AppExecutors  = "stoker.app.*.executors"
+	appExecutorsT = "stoker.app.%s.executors"
 	// AppMaster: recovery → driver, schemas.MasterChanged → schemas.Ack.
 	appMasterT = "stoker.app.%s.master"
 	// AppPrivate is the private traffic of one application (SDK use).
@@ -81,6 +91,14 @@ const (
 	// LeaderBeat: lease holder → standbys (publish), schemas.LeaseBeat.
 	leaderBeatT = "stoker.leader.%s.beat"
 
+	// ConnClosed: the server → scheduler and heartbeat (publish), the
+	// server's own DISCONNECT advisory (io.nats.server.advisory.v1.client_disconnect,
+	// JSON) for every connection of the STOKER account. The system account
+	// exports $SYS.ACCOUNT.<STOKER>.DISCONNECT as a stream and STOKER
+	// imports it under this name (bus/auth Trust). On a bus that does not
+	// (an external NATS, --insecure) nothing arrives: beats alone.
+	ConnClosed = "stoker.bus.disconnect"
+
 	// Events: every state change, kept in the stoker-events stream.
 	Events  = "stoker.events.>"
 	eventsT = "stoker.events.%s.%s"
@@ -92,6 +110,8 @@ const (
 // Client API subjects (micro endpoints; msgpack or JSON by Content-Type).
 const (
 	APIWorkersList    = "stoker.api.workers.list"
+	APIWorkersCordon  = "stoker.api.workers.cordon"
+	APIWorkersDrain   = "stoker.api.workers.drain"
 	APIDriversSubmit  = "stoker.api.drivers.submit"
 	APIDriversKill    = "stoker.api.drivers.kill"
 	APIDriversList    = "stoker.api.drivers.list"
@@ -124,6 +144,9 @@ func WorkerHeartbeatSubject(wid string) string { return fmt.Sprintf(workerHeartb
 
 // WorkerLeaveSubject is stoker.worker.<wid>.leave.
 func WorkerLeaveSubject(wid string) string { return fmt.Sprintf(workerLeaveT, wid) }
+
+// WorkerDrainSubject is stoker.worker.<wid>.drain.
+func WorkerDrainSubject(wid string) string { return fmt.Sprintf(workerDrainT, wid) }
 
 // WorkerStateSubject is stoker.worker.<wid>.state.
 func WorkerStateSubject(wid string) string { return fmt.Sprintf(workerStateT, wid) }
@@ -162,6 +185,9 @@ func AppRegisterSubject(appID string) string { return fmt.Sprintf(appRegisterT, 
 
 // AppUnregisterSubject is stoker.app.<appid>.unregister.
 func AppUnregisterSubject(appID string) string { return fmt.Sprintf(appUnregisterT, appID) }
+
+// AppExecutorsSubject is stoker.app.<appid>.executors.
+func AppExecutorsSubject(appID string) string { return fmt.Sprintf(appExecutorsT, appID) }
 
 // AppMasterSubject is stoker.app.<appid>.master.
 func AppMasterSubject(appID string) string { return fmt.Sprintf(appMasterT, appID) }

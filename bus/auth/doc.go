@@ -65,7 +65,7 @@ func codeList(subjects []string) string {
 func jsGrant(s string) (stream, verb string, ok bool) {
 	for _, g := range []struct{ prefix, verb string }{
 		{"$JS.API.STREAM.CREATE.", "create"}, {"$JS.API.STREAM.UPDATE.", "update"}, {"$JS.API.STREAM.INFO.", "info"},
-		{"$JS.API.DIRECT.GET.", "get"}, {"$JS.API.CONSUMER.CREATE.", "consume"}, {"$JS.API.CONSUMER.DELETE.", "consume"},
+		{"$JS.API.DIRECT.GET.", "get"}, {"$JS.API.STREAM.MSG.GET.", "get"}, {"$JS.API.CONSUMER.CREATE.", "consume"}, {"$JS.API.CONSUMER.DELETE.", "consume"},
 		{"$JS.API.CONSUMER.INFO.", "consume"}, {"$JS.FC.", "consume"}, {"$KV.", "put"},
 	} {
 		if rest, found := strings.CutPrefix(s, g.prefix); found {

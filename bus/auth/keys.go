@@ -209,6 +209,11 @@ func (k *Keys) Trust() (*Trust, error) {
 	}
 	sc := jwt.NewAccountClaims(sysPub)
 	sc.Name = AccountSys
+	// The server's DISCONNECT advisories for STOKER's connections, and
+	// nothing else of the system account: the scheduler and heartbeat
+	// roles read them as bus.ConnClosed (fast crash detection).
+	disconnects := DisconnectSubject(stPub)
+	sc.Exports.Add(&jwt.Export{Name: "stoker-disconnects", Subject: jwt.Subject(disconnects), Type: jwt.Stream})
 	sysJWT, err := sc.Encode(k.Operator)
 	if err != nil {
 		return nil, err
@@ -226,12 +231,18 @@ func (k *Keys) Trust() (*Trust, error) {
 		pub, _ := kp.PublicKey()
 		ac.SigningKeys.AddScopedSigner(scope(r, pub))
 	}
+	ac.Imports.Add(&jwt.Import{Name: "stoker-disconnects", Subject: jwt.Subject(disconnects), Account: sysPub,
+		Type: jwt.Stream, LocalSubject: jwt.RenamingSubject(bus.ConnClosed)})
 	stJWT, err := ac.Encode(k.Operator)
 	if err != nil {
 		return nil, err
 	}
 	return &Trust{Operator: opJWT, SystemAccount: sysPub, Accounts: map[string]string{sysPub: sysJWT, stPub: stJWT}}, nil
 }
+
+// DisconnectSubject is where the server announces, in the system account,
+// that a connection of account acc closed.
+func DisconnectSubject(acc string) string { return "$SYS.ACCOUNT." + acc + ".DISCONNECT" }
 
 // scope is role r's signing key with the roles table as its template.
 func scope(r Role, pub string) *jwt.UserScope {

@@ -95,6 +95,15 @@ var serviceBuckets = []string{bus.BucketWorkers, bus.BucketDrivers, bus.BucketAp
 // choosing: SECURITY-NOTES trap 9).
 func KVRead(b string) []string {
 	s := "KV_" + b
+	// Buckets are provisioned with direct gets off (reads answered by the
+	// stream leader, never a stale replica), so a KV Get is a
+	// $JS.API.STREAM.MSG.GET; direct get stays for stores not yet updated.
+	return []string{"$JS.API.STREAM.INFO." + s, "$JS.API.STREAM.MSG.GET." + s, "$JS.API.DIRECT.GET." + s, "$JS.API.DIRECT.GET." + s + ".>"}
+}
+
+// StreamRead is what reading stream s by direct get needs (no consumer).
+// Agents read the artifacts object store so (bus.FetchArtifact).
+func StreamRead(s string) []string {
 	return []string{"$JS.API.STREAM.INFO." + s, "$JS.API.DIRECT.GET." + s, "$JS.API.DIRECT.GET." + s + ".>"}
 }
 
@@ -153,12 +162,13 @@ func Permissions(r Role) Perms {
 	p := Perms{Inbox: inbox}
 	switch r {
 	case RoleAgent:
-		p.Pub = []string{worker("register"), worker("heartbeat"), worker("state"), worker("leave"), worker("ping")}
+		p.Pub = []string{worker("register"), worker("heartbeat"), worker("state"), worker("leave"), worker("drain"), worker("ping")}
+		p.Pub = append(p.Pub, StreamRead(bus.StreamArtifacts)...)
 		p.Sub = []string{worker("cmd.>"), worker("logs"), worker("ping")}
 		p.Resp = true
 	case RoleScheduler:
 		p.Pub = append([]string{bus.WorkerCmd, "stoker.leader.>"}, servicePub()...)
-		p.Sub = []string{"stoker.leader.>", "$SRV.>"}
+		p.Sub = []string{"stoker.leader.>", "$SRV.>", bus.ConnClosed}
 		p.Resp = true
 	case RoleRecovery:
 		p.Pub = append([]string{bus.WorkerCmd, "stoker.app.*.master"}, servicePub()...)
@@ -167,12 +177,17 @@ func Permissions(r Role) Perms {
 	case RoleRegistration:
 		p.Pub = append(KVWrite(bus.BucketTokens), servicePub()...)
 		p.Pub = append(p.Pub, StreamOwn("KV_"+bus.BucketTokens)...)
-		p.Sub = []string{bus.WorkerRegister, bus.WorkerLeave, bus.WorkerState, "stoker.api.>",
-			bus.AppRegister, bus.AppUnregister, "$SRV.>"}
+		// The artifact collector (registration's retention): list and
+		// read objects' metadata by direct get, write a delete marker
+		// guarded by its sequence, purge the deleted object's chunks.
+		p.Pub = append(p.Pub, StreamRead(bus.StreamArtifacts)...)
+		p.Pub = append(p.Pub, bus.ArtifactMeta, "$JS.API.STREAM.PURGE."+bus.StreamArtifacts)
+		p.Sub = []string{bus.WorkerRegister, bus.WorkerLeave, bus.WorkerDrain, bus.WorkerState, "stoker.api.>",
+			bus.AppRegister, bus.AppUnregister, bus.AppExecutors, "$SRV.>"}
 		p.Resp = true
 	case RoleHeartbeat:
 		p.Pub = servicePub()
-		p.Sub = []string{bus.WorkerHeartbeat, bus.AppHeartbeat, "$SRV.>"}
+		p.Sub = []string{bus.WorkerHeartbeat, bus.AppHeartbeat, "$SRV.>", bus.ConnClosed}
 		p.Resp = true
 	case RoleAdmin:
 		p.Pub = []string{">"}

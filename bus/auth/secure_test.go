@@ -343,3 +343,42 @@ func TestSecure_JoinCredentialOnlyAsksToJoin(t *testing.T) {
 	}
 	deniedSub(t, j, ">")
 }
+
+// The server's DISCONNECT advisories reach the scheduler and heartbeat
+// roles as bus.ConnClosed, naming the closed connection as the holder saw
+// it and the signed user name and role; other roles may not read them.
+func TestSecure_ConnClosedEvents(t *testing.T) {
+	s := bustest.StartSecure(t)
+	for _, r := range []auth.Role{auth.RoleScheduler, auth.RoleHeartbeat} {
+		t.Run(string(r), func(t *testing.T) {
+			watcher := s.ConnAs(t, r, string(r))
+			got := make(chan bus.Closed, 16)
+			if _, err := bus.OnClosed(watcher, func(c bus.Closed) { got <- c }); err != nil {
+				t.Fatal(err)
+			}
+			if err := watcher.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			agent, err := bus.Connect(s.URL(), bus.ConnectOptions{Name: "pretends-to-be-someone", CredsData: s.Creds(t, auth.RoleAgent, "w-1"), CA: s.CA})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := bus.Ref(agent)
+			if ref.Zero() {
+				t.Fatal("no connection reference for a connected client")
+			}
+			agent.Close()
+			select {
+			case c := <-got:
+				if c.Conn != ref || c.User != "w-1" || c.Role != string(auth.RoleAgent) {
+					t.Fatalf("closed event %+v, want conn %+v user w-1 role agent", c, ref)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("no DISCONNECT event for the agent's connection")
+			}
+		})
+	}
+	for _, r := range []auth.Role{auth.RoleAgent, auth.RoleViewer, auth.RoleApp, auth.RoleRecovery} {
+		deniedSub(t, s.ConnAs(t, r, "app-x"+string(r)), bus.ConnClosed)
+	}
+}

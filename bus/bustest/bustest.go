@@ -5,7 +5,10 @@ package bustest
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -181,4 +184,93 @@ func (s *Buffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Node is one server of a test cluster, with what restarting it needs.
+type Node struct {
+	*Server
+	Name               string
+	ClientPort, Routes int
+	Cluster            []string
+}
+
+// StartCluster runs n insecure embedded servers joined in one JetStream
+// cluster on random local ports, each with its store in its own temp dir,
+// and waits until JetStream answers through the first. Stopped by
+// t.Cleanup; a stopped node can be started again with RestartNode.
+func StartCluster(t testing.TB, n int) []*Node {
+	t.Helper()
+	nodes := make([]*Node, n)
+	var routes []string
+	for i := range nodes {
+		nodes[i] = &Node{Name: fmt.Sprintf("n%d", i+1), ClientPort: freePort(t), Routes: freePort(t)}
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", nodes[i].Routes))
+	}
+	dir := t.TempDir()
+	for _, nd := range nodes {
+		nd.Cluster = routes
+		nd.Server = &Server{Dir: filepath.Join(dir, nd.Name)}
+	}
+	// Together: each waits for a JetStream meta leader, which needs a
+	// majority of them.
+	StartNodes(t, nodes...)
+	nc := Conn(t, nodes[0].ClientURL())
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, 30*time.Second, "a JetStream meta leader", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := js.AccountInfo(ctx)
+		return err == nil
+	})
+	return nodes
+}
+
+// StartNodes starts nodes (again) on their ports and stores, at once:
+// each returns once JetStream answers, which needs a majority up.
+func StartNodes(t testing.TB, nodes ...*Node) {
+	t.Helper()
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, nd := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := bus.StartServer(bus.ServerConfig{Name: nd.Name, Port: nd.ClientPort, Host: "127.0.0.1", StoreDir: nd.Dir,
+				ClusterName: "test", ClusterHost: "127.0.0.1", ClusterPort: nd.Routes, Routes: nd.Cluster})
+			if err != nil {
+				errs[i] = fmt.Errorf("start cluster node %s: %w", nd.Name, err)
+				return
+			}
+			nd.Server.Server = s
+		}()
+	}
+	wg.Wait()
+	for i, nd := range nodes {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		t.Cleanup(nd.Server.Server.Stop)
+	}
+}
+
+// URLs is the client URL list of nodes, comma separated.
+func URLs(nodes []*Node) string {
+	var us []string
+	for _, nd := range nodes {
+		us = append(us, fmt.Sprintf("nats://127.0.0.1:%d", nd.ClientPort))
+	}
+	return strings.Join(us, ",")
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }

@@ -74,6 +74,8 @@ func (t Timings) WithDefaults() (Timings, error) {
 		return t, bad("MissedBeats %d must be at least 1", t.MissedBeats)
 	case t.MissWindow() >= t.TTL:
 		return t, bad("MissedBeats×BeatInterval (%s) must be below LeaseTTL %s", t.MissWindow(), t.TTL)
+	case t.AuthorityWindow() <= 0:
+		return t, bad("the authority window (takeover time %s less one beat %s) must be positive", t.TakeoverTime(), t.BeatInterval)
 	}
 	return t, nil
 }
@@ -82,6 +84,24 @@ func (t Timings) WithDefaults() (Timings, error) {
 // nothing from the holder before it revokes the lease.
 func (t Timings) MissWindow() time.Duration {
 	return time.Duration(t.MissedBeats) * t.BeatInterval
+}
+
+// TakeoverTime is the shortest time, from the send of the holder's last
+// successful renewal, before another candidate can lead: a standby revokes
+// only after a missed-beat window of silence counted from when it saw that
+// renewal (which it must have seen: its delete is guarded by the revision),
+// then waits half a window before leading; expiry comes after TTL.
+func (t Timings) TakeoverTime() time.Duration {
+	return min(t.TTL, t.MissWindow()+t.MissWindow()/2)
+}
+
+// AuthorityWindow is how long after sending a renewal that succeeded a
+// holder may still act as leader: TakeoverTime less one beat interval of
+// margin (clock rate differences, a standby's tick granularity works the
+// other way). Past it, the holder must confirm the lease again before any
+// command goes out.
+func (t Timings) AuthorityWindow() time.Duration {
+	return t.TakeoverTime() - t.BeatInterval
 }
 
 // Config configures an Elector, in the manner of client-go's
@@ -96,6 +116,12 @@ type Config struct {
 	// ID names this candidate; unique among candidates.
 	ID string
 	Timings
+	// ConnEvents makes standbys follow bus.ConnClosed: when the server
+	// reports the holder's connection (written in the lease) closed, a
+	// standby deletes the lease (revision-guarded) and campaigns at once,
+	// without waiting for missed beats. Where the events do not arrive
+	// nothing changes: beats still decide.
+	ConnEvents bool
 	// ReleaseOnStop deletes the lease on Stop (revision-guarded), so a
 	// standby takes over at once instead of after missed beats.
 	ReleaseOnStop bool

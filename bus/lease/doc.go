@@ -11,6 +11,17 @@
 // leading, so a holder that was merely slow sees the delete and stops first.
 // If every candidate is gone, the bucket TTL ends the lease.
 //
+// The lease also names the holder's NATS connection (server id and client
+// id, bus.ConnRef), rewritten at once after the holder reconnects. With
+// ConnEvents, a standby that receives the server's DISCONNECT advisory for
+// that connection (bus.ConnClosed) deletes the lease the same
+// revision-guarded way and campaigns without the half-window wait: the
+// holder's connection is gone, so nothing it sends reaches anyone until it
+// reconnects, and then it sees the lease gone and stops. A process that
+// dies closes its socket, so this takes milliseconds instead of the missed
+// beats; hangs, partitions and servers that die with their clients give no
+// such event and are still caught by the beats.
+//
 // What it promises:
 //
 //   - OnStartedLeading runs with a context that is cancelled the instant this
@@ -18,12 +29,20 @@
 //     deleted or written by someone else, it cannot publish beats, it has
 //     been disconnected for the missed-beat window, or Stop is called.
 //     OnStoppedLeading runs after that cancellation, once per leadership.
+//
 //   - Timings are validated at construction (NewElector), and the bucket's
 //     TTL is checked against LeaseTTL at Start: Update carries no per-key
 //     TTL, so the bucket TTL is the lease.
+//
 //   - A standby revokes a lease only after it has missed beats while it
 //     could hear them: time spent disconnected, or waiting on a delete that
 //     failed, does not count as silence from the holder.
+//
+//   - Authority and Confirm bound a holder by time it can prove: until the
+//     send of its last successful renewal plus AuthorityWindow, which ends
+//     before any standby can lead (TakeoverTime). Confirm renews first when
+//     the authority is about to end. A leader that sends only under
+//     Confirm never overlaps another.
 //
 // What it does not promise: the lease does not fence by itself. Two
 // candidates may believe they lead for a moment (a leader on a half-open

@@ -25,6 +25,15 @@ type Elector struct {
 	leader atomic.Bool
 	epoch  atomic.Uint64
 
+	// auth is the leader's provable authority: until when (monotonic) it
+	// may send commands, and the connection's reconnect count when that was
+	// proven (a reconnect voids it: a standby may have taken over on the
+	// disconnect).
+	authMu         sync.Mutex
+	authUntil      time.Time
+	authReconnects uint64
+	confirms       chan chan struct{}
+
 	mu      sync.Mutex
 	started bool
 	stopped bool
@@ -37,6 +46,8 @@ type Elector struct {
 	holder      string
 	holderEpoch uint64
 	holderRev   uint64
+	holderConn  bus.ConnRef // the holder's connection, as its lease says
+	myConn      bus.ConnRef // our connection as last written in the lease
 	// lastSeen is the start of the holder's current silence as this
 	// candidate heard it: a beat, a renewal seen, or the moment it could
 	// hear again (connected, or done waiting on a failed delete).
@@ -55,8 +66,9 @@ func NewElector(cfg Config) (*Elector, error) {
 		return nil, err
 	}
 	return &Elector{
-		cfg: cfg,
-		log: cfg.Log.With().Str("component", "elector").Str("lease", cfg.Key).Str("candidate", cfg.ID).Logger(),
+		cfg:      cfg,
+		confirms: make(chan chan struct{}),
+		log:      cfg.Log.With().Str("component", "elector").Str("lease", cfg.Key).Str("candidate", cfg.ID).Logger(),
 	}, nil
 }
 
@@ -72,6 +84,66 @@ func (e *Elector) Epoch() uint64 {
 		return 0
 	}
 	return e.epoch.Load()
+}
+
+// ErrNoAuthority: this candidate cannot prove it still leads (not leading,
+// or the lease could not be confirmed in time).
+var ErrNoAuthority = errors.New("lease: no provable authority")
+
+// Authority is the epoch of the current leadership and the instant
+// (monotonic clock) until which its holder may send commands: the send of
+// the last renewal that succeeded plus Timings.AuthorityWindow, so it ends
+// before any standby can lead. Zero when not leading, disconnected, or
+// reconnected since that renewal.
+func (e *Elector) Authority() (epoch uint64, until time.Time) {
+	if !e.leader.Load() || !e.cfg.NC.IsConnected() {
+		return 0, time.Time{}
+	}
+	e.authMu.Lock()
+	until, rc := e.authUntil, e.authReconnects
+	e.authMu.Unlock()
+	if rc != e.cfg.NC.Stats().Reconnects || !time.Now().Before(until) {
+		return 0, time.Time{}
+	}
+	return e.epoch.Load(), until
+}
+
+// Confirm returns the current authority if it lasts at least need more;
+// otherwise it has the lease renewed now (one renewal serves every caller
+// waiting meanwhile) and returns the authority that renewal proved. It
+// fails with ErrNoAuthority when the lease cannot be confirmed: whoever
+// asked must not send its command.
+func (e *Elector) Confirm(ctx context.Context, need time.Duration) (uint64, time.Time, error) {
+	for attempt := 0; ; attempt++ {
+		epoch, until := e.Authority()
+		if epoch != 0 && time.Until(until) >= need {
+			return epoch, until, nil
+		}
+		if attempt > 0 || !e.leader.Load() {
+			return 0, time.Time{}, ErrNoAuthority
+		}
+		done := make(chan struct{})
+		select {
+		case e.confirms <- done:
+		case <-ctx.Done():
+			return 0, time.Time{}, fmt.Errorf("%w: %w", ErrNoAuthority, ctx.Err())
+		}
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return 0, time.Time{}, fmt.Errorf("%w: %w", ErrNoAuthority, ctx.Err())
+		}
+	}
+}
+
+func (e *Elector) setAuthority(sent time.Time, reconnects uint64) {
+	e.authMu.Lock()
+	defer e.authMu.Unlock()
+	if sent.IsZero() {
+		e.authUntil = time.Time{}
+		return
+	}
+	e.authUntil, e.authReconnects = sent.Add(e.cfg.AuthorityWindow()), reconnects
 }
 
 // Start checks the bucket's TTL, subscribes to beats, watches the key and
@@ -112,11 +184,35 @@ func (e *Elector) Start(ctx context.Context) error {
 		cancel()
 		return fmt.Errorf("lease: subscribe to beats: %w", err)
 	}
+	closed := make(chan bus.ConnRef, 64)
+	var closedSub *nats.Subscription
+	var status chan nats.Status
+	if e.cfg.ConnEvents {
+		// Standbys act on our closed connection within milliseconds, so
+		// a leader that loses its connection stops at once too.
+		status = e.cfg.NC.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+		closedSub, err = bus.OnClosed(e.cfg.NC, func(c bus.Closed) {
+			select {
+			case closed <- c.Conn:
+			default:
+			}
+		})
+		if err != nil {
+			_ = sub.Unsubscribe()
+			_ = w.Stop()
+			cancel()
+			return fmt.Errorf("lease: subscribe to connection events: %w", err)
+		}
+	}
 	e.started, e.cancel, e.done = true, cancel, make(chan struct{})
 	go func() {
 		defer close(e.done)
 		defer func() { _ = sub.Unsubscribe() }()
-		e.run(rctx, w, beats)
+		if closedSub != nil {
+			defer func() { _ = closedSub.Unsubscribe() }()
+			defer e.cfg.NC.RemoveStatusListener(status)
+		}
+		e.run(rctx, w, beats, closed, status)
 	}()
 	return nil
 }
@@ -137,7 +233,7 @@ func (e *Elector) Stop() {
 	<-e.done
 }
 
-func (e *Elector) run(ctx context.Context, w jetstream.KeyWatcher, beats <-chan schemas.LeaseBeat) {
+func (e *Elector) run(ctx context.Context, w jetstream.KeyWatcher, beats <-chan schemas.LeaseBeat, closed <-chan bus.ConnRef, status chan nats.Status) {
 	defer func() { _ = w.Stop() }()
 	tick := time.NewTicker(e.cfg.BeatInterval)
 	defer tick.Stop()
@@ -157,6 +253,24 @@ func (e *Elector) run(ctx context.Context, w jetstream.KeyWatcher, beats <-chan 
 		case b := <-beats:
 			if e.present && b.Holder == e.holder && b.Epoch == e.holderEpoch {
 				e.lastSeen = time.Now()
+			}
+		case done := <-e.confirms:
+			if e.leader.Load() {
+				if _, until := e.Authority(); time.Until(until) < e.cfg.AuthorityWindow()/2 {
+					e.renew(ctx)
+				}
+			}
+			close(done)
+		case _, ok := <-status:
+			if !ok {
+				status = nil
+			}
+			if !e.cfg.NC.IsConnected() {
+				e.stepDown("lost the connection to NATS: standbys take over when the server reports it closed")
+			}
+		case c := <-closed:
+			if !e.leader.Load() && e.present && e.holder != e.cfg.ID && !e.holderConn.Zero() && c == e.holderConn {
+				e.revoke(ctx, time.Now(), true)
 			}
 		case <-tick.C:
 			if e.leader.Load() {
@@ -213,6 +327,7 @@ func (e *Elector) observe(ctx context.Context, ent jetstream.KeyValueEntry) {
 		e.lastSeen = time.Now()
 	}
 	e.present, e.holder, e.holderEpoch, e.holderRev = true, l.Holder, epoch, ent.Revision()
+	e.holderConn = bus.ConnRef{Server: l.Server, Client: l.Client}
 }
 
 // leaderTick beats, steps down when beats cannot go out, and renews.
@@ -225,6 +340,12 @@ func (e *Elector) leaderTick(ctx context.Context) {
 		return
 	case e.cfg.NC.IsConnected():
 		e.lastBeatOK = now
+		if e.cfg.ConnEvents && bus.Ref(e.cfg.NC) != e.myConn {
+			// Reconnected: standbys saw the old connection close; name
+			// the new one before they act on it.
+			e.renew(ctx)
+			return
+		}
 	case now.Sub(e.lastBeatOK) >= e.cfg.MissWindow():
 		// Standbys stop hearing us now and will take the lease.
 		e.stepDown("disconnected from NATS for the missed-beat window")
@@ -250,13 +371,14 @@ func (e *Elector) standbyTick(ctx context.Context) {
 		e.deaf = false
 		e.lastSeen = now
 	case now.Sub(e.lastSeen) >= e.cfg.MissWindow():
-		e.revoke(ctx, now)
+		e.revoke(ctx, now, false)
 	}
 }
 
-// revoke deletes a silent holder's lease (guarded by the revision last seen)
-// and campaigns.
-func (e *Elector) revoke(ctx context.Context, now time.Time) {
+// revoke deletes the holder's lease (guarded by the revision last seen) and
+// campaigns: because it stopped beating, or because the server reported
+// its connection closed (connClosed), when there is no one to wait for.
+func (e *Elector) revoke(ctx context.Context, now time.Time, connClosed bool) {
 	dctx, cancel := context.WithTimeout(ctx, e.cfg.RenewInterval)
 	err := e.cfg.KV.Delete(dctx, e.cfg.Key, jetstream.LastRevision(e.holderRev))
 	cancel()
@@ -271,12 +393,16 @@ func (e *Elector) revoke(ctx context.Context, now time.Time) {
 		return
 	}
 	silent := now.Sub(e.lastSeen).Round(time.Millisecond)
+	why := fmt.Sprintf("no beat for %s", silent)
+	if connClosed {
+		why = fmt.Sprintf("its connection closed (server %s client %d)", e.holderConn.Server, e.holderConn.Client)
+	}
 	e.log.Info().Str("holder", e.holder).Uint64("epoch", e.holderEpoch).
-		Dur("silent", silent).Msg("lease holder stopped beating; deleted its lease")
-	bus.Emit(e.cfg.NC, "leader", e.cfg.Key, "REVOKED", fmt.Sprintf("%s deleted the lease of %s (epoch %d): no beat for %s",
-		e.cfg.ID, e.holder, e.holderEpoch, silent))
-	e.present, e.holder = false, ""
-	e.campaign(ctx, true)
+		Str("why", why).Msg("deleted the lease holder's lease")
+	bus.EmitEpoch(e.cfg.NC, e.holderEpoch, "leader", e.cfg.Key, "REVOKED", fmt.Sprintf("%s deleted the lease of %s (epoch %d): %s",
+		e.cfg.ID, e.holder, e.holderEpoch, why))
+	e.present, e.holder, e.holderConn = false, "", bus.ConnRef{}
+	e.campaign(ctx, !connClosed)
 }
 
 // refresh reads the lease key into the holder fields.
@@ -303,8 +429,11 @@ func (e *Elector) campaign(ctx context.Context, stolen bool) {
 		return
 	}
 	now := time.Now().UTC()
+	sent, reconnects := time.Now(), e.cfg.NC.Stats().Reconnects
 	cctx, cancel := context.WithTimeout(ctx, e.cfg.RenewInterval)
-	rev, err := bus.Create(cctx, e.cfg.KV, e.cfg.Key, &schemas.Lease{Holder: e.cfg.ID, Since: now, Renewed: now})
+	ref := bus.Ref(e.cfg.NC)
+	rev, err := bus.Create(cctx, e.cfg.KV, e.cfg.Key, &schemas.Lease{Holder: e.cfg.ID, Since: now, Renewed: now,
+		Server: ref.Server, Client: ref.Client})
 	cancel()
 	if err != nil {
 		if !bus.IsCASConflict(err) {
@@ -315,6 +444,7 @@ func (e *Elector) campaign(ctx context.Context, stolen bool) {
 	}
 	e.seenRev = max(e.seenRev, rev)
 	e.present, e.holder, e.holderEpoch, e.holderRev, e.lastSeen = true, e.cfg.ID, rev, rev, time.Now()
+	e.holderConn, e.myConn = ref, ref
 	if stolen {
 		// Let a slow holder see the delete and stop before we start.
 		select {
@@ -323,19 +453,20 @@ func (e *Elector) campaign(ctx context.Context, stolen bool) {
 		case <-time.After(e.cfg.MissWindow() / 2):
 		}
 	}
-	e.lead(ctx, rev, now)
+	e.lead(ctx, rev, now, sent, reconnects)
 }
 
 // lead starts a leadership won with the Create at revision rev.
-func (e *Elector) lead(ctx context.Context, rev uint64, since time.Time) {
+func (e *Elector) lead(ctx context.Context, rev uint64, since, sent time.Time, reconnects uint64) {
 	e.myRev, e.since = rev, since
+	e.setAuthority(sent, reconnects)
 	e.lastRenew, e.lastBeatOK = time.Now(), time.Now()
 	lctx, lcancel := context.WithCancel(ctx)
 	e.leaderStop = lcancel
 	e.epoch.Store(rev)
 	e.leader.Store(true)
 	e.log.Info().Uint64("epoch", rev).Msg("leading")
-	bus.Emit(e.cfg.NC, "leader", e.cfg.Key, "LEADING", fmt.Sprintf("%s leads with epoch %d", e.cfg.ID, rev))
+	bus.EmitEpoch(e.cfg.NC, rev, "leader", e.cfg.Key, "LEADING", fmt.Sprintf("%s leads with epoch %d", e.cfg.ID, rev))
 	_ = bus.Publish(e.cfg.NC, bus.LeaderBeatSubject(e.cfg.Key), &schemas.LeaseBeat{Holder: e.cfg.ID, Epoch: rev})
 	go e.cfg.OnStartedLeading(lctx, rev)
 }
@@ -345,14 +476,55 @@ func (e *Elector) renew(ctx context.Context) {
 	rctx, cancel := context.WithTimeout(ctx, min(e.cfg.RenewInterval, e.cfg.TTL-time.Since(e.lastRenew)))
 	defer cancel()
 	now := time.Now().UTC()
-	rev, err := bus.Update(rctx, e.cfg.KV, e.cfg.Key, &schemas.Lease{Holder: e.cfg.ID, Epoch: epoch, Since: e.since, Renewed: now}, e.myRev)
+	sent, reconnects := time.Now(), e.cfg.NC.Stats().Reconnects
+	ref := bus.Ref(e.cfg.NC)
+	rev, err := bus.Update(rctx, e.cfg.KV, e.cfg.Key, &schemas.Lease{Holder: e.cfg.ID, Epoch: epoch, Since: e.since, Renewed: now,
+		Server: ref.Server, Client: ref.Client}, e.myRev)
+	if bus.IsCASConflict(err) {
+		// A renewal that timed out may have landed: the key then holds our
+		// own lease at a newer revision. Adopt the revision, not the time
+		// (when it landed is unknown, so it proves no authority): the next
+		// tick renews again from it.
+		if rev, err = e.adoptOwnRenewal(ctx, epoch); err == nil {
+			e.myRev = rev
+			e.log.Info().Uint64("revision", rev).Msg("an earlier renewal had landed; renewing from it")
+			return
+		}
+	}
+	if err != nil && bus.Transient(err) && time.Since(e.lastRenew) < e.cfg.TTL-e.cfg.RenewInterval {
+		// The bus is slow or healing (JetStream answers 500 for seconds
+		// after a partition heals): the lease still stands for a while, so
+		// try again on the next tick rather than give it up and cost the
+		// cluster an epoch and a recovery (issue 16 item 9). Commands stay
+		// bounded by the authority of the last renewal that succeeded.
+		e.log.Warn().Err(err).Dur("since_renewal", time.Since(e.lastRenew)).Msg("lease renewal failed; retrying while the lease stands")
+		return
+	}
 	if err != nil {
 		e.stepDown(fmt.Sprintf("lease renewal failed: %v", err))
 		return
 	}
-	e.myRev, e.lastRenew = rev, time.Now()
+	e.myRev, e.lastRenew, e.myConn, e.holderConn = rev, time.Now(), ref, ref
+	e.setAuthority(sent, reconnects)
 	e.seenRev = max(e.seenRev, rev)
 	e.holderRev, e.lastSeen = rev, time.Now()
+}
+
+// adoptOwnRenewal reads the key after a renewal lost its compare-and-set:
+// if it holds this elector's lease for epoch (an earlier renewal that
+// timed out here but landed), its revision is adopted; anything else is
+// a conflict.
+func (e *Elector) adoptOwnRenewal(ctx context.Context, epoch uint64) (uint64, error) {
+	rctx, cancel := context.WithTimeout(ctx, e.cfg.RenewInterval)
+	defer cancel()
+	l, rev, err := bus.Get[schemas.Lease](rctx, e.cfg.KV, e.cfg.Key)
+	if err != nil {
+		return 0, err
+	}
+	if l.Holder != e.cfg.ID || l.EpochOf(rev) != epoch {
+		return 0, fmt.Errorf("lease held by %s (epoch %d): %w", l.Holder, l.EpochOf(rev), bus.ErrConflict)
+	}
+	return rev, nil
 }
 
 // stepDown cancels the leader context at once, then tells the owner.
@@ -360,11 +532,12 @@ func (e *Elector) stepDown(reason string) {
 	if !e.leader.Load() {
 		return
 	}
+	e.setAuthority(time.Time{}, 0)
 	e.leaderStop()
 	e.leader.Store(false)
 	epoch := e.epoch.Load()
 	e.log.Warn().Uint64("epoch", epoch).Str("reason", reason).Msg("stepped down")
-	bus.Emit(e.cfg.NC, "leader", e.cfg.Key, "STOPPED", fmt.Sprintf("%s epoch %d: %s", e.cfg.ID, epoch, reason))
+	bus.EmitEpoch(e.cfg.NC, epoch, "leader", e.cfg.Key, "STOPPED", fmt.Sprintf("%s epoch %d: %s", e.cfg.ID, epoch, reason))
 	if e.cfg.OnStoppedLeading != nil {
 		e.cfg.OnStoppedLeading()
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/bus/auth"
 	"github.com/stoker/stoker/bus/bustest"
 	"github.com/stoker/stoker/schemas"
 )
@@ -43,10 +44,11 @@ type leaders struct {
 	epochs  map[string]uint64
 	overlap []string
 	stops   map[string]int
+	els     map[string]*Elector
 }
 
 func newLeaders() *leaders {
-	return &leaders{ctxs: map[string]context.Context{}, epochs: map[string]uint64{}, stops: map[string]int{}}
+	return &leaders{ctxs: map[string]context.Context{}, epochs: map[string]uint64{}, stops: map[string]int{}, els: map[string]*Elector{}}
 }
 
 func (l *leaders) started(id string) func(context.Context, uint64) {
@@ -54,12 +56,26 @@ func (l *leaders) started(id string) func(context.Context, uint64) {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		for other, c := range l.ctxs {
-			if other != id && c.Err() == nil {
+			// Leading means acting: a holder whose leader context is not yet
+			// cancelled but who can prove no authority (its connection is
+			// closed, or its last renewal is too old) sends nothing, so only
+			// an overlap with a holder that still has authority counts.
+			if other != id && c.Err() == nil && l.hasAuthority(other) {
 				l.overlap = append(l.overlap, fmt.Sprintf("%s (epoch %d) started while %s (epoch %d) still led", id, epoch, other, l.epochs[other]))
 			}
 		}
 		l.ctxs[id], l.epochs[id] = ctx, epoch
 	}
+}
+
+// hasAuthority says whether candidate id can prove it leads now; l.mu held.
+func (l *leaders) hasAuthority(id string) bool {
+	el := l.els[id]
+	if el == nil {
+		return true
+	}
+	epoch, _ := el.Authority()
+	return epoch != 0
 }
 
 func (l *leaders) stopped(id string) func() {
@@ -128,6 +144,9 @@ func startCandidateAt(t *testing.T, url string, l *leaders, id string, ttl time.
 	if err != nil {
 		t.Fatal(err)
 	}
+	l.mu.Lock()
+	l.els[id] = el
+	l.mu.Unlock()
 	if err := el.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -392,5 +411,102 @@ func TestElector_StandbyDoesNotDeposeAfterHeal(t *testing.T) {
 			}
 			l.checkNoOverlap(t)
 		})
+	}
+}
+
+// With ConnEvents a standby takes over as soon as the server reports the
+// holder's connection closed: the missed-beat window here is 15 s, the
+// lease 20 s, so a takeover within either can only come from the event.
+func TestElector_ConnEvents_TakeoverOnClosedConnection(t *testing.T) {
+	const ttl = 20 * time.Second
+	srv := bustest.StartSecure(t)
+	admin := srv.ConnAs(t, auth.RoleAdmin, "admin")
+	js, err := jetstream.New(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := bus.Provision(ctx, js, bus.StoreConfig{LeaseTTL: ttl}, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	timings := Timings{TTL: ttl, BeatInterval: 100 * time.Millisecond, MissedBeats: 150}
+	l := newLeaders()
+	cands := map[string]*nats.Conn{}
+	for _, id := range []string{"a", "b", "c"} {
+		nc := srv.ConnAs(t, auth.RoleScheduler, id)
+		kv, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lkv, err := kv.KeyValue(ctx, bus.BucketLeader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		el, err := NewElector(Config{KV: lkv, NC: nc, Key: bus.KeyScheduler, ID: id, ConnEvents: true, Timings: timings,
+			OnStartedLeading: l.started(id), OnStoppedLeading: l.stopped(id), Log: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := el.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(el.Stop)
+		cands[id] = nc
+	}
+	first, epoch1 := waitLeader(t, l, "", 0)
+	lease, _, err := bus.CurrentLease(ctx, must(js.KeyValue(ctx, bus.BucketLeader)), bus.KeyScheduler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := bus.Ref(cands[first]); lease.Server != want.Server || lease.Client != want.Client {
+		t.Fatalf("lease names connection %s/%d, the holder's is %+v", lease.Server, lease.Client, want)
+	}
+	start := time.Now()
+	cands[first].Close()
+	second, epoch2 := waitLeader(t, l, first, epoch1)
+	if took := time.Since(start); took >= timings.MissWindow() {
+		t.Fatalf("takeover took %s: the missed-beat window, not the closed connection", took)
+	}
+	t.Logf("%s → %s (epoch %d → %d) in %s", first, second, epoch1, epoch2, time.Since(start))
+	l.checkNoOverlap(t)
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// Issue 16 item 9: a renewal that timed out at the leader but landed in KV
+// (a slow bus, a heal) leaves the leader with an old revision; its next
+// renewal loses the compare-and-set to its own lease. It adopts the
+// revision and goes on leading: no step-down, no new epoch (before, it
+// stepped down and cost the cluster an epoch and a recovery).
+func TestElector_AdoptsItsOwnLandedRenewal(t *testing.T) {
+	srv, st := leaseStore(t, 3*time.Second)
+	l := newLeaders()
+	c := startCandidate(t, srv, l, "a", 3*time.Second, false)
+	_, epoch := waitLeader(t, l, "", 0)
+	ctx := l.ctx("a")
+	for i := 0; i < 3; i++ {
+		e, err := st.Leader.Get(context.Background(), bus.KeyScheduler)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cur schemas.Lease
+		if err := bus.DecodeRecord(e.Value(), &cur); err != nil {
+			t.Fatal(err)
+		}
+		cur.Epoch = cur.EpochOf(e.Revision())
+		cur.Renewed = time.Now().UTC()
+		if _, err := bus.Update(context.Background(), st.Leader, bus.KeyScheduler, &cur, e.Revision()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1500 * time.Millisecond) // past a renewal
+	}
+	if ctx.Err() != nil || !c.el.IsLeader() || c.el.Epoch() != epoch {
+		t.Fatalf("leader context %v, IsLeader %v, epoch %d (want %d): stepped down over its own renewal", ctx.Err(), c.el.IsLeader(), c.el.Epoch(), epoch)
 	}
 }
