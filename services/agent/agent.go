@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/stoker/stoker/bus"
@@ -34,14 +36,17 @@ const (
 
 // Service is one worker agent.
 type Service struct {
-	cfg      Config
-	nc       *nats.Conn
-	log      zerolog.Logger
-	wid      string
-	instance string
-	since    time.Time // when this instance started
-	counters bus.Counters
-	reports  *reporter
+	cfg Config
+	// memory says how memory grants are enforced; memoryWarning, when set,
+	// that they are not (logged once at start).
+	memory, memoryWarning string
+	nc                    *nats.Conn
+	log                   zerolog.Logger
+	wid                   string
+	instance              string
+	since                 time.Time // when this instance started
+	counters              bus.Counters
+	reports               *reporter
 
 	registered     chan struct{}
 	registeredOnce sync.Once
@@ -49,7 +54,11 @@ type Service struct {
 	// registrations never overlap and bursts of triggers collapse.
 	reregister chan string
 	hbInterval atomic.Int64 // nanoseconds
-	hbReset    chan struct{}
+	// ackedAt is when a heartbeat service last acknowledged a heartbeat
+	// (unix nanoseconds; 0: none yet): contact with the cluster, not only
+	// with the agent's NATS server (see contactLoop).
+	ackedAt atomic.Int64
+	hbReset chan struct{}
 
 	stopOnce  sync.Once
 	leaveOnce sync.Once
@@ -70,15 +79,30 @@ type Service struct {
 	drivers           map[string]*runner
 	finishedExecutors *retained
 	finishedDrivers   *retained
+
+	artifacts *artifactCache
 }
 
 // New validates cfg, applies defaults and returns an agent that is not yet running.
 func New(cfg Config) (*Service, error) {
+	memory, memoryWarning := "set by the launcher", ""
+	if cfg.Launcher == nil {
+		m, warning, err := newMemoryEnforcer(cfg.EnforceMemory, cfg.CgroupParent)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Launcher = ProcessLauncher{mem: m, LogMaxBytes: cfg.LogMaxBytes, LogMaxFiles: cfg.LogMaxFiles}
+		memory, memoryWarning = m.describe(), warning
+	} else if cfg.EnforceMemory != "" && cfg.EnforceMemory != EnforceAuto && cfg.EnforceMemory != EnforceOff {
+		return nil, fmt.Errorf("agent: EnforceMemory %q needs the default launcher", cfg.EnforceMemory)
+	}
 	if err := cfg.applyDefaults(); err != nil {
 		return nil, err
 	}
 	s := &Service{
 		cfg:               cfg,
+		memory:            memory,
+		memoryWarning:     memoryWarning,
 		nc:                cfg.NC,
 		wid:               cfg.WorkerID,
 		instance:          schemas.NewInstance(),
@@ -95,6 +119,11 @@ func New(cfg Config) (*Service, error) {
 	s.log = cfg.Log.With().Str("component", "agent").Str("worker_id", s.wid).Str("instance", s.instance).Logger()
 	s.hbInterval.Store(int64(cfg.HeartbeatInterval))
 	s.reports = newReporter(s.nc, bus.WorkerStateSubject(s.wid), s.log, s.onStateAck)
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return nil, fmt.Errorf("agent: jetstream: %w", err)
+	}
+	s.artifacts = newArtifactCache(cfg.WorkDir, js)
 	return s, nil
 }
 
@@ -161,7 +190,11 @@ func (s *Service) Start(ctx context.Context) error {
 		{bus.WorkerCmdKillSubject(s.wid), s.fromCommander(bus.MsgHandler(gctx, &log, &s.counters, s.handleKill))},
 		{bus.WorkerCmdMasterSubject(s.wid), s.fromCommander(bus.MsgHandler(gctx, &log, &s.counters, s.handleMaster))},
 		{bus.WorkerLogsSubject(s.wid), bus.MsgHandler(gctx, &log, &s.counters, s.handleLogs)},
-		{inbox, s.onHeartbeatReply},
+		// One reply subject per beat (inbox.<seq>): the heartbeat
+		// service may answer each request once (its response
+		// permission), so two answers to one shared reply subject would
+		// see the second refused by the server.
+		{inbox + ".*", s.onHeartbeatReply},
 	}
 	for _, sub := range subs {
 		ns, err := s.nc.Subscribe(sub.subject, sub.h)
@@ -189,8 +222,17 @@ func (s *Service) Start(ctx context.Context) error {
 	s.group.Go(s.registerLoop)
 	s.group.Go(func(ctx context.Context) { s.heartbeatLoop(ctx, inbox) })
 	s.group.Go(s.reports.run)
+	if s.cfg.StopAfterDisconnect > 0 {
+		s.group.Go(s.contactLoop)
+	}
+	if s.cfg.CleanupInterval > 0 {
+		s.group.Go(s.cleanupLoop)
+	}
 	s.log.Info().Str("host", s.cfg.Host).Int("cores", s.cfg.Cores).Int64("memory_mb", s.cfg.MemoryMB).
-		Str("work_dir", s.cfg.WorkDir).Msg("agent started")
+		Str("work_dir", s.cfg.WorkDir).Str("memory_enforcement", s.memory).Msg("agent started")
+	if s.memoryWarning != "" {
+		s.log.Warn().Msg(s.memoryWarning)
+	}
 	return nil
 }
 
@@ -240,6 +282,11 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		_, err = bus.CallAck(cctx, s.nc, bus.WorkerLeaveSubject(s.wid),
 			&schemas.WorkerLeaving{WorkerID: s.wid, Instance: s.instance})
 		switch {
+		case errors.Is(err, bus.ErrRefused) && strings.Contains(err.Error(), "already "+string(schemas.WorkerDecommissioned)):
+			// Drained (stoker drain, or this agent's own drain) before it
+			// left: what the leave asks for is done.
+			s.log.Info().Msg("the worker is already DECOMMISSIONED (drained)")
+			err = nil
 		case errors.Is(err, bus.ErrRefused):
 			// Not registered, registered by another instance, or already
 			// gone: asking again changes nothing.
@@ -252,6 +299,55 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	})
 	s.Stop()
 	return err
+}
+
+// Decommission is the agent's self-drain (SIGTERM or SIGPWR with
+// --drain-grace, as Spark's worker on SIGPWR with spark.decommission.enabled):
+// it asks the cluster to drain the worker with grace as the deadline
+// (stoker.worker.<wid>.drain), so the scheduler replaces its executors on
+// other workers before killing them here and relaunches supervised drivers
+// elsewhere; it waits until the agent runs nothing any more, grace (plus
+// KillGrace, for the deadline's kills) has passed, or ctx ends (a second
+// signal); then it leaves (Shutdown). A drain the cluster refuses or does
+// not acknowledge is logged and the agent leaves at once.
+func (s *Service) Decommission(ctx context.Context, grace time.Duration) error {
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.RegisterTimeout)
+	_, err := bus.CallAck(cctx, s.nc, bus.WorkerDrainSubject(s.wid),
+		&schemas.DrainRequest{WorkerID: s.wid, Instance: s.instance, DeadlineMS: max(grace.Milliseconds(), 1)})
+	cancel()
+	if err != nil {
+		s.log.Warn().Err(err).Msg("the cluster did not take the drain; leaving now")
+	} else {
+		s.log.Info().Dur("grace", grace).Msg("draining: the cluster replaces this worker's executors elsewhere, then stops them here")
+		s.waitEmpty(ctx, grace+s.cfg.KillGrace)
+	}
+	return s.Shutdown(context.WithoutCancel(ctx))
+}
+
+// waitEmpty waits until no executor or driver runs, for at most d or until
+// ctx ends.
+func (s *Service) waitEmpty(ctx context.Context, d time.Duration) {
+	end := time.After(d)
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.executors) + len(s.drivers)
+		s.mu.Unlock()
+		if n == 0 {
+			s.log.Info().Msg("drained: nothing runs here any more")
+			return
+		}
+		select {
+		case <-ctx.Done():
+			s.log.Warn().Int("running", n).Msg("drain cut short; leaving now")
+			return
+		case <-end:
+			s.log.Warn().Int("running", n).Msg("drain grace over; leaving now")
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // ---- registration -------------------------------------------------------
@@ -301,7 +397,15 @@ func (s *Service) registerUntilAccepted(ctx context.Context, reason string) {
 			s.replacedBy(be.Description)
 			return
 		}
-		if attempt == 0 || attempt%10 == 0 {
+		switch {
+		case attempt != 0 && attempt%10 != 0:
+		case !s.nc.IsConnected():
+			// Not connected, a request fails with whatever nats.go says of
+			// a server it never met ("headers not supported"): say what is
+			// wrong instead.
+			log.Warn().Int("attempt", attempt+1).Str("nats", bus.Redact(s.cfg.NATSURL)).
+				Msg(fmt.Sprintf("cannot reach the bus at %s; retrying (check --nats or STOKER_NATS_URL)", bus.Redact(s.cfg.NATSURL)))
+		default:
 			log.Warn().Err(err).Int("attempt", attempt+1).Msg("registration not accepted; retrying")
 		}
 		select {
@@ -368,6 +472,8 @@ func (s *Service) registration() *schemas.RegisterWorker {
 		WorkDir:   s.cfg.WorkDir,
 		PID:       s.cfg.PID,
 		Since:     s.since,
+		Resources: s.cfg.Resources,
+		Labels:    s.cfg.Labels,
 		Executors: execs,
 		Drivers:   drivers,
 	}
@@ -399,6 +505,9 @@ func (s *Service) accepted(log zerolog.Logger, reply *schemas.WorkerRegistered, 
 		}
 	}
 	s.mu.Unlock()
+	if reply.Decommissioned {
+		log.Info().Msg("the worker is DECOMMISSIONED (drained): it stays out of the cluster until this agent restarts")
+	}
 	log.Info().Bool("duplicate", reply.Duplicate).Str("replaced", string(reply.Replaced)).
 		Uint64("epoch", reply.Epoch).Int("attempts", attempts).
 		Int("kill_executors", len(reply.KillExecutors)).Int("kill_drivers", len(reply.KillDrivers)).
@@ -415,6 +524,10 @@ func (s *Service) heartbeatLoop(ctx context.Context, inbox string) {
 	t := time.NewTicker(time.Duration(s.hbInterval.Load()))
 	defer t.Stop()
 	reconnects := s.nc.Stats().Reconnects
+	// The bus reports a closed connection to the heartbeat service, which
+	// then waits only a short grace: beat as soon as we are back.
+	back := s.nc.StatusChanged(nats.CONNECTED)
+	defer s.nc.RemoveStatusListener(back)
 	var seq uint64
 	for {
 		select {
@@ -423,6 +536,11 @@ func (s *Service) heartbeatLoop(ctx context.Context, inbox string) {
 		case <-s.hbReset:
 			t.Reset(time.Duration(s.hbInterval.Load()))
 			continue
+		case _, ok := <-back:
+			if !ok {
+				back = nil
+				continue
+			}
 		case <-t.C:
 		}
 		if rc := s.nc.Stats().Reconnects; rc != reconnects {
@@ -436,15 +554,15 @@ func (s *Service) heartbeatLoop(ctx context.Context, inbox string) {
 		// if it did not, the answer is "re-register", which is what the
 		// agent is doing anyway.
 		seq++
-		hb := &schemas.Heartbeat{WorkerID: s.wid, Instance: s.instance, Seq: seq}
-		if err := bus.PublishRequest(s.nc, bus.WorkerHeartbeatSubject(s.wid), inbox, hb); err != nil {
+		hb := &schemas.Heartbeat{WorkerID: s.wid, Instance: s.instance, Seq: seq, Epoch: s.Epoch()}
+		if err := bus.PublishRequest(s.nc, bus.WorkerHeartbeatSubject(s.wid), inbox+"."+strconv.FormatUint(seq, 10), hb); err != nil {
 			s.log.Debug().Err(err).Msg("cannot publish heartbeat")
 		}
 	}
 }
 
-// onHeartbeatReply handles answers to heartbeats: the only one that means
-// anything is Reregister.
+// onHeartbeatReply handles answers to heartbeats: a HeartbeatAck proves
+// contact with the cluster; a Reregister asks the agent to register again.
 func (s *Service) onHeartbeatReply(m *nats.Msg) {
 	if len(m.Data) == 0 {
 		// A no-responders status: no heartbeat service is running. The
@@ -453,6 +571,13 @@ func (s *Service) onHeartbeatReply(m *nats.Msg) {
 	}
 	var rr schemas.Reregister
 	if err := bus.DecodeMsg(m, &rr); err != nil {
+		var ack schemas.HeartbeatAck
+		if errors.Is(err, bus.ErrWrongType) && bus.DecodeMsg(m, &ack) == nil {
+			if ack.WorkerID == s.wid {
+				s.ackedAt.Store(time.Now().UnixNano())
+			}
+			return
+		}
 		s.log.Warn().Err(err).Msg("bad heartbeat reply")
 		return
 	}

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
 	"github.com/stoker/stoker/services/svc"
@@ -41,6 +43,29 @@ func (s *Service) admitLocked(epoch uint64, what string, raise bool) error {
 		return bus.Errorf(bus.CodeUnavailable, "unknown epoch %d (highest known %d): waiting for master", epoch, s.epoch)
 	}
 	s.epoch = epoch
+	// The record of what this agent obeyed, in the order it obeyed it (the
+	// line is written under s.mu): the chaos tests read it back to check
+	// that no command of an older epoch was admitted after a newer one.
+	s.log.Debug().Uint64("epoch", epoch).Str("command", what).Msg(CommandAdmitted)
+	return nil
+}
+
+// CommandAdmitted is the message of the debug log line an agent writes for
+// every command that passed its fences (fields epoch and command).
+const CommandAdmitted = "command admitted"
+
+// freshLocked refuses a command delivered after its sender's authority
+// ended (plus the clock-skew allowance): bytes a partition held back and
+// delivered after another scheduler may have taken over. Callers hold s.mu.
+func (s *Service) freshLocked(validUntil time.Time, what string) error {
+	if validUntil.IsZero() || s.cfg.CommandSkew < 0 {
+		return nil
+	}
+	if late := time.Since(validUntil); late > s.cfg.CommandSkew {
+		s.log.Warn().Time("valid_until", validUntil).Dur("late", late.Round(time.Millisecond)).Str("command", what).
+			Msg("stale command refused: it arrived after its sender's authority ended")
+		return bus.Errorf(bus.CodeConflict, "stale command: valid until %s, arrived %s later", validUntil.Format(time.RFC3339Nano), late.Round(time.Millisecond))
+	}
 	return nil
 }
 
@@ -81,6 +106,9 @@ func (s *Service) handleLaunchExecutor(_ context.Context, _ bus.Inbound, req *sc
 	log := s.log.With().Str("executor", key).Logger()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.freshLocked(req.ValidUntil, "launch executor "+key); err != nil {
+		return nil, err
+	}
 	if err := s.admitLocked(req.Epoch, "launch executor "+key, false); err != nil {
 		return nil, err
 	}
@@ -103,27 +131,14 @@ func (s *Service) handleLaunchExecutor(_ context.Context, _ bus.Inbound, req *sc
 		memoryMB: req.MemoryMB,
 		dir:      s.childDir(schemas.ExecutorKey(req.AppID, req.ExecutorID)),
 		killCh:   make(chan struct{}),
-		env: s.childEnv(req.Env,
+		env: s.childEnv(req.Env, append([]string{
 			schemas.EnvEntry(schemas.EnvAppID, req.AppID),
 			schemas.EnvEntry(schemas.EnvExecutorID, strconv.Itoa(req.ExecutorID)),
 			schemas.EnvEntry(schemas.EnvCores, strconv.Itoa(req.Cores)),
-			schemas.EnvEntry(schemas.EnvMemoryMB, strconv.FormatInt(req.MemoryMB, 10))),
+			schemas.EnvEntry(schemas.EnvMemoryMB, strconv.FormatInt(req.MemoryMB, 10))},
+			schemas.ResourceVars(req.Resources)...)...),
 	}
-	if err := r.startLocked(); err != nil {
-		// Never recorded, so nothing to kill or forget: report and refuse.
-		log.Error().Err(err).Msg("failed to launch executor")
-		r.state = string(schemas.ExecutorFailed)
-		r.message = "launch failed: " + err.Error()
-		r.launchErr = r.message
-		s.reports.push(r.stateChangeLocked(s.wid, s.instance))
-		return &schemas.Ack{OK: false, Message: r.message}, nil
-	}
-	r.state = string(schemas.ExecutorRunning)
-	s.executors[key] = r
-	s.reports.push(r.stateChangeLocked(s.wid, s.instance))
-	s.watchLocked(r)
-	log.Info().Int("pid", r.pid).Msg("executor running")
-	return &schemas.Ack{OK: true}, nil
+	return s.launchLocked(r, req.Artifacts, log), nil
 }
 
 // handleLaunchDriver starts a driver. It is idempotent by driver id and
@@ -133,6 +148,9 @@ func (s *Service) handleLaunchDriver(_ context.Context, _ bus.Inbound, req *sche
 	log := s.log.With().Str("driver", req.DriverID).Logger()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.freshLocked(req.ValidUntil, "launch driver "+req.DriverID); err != nil {
+		return nil, err
+	}
 	if err := s.admitLocked(req.Epoch, "launch driver "+req.DriverID, false); err != nil {
 		return nil, err
 	}
@@ -161,20 +179,93 @@ func (s *Service) handleLaunchDriver(_ context.Context, _ bus.Inbound, req *sche
 		killCh:    make(chan struct{}),
 		env:       s.childEnv(req.Env, driverVars(req)...),
 	}
-	if err := r.startLocked(); err != nil {
-		log.Error().Err(err).Msg("failed to launch driver")
-		r.state = string(schemas.DriverError)
-		r.message = "launch failed: " + err.Error()
-		r.launchErr = r.message
-		s.reports.push(r.stateChangeLocked(s.wid, s.instance))
-		return &schemas.Ack{OK: false, Message: r.message}, nil
+	return s.launchLocked(r, req.Artifacts, log), nil
+}
+
+// launchLocked starts r. Without artifacts it starts at once, and a
+// process that cannot start is reported and refused (never recorded, so
+// nothing to kill or forget). With artifacts, r is recorded now (a
+// duplicate launch or a kill finds it) and acknowledged, and a goroutine
+// fetches them and starts it: the fetch may outlast the scheduler's launch
+// timeout. A fetch or start that fails then ends it FAILED (ERROR for a
+// driver) through the state report, with the reason in its error. Callers
+// hold s.mu.
+func (s *Service) launchLocked(r *runner, arts []schemas.Artifact, log zerolog.Logger) *schemas.Ack {
+	if len(arts) == 0 {
+		if err := r.startLocked(s.cfg.Launcher); err != nil {
+			s.launchFailedLocked(r, err, log, false)
+			return &schemas.Ack{OK: false, Message: r.message}
+		}
+		s.startedLocked(r, log)
+		return &schemas.Ack{OK: true}
 	}
-	r.state = string(schemas.DriverRunning)
-	s.drivers[req.DriverID] = r
+	r.env = append(r.env, schemas.EnvEntry(schemas.EnvArtifacts, schemas.EncodeArtifacts(arts)))
+	running := s.executors
+	if r.kind == kindDriver {
+		running = s.drivers
+	}
+	running[r.key] = r
+	ok := s.group.Go(func(ctx context.Context) {
+		argv, err := s.prepareArtifacts(ctx, arts, r.dir, r.argv)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		switch {
+		case s.stopping:
+			s.finishLocked(r, killedState(r.kind), "the agent stopped", false)
+			return
+		case r.killed:
+			s.finishLocked(r, killedState(r.kind), r.message, true)
+			return
+		}
+		if err == nil {
+			r.argv = argv
+			err = r.startLocked(s.cfg.Launcher)
+		}
+		if err != nil {
+			s.launchFailedLocked(r, err, log, true)
+			return
+		}
+		s.startedLocked(r, log)
+	})
+	if !ok {
+		delete(running, r.key)
+		return &schemas.Ack{OK: false, Message: "the agent is stopping"}
+	}
+	log.Info().Int("artifacts", len(arts)).Msg("fetching artifacts before the start")
+	return &schemas.Ack{OK: true, Message: "fetching artifacts"}
+}
+
+// launchFailedLocked reports a process that could not start: FAILED (an
+// executor) or ERROR (a driver), with the reason as its launch error;
+// recorded says whether r is in the running maps. Callers hold s.mu.
+func (s *Service) launchFailedLocked(r *runner, err error, log zerolog.Logger, recorded bool) {
+	log.Error().Err(err).Msg("failed to launch " + r.kind.String())
+	state := string(schemas.ExecutorFailed)
+	if r.kind == kindDriver {
+		state = string(schemas.DriverError)
+	}
+	msg := "launch failed: " + err.Error()
+	r.launchErr = msg
+	if recorded {
+		s.finishLocked(r, state, msg, true)
+		return
+	}
+	r.state, r.message = state, msg
+	s.reports.push(r.stateChangeLocked(s.wid, s.instance))
+}
+
+// startedLocked records a started r and reports it RUNNING. Callers hold s.mu.
+func (s *Service) startedLocked(r *runner, log zerolog.Logger) {
+	if r.kind == kindDriver {
+		r.state = string(schemas.DriverRunning)
+		s.drivers[r.key] = r
+	} else {
+		r.state = string(schemas.ExecutorRunning)
+		s.executors[r.key] = r
+	}
 	s.reports.push(r.stateChangeLocked(s.wid, s.instance))
 	s.watchLocked(r)
-	log.Info().Int("pid", r.pid).Msg("driver running")
-	return &schemas.Ack{OK: true}, nil
+	log.Info().Int("pid", r.pid).Msg(r.kind.String() + " running")
 }
 
 // driverVars are a driver's Stoker variables. A driver launched with an
@@ -186,7 +277,7 @@ func driverVars(req *schemas.LaunchDriver) []string {
 	if req.AppID != "" {
 		vars = append(vars, schemas.EnvEntry(schemas.EnvAppID, req.AppID))
 	}
-	return vars
+	return append(vars, schemas.ResourceVars(req.Resources)...)
 }
 
 // watchLocked starts the goroutine that waits for r's process. Callers
@@ -195,7 +286,7 @@ func (s *Service) watchLocked(r *runner) {
 	if !s.group.Go(func(ctx context.Context) { s.watch(ctx, r) }) {
 		// Unreachable while the contract above holds; never leak a child.
 		r.signalLocked(syscall.SIGKILL)
-		go func() { _ = r.cmd.Wait() }()
+		go func() { _, _ = r.child.Wait() }()
 	}
 }
 
@@ -206,11 +297,10 @@ func (s *Service) watch(ctx context.Context, r *runner) {
 	relaunches := 0
 	for {
 		s.mu.Lock()
-		cmd := r.cmd
+		child := r.child
 		s.mu.Unlock()
 		started := time.Now()
-		waitErr := cmd.Wait()
-		code, msg := exitStatus(cmd.ProcessState, waitErr)
+		code, msg := child.Wait()
 
 		s.mu.Lock()
 		r.reapedLocked()
@@ -276,7 +366,7 @@ func (s *Service) watch(ctx context.Context, r *runner) {
 			s.mu.Unlock()
 			return
 		}
-		if err := r.startLocked(); err != nil {
+		if err := r.startLocked(s.cfg.Launcher); err != nil {
 			s.log.Error().Err(err).Str("driver", r.driverID).Msg("failed to relaunch driver")
 			s.finishLocked(r, string(schemas.DriverError), "relaunch failed: "+err.Error(), true)
 			s.mu.Unlock()
@@ -342,6 +432,9 @@ func (s *Service) handleKill(_ context.Context, _ bus.Inbound, req *schemas.Kill
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.freshLocked(req.ValidUntil, "kill "+key); err != nil {
+		return nil, err
+	}
 	if err := s.admitLocked(req.Epoch, "kill "+key, false); err != nil {
 		return nil, err
 	}

@@ -542,3 +542,37 @@ func TestService_Logs_SurviveAgentRestart(t *testing.T) {
 		t.Fatalf("a path as id: %v, want refused", err)
 	}
 }
+
+// TestService_Commands_StaleRefused: a launch or kill delivered after its
+// sender's authority ended (ValidUntil plus the skew allowance) is refused,
+// whatever its epoch: bytes a partitioned link held back.
+func TestService_Commands_StaleRefused(t *testing.T) {
+	e := newEnv(t)
+	s := startAgent(t, e.srv.URL(), func(c *Config) { c.CommandSkew = 100 * time.Millisecond })
+	waitRegistered(t, s)
+	app := newAppID()
+	if ack := launchExecutor(t, e.nc, app, 0, "sleep 30"); !ack.OK {
+		t.Fatalf("launch: %+v", ack)
+	}
+	past := time.Now().Add(-time.Second)
+	for name, tc := range map[string]struct {
+		subject string
+		req     any
+	}{
+		"kill":          {bus.WorkerCmdKillSubject(testWID), &schemas.Kill{AppID: app, ExecutorID: 0, ValidUntil: past}},
+		"launch":        {bus.WorkerCmdLaunchSubject(testWID), &schemas.LaunchExecutor{AppID: app, ExecutorID: 1, Command: sh("sleep 30"), Cores: 1, MemoryMB: 1, ValidUntil: past}},
+		"launch driver": {bus.WorkerCmdLaunchDriverSubject(testWID), &schemas.LaunchDriver{DriverID: newDriverID(), Command: sh("sleep 30"), Cores: 1, MemoryMB: 1, ValidUntil: past}},
+	} {
+		err := call(t, e.nc, tc.subject, tc.req, nil)
+		var be *bus.Error
+		if !errors.As(err, &be) || be.Code != bus.CodeConflict || !strings.Contains(be.Description, "stale command") {
+			t.Fatalf("%s: want a 409 stale command error, got %v", name, err)
+		}
+	}
+	// Within the allowance it is obeyed.
+	var ack schemas.Ack
+	if err := call(t, e.nc, bus.WorkerCmdKillSubject(testWID), &schemas.Kill{AppID: app, ExecutorID: 0, ValidUntil: time.Now().Add(time.Second)}, &ack); err != nil || !ack.OK {
+		t.Fatalf("fresh kill: %v %+v", err, ack)
+	}
+	e.c.waitReport(schemas.ExecutorKey(app, 0), string(schemas.ExecutorKilled))
+}

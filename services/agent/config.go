@@ -25,6 +25,9 @@ const (
 	DefaultKillGrace         = 5 * time.Second
 	DefaultRegisterTimeout   = 2 * time.Second
 	DefaultRelaunchBackoff   = 500 * time.Millisecond
+	// DefaultCommandSkew is how far the agent's clock may be behind a
+	// scheduler's before a command past its ValidUntil is still accepted.
+	DefaultCommandSkew = 2 * time.Second
 	// DefaultLogsMaxBytes is the tail returned when a LogsRequest says 0.
 	DefaultLogsMaxBytes = 1 << 20
 	// minMemoryMB is the floor of the memory default.
@@ -77,9 +80,59 @@ type Config struct {
 	// PingWait is how long Start collects answers on stoker.worker.<wid>.ping
 	// from other live agents holding the id. Default 300ms.
 	PingWait time.Duration
+	// Launcher starts executors and drivers. Default: ProcessLauncher (real
+	// processes) enforcing memory as EnforceMemory says; SimLauncher for
+	// simulated agents.
+	Launcher Launcher
+	// EnforceMemory is how executors are held to their memory grant:
+	// EnforceAuto (the default, ""), EnforceCgroup, EnforceRlimit or
+	// EnforceOff. Only for the default launcher.
+	EnforceMemory string
+	// CgroupParent is the cgroup v2 directory executors' cgroups are
+	// created in. Default: the agent's own cgroup, when it is delegated.
+	CgroupParent string
 	// RelaunchBackoff is the first wait before a supervised driver that
 	// exited non-zero is started again; it doubles up to 30s. Default 500ms.
 	RelaunchBackoff time.Duration
+	// LogMaxBytes, when > 0, rolls each child's stdout and stderr at this
+	// size, keeping LogMaxFiles rolled files (Spark's
+	// spark.executor.logs.rolling.maxSize and maxRetainedFiles). It
+	// configures the default ProcessLauncher only.
+	LogMaxBytes int64
+	LogMaxFiles int
+	// CleanupInterval, when > 0, turns worker cleanup on (Spark's
+	// spark.worker.cleanup.enabled and interval): the work dirs of apps and
+	// drivers the agent no longer runs whose newest file is older than
+	// AppDataTTL (default 7 days, spark.worker.cleanup.appDataTtl) are
+	// removed (cleanup.go).
+	CleanupInterval time.Duration
+	AppDataTTL      time.Duration
+	// CommandSkew: a launch or kill that arrives later than its
+	// ValidUntil (the end of its sender's lease authority) plus this is
+	// refused as stale: it was held in a partitioned link while another
+	// scheduler may have taken over. Default 2s; negative: no check.
+	CommandSkew time.Duration
+	// StopAfterDisconnect chooses what a cut-off agent does with its
+	// children (Nomad's disconnect.stop_on_client_after). Zero (the
+	// default): it keeps them, the cluster declares the worker DEAD after
+	// the worker timeout and replaces them, and both copies run until the
+	// link heals (at least once). Positive: once the agent has lost the
+	// cluster for this long (no round trip to its NATS server, or no
+	// heartbeat acknowledged by a heartbeat service that hears a quorum of
+	// the bus) it kills every executor and driver itself, once per loss,
+	// and reports them KILLED when the bus is back (at most once, if this
+	// plus KillGrace is below the worker timeout).
+	StopAfterDisconnect time.Duration
+	// Resources are the custom resources offered, name → addresses
+	// (--resource gpu=0,1,2,3). ResourceDiscovery names a script per
+	// resource printing {"name":..., "addresses":[...]}. Without a gpu
+	// resource, nvidia-smi on PATH is asked for GPU indexes unless
+	// NoGPUDetect.
+	Resources         schemas.Resources
+	ResourceDiscovery map[string]string
+	NoGPUDetect       bool
+	// Labels are the worker's placement labels (--label zone=a).
+	Labels schemas.Labels
 }
 
 // applyDefaults fills zero fields and validates the result.
@@ -116,6 +169,15 @@ func (c *Config) applyDefaults() error {
 	if len(c.Host) > schemas.MaxHostLen {
 		return fmt.Errorf("agent: host is longer than %d characters", schemas.MaxHostLen)
 	}
+	if c.LogMaxBytes < 0 || c.LogMaxFiles < 0 {
+		return errors.New("agent: log rolling size and file count must be >= 0")
+	}
+	if c.Launcher == nil {
+		c.Launcher = ProcessLauncher{LogMaxBytes: c.LogMaxBytes, LogMaxFiles: c.LogMaxFiles}
+	}
+	if c.CleanupInterval > 0 && c.AppDataTTL <= 0 {
+		c.AppDataTTL = DefaultAppDataTTL
+	}
 	if c.Cores == 0 {
 		c.Cores = runtime.NumCPU()
 	}
@@ -124,6 +186,15 @@ func (c *Config) applyDefaults() error {
 	}
 	if err := schemas.ValidResources("worker", c.Cores, c.MemoryMB); err != nil {
 		return fmt.Errorf("agent: %w", err)
+	}
+	if c.CommandSkew == 0 {
+		c.CommandSkew = DefaultCommandSkew
+	}
+	if c.StopAfterDisconnect < 0 {
+		return fmt.Errorf("agent: StopAfterDisconnect must be >= 0 (0 keeps children), got %s", c.StopAfterDisconnect)
+	}
+	if err := c.resolveResources(); err != nil {
+		return err
 	}
 	for _, d := range []struct {
 		v   *time.Duration

@@ -33,6 +33,9 @@ type cluster struct {
 	leaves   []schemas.WorkerLeaving
 	regReply func(*schemas.RegisterWorker) *schemas.WorkerRegistered
 	hbReply  func(*schemas.Heartbeat) *schemas.Reregister
+	// ackBeats answers every other heartbeat with a HeartbeatAck, as a
+	// heartbeat service that hears a quorum does.
+	ackBeats bool
 	stateAck func(*schemas.StateChange) *schemas.StateAck
 	// refuseStates answers state reports 503 (and counts them in refused).
 	refuseStates bool
@@ -71,6 +74,9 @@ func startCluster(t *testing.T, nc *nats.Conn) *cluster {
 				if rr := c.hbReply(req); rr != nil {
 					return rr, nil
 				}
+			}
+			if c.ackBeats {
+				return &schemas.HeartbeatAck{WorkerID: req.WorkerID}, nil
 			}
 			return nil, nil
 		}),

@@ -183,6 +183,10 @@ func (s *Service) replacedBy(msg string) {
 		for _, sub := range subs {
 			_ = sub.Unsubscribe()
 		}
+		// "At once" means the server has dropped the subscriptions when
+		// Done closes: a command sent after that finds no responder
+		// instead of a subscription the UNSUB has not reached yet.
+		_ = s.nc.FlushTimeout(time.Second)
 		close(s.done)
 		// Stop waits for the registration loop this runs in.
 		go s.Stop()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -36,6 +37,8 @@ type reporter struct {
 	mu    sync.Mutex
 	queue []schemas.StateChange
 	wake  chan struct{}
+	// retries counts attempts after a report's first (stoker bench's figure).
+	retries atomic.Int64
 }
 
 func newReporter(nc *nats.Conn, subject string, log zerolog.Logger, onAck func(schemas.StateChange, *schemas.StateAck)) *reporter {
@@ -118,10 +121,13 @@ func (r *reporter) send(ctx context.Context, sc schemas.StateChange) (*schemas.S
 		if ctx.Err() != nil {
 			return nil, false
 		}
-		if code := bus.ErrorCode(err); code == bus.CodeBadRequest || code == bus.CodeGone {
+		if code := bus.ErrorCode(err); code == bus.CodeBadRequest || code == bus.CodeGone || code == bus.CodeConflict {
+			// Conflict: this agent instance was replaced by a newer one,
+			// whose registration settled what runs on the worker.
 			log.Error().Err(err).Msg("state report refused; dropping it")
 			return nil, true
 		}
+		r.retries.Add(1)
 		if attempt == 0 || attempt%20 == 0 {
 			log.Warn().Err(err).Int("attempt", attempt+1).Msg("state report not acknowledged; retrying")
 		}

@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,7 +60,7 @@ type runner struct {
 	killCh chan struct{}
 
 	// ---- guarded by Service.mu ----
-	cmd      *exec.Cmd
+	child    Child
 	pid      int
 	gen      int  // incremented on every start, so a late SIGKILL timer spares a new process
 	running  bool // a process is started and not yet reaped
@@ -107,48 +108,172 @@ func writeSecret(path string, b []byte) error {
 	return os.Rename(tmp, path)
 }
 
-// startLocked starts a new process for r in its work directory, with stdout
-// and stderr appended to the files there (a relaunched driver keeps the
-// output of earlier attempts). Callers hold Service.mu.
-func (r *runner) startLocked() error {
-	if err := os.MkdirAll(r.dir, 0o755); err != nil {
-		return fmt.Errorf("create work dir: %w", err)
-	}
-	if len(r.creds) > 0 {
-		path := filepath.Join(r.dir, credsFile)
-		if err := writeSecret(path, r.creds); err != nil {
-			return fmt.Errorf("write credentials: %w", err)
-		}
-		r.env = append(r.env, schemas.EnvEntry(schemas.EnvCreds, path))
-	}
-	stdout, err := openLog(filepath.Join(r.dir, stdoutFile))
+// Launcher starts a runner's child. The agent forks real processes
+// (ProcessLauncher, the default); a simulated agent (SimLauncher) starts
+// none, so thousands of agents fit in one process while everything else,
+// registration, heartbeats, commands, fencing and reports, stays the same code.
+type Launcher interface {
+	Launch(spec ChildSpec) (Child, error)
+}
+
+// ChildSpec is what a launcher needs to start one executor or driver.
+type ChildSpec struct {
+	Driver bool   // a driver, else an executor
+	Key    string // "<appid>.<execid>" or the driver id
+	Argv   []string
+	// Env is the child's complete environment.
+	Env []string
+	// Dir is the child's work directory (stdout and stderr live there).
+	Dir string
+	// Creds is the launch command's credential, written to Dir/nats.creds.
+	Creds []byte
+	// MemoryMB is the grant, enforced on executors where the launcher can.
+	MemoryMB int64
+}
+
+// Child is a started executor or driver.
+type Child interface {
+	// PID is the process id reported to the cluster.
+	PID() int
+	// Signal sends sig to the child (a process: to its process group).
+	Signal(sig syscall.Signal)
+	// Wait blocks until the child ended and returns its exit code (128+signal
+	// when a signal ended it) and a message ("" for exit code 0).
+	Wait() (code int, message string)
+}
+
+// startLocked starts a new child for r through the launcher. Callers hold Service.mu.
+func (r *runner) startLocked(l Launcher) error {
+	c, err := l.Launch(ChildSpec{Driver: r.kind == kindDriver, Key: r.key, Argv: r.argv, Env: r.env, Dir: r.dir, Creds: r.creds,
+		MemoryMB: r.memoryMB})
 	if err != nil {
 		return err
 	}
-	defer stdout.Close()
-	stderr, err := openLog(filepath.Join(r.dir, stderrFile))
-	if err != nil {
-		return err
-	}
-	// The child holds its own descriptors once started; ours are closed on return.
-	defer stderr.Close()
-	cmd := exec.Command(r.argv[0], r.argv[1:]...)
-	cmd.Dir = r.dir
-	cmd.Env = r.env
-	cmd.Stdout = stdout
-	cmd.Stderr = stderr
-	// Its own process group, so SIGTERM and SIGKILL reach whatever it forks,
-	// and a parent-death signal (see spawn_linux.go).
-	if err := startChild(cmd); err != nil {
-		return err
-	}
-	r.cmd = cmd
-	r.pid = cmd.Process.Pid
+	r.child = c
+	r.pid = c.PID()
 	r.gen++
 	r.running = true
 	r.exitCode = nil
 	r.message = ""
 	return nil
+}
+
+// ProcessLauncher starts real processes: in the child's work directory,
+// with stdout and stderr appended to the files there (a relaunched driver
+// keeps the output of earlier attempts), in a process group of its own,
+// executors held to their memory grant as the agent's Config.EnforceMemory
+// chose (the zero value enforces nothing). With LogMaxBytes > 0 the agent
+// copies the child's output through a pipe into files rolled at that size,
+// keeping LogMaxFiles rolled ones (stdout.1 the newest), as Spark's
+// executor log rolling does.
+type ProcessLauncher struct {
+	mem         *memoryEnforcer
+	LogMaxBytes int64
+	LogMaxFiles int
+}
+
+// Launch implements Launcher.
+func (l ProcessLauncher) Launch(spec ChildSpec) (Child, error) {
+	if err := os.MkdirAll(spec.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create work dir: %w", err)
+	}
+	env := spec.Env
+	if len(spec.Creds) > 0 {
+		path := filepath.Join(spec.Dir, credsFile)
+		if err := writeSecret(path, spec.Creds); err != nil {
+			return nil, fmt.Errorf("write credentials: %w", err)
+		}
+		env = append(env[:len(env):len(env)], schemas.EnvEntry(schemas.EnvCreds, path))
+	}
+	cmd := exec.Command(spec.Argv[0], spec.Argv[1:]...)
+	cmd.Dir = spec.Dir
+	cmd.Env = env
+	var rolled []io.Closer
+	if l.LogMaxBytes > 0 {
+		// exec copies the child's pipes into them; Wait waits for the copy.
+		for _, out := range []struct {
+			name string
+			to   *io.Writer
+		}{{stdoutFile, &cmd.Stdout}, {stderrFile, &cmd.Stderr}} {
+			rf, err := openRolling(filepath.Join(spec.Dir, out.name), l.LogMaxBytes, l.LogMaxFiles)
+			if err != nil {
+				closeAll(rolled)
+				return nil, err
+			}
+			*out.to, rolled = rf, append(rolled, rf)
+		}
+	} else {
+		stdout, err := openLog(filepath.Join(spec.Dir, stdoutFile))
+		if err != nil {
+			return nil, err
+		}
+		defer stdout.Close()
+		stderr, err := openLog(filepath.Join(spec.Dir, stderrFile))
+		if err != nil {
+			return nil, err
+		}
+		// The child holds its own descriptors once started; ours are closed on return.
+		defer stderr.Close()
+		cmd.Stdout = stdout
+		cmd.Stderr = stderr
+	}
+	grant, err := l.mem.prepare(cmd, spec)
+	if err != nil {
+		closeAll(rolled)
+		return nil, err
+	}
+	// Its own process group, so SIGTERM and SIGKILL reach whatever it forks,
+	// and a parent-death signal (see spawn_linux.go).
+	if err := startChild(cmd); err != nil {
+		grant.release()
+		closeAll(rolled)
+		return nil, err
+	}
+	p := &process{cmd: cmd, pid: cmd.Process.Pid, grant: grant, logs: rolled}
+	if err := grant.started(p.pid); err != nil {
+		// Never run an executor past a limit that was asked for.
+		p.Signal(syscall.SIGKILL)
+		p.Wait()
+		return nil, err
+	}
+	return p, nil
+}
+
+func closeAll(cs []io.Closer) {
+	for _, c := range cs {
+		_ = c.Close()
+	}
+}
+
+// process is a Child that is an OS process.
+type process struct {
+	cmd   *exec.Cmd
+	pid   int
+	grant *memoryGrant // nil: memory not enforced
+	logs  []io.Closer  // rolled log files, closed once the output is copied
+}
+
+func (p *process) PID() int { return p.pid }
+
+// Signal sends sig to the process group; the leader alone if it left the group.
+func (p *process) Signal(sig syscall.Signal) {
+	if p.pid <= 0 {
+		return
+	}
+	if err := syscall.Kill(-p.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		_ = syscall.Kill(p.pid, sig)
+	}
+}
+
+func (p *process) Wait() (int, string) {
+	err := p.cmd.Wait()
+	closeAll(p.logs)
+	code, msg := exitStatus(p.cmd.ProcessState, err)
+	if v := p.grant.verdict(code); v != "" {
+		msg = v
+	}
+	p.grant.release()
+	return code, msg
 }
 
 func openLog(path string) (*os.File, error) {
@@ -159,19 +284,16 @@ func openLog(path string) (*os.File, error) {
 	return f, nil
 }
 
-// signalLocked sends sig to the child's process group. Callers hold Service.mu.
+// signalLocked sends sig to the child. Callers hold Service.mu.
 func (r *runner) signalLocked(sig syscall.Signal) {
-	if !r.running || r.pid <= 0 {
+	if !r.running || r.child == nil {
 		return
 	}
-	if err := syscall.Kill(-r.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-		// The group leader may have changed its group; reach it at least.
-		_ = syscall.Kill(r.pid, sig)
-	}
+	r.child.Signal(sig)
 }
 
 // terminateLocked sends SIGTERM now and SIGKILL after grace if the same
-// process is still running. lock is Service.mu (the timer takes it).
+// child is still running. lock is Service.mu (the timer takes it).
 // Callers hold Service.mu.
 func (r *runner) terminateLocked(grace time.Duration, lock sync.Locker) {
 	if !r.running || r.timer != nil {
@@ -188,15 +310,15 @@ func (r *runner) terminateLocked(grace time.Duration, lock sync.Locker) {
 	})
 }
 
-// reapedLocked records that the process was reaped. Callers hold Service.mu.
+// reapedLocked records that the child was reaped. Callers hold Service.mu.
 func (r *runner) reapedLocked() {
 	if r.timer != nil {
 		// It was terminated (kill or shutdown): whatever the leader left
 		// behind in its group goes with it.
 		r.timer.Stop()
 		r.timer = nil
-		if r.pid > 0 {
-			_ = syscall.Kill(-r.pid, syscall.SIGKILL)
+		if r.child != nil {
+			r.child.Signal(syscall.SIGKILL)
 		}
 	}
 	r.running = false

@@ -113,3 +113,52 @@ func TestService_Secure_ForgedEpochCannotLockTheAgentOut(t *testing.T) {
 		t.Fatalf("launch from another agent: %v", err)
 	}
 }
+
+// TestService_Secure_HeartbeatAnswersNeverRefused: the heartbeat service
+// may answer each beat once (its response permission). Beats that shared
+// one reply subject made a late second answer a permissions violation on
+// the heartbeat service's connection (seen by the hundred when many agents
+// registered at once); each beat now has its own reply subject.
+func TestService_Secure_HeartbeatAnswersNeverRefused(t *testing.T) {
+	srv := bustest.StartSecure(t)
+	startCluster(t, srv.ConnAs(t, auth.RoleRegistration, "reg-1"))
+	hb := srv.ConnAs(t, auth.RoleHeartbeat, "hb-1")
+	violations := make(chan error, 100)
+	hb.SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { violations <- err })
+	beats := make(chan *nats.Msg, 100)
+	if _, err := hb.ChanSubscribe(bus.WorkerHeartbeat, beats); err != nil {
+		t.Fatal(err)
+	}
+	s := startAgent(t, srv.URL(), func(c *Config) {
+		c.NC = srv.ConnAs(t, auth.RoleAgent, testWID)
+		c.CommandReplyPrefixes = auth.CommandReplyPrefixes
+	})
+	waitRegistered(t, s)
+	// Answer in batches of three, each answer after the next beats arrived:
+	// a slow heartbeat service, as under load.
+	for round := 0; round < 3; round++ {
+		var batch []*nats.Msg
+		for len(batch) < 3 {
+			select {
+			case m := <-beats:
+				batch = append(batch, m)
+			case <-time.After(5 * time.Second):
+				t.Fatal("no heartbeat")
+			}
+		}
+		for _, m := range batch {
+			b, _ := bus.Encode(&schemas.Reregister{WorkerID: testWID, Reason: "test"}, bus.JSON)
+			if err := m.Respond(b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := hb.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-violations:
+		t.Fatalf("the server refused an answer to a heartbeat: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+}
