@@ -63,8 +63,14 @@ func (s *Service) expireApp(ctx context.Context, id string, gen uint64) {
 		s.mu.Unlock()
 		return
 	}
+	if a.state == schemas.AppUnknown && !s.settledLocked() {
+		// In recovery: the recovery's call; looked at again soon, so an
+		// app it left UNKNOWN is judged right after it ends.
+		s.resetAppTimerLocked(id, a, s.cfg.HeartbeatInterval)
+		s.mu.Unlock()
+		return
+	}
 	s.mu.Unlock()
-
 	rearm, written, err := s.finish(ctx, id, a, gen)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -94,22 +100,23 @@ func (s *Service) expireApp(ctx context.Context, id string, gen uint64) {
 }
 
 // finish writes the application FINISHED if it is live and no heartbeat
-// re-armed its deadline a (at gen); one in recovery (UNKNOWN) asks to
-// re-arm instead. written is true only if the write succeeded: a failed
+// re-armed its deadline a (at gen); one in a running recovery (UNKNOWN)
+// asks to re-arm instead, one a finished recovery left UNKNOWN is judged. written is true only if the write succeeded: a failed
 // write is retried, never announced.
 func (s *Service) finish(ctx context.Context, id string, a *appTimer, gen uint64) (rearm, written bool, err error) {
 	_, written, err = bus.MutateIf(ctx, s.st.Apps, id, func(n *schemas.App) bool {
 		rearm = false
-		switch {
-		case n.State.Terminal():
-			return false
-		case n.State == schemas.AppUnknown:
-			rearm = true
+		if n.State.Terminal() {
 			return false
 		}
 		s.mu.Lock()
 		reset := s.apps[id] != a || a.gen != gen
+		inRecovery := n.State == schemas.AppUnknown && !s.settledLocked()
 		s.mu.Unlock()
+		if inRecovery {
+			rearm = true
+			return false
+		}
 		if reset {
 			return false
 		}
@@ -131,8 +138,64 @@ func (s *Service) handleAppHeartbeat(_ context.Context, in bus.Inbound, req *sch
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// An app not seen yet gets its full timeout when the watcher brings it.
-	if a := s.apps[req.AppID]; a != nil {
-		s.resetAppTimerLocked(req.AppID, a, s.cfg.WorkerTimeout)
+	a := s.apps[req.AppID]
+	if a == nil {
+		return nil, nil
+	}
+	s.resetAppTimerLocked(req.AppID, a, s.cfg.WorkerTimeout)
+	if a.state == schemas.AppUnknown && s.settledLocked() && !a.reviving {
+		a.reviving = true
+		id := req.AppID
+		s.g.Go(func(ctx context.Context) { s.revive(ctx, id, a) })
 	}
 	return nil, nil
+}
+
+// revive brings back an app a finished recovery left UNKNOWN whose driver
+// is heartbeating: RUNNING if one of its executors holds resources,
+// WAITING otherwise (the scheduler places more), as recovery would have
+// had the driver's answer reached it.
+func (s *Service) revive(ctx context.Context, id string, a *appTimer) {
+	defer func() {
+		s.mu.Lock()
+		a.reviving = false
+		s.mu.Unlock()
+	}()
+	var v *schemas.App
+	err := bus.RetryTransient(ctx, s.cfg.WorkerTimeout/2, func(ctx context.Context) error {
+		holds := false
+		execs, err := bus.ListSkipping[schemas.Executor](ctx, s.st.Executors, s.poison.Report)
+		if err != nil {
+			return err
+		}
+		for _, x := range execs {
+			if x.Value.AppID == id && x.Value.State.Holds() {
+				holds = true
+			}
+		}
+		var wrote bool
+		v, wrote, err = bus.MutateIf(ctx, s.st.Apps, id, func(n *schemas.App) bool {
+			ev := schemas.AppEvAnsweredWaiting
+			if holds {
+				ev = schemas.AppEvAnsweredRunning
+			}
+			to, ok := n.State.Next(ev)
+			if !ok {
+				return false
+			}
+			n.State, n.Message, n.UpdatedAt = to, "driver heartbeating after recovery", s.cfg.Clock.Now().UTC()
+			return true
+		})
+		if err == nil && !wrote {
+			v = nil
+		}
+		return err
+	})
+	switch {
+	case err != nil && ctx.Err() == nil:
+		s.log.Warn().Err(err).Str("app_id", id).Msg("cannot bring back an app left UNKNOWN; its next heartbeat tries again")
+	case v != nil:
+		bus.Emit(s.nc, "app", id, string(v.State), v.Message)
+		s.log.Info().Str("app_id", id).Str("state", string(v.State)).Msg("app left UNKNOWN by recovery is heartbeating: back")
+	}
 }

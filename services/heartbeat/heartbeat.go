@@ -8,11 +8,18 @@
 // succeeds if the record is still the one the timer was armed for, so any
 // number of instances produce exactly one transition.
 //
-// It learns which workers and applications exist by watching their buckets;
-// it never creates records, and it never judges a worker in recovery
-// (UNKNOWN): that is the recovery service's call. Heartbeats are not written
-// to KV. A heartbeat from a worker the cluster does not know as ALIVE with
-// that agent instance is answered with schemas.Reregister.
+// It learns which workers and applications exist by watching their buckets,
+// and whether a recovery is running by watching stoker-cluster/state; it
+// never creates records. While a recovery runs, UNKNOWN workers and apps
+// are the recovery's to settle; once the cluster is ALIVE again, those left
+// UNKNOWN (silent to recovery, or whose recovery writes failed) are judged
+// here like any other (issue 16 item 3): a heartbeat sends the agent
+// through registration (ALIVE again, reconciled, told the epoch) or brings
+// the app back to RUNNING/WAITING; silence for the timeout makes the worker
+// DEAD or the app FINISHED. Heartbeats are not written to KV. A heartbeat
+// from a worker the cluster does not know as ALIVE with that agent
+// instance, or from an agent behind the cluster's epoch, is answered with
+// schemas.Reregister.
 package heartbeat
 
 import (
@@ -20,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -36,6 +44,7 @@ import (
 const (
 	DefaultWorkerTimeout     = svc.DefaultWorkerTimeout
 	DefaultHeartbeatInterval = svc.DefaultHeartbeatInterval
+	DefaultDisconnectGrace   = 600 * time.Millisecond
 )
 
 // Config configures a heartbeat service.
@@ -50,6 +59,15 @@ type Config struct {
 	// HeartbeatInterval is what agents and drivers are told; only used to
 	// validate WorkerTimeout. Default 1s.
 	HeartbeatInterval time.Duration
+	// DisconnectGrace: when the bus reports an agent's connection closed
+	// (bus.ConnClosed), the worker is DEAD unless a heartbeat from it
+	// arrives within this grace, instead of after the full WorkerTimeout.
+	// It covers a reconnect: the agent beats as soon as it is back.
+	// Default 600ms (at most half the WorkerTimeout); it must be below
+	// WorkerTimeout.
+	DisconnectGrace time.Duration
+	// BeatsOnly ignores the bus's connection events: timeouts alone.
+	BeatsOnly bool
 	// Clock runs the deadlines and stamps records; nil is the wall clock.
 	// Tests pass a svc.FakeClock to move time themselves.
 	Clock svc.Clock
@@ -73,6 +91,15 @@ type Service struct {
 	stopped bool
 	workers map[string]*workerTimer
 	apps    map[string]*appTimer
+	// cluster is stoker-cluster/state as last watched (zero: not known).
+	cluster schemas.Cluster
+	// confirmQ holds the heartbeats whose answer waits for a KV read.
+	confirmQ chan confirmJob
+	// quorumAt is when the workers bucket's stream last showed a quorum
+	// (unix nanoseconds; 0: never): heartbeats are acknowledged only while
+	// it is recent (quorumFresh), so an instance cut off with a minority
+	// proves nothing to the agents that still reach it.
+	quorumAt atomic.Int64
 
 	stopOnce sync.Once
 }
@@ -108,6 +135,9 @@ type workerTimer struct {
 	deadline
 	state    schemas.WorkerState
 	instance string
+	// closedAt is when the bus reported the agent's connection closed
+	// with no heartbeat since: the timer then runs the short grace.
+	closedAt time.Time
 	// rev is the KV revision the state and instance come from.
 	rev uint64
 }
@@ -115,6 +145,8 @@ type workerTimer struct {
 type appTimer struct {
 	deadline
 	state schemas.AppState
+	// reviving: a revive of this app (UNKNOWN, heartbeating) is in flight.
+	reviving bool
 }
 
 // New validates cfg and applies defaults.
@@ -128,17 +160,26 @@ func New(cfg Config) (*Service, error) {
 	if err := svc.LivenessTimings("heartbeat", &cfg.HeartbeatInterval, &cfg.WorkerTimeout); err != nil {
 		return nil, err
 	}
+	switch {
+	case cfg.DisconnectGrace < 0:
+		return nil, fmt.Errorf("heartbeat: disconnect grace %s is negative", cfg.DisconnectGrace)
+	case cfg.DisconnectGrace == 0:
+		cfg.DisconnectGrace = min(DefaultDisconnectGrace, cfg.WorkerTimeout/2)
+	case cfg.DisconnectGrace >= cfg.WorkerTimeout:
+		return nil, fmt.Errorf("heartbeat: disconnect grace %s must be below the worker timeout %s", cfg.DisconnectGrace, cfg.WorkerTimeout)
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = svc.RealClock
 	}
 	log := cfg.Log.With().Str("component", "heartbeat").Str("instance", cfg.ID).Logger()
 	return &Service{
-		cfg:     cfg,
-		nc:      cfg.NC,
-		log:     log,
-		poison:  bus.NewReporter(cfg.NC, log),
-		workers: map[string]*workerTimer{},
-		apps:    map[string]*appTimer{},
+		cfg:      cfg,
+		nc:       cfg.NC,
+		log:      log,
+		poison:   bus.NewReporter(cfg.NC, log),
+		workers:  map[string]*workerTimer{},
+		apps:     map[string]*appTimer{},
+		confirmQ: make(chan confirmJob, 1024),
 	}, nil
 }
 
@@ -159,27 +200,42 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.st = st
 	s.g = svc.NewGroup(context.Background())
+	s.g.Go(s.confirmLoop)
+	s.g.Go(s.quorumLoop)
 	if err := s.watch(ctx); err != nil {
 		s.Stop()
 		return err
+	}
+	if !s.cfg.BeatsOnly {
+		sub, err := bus.OnClosed(s.nc, s.connClosed)
+		if err != nil {
+			s.Stop()
+			return fmt.Errorf("heartbeat: subscribe to connection events: %w", err)
+		}
+		s.g.Go(func(ctx context.Context) {
+			<-ctx.Done()
+			_ = sub.Unsubscribe()
+		})
 	}
 	if err := s.serve(ctx); err != nil {
 		s.Stop()
 		return err
 	}
 	bus.OnReconnect(s.nc, "heartbeat-rearm", s.rearmAll)
-	s.log.Info().Dur("worker_timeout", s.cfg.WorkerTimeout).Msg("heartbeat serving")
+	s.log.Info().Dur("worker_timeout", s.cfg.WorkerTimeout).Dur("disconnect_grace", s.cfg.DisconnectGrace).
+		Bool("beats_only", s.cfg.BeatsOnly).Msg("heartbeat serving")
 	return nil
 }
 
-// watch loads the workers and applications, then follows their buckets.
+// watch loads the cluster state, the workers and the applications, then
+// follows their buckets.
 // Initial values are applied before serving, so the first heartbeat of a
 // known worker is never mistaken for an unknown one.
 func (s *Service) watch(ctx context.Context) error {
 	for _, b := range []struct {
 		kv    jetstream.KeyValue
 		apply func(jetstream.KeyValueEntry)
-	}{{s.st.Workers, s.applyWorker}, {s.st.Apps, s.applyApp}} {
+	}{{s.st.Cluster, s.applyCluster}, {s.st.Workers, s.applyWorker}, {s.st.Apps, s.applyApp}} {
 		w, err := b.kv.WatchAll(s.g.Context())
 		if err != nil {
 			return fmt.Errorf("heartbeat: watch %s: %w", b.kv.Bucket(), err)
@@ -188,9 +244,10 @@ func (s *Service) watch(ctx context.Context) error {
 			_ = w.Stop()
 			return fmt.Errorf("heartbeat: load %s: %w", b.kv.Bucket(), err)
 		}
+		// Followed by a Keeper: a watch that closes or stalls after a bus
+		// restart is replaced, or timers would stay armed on stale states.
 		s.g.Go(func(ctx context.Context) {
-			defer func() { _ = w.Stop() }()
-			_ = bus.Follow(ctx, w, b.apply, nil)
+			bus.Keeper{KV: b.kv, Log: s.log, Apply: b.apply}.Run(ctx, w, true)
 		})
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/stoker/stoker/bus"
@@ -123,7 +124,7 @@ func (s *Service) apply(ctx context.Context, log zerolog.Logger, epoch uint64, r
 	var st applyStats
 	now := time.Now().UTC()
 	for _, wc := range res.Workers {
-		_, wrote, err := bus.MutateIf(ctx, s.store.Workers, wc.ID, func(n *schemas.Worker) bool {
+		wrote, err := mutateIf(ctx, s.perWrite(), s.store.Workers, wc.ID, func(n *schemas.Worker) bool {
 			if n.State != wc.From {
 				return false // re-registered (or otherwise moved on) meanwhile: leave it
 			}
@@ -137,38 +138,48 @@ func (s *Service) apply(ctx context.Context, log zerolog.Logger, epoch uint64, r
 			log.Info().Str("worker_id", wc.ID).Msg("worker moved on during recovery (re-registered?); left as it is")
 			continue
 		}
-		bus.Emit(s.cfg.NC, "worker", wc.ID, string(wc.To), wc.Reason)
+		bus.EmitEpoch(s.cfg.NC, epoch, "worker", wc.ID, string(wc.To), wc.Reason)
 		for _, ec := range wc.Executors {
-			s.applyExecutor(ctx, log, ec, now, t, &st)
+			s.applyExecutor(ctx, log, epoch, ec, now, t, &st)
 		}
 		for _, dc := range wc.Drivers {
-			s.applyDriver(ctx, log, dc, now, t, &st)
+			s.applyDriver(ctx, log, epoch, dc, now, t, &st)
 		}
 	}
 	for _, ec := range res.Executors {
-		s.applyExecutor(ctx, log, ec, now, t, &st)
+		s.applyExecutor(ctx, log, epoch, ec, now, t, &st)
 	}
 	for _, dc := range res.Drivers {
-		s.applyDriver(ctx, log, dc, now, t, &st)
+		s.applyDriver(ctx, log, epoch, dc, now, t, &st)
 	}
+	// Every app answered moves back (UNKNOWN → RUNNING): up to
+	// moveParallel writes at once, not one round trip after another.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, moveParallel)
 	for _, ac := range res.Apps {
-		_, wrote, err := bus.MutateIf(ctx, s.store.Apps, ac.ID, func(n *schemas.App) bool {
-			if n.State != ac.From {
-				return false
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			wrote, err := mutateIf(ctx, s.perWrite(), s.store.Apps, ac.ID, func(n *schemas.App) bool {
+				if n.State != ac.From {
+					return false
+				}
+				n.State, n.Message, n.UpdatedAt = ac.To, ac.Message, now
+				return true
+			})
+			if !s.noteWrite(log, "app", ac.ID, err, t) && wrote {
+				bus.EmitEpoch(s.cfg.NC, epoch, "app", ac.ID, string(ac.To), ac.Message)
 			}
-			n.State, n.Message, n.UpdatedAt = ac.To, ac.Message, now
-			return true
-		})
-		if !s.noteWrite(log, "app", ac.ID, err, t) && wrote {
-			bus.Emit(s.cfg.NC, "app", ac.ID, string(ac.To), ac.Message)
-		}
+		}()
 	}
+	wg.Wait()
 	s.sendKills(ctx, log, res.Kills)
 	return st
 }
 
-func (s *Service) applyExecutor(ctx context.Context, log zerolog.Logger, ec ExecutorChange, now time.Time, t *tally, st *applyStats) {
-	_, wrote, err := bus.MutateIf(ctx, s.store.Executors, ec.Key, func(n *schemas.Executor) bool {
+func (s *Service) applyExecutor(ctx context.Context, log zerolog.Logger, epoch uint64, ec ExecutorChange, now time.Time, t *tally, st *applyStats) {
+	wrote, err := mutateIf(ctx, s.perWrite(), s.store.Executors, ec.Key, func(n *schemas.Executor) bool {
 		if n.State != ec.From || n.WorkerID != ec.WorkerID {
 			return false // an agent's state report got there first
 		}
@@ -184,11 +195,11 @@ func (s *Service) applyExecutor(ctx context.Context, log zerolog.Logger, ec Exec
 	if ec.To == schemas.ExecutorLost {
 		st.lost++
 	}
-	bus.Emit(s.cfg.NC, "executor", ec.Key, string(ec.To), ec.Message)
+	bus.EmitEpoch(s.cfg.NC, epoch, "executor", ec.Key, string(ec.To), ec.Message)
 }
 
-func (s *Service) applyDriver(ctx context.Context, log zerolog.Logger, dc DriverChange, now time.Time, t *tally, st *applyStats) {
-	_, wrote, err := bus.MutateIf(ctx, s.store.Drivers, dc.ID, func(n *schemas.Driver) bool {
+func (s *Service) applyDriver(ctx context.Context, log zerolog.Logger, epoch uint64, dc DriverChange, now time.Time, t *tally, st *applyStats) {
+	wrote, err := mutateIf(ctx, s.perWrite(), s.store.Drivers, dc.ID, func(n *schemas.Driver) bool {
 		if n.State != dc.From || n.WorkerID != dc.FromWorker {
 			return false
 		}
@@ -204,7 +215,20 @@ func (s *Service) applyDriver(ctx context.Context, log zerolog.Logger, dc Driver
 	if dc.To == schemas.DriverSubmitted {
 		st.relaunched++
 	}
-	bus.Emit(s.cfg.NC, "driver", dc.ID, string(dc.To), dc.Message)
+	bus.EmitEpoch(s.cfg.NC, epoch, "driver", dc.ID, string(dc.To), dc.Message)
+}
+
+// mutateIf is bus.MutateIf retried while the bus answers with transient
+// errors, each attempt bounded by per. A write that timed out but landed
+// is found by the retry's guard (the record is no longer in the state it
+// expects), so wrote is then false though the change is in KV.
+func mutateIf[T any](ctx context.Context, per time.Duration, kv jetstream.KeyValue, key string, fn func(*T) bool) (wrote bool, err error) {
+	err = bus.RetryTransient(ctx, per, func(ctx context.Context) error {
+		var err error
+		_, wrote, err = bus.MutateIf(ctx, kv, key, fn)
+		return err
+	})
+	return wrote, err
 }
 
 // noteWrite logs and tallies a failed write; it reports whether err was one.

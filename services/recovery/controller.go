@@ -169,7 +169,7 @@ func (c *controller) consider(ei epochInfo) {
 func (s *Service) maybeRecover(ctx context.Context, ei epochInfo) *run {
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.RecoveryTimeout)
 	defer cancel()
-	_, claimed, err := s.claim(cctx, ei)
+	c, claimed, err := s.claim(cctx, ei)
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.Warn().Err(err).Uint64("epoch", ei.epoch).Msg("cannot claim the epoch; will retry")
@@ -180,8 +180,8 @@ func (s *Service) maybeRecover(ctx context.Context, ei epochInfo) *run {
 		return nil
 	}
 	s.claims.Add(1)
-	bus.Emit(s.cfg.NC, "cluster", fmt.Sprint(ei.epoch), string(schemas.ClusterRecovering),
-		fmt.Sprintf("recovery %s claimed epoch %d (leader %s)", s.cfg.ID, ei.epoch, ei.leader))
+	bus.EmitEpoch(s.cfg.NC, ei.epoch, "cluster", fmt.Sprint(ei.epoch), string(schemas.ClusterRecovering),
+		fmt.Sprintf("leader %s, term %d (epoch %d): recovery %s claimed it", ei.leader, c.Term, ei.epoch, s.cfg.ID))
 	rctx, rcancel := context.WithCancel(ctx)
 	r := &run{epoch: ei.epoch, cancel: rcancel, done: make(chan struct{})}
 	if !s.group.Go(func(context.Context) {
@@ -204,11 +204,15 @@ func (s *Service) claim(ctx context.Context, ei epochInfo) (*schemas.Cluster, bo
 	return s.casCluster(ctx, func(cur *schemas.Cluster) *schemas.Cluster {
 		switch {
 		case cur == nil, cur.Epoch < ei.epoch:
-			return next
+			// A new leadership: the next term, whatever the revisions did.
+			n := *next
+			n.Term = cur.NextTerm()
+			return &n
 		case cur.Epoch == ei.epoch && cur.State == schemas.ClusterRecovering && now.Sub(cur.Since) > s.cfg.StaleClaim:
 			s.log.Warn().Uint64("epoch", ei.epoch).Str("recoverer", cur.Recoverer).Time("since", cur.Since).
 				Msg("taking over a stale recovery claim")
 			n := *next
+			n.Term = cur.Term
 			n.Message = fmt.Sprintf("took over from %s (claim stale since %s)", cur.Recoverer, cur.Since.Format(time.RFC3339))
 			return &n
 		}

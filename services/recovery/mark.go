@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -46,46 +47,80 @@ type moved[T any] struct {
 	err   error
 }
 
-// moveEach moves, in key order, every record of recs that next accepts, by
-// compare-and-set on KV's current value. next returns the record to write
-// (nil: leave it); it must not modify its argument, since it runs on the
-// snapshot's record first (to skip without a read) and again on KV's. Each
-// write is emitted as an event; after is told every outcome.
-func moveEach[T any](ctx context.Context, nc *nats.Conn, k kind[T], recs map[string]*T, next func(id string, cur *T) *T, after func(moved[T])) {
+// moveParallel is how many records moveEach writes at once: a recovery
+// marks every live app UNKNOWN and moves it back, so one write at a time
+// made a failover grow with the number of apps (a write's round trip each).
+const moveParallel = 32
+
+// moveEach moves every record of recs that next accepts, by compare-and-set
+// on KV's current value, up to moveParallel at once. next returns the
+// record to write (nil: leave it); it must not modify its argument, since
+// it runs on the snapshot's record first (to skip without a read) and again
+// on KV's. Each write is emitted as an event; after is told every outcome,
+// one call at a time (it may change recs: the records to move are chosen
+// before any is written).
+//
+// Each write is retried while the bus answers with transient errors
+// (attempts of per), until ctx ends: a write that timed out may have
+// landed, and the retry's compare-and-set finds that out.
+func moveEach[T any](ctx context.Context, nc *nats.Conn, epoch uint64, per time.Duration, k kind[T], recs map[string]*T, next func(id string, cur *T) *T, after func(moved[T])) {
+	var todo []string
 	for _, id := range slices.Sorted(maps.Keys(recs)) {
-		if next(id, recs[id]) == nil {
-			continue
+		if next(id, recs[id]) != nil {
+			todo = append(todo, id)
 		}
-		m := moved[T]{id: id}
-		m.v, _, m.err = bus.Mutate(ctx, k.kv, id, func(cur *T) (*T, error) {
-			m.was, m.wrote = "", false
-			if cur == nil {
-				return nil, nil
-			}
-			n := next(id, cur)
-			if n != nil {
-				m.was, _ = k.describe(cur)
-				m.wrote = true
-			}
-			return n, nil
-		})
-		if m.err != nil {
-			m.wrote = false
-		}
-		if m.wrote {
-			state, msg := k.describe(m.v)
-			bus.Emit(nc, k.name, id, state, msg)
-		}
-		after(m)
 	}
+	var (
+		mu  sync.Mutex
+		wg  sync.WaitGroup
+		sem = make(chan struct{}, moveParallel)
+	)
+	for _, id := range todo {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			m := moved[T]{id: id}
+			m.err = bus.RetryTransient(ctx, per, func(ctx context.Context) error {
+				var err error
+				m.v, _, err = bus.Mutate(ctx, k.kv, id, func(cur *T) (*T, error) {
+					m.was, m.wrote = "", false
+					if cur == nil {
+						return nil, nil
+					}
+					n := next(id, cur)
+					if n != nil {
+						m.was, _ = k.describe(cur)
+						m.wrote = true
+					}
+					return n, nil
+				})
+				return err
+			})
+			if m.err != nil {
+				m.wrote = false
+			}
+			if m.wrote {
+				state, msg := k.describe(m.v)
+				bus.EmitEpoch(nc, epoch, k.name, id, state, msg)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			after(m)
+		}()
+	}
+	wg.Wait()
 }
+
+// perWrite bounds one attempt of one write.
+func (s *Service) perWrite() time.Duration { return s.cfg.RecoveryTimeout / 2 }
 
 // mark moves ALIVE workers, live apps and running drivers to UNKNOWN,
 // remembers what each was (for revert) and updates the snapshot with what
 // KV holds afterwards.
 func (s *Service) mark(ctx context.Context, log zerolog.Logger, snap *Snapshot, rs *runState, t *tally) {
 	e, now := snap.Epoch, time.Now().UTC()
-	moveEach(ctx, s.cfg.NC, s.workerKind(), snap.Workers, func(_ string, cur *schemas.Worker) *schemas.Worker {
+	moveEach(ctx, s.cfg.NC, e, s.perWrite(), s.workerKind(), snap.Workers, func(_ string, cur *schemas.Worker) *schemas.Worker {
 		to, ok := cur.State.Next(schemas.WorkerEvRecovering)
 		if !ok {
 			return nil
@@ -94,7 +129,7 @@ func (s *Service) mark(ctx context.Context, log zerolog.Logger, snap *Snapshot, 
 		n.State, n.Epoch, n.UpdatedAt, n.Reason = to, e, now, fmt.Sprintf("recovering epoch %d", e)
 		return &n
 	}, marked(log, "worker", snap.Workers, rs, t))
-	moveEach(ctx, s.cfg.NC, s.appKind(), snap.Apps, func(_ string, cur *schemas.App) *schemas.App {
+	moveEach(ctx, s.cfg.NC, e, s.perWrite(), s.appKind(), snap.Apps, func(_ string, cur *schemas.App) *schemas.App {
 		to, ok := cur.State.Next(schemas.AppEvRecovering)
 		if !ok {
 			return nil
@@ -103,7 +138,7 @@ func (s *Service) mark(ctx context.Context, log zerolog.Logger, snap *Snapshot, 
 		n.State, n.UpdatedAt, n.Message = to, now, fmt.Sprintf("recovering epoch %d (was %s)", e, cur.State)
 		return &n
 	}, marked(log, "app", snap.Apps, rs, t))
-	moveEach(ctx, s.cfg.NC, s.driverKind(), snap.Drivers, func(_ string, cur *schemas.Driver) *schemas.Driver {
+	moveEach(ctx, s.cfg.NC, e, s.perWrite(), s.driverKind(), snap.Drivers, func(_ string, cur *schemas.Driver) *schemas.Driver {
 		to, ok := cur.State.Next(schemas.DriverEvRecovering)
 		if !ok {
 			return nil
@@ -153,7 +188,7 @@ func (s *Service) safeRevert(ctx context.Context, log zerolog.Logger, epoch uint
 func (s *Service) revert(ctx context.Context, log zerolog.Logger, epoch uint64, rs *runState) {
 	now := time.Now().UTC()
 	why := fmt.Sprintf("recovery for epoch %d failed; restored", epoch)
-	moveEach(ctx, s.cfg.NC, s.workerKind(), rs.snap.Workers, func(_ string, cur *schemas.Worker) *schemas.Worker {
+	moveEach(ctx, s.cfg.NC, epoch, s.perWrite(), s.workerKind(), rs.snap.Workers, func(_ string, cur *schemas.Worker) *schemas.Worker {
 		to, ok := cur.State.Next(schemas.WorkerEvAnswered)
 		if !ok {
 			return nil
@@ -162,7 +197,7 @@ func (s *Service) revert(ctx context.Context, log zerolog.Logger, epoch uint64, 
 		n.State, n.Reason, n.UpdatedAt = to, why, now
 		return &n
 	}, func(moved[schemas.Worker]) {})
-	moveEach(ctx, s.cfg.NC, s.appKind(), rs.snap.Apps, func(id string, cur *schemas.App) *schemas.App {
+	moveEach(ctx, s.cfg.NC, epoch, s.perWrite(), s.appKind(), rs.snap.Apps, func(id string, cur *schemas.App) *schemas.App {
 		ev := schemas.AppEvAnsweredWaiting
 		if rs.was["app/"+id] == string(schemas.AppRunning) {
 			ev = schemas.AppEvAnsweredRunning
@@ -175,7 +210,7 @@ func (s *Service) revert(ctx context.Context, log zerolog.Logger, epoch uint64, 
 		n.State, n.Message, n.UpdatedAt = to, why, now
 		return &n
 	}, func(moved[schemas.App]) {})
-	moveEach(ctx, s.cfg.NC, s.driverKind(), rs.snap.Drivers, func(id string, cur *schemas.Driver) *schemas.Driver {
+	moveEach(ctx, s.cfg.NC, epoch, s.perWrite(), s.driverKind(), rs.snap.Drivers, func(id string, cur *schemas.Driver) *schemas.Driver {
 		ev := schemas.DriverEvRunning
 		if rs.was["driver/"+id] == string(schemas.DriverRelaunching) {
 			ev = schemas.DriverEvRelaunching

@@ -90,13 +90,21 @@ type KillCommand struct {
 //     drivers are reconciled with its report: reported and recorded on it →
 //     RUNNING; recorded as holding resources on it but not reported → LOST;
 //     reported but missing, ended or placed elsewhere → killed;
-//   - an UNKNOWN worker that did not answer is DEAD; the executors holding
-//     resources on it are LOST;
-//   - a driver still UNKNOWN is relaunched (SUBMITTED, no worker) if
-//     supervised, KILLED if a kill was requested, ERROR otherwise;
+//   - an UNKNOWN worker that did not answer stays UNKNOWN: silence to one
+//     request is not death (a slow write, a lost answer, a partition that
+//     heals). Its executors keep their records and its drivers go back to
+//     RUNNING; the heartbeat service judges it as it judges every worker
+//     (a heartbeat sends the agent through registration, which reconciles
+//     and makes it ALIVE; silence for the worker timeout makes it DEAD and
+//     the scheduler then loses what it held);
+//   - a driver still UNKNOWN on no silent worker is relaunched (SUBMITTED,
+//     no worker) if supervised, KILLED if a kill was requested, ERROR
+//     otherwise;
 //   - an UNKNOWN app whose driver answered is RUNNING if one of its
 //     executors still holds resources, WAITING otherwise; one whose driver
-//     did not answer is FINISHED.
+//     did not answer stays UNKNOWN, for the heartbeat service to judge by
+//     its driver's heartbeats (FINISHED after the worker timeout of
+//     silence, back to RUNNING or WAITING on a heartbeat).
 func Reconcile(snap Snapshot, reports map[string]*schemas.WorkerReport, appAcks map[string]bool) Result {
 	r := &reconciler{snap: snap, final: map[string]schemas.ExecutorState{}, driversOn: map[string][]string{},
 		adopted: map[string]bool{}, decided: map[string]bool{}}
@@ -136,21 +144,25 @@ func (r *reconciler) why(format string, args ...any) string {
 	return fmt.Sprintf(format, args...) + fmt.Sprintf(" recovery for epoch %d", r.snap.Epoch)
 }
 
-// silent: the worker is DEAD, what it held is lost.
+// silent: the worker stays UNKNOWN for the heartbeat service to judge;
+// what it holds is left as recorded, and its drivers, which no worker can
+// confirm or lose yet, go back to RUNNING so that they keep holding their
+// resources and follow their worker's fate (the scheduler's lost-driver
+// rule if it dies, registration's reconciliation if it comes back).
 func (r *reconciler) silent(wid string) {
-	dead, _ := schemas.WorkerUnknown.Next(schemas.WorkerEvSilent)
-	wc := WorkerChange{ID: wid, From: schemas.WorkerUnknown, To: dead, Reason: r.why("did not answer")}
-	for _, k := range schemas.UnreportedExecutors(wid, r.snap.Executors, nil) {
-		wc.Executors = append(wc.Executors, lose(r.snap.Executors[k], k, r.why("worker %s did not answer", wid)))
-		r.final[k] = schemas.ExecutorLost
-	}
 	for _, id := range r.driversOn[wid] {
-		if d := r.snap.Drivers[id]; d.State == schemas.DriverUnknown {
-			wc.Drivers = append(wc.Drivers, lostDriver(d, r.why("worker %s did not answer", wid)))
-			r.decided[id] = true
+		d := r.snap.Drivers[id]
+		if d.State != schemas.DriverUnknown {
+			continue
 		}
+		to, ok := d.State.Next(schemas.DriverEvRunning)
+		if !ok {
+			continue
+		}
+		r.res.Drivers = append(r.res.Drivers, DriverChange{ID: id, FromWorker: wid, From: d.State, To: to,
+			WorkerID: wid, PID: d.PID, Message: r.why("worker %s did not answer; left to its heartbeats after", wid)})
+		r.decided[id] = true
 	}
-	r.res.Workers = append(r.res.Workers, wc)
 }
 
 // answered: the worker is ALIVE; its report confirms, ends or kills.
@@ -261,7 +273,7 @@ func (r *reconciler) unconfirmedDrivers() {
 }
 
 // apps: an UNKNOWN app whose driver answered is RUNNING if one of its
-// executors still holds resources, WAITING otherwise; FINISHED if silent.
+// executors still holds resources, WAITING otherwise; left UNKNOWN if silent.
 func (r *reconciler) apps(acks map[string]bool) {
 	holds := map[string]bool{}
 	for k, st := range r.final {
@@ -274,10 +286,11 @@ func (r *reconciler) apps(acks map[string]bool) {
 		if a.State != schemas.AppUnknown {
 			continue
 		}
+		if !acks[id] {
+			continue // left UNKNOWN: the heartbeat service judges it
+		}
 		ev, msg := schemas.AppEvAnsweredWaiting, r.why("driver answered")+"; no executor left"
 		switch {
-		case !acks[id]:
-			ev, msg = schemas.AppEvFinished, r.why("driver did not answer")
 		case holds[id]:
 			ev, msg = schemas.AppEvAnsweredRunning, r.why("driver answered")
 		}

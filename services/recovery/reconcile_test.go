@@ -155,7 +155,7 @@ func TestReconcile(t *testing.T) {
 			want: []string{"executor " + appA + ".1 RUNNING->EXITED", "worker w1 UNKNOWN->ALIVE"},
 		},
 		{
-			name: "silent worker is DEAD, its executors LOST and drivers relaunched or ERROR",
+			name: "silent worker stays UNKNOWN, its executors as recorded, its drivers RUNNING again",
 			snap: snapshot([]*schemas.Worker{worker("w1", U)}, nil, []*schemas.Driver{
 				driver(drvS, "w1", schemas.DriverUnknown, true),
 				driver(drvU, "w1", schemas.DriverUnknown, false),
@@ -164,12 +164,9 @@ func TestReconcile(t *testing.T) {
 				executor(appA, 1, "w1", R, 1), executor(appA, 2, "w1", L, 1), executor(appA, 3, "w1", schemas.ExecutorFailed, 1),
 			}),
 			want: []string{
-				`w1! driver ` + drvK + ` UNKNOWN->KILLED worker="w1"`,
-				`w1! driver ` + drvS + ` UNKNOWN->SUBMITTED worker=""`,
-				`w1! driver ` + drvU + ` UNKNOWN->ERROR worker="w1"`,
-				"w1! executor " + appA + ".1 RUNNING->LOST",
-				"w1! executor " + appA + ".2 LAUNCHING->LOST",
-				"worker w1 UNKNOWN->DEAD",
+				`driver ` + drvK + ` UNKNOWN->RUNNING worker="w1"`,
+				`driver ` + drvS + ` UNKNOWN->RUNNING worker="w1"`,
+				`driver ` + drvU + ` UNKNOWN->RUNNING worker="w1"`,
 			},
 		},
 		{
@@ -201,23 +198,20 @@ func TestReconcile(t *testing.T) {
 			want: []string{`driver ` + drvS + ` UNKNOWN->RELAUNCHING worker="w1"`, "worker w1 UNKNOWN->ALIVE"},
 		},
 		{
-			name: "apps: acked with executors RUNNING, acked without WAITING, silent FINISHED",
+			name: "apps: acked with executors RUNNING, acked without WAITING, silent left UNKNOWN",
 			snap: snapshot([]*schemas.Worker{worker("w1", U), worker("w2", U)},
 				[]*schemas.App{app(appA, schemas.AppUnknown), app(appB, schemas.AppUnknown),
 					app("app-20260101000000-cccccc", schemas.AppUnknown), app("app-20260101000000-dddddd", schemas.AppKilled)},
 				nil, []*schemas.Executor{
 					executor(appA, 1, "w1", R, 1), // confirmed
-					executor(appB, 1, "w2", R, 1), // its worker is silent: LOST
+					executor(appB, 1, "w2", R, 1), // its worker is silent: left RUNNING
 				}),
 			reports: map[string]*schemas.WorkerReport{"w1": {WorkerID: "w1", Executors: []schemas.RunningExecutor{running(appA, 1, 0)}}},
 			acks:    map[string]bool{appA: true, appB: true},
 			want: []string{
 				"app " + appA + " UNKNOWN->RUNNING",
-				"app " + appB + " UNKNOWN->WAITING",
-				"app app-20260101000000-cccccc UNKNOWN->FINISHED",
-				"w2! executor " + appB + ".1 RUNNING->LOST",
+				"app " + appB + " UNKNOWN->RUNNING",
 				"worker w1 UNKNOWN->ALIVE",
-				"worker w2 UNKNOWN->DEAD",
 			},
 		},
 		{
@@ -317,7 +311,9 @@ func TestReconcile_UsageExactAfterFailover(t *testing.T) {
 	}
 	after := applyResult(snap, Reconcile(snap, reports, nil))
 	got := usedCores(after)
-	want := map[string]int{"w1": 2 + 3 + 1, "w2": 5}
+	// w3 is silent: it stays UNKNOWN and keeps what it holds (appB.2 and
+	// drvU, RUNNING again) until the heartbeat service judges it.
+	want := map[string]int{"w1": 2 + 3 + 1, "w2": 5, "w3": 7 + 1}
 	for wid := range snap.Workers {
 		if got[wid] != want[wid] {
 			t.Errorf("worker %s uses %d cores after recovery, want %d", wid, got[wid], want[wid])

@@ -6,8 +6,11 @@
 // For each epoch E of the scheduler lease (stoker-leader/scheduler) one
 // recovery instance claims stoker-cluster/state with a compare-and-set, marks
 // workers, apps and running drivers UNKNOWN, asks every agent and driver,
-// waits until all answered or RecoveryTimeout passed, applies Reconcile's
-// verdict and writes ALIVE for E. Whatever fails or panics on the way, the
+// waits until all answered or RecoveryTimeout passed (counted from the start
+// of the asking: each phase has its own time), applies Reconcile's verdict
+// and writes ALIVE for E. Recovery never writes a worker DEAD or an app
+// FINISHED: those that did not answer stay UNKNOWN for the heartbeat
+// service to judge once the cluster is ALIVE. Whatever fails or panics on the way, the
 // cluster still ends ALIVE for E with a message naming the error (Spark's
 // SPARK-20305 left it RECOVERING forever); a claim left RECOVERING longer
 // than StaleClaim (its instance died) is taken over by another instance.
@@ -51,8 +54,9 @@ type Config struct {
 	NC  *nats.Conn
 	ID  string // this instance, recorded as the recoverer of the epochs it claims
 	Log zerolog.Logger
-	// RecoveryTimeout bounds the wait for agents and drivers to answer.
-	// Default 2s.
+	// RecoveryTimeout bounds the wait for agents and drivers to answer,
+	// counted from the start of the asking, and each of the marking and
+	// applying phases (load gets twice as long). Default 2s.
 	RecoveryTimeout time.Duration
 	// StaleClaim: another instance takes over an epoch left RECOVERING this
 	// long. Default 3 × RecoveryTimeout; must exceed RecoveryTimeout.

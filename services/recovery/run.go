@@ -2,6 +2,7 @@ package recovery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"runtime/debug"
@@ -80,20 +81,29 @@ func (s *Service) recover(ctx context.Context, ei epochInfo) {
 		log.Info().Msg("recovery abandoned")
 		return
 	}
+	if errors.Is(err, errNotOurs) {
+		log.Info().Msg("recovery handed over: the claim is no longer ours")
+		return
+	}
 	if err != nil && rs.snap != nil {
 		s.safeRevert(ctx, log, ei.epoch, rs)
 	}
 	msg := summary
 	if err != nil {
-		log.Error().Err(err).Msg("recovery failed; declaring the cluster ALIVE anyway")
-		msg = fmt.Sprintf("recovery for epoch %d failed: %v; cluster declared ALIVE with what was reconciled", ei.epoch, err)
+		log.Error().Err(err).Msg("recovery failed; declaring the cluster ALIVE: what it marked is restored, and whatever it left UNKNOWN the heartbeat service judges")
+		msg = fmt.Sprintf("recovery for epoch %d failed: %v; cluster declared ALIVE with what was reconciled (records left UNKNOWN are judged by their heartbeats)", ei.epoch, err)
 		if summary != "" {
 			msg += " (" + summary + ")"
 		}
 	}
-	for attempt := 0; ; attempt++ {
-		fctx, cancel := context.WithTimeout(ctx, s.cfg.RecoveryTimeout)
-		_, wrote, ferr := s.casCluster(fctx, func(cur *schemas.Cluster) *schemas.Cluster {
+	// Retried while the bus answers with transient errors (a heal's 500s
+	// must not leave the epoch RECOVERING for another instance to take over
+	// and recover again, issue 16 item 9), for up to the stale-claim time.
+	var wrote bool
+	dctx, cancel := context.WithTimeout(ctx, s.cfg.StaleClaim)
+	ferr := bus.RetryTransient(dctx, s.cfg.RecoveryTimeout, func(fctx context.Context) error {
+		var err error
+		_, wrote, err = s.casCluster(fctx, func(cur *schemas.Cluster) *schemas.Cluster {
 			if cur == nil || cur.Epoch != ei.epoch || cur.State != schemas.ClusterRecovering || cur.Recoverer != s.cfg.ID {
 				return nil // a newer epoch, or another instance took the claim over
 			}
@@ -101,26 +111,20 @@ func (s *Service) recover(ctx context.Context, ei epochInfo) {
 			n.State, n.Since, n.Message = schemas.ClusterAlive, time.Now().UTC(), msg
 			return &n
 		})
-		cancel()
-		if ferr == nil {
-			if wrote {
-				bus.Emit(s.cfg.NC, "cluster", fmt.Sprint(ei.epoch), string(schemas.ClusterAlive), msg)
-				log.Info().Dur("took", time.Since(start)).Str("summary", msg).Msg("cluster ALIVE")
-			} else {
-				log.Info().Msg("epoch no longer ours to complete")
-			}
-			return
-		}
-		if ctx.Err() != nil || attempt >= 4 {
-			// Left RECOVERING: the stale-claim takeover finishes it.
+		return err
+	})
+	cancel()
+	switch {
+	case ferr != nil:
+		// Left RECOVERING: the stale-claim takeover finishes it.
+		if ctx.Err() == nil {
 			log.Error().Err(ferr).Msg("cannot declare the cluster ALIVE")
-			return
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Duration(attempt+1) * 100 * time.Millisecond):
-		}
+	case wrote:
+		bus.EmitEpoch(s.cfg.NC, ei.epoch, "cluster", fmt.Sprint(ei.epoch), string(schemas.ClusterAlive), msg)
+		log.Info().Dur("took", time.Since(start)).Str("summary", msg).Msg("cluster ALIVE")
+	default:
+		log.Info().Msg("epoch no longer ours to complete")
 	}
 }
 
@@ -142,37 +146,42 @@ func (s *Service) hook(stage string) {
 }
 
 // steps is recovery proper: load, mark UNKNOWN, ask, reconcile, apply.
+// Each phase has its own time (issue 16 item 2: one deadline for the whole
+// run let slow writes eat the time agents had to answer, and silence was
+// then taken for death): load is retried for up to two recovery timeouts,
+// marking and applying get one each, with every write retried while the
+// bus answers with transient errors, and asking gets a full recovery
+// timeout from its own start, whatever the writes before it took. Before
+// each phase the claim is renewed, so a slow recovery is not taken over
+// as a dead one; a claim that is no longer ours ends the run.
 func (s *Service) steps(ctx context.Context, log zerolog.Logger, ei epochInfo, rs *runState) (string, error) {
 	start := time.Now()
-	deadline := start.Add(s.cfg.RecoveryTimeout)
 	var t tally
 
 	s.hook("load")
-	snap, err := s.load(ctx, ei.epoch, &t)
+	snap, err := s.loadRetrying(ctx, ei.epoch, &t)
 	if err != nil {
 		return t.String(), fmt.Errorf("load: %w", err)
 	}
 
+	if err := s.renewClaim(ctx, log, ei); err != nil {
+		return "", err
+	}
 	s.hook("mark")
 	rs.snap = &snap
-	s.mark(ctx, log, &snap, rs, &t)
+	mctx, cancel := context.WithTimeout(ctx, s.cfg.RecoveryTimeout)
+	s.mark(mctx, log, &snap, rs, &t)
+	cancel()
 	if ctx.Err() != nil {
 		return "", ctx.Err()
 	}
-	var workers, apps []string
-	for _, id := range slices.Sorted(maps.Keys(snap.Workers)) {
-		if snap.Workers[id].State == schemas.WorkerUnknown {
-			workers = append(workers, id)
-		}
-	}
-	for _, id := range slices.Sorted(maps.Keys(snap.Apps)) {
-		if snap.Apps[id].State == schemas.AppUnknown {
-			apps = append(apps, id)
-		}
-	}
+	workers, apps := toAsk(snap)
 
+	if err := s.renewClaim(ctx, log, ei); err != nil {
+		return "", err
+	}
 	s.hook("ask")
-	reports, acks := s.ask(ctx, log, ei, workers, apps, deadline)
+	reports, acks := s.ask(ctx, log, ei, workers, apps, time.Now().Add(s.cfg.RecoveryTimeout))
 	if ctx.Err() != nil {
 		return "", ctx.Err()
 	}
@@ -180,19 +189,106 @@ func (s *Service) steps(ctx context.Context, log zerolog.Logger, ei epochInfo, r
 	s.hook("reconcile")
 	res := Reconcile(snap, reports, acks)
 
+	if err := s.renewClaim(ctx, log, ei); err != nil {
+		return "", err
+	}
 	s.hook("apply")
-	st := s.apply(ctx, log, ei.epoch, res, &t)
+	actx, cancel := context.WithTimeout(ctx, s.cfg.RecoveryTimeout)
+	st := s.apply(actx, log, ei.epoch, res, &t)
+	cancel()
 	if ctx.Err() != nil {
 		return "", ctx.Err()
 	}
 
-	summary := fmt.Sprintf("epoch %d recovered in %s: %d/%d workers answered, %d/%d apps answered, %d executors lost, %d drivers relaunched, %d kills",
+	var unknownW, unknownA int
+	for id, w := range snap.Workers {
+		if w.State == schemas.WorkerUnknown && reports[id] == nil {
+			unknownW++
+		}
+	}
+	for id, a := range snap.Apps {
+		if a.State == schemas.AppUnknown && !acks[id] {
+			unknownA++
+		}
+	}
+	// Counts are of what the snapshot held when recovery began: a worker
+	// that registers meanwhile (the second agent of a starting cluster) is
+	// ALIVE already and is not asked, so the count says "known".
+	summary := fmt.Sprintf("epoch %d recovered in %s: %d/%d workers known at its start answered, %d/%d apps answered, %d executors lost, %d drivers relaunched, %d kills",
 		ei.epoch, time.Since(start).Round(time.Millisecond), len(reports), len(workers), len(acks), len(apps),
 		st.lost, st.relaunched, len(res.Kills))
+	if unknownW+unknownA > 0 {
+		summary += fmt.Sprintf("; %d workers and %d apps did not answer and stay UNKNOWN until their heartbeats decide (ALIVE or DEAD, RUNNING or FINISHED)", unknownW, unknownA)
+	}
 	if notes := t.String(); notes != "" {
 		summary += "; " + notes
 	}
 	return summary, nil
+}
+
+// toAsk lists the workers and apps to tell about the new epoch: those
+// marked UNKNOWN, and those whose marking failed (still ALIVE, WAITING or
+// RUNNING), so that every agent learns the epoch even when KV is slow
+// (issue 16 item 3). Only UNKNOWN records are reconciled.
+func toAsk(snap Snapshot) (workers, apps []string) {
+	for _, id := range slices.Sorted(maps.Keys(snap.Workers)) {
+		if st := snap.Workers[id].State; st == schemas.WorkerUnknown || st == schemas.WorkerAlive {
+			workers = append(workers, id)
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(snap.Apps)) {
+		if st := snap.Apps[id].State; st == schemas.AppUnknown || !st.Terminal() {
+			apps = append(apps, id)
+		}
+	}
+	return workers, apps
+}
+
+// errNotOurs ends a run whose claim another instance took over or a newer
+// epoch replaced.
+var errNotOurs = errors.New("the epoch's claim is no longer this instance's")
+
+// renewClaim moves the claim's time forward if it is still ours. A claim
+// that is no longer ours is errNotOurs; a write that fails is only logged
+// (the bus is slow: the run goes on, and may be taken over).
+func (s *Service) renewClaim(ctx context.Context, log zerolog.Logger, ei epochInfo) error {
+	ours := true
+	err := bus.RetryTransient(ctx, s.cfg.RecoveryTimeout/2, func(ctx context.Context) error {
+		ours = true
+		_, _, err := s.casCluster(ctx, func(cur *schemas.Cluster) *schemas.Cluster {
+			if cur == nil || cur.Epoch != ei.epoch || cur.State != schemas.ClusterRecovering || cur.Recoverer != s.cfg.ID {
+				ours = false
+				return nil
+			}
+			n := *cur
+			n.Since = time.Now().UTC()
+			return &n
+		})
+		return err
+	})
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case err != nil:
+		log.Warn().Err(err).Msg("cannot renew the recovery claim; going on")
+	case !ours:
+		return errNotOurs
+	}
+	return nil
+}
+
+// loadRetrying is load, retried while the bus answers with transient
+// errors, for up to two recovery timeouts.
+func (s *Service) loadRetrying(ctx context.Context, epoch uint64, t *tally) (Snapshot, error) {
+	lctx, cancel := context.WithTimeout(ctx, 2*s.cfg.RecoveryTimeout)
+	defer cancel()
+	var snap Snapshot
+	err := bus.RetryTransient(lctx, s.cfg.RecoveryTimeout, func(ctx context.Context) error {
+		var err error
+		snap, err = s.load(ctx, epoch, t)
+		return err
+	})
+	return snap, err
 }
 
 // load reads every record. A poisoned record (undecodable, impossible, or

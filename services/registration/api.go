@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sort"
 	"strings"
-
-	"github.com/nats-io/nats.go/jetstream"
+	"time"
 
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
@@ -14,52 +15,38 @@ import (
 
 func isNotFound(err error) bool { return errors.Is(err, bus.ErrNotFound) }
 
-// values strips the KV metadata off a List result.
-func values[T any](es []bus.Entry[T]) []T {
-	out := make([]T, 0, len(es))
-	for _, e := range es {
-		out = append(out, *e.Value)
-	}
-	return out
-}
-
-// listAll lists a bucket for a reply, leaving out (and reporting to ps)
-// what does not decode or breaks its record's invariants.
-func listAll[T any](ctx context.Context, kv jetstream.KeyValue, ps *bus.Poisons) ([]bus.Entry[T], error) {
-	es, err := bus.ListSkipping[T](ctx, kv, ps.Add)
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", kv.Bucket(), err)
-	}
-	return es, nil
-}
-
-// listPlaced is listAll for executors or drivers: those holding resources
-// on a worker that has no record are left out too.
-func listPlaced[T any](ctx context.Context, kv jetstream.KeyValue, workers []bus.Entry[schemas.Worker], ps *bus.Poisons) ([]T, error) {
-	es, err := listAll[T](ctx, kv, ps)
-	if err != nil {
-		return nil, err
-	}
-	return values(bus.DropUnplaced(kv.Bucket(), es, bus.KnownWorkers(workers), ps.Add)), nil
-}
-
 // poisons collects one reply's poisoned records, reported through the
 // service's reporter (once per revision).
 func (s *Service) poisons() *bus.Poisons { return bus.NewPoisons(s.poison) }
+
+// workers is every worker record, from the index.
+func (s *Service) workers(ctx context.Context) ([]schemas.Worker, error) {
+	if err := s.idx.sync(ctx, s.st.Workers); err != nil {
+		return nil, err
+	}
+	s.idx.mu.RLock()
+	defer s.idx.mu.RUnlock()
+	out := make([]schemas.Worker, 0, len(s.idx.workers))
+	for _, w := range s.idx.workers {
+		out = append(out, *w)
+	}
+	return out, nil
+}
 
 // idTries bounds the retries of a new id that collided with an existing one.
 const idTries = 6
 
 // handleSubmitDriver is stoker.api.drivers.submit.
 func (s *Service) handleSubmitDriver(ctx context.Context, _ bus.Inbound, req *schemas.SubmitDriver) (any, error) {
-	workers, err := listAll[schemas.Worker](ctx, s.st.Workers, s.poisons())
+	workers, err := s.workers(ctx)
 	if err != nil {
 		return nil, err
 	}
 	t := now()
 	d := &schemas.Driver{
-		Name: req.Name, Command: req.Command, Env: req.Env,
+		Name: req.Name, Command: req.Command, Env: req.Env, Artifacts: req.Artifacts,
 		Cores: req.Cores, MemoryMB: req.MemoryMB, Supervise: req.Supervise,
+		ResourceAmounts: req.Resources, Constraints: req.Constraints,
 		State: schemas.DriverSubmitted, SubmittedAt: t, UpdatedAt: t,
 	}
 	// Ids carry a random suffix; a collision is retried, never overwritten.
@@ -68,7 +55,7 @@ func (s *Service) handleSubmitDriver(ctx context.Context, _ bus.Inbound, req *sc
 		return nil, fmt.Errorf("create driver: %w", err)
 	}
 	reply := &schemas.SubmitDriverReply{DriverID: d.ID}
-	if !CanHold(values(workers), req.Cores, req.MemoryMB) {
+	if !CanHold(workers, req.Cores, req.MemoryMB) {
 		reply.Warning = fmt.Sprintf("no registered worker has %s and %s free; the driver waits", schemas.FormatCores(req.Cores), schemas.FormatMemoryMB(req.MemoryMB))
 	}
 	s.emit("driver", d.ID, string(d.State), "submitted")
@@ -150,14 +137,18 @@ func (s *Service) handleUnregisterOwnApp(ctx context.Context, in bus.Inbound, re
 // second registration of the same driver's app answers the same), else
 // under a fresh id.
 func (s *Service) registerApp(ctx context.Context, req *schemas.RegisterApp) (any, error) {
-	workers, err := listAll[schemas.Worker](ctx, s.st.Workers, s.poisons())
+	workers, err := s.workers(ctx)
 	if err != nil {
 		return nil, err
 	}
 	t := now()
 	a := &schemas.App{
 		Name: req.Name, DriverID: req.DriverID, Executor: req.Executor, MaxCores: req.MaxCores, RunOnce: req.RunOnce,
-		State: schemas.AppWaiting, SubmittedAt: t, UpdatedAt: t,
+		State: schemas.AppWaiting, SubmittedAt: t, UpdatedAt: t, Constraints: req.Constraints,
+	}
+	if req.InitialExecutors > 0 {
+		n := req.InitialExecutors
+		a.RequestedExecutors = &n
 	}
 	if req.AppID != "" {
 		a.ID = req.AppID
@@ -177,7 +168,7 @@ func (s *Service) registerApp(ctx context.Context, req *schemas.RegisterApp) (an
 		return nil, fmt.Errorf("create app: %w", err)
 	}
 	reply := &schemas.AppRegistered{AppID: a.ID, HeartbeatIntervalMS: s.heartbeatMS()}
-	if !CanHold(values(workers), req.Executor.Cores, req.Executor.MemoryMB) {
+	if !CanHold(workers, req.Executor.Cores, req.Executor.MemoryMB) {
 		reply.Warning = fmt.Sprintf("no registered worker has %s and %s free for one executor; the app waits",
 			schemas.FormatCores(req.Executor.Cores), schemas.FormatMemoryMB(req.Executor.MemoryMB))
 	}
@@ -258,91 +249,90 @@ func (s *Service) handleKillApp(ctx context.Context, _ bus.Inbound, req *schemas
 	return &schemas.Ack{OK: true, Message: "app " + req.ID + " killed"}, nil
 }
 
-// wanted returns a filter for ListRequest.IDs (everything when empty).
-func wanted(ids []string) func(string) bool {
-	if len(ids) == 0 {
-		return func(string) bool { return true }
-	}
-	set := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		set[id] = true
-	}
-	return func(id string) bool { return set[id] }
+// liveFirst orders work that has not ended before what has, keeping the
+// order within each (stable).
+func liveFirst[T any](xs []T, ended func(T) bool) {
+	sort.SliceStable(xs, func(i, j int) bool { return !ended(xs[i]) && ended(xs[j]) })
 }
 
-// handleListWorkers is stoker.api.workers.list.
+// handleListWorkers is stoker.api.workers.list: from the index, at a cost
+// that grows with the workers and what they hold, not with history.
 func (s *Service) handleListWorkers(ctx context.Context, _ bus.Inbound, req *schemas.ListRequest) (any, error) {
+	if err := s.idx.sync(ctx); err != nil {
+		return nil, err
+	}
 	ps := s.poisons()
-	workers, err := listAll[schemas.Worker](ctx, s.st.Workers, ps)
-	if err != nil {
-		return nil, err
-	}
-	execs, err := listPlaced[schemas.Executor](ctx, s.st.Executors, workers, ps)
-	if err != nil {
-		return nil, err
-	}
-	drivers, err := listPlaced[schemas.Driver](ctx, s.st.Drivers, workers, ps)
-	if err != nil {
-		return nil, err
-	}
-	keep := wanted(req.IDs)
+	s.idx.mu.RLock()
+	usage := s.idx.usageLocked(ps)
 	var sel []schemas.Worker
-	for _, w := range values(workers) {
-		if keep(w.ID) {
-			sel = append(sel, w)
+	for _, w := range s.idx.workers {
+		if req.Keep(w.ID, w.Phase(), w.State.Gone()) {
+			sel = append(sel, *w)
 		}
 	}
-	return &schemas.WorkerList{Workers: WorkerViews(sel, Usage(execs, drivers))}, nil
+	s.idx.mu.RUnlock()
+	views := WorkerViews(sel, usage)
+	liveFirst(views, func(w schemas.WorkerView) bool { return w.State.Gone() })
+	return &schemas.WorkerList{Workers: views}, nil
 }
 
 // handleListDrivers is stoker.api.drivers.list.
 func (s *Service) handleListDrivers(ctx context.Context, _ bus.Inbound, req *schemas.ListRequest) (any, error) {
+	if err := s.idx.sync(ctx); err != nil {
+		return nil, err
+	}
 	ps := s.poisons()
-	workers, err := listAll[schemas.Worker](ctx, s.st.Workers, ps)
-	if err != nil {
-		return nil, err
-	}
-	drivers, err := listPlaced[schemas.Driver](ctx, s.st.Drivers, workers, ps)
-	if err != nil {
-		return nil, err
-	}
-	keep := wanted(req.IDs)
-	sel := make([]schemas.Driver, 0, len(drivers))
-	for _, d := range drivers {
-		if keep(d.ID) {
-			sel = append(sel, d)
+	s.idx.mu.RLock()
+	sel := make([]schemas.Driver, 0, len(s.idx.drivers))
+	for _, d := range s.idx.drivers {
+		if d.State.Holds() && s.idx.workers[d.WorkerID] == nil {
+			ps.Add(bus.Poison{Bucket: bus.BucketDrivers, Key: d.ID, Err: schemas.CheckPlaced(true, d.WorkerID, false)})
+			continue
+		}
+		if req.Keep(d.ID, string(d.State), d.State.Terminal()) {
+			sel = append(sel, *d)
 		}
 	}
+	s.idx.mu.RUnlock()
 	SortDrivers(sel)
+	liveFirst(sel, func(d schemas.Driver) bool { return d.State.Terminal() })
 	return &schemas.DriverList{Drivers: sel}, nil
 }
 
-// handleListApps is stoker.api.apps.list.
+// handleListApps is stoker.api.apps.list: the apps asked for with their
+// own executors (the index keeps them by app).
 func (s *Service) handleListApps(ctx context.Context, _ bus.Inbound, req *schemas.ListRequest) (any, error) {
+	if err := s.idx.sync(ctx); err != nil {
+		return nil, err
+	}
 	ps := s.poisons()
-	apps, err := listAll[schemas.App](ctx, s.st.Apps, ps)
-	if err != nil {
-		return nil, err
-	}
-	workers, err := listAll[schemas.Worker](ctx, s.st.Workers, ps)
-	if err != nil {
-		return nil, err
-	}
-	execs, err := listPlaced[schemas.Executor](ctx, s.st.Executors, workers, ps)
-	if err != nil {
-		return nil, err
-	}
-	keep := wanted(req.IDs)
-	sel := make([]schemas.App, 0, len(apps))
-	for _, a := range values(apps) {
-		if keep(a.ID) {
-			sel = append(sel, a)
+	s.idx.mu.RLock()
+	var sel []schemas.App
+	keep := func(a *schemas.App) {
+		if a != nil && req.Keep(a.ID, string(a.State), a.State.Terminal()) {
+			sel = append(sel, *a)
 		}
 	}
-	return &schemas.AppList{Apps: AppViews(sel, execs)}, nil
+	if len(req.IDs) > 0 {
+		for _, id := range req.IDs {
+			keep(s.idx.apps[id])
+		}
+	} else {
+		for _, a := range s.idx.apps {
+			keep(a)
+		}
+	}
+	var execs []schemas.Executor
+	for _, a := range sel {
+		execs = append(execs, s.idx.executorsOfLocked(a.ID, ps)...)
+	}
+	s.idx.mu.RUnlock()
+	views := AppViews(sel, execs)
+	liveFirst(views, func(a schemas.AppView) bool { return a.State.Terminal() })
+	return &schemas.AppList{Apps: views}, nil
 }
 
-// handleStatus is stoker.api.status.
+// handleStatus is stoker.api.status: counts and usage from the index.
 func (s *Service) handleStatus(ctx context.Context, _ bus.Inbound, _ *schemas.ListRequest) (any, error) {
 	var snap Snapshot
 	lease, epoch, err := bus.CurrentLease(ctx, s.st.Leader, bus.KeyScheduler)
@@ -360,22 +350,162 @@ func (s *Service) handleStatus(ctx context.Context, _ bus.Inbound, _ *schemas.Li
 	case !isNotFound(err):
 		return nil, fmt.Errorf("read cluster state: %w", err)
 	}
+	if err := s.idx.sync(ctx); err != nil {
+		return nil, err
+	}
 	ps := s.poisons()
-	workers, err := listAll[schemas.Worker](ctx, s.st.Workers, ps)
-	if err != nil {
-		return nil, err
+	s.idx.mu.RLock()
+	snap.Usage = s.idx.usageLocked(ps)
+	s.idx.poisonedLocked(ps)
+	snap.Workers = make([]schemas.Worker, 0, len(s.idx.workers))
+	for _, w := range s.idx.workers {
+		snap.Workers = append(snap.Workers, *w)
 	}
-	apps, err := listAll[schemas.App](ctx, s.st.Apps, ps)
-	if err != nil {
-		return nil, err
+	snap.Apps = make([]schemas.App, 0, len(s.idx.apps))
+	for _, a := range s.idx.apps {
+		snap.Apps = append(snap.Apps, *a)
 	}
-	snap.Workers, snap.Apps = values(workers), values(apps)
-	if snap.Drivers, err = listPlaced[schemas.Driver](ctx, s.st.Drivers, workers, ps); err != nil {
-		return nil, err
+	snap.Drivers = make([]schemas.Driver, 0, len(s.idx.drivers))
+	for _, d := range s.idx.drivers {
+		snap.Drivers = append(snap.Drivers, *d)
 	}
-	if snap.Executors, err = listPlaced[schemas.Executor](ctx, s.st.Executors, workers, ps); err != nil {
-		return nil, err
-	}
+	s.idx.mu.RUnlock()
 	snap.Poisoned = ps.ByBucket()
 	return Summarize(snap), nil
+}
+
+// handleExecutorRequest is stoker.app.<appid>.executors: an app's driver
+// asking for a total number of executors and/or killing chosen ones
+// (dynamic allocation). The scheduler acts on the app record.
+func (s *Service) handleExecutorRequest(ctx context.Context, in bus.Inbound, req *schemas.ExecutorRequest) (any, error) {
+	if got := bus.AppIDFromSubject(in.Subject()); got != req.AppID {
+		return nil, bus.Errorf(bus.CodeBadRequest, "app id %q does not match the subject's %q", req.AppID, got)
+	}
+	_, _, err := bus.Mutate(ctx, s.st.Apps, req.AppID, func(cur *schemas.App) (*schemas.App, error) {
+		if cur == nil {
+			return nil, bus.Errorf(bus.CodeNotFound, "app %s not found", req.AppID)
+		}
+		if cur.State.Terminal() {
+			return nil, bus.Errorf(bus.CodeConflict, "app %s already %s", req.AppID, cur.State)
+		}
+		n := *cur
+		if req.Total != nil {
+			t := *req.Total
+			n.RequestedExecutors = &t
+		}
+		if len(req.Kill) > 0 {
+			kill := append(slices.Clone(cur.KillExecutors), req.Kill...)
+			slices.Sort(kill)
+			kill = slices.Compact(kill)
+			if len(kill) > schemas.MaxKillExecutors {
+				kill = kill[len(kill)-schemas.MaxKillExecutors:]
+			}
+			n.KillExecutors = kill
+		}
+		n.UpdatedAt = now()
+		return &n, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	msg := "executors requested"
+	if req.Total != nil {
+		msg = fmt.Sprintf("%d executors requested", *req.Total)
+	}
+	if len(req.Kill) > 0 {
+		msg += fmt.Sprintf(", kill %v", req.Kill)
+	}
+	s.emit("app", req.AppID, "", msg)
+	return &schemas.Ack{OK: true, Message: msg}, nil
+}
+
+// handleCordon is stoker.api.workers.cordon: sets or clears the worker's
+// Cordoned flag (no new placements; what runs there keeps running).
+func (s *Service) handleCordon(ctx context.Context, _ bus.Inbound, req *schemas.CordonRequest) (any, error) {
+	changed := false
+	w, _, err := bus.Mutate(ctx, s.st.Workers, req.WorkerID, func(cur *schemas.Worker) (*schemas.Worker, error) {
+		changed = false
+		if cur == nil {
+			return nil, bus.Errorf(bus.CodeNotFound, "worker %s not found", req.WorkerID)
+		}
+		if cur.Cordoned == req.Cordon {
+			return nil, nil
+		}
+		n := *cur
+		n.Cordoned, n.UpdatedAt, changed = req.Cordon, now(), true
+		return &n, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	what := "uncordoned"
+	if req.Cordon {
+		what = "cordoned"
+	}
+	if !changed {
+		return &schemas.Ack{OK: true, Message: "worker " + req.WorkerID + " already " + what}, nil
+	}
+	s.emit("worker", req.WorkerID, string(w.State), what+" on request")
+	return &schemas.Ack{OK: true, Message: "worker " + req.WorkerID + " " + what}, nil
+}
+
+// handleDrain is stoker.api.workers.drain: an operator decommissions a
+// worker (`stoker drain`).
+func (s *Service) handleDrain(ctx context.Context, _ bus.Inbound, req *schemas.DrainRequest) (any, error) {
+	return s.drain(ctx, req, "request", "")
+}
+
+// handleWorkerDrain is stoker.worker.<wid>.drain: the agent drains itself
+// (SIGTERM or SIGPWR with --drain-grace). Only the registered instance may.
+func (s *Service) handleWorkerDrain(ctx context.Context, in bus.Inbound, req *schemas.DrainRequest) (any, error) {
+	if err := bus.CheckSubjectID(in, "worker", req.WorkerID); err != nil {
+		return nil, err
+	}
+	return s.drain(ctx, req, "agent", req.Instance)
+}
+
+// drain sets the worker's Drain (the scheduler carries it out). A worker
+// already draining keeps its drain, with the earlier deadline of the two;
+// a worker that is not ALIVE is refused (a DEAD worker's work is replaced
+// anyway; a DECOMMISSIONED one has none). instance, when set, must be the
+// registered one.
+func (s *Service) drain(ctx context.Context, req *schemas.DrainRequest, by, instance string) (any, error) {
+	t := now()
+	deadline := t.Add(req.Deadline())
+	var was *schemas.Drain
+	w, _, err := bus.Mutate(ctx, s.st.Workers, req.WorkerID, func(cur *schemas.Worker) (*schemas.Worker, error) {
+		was = nil
+		switch {
+		case cur == nil:
+			return nil, bus.Errorf(bus.CodeNotFound, "worker %s not found", req.WorkerID)
+		case instance != "" && cur.Instance != instance:
+			return nil, bus.Errorf(bus.CodeConflict, "worker %s is registered by another agent instance", req.WorkerID)
+		case cur.State != schemas.WorkerAlive:
+			return nil, bus.Errorf(bus.CodeConflict, "worker %s is %s, not ALIVE: nothing to drain", req.WorkerID, cur.State)
+		}
+		was = cur.Drain
+		if was != nil && !deadline.Before(was.Deadline) {
+			return nil, nil
+		}
+		n := *cur
+		d := schemas.Drain{Since: t, Deadline: deadline, By: by}
+		if was != nil {
+			d.Since, d.By = was.Since, was.By
+		}
+		n.Drain, n.UpdatedAt = &d, t
+		return &n, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	dl := w.Drain.Deadline.Format(time.RFC3339)
+	if was != nil && w.Drain.Deadline.Equal(was.Deadline) {
+		return &schemas.Ack{OK: true, Message: fmt.Sprintf("worker %s already draining (deadline %s)", req.WorkerID, dl)}, nil
+	}
+	msg := fmt.Sprintf("draining: no new placements; executors replaced elsewhere, then killed here; what is left at %s is killed (by %s)", dl, by)
+	if was != nil {
+		msg = fmt.Sprintf("drain deadline moved to %s (by %s)", dl, by)
+	}
+	s.emit("worker", req.WorkerID, schemas.PhaseDecommissioning, msg)
+	return &schemas.Ack{OK: true, Message: fmt.Sprintf("worker %s draining (deadline %s)", req.WorkerID, dl)}, nil
 }

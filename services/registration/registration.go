@@ -4,9 +4,11 @@
 // kill, and the read-only list and status queries.
 //
 // It runs as the micro service "stoker-registration" in a queue group, so any
-// number of replicas share the load. It keeps no state of its own: every
-// decision reads KV and every write is a compare-and-set (bus.Mutate), so two
-// replicas answering two requests about the same record cannot both win.
+// number of replicas share the load. It keeps no state of its own but a
+// watch-fed index of the records (index.go), read only after it caught up
+// with the buckets; every write reads KV and is a compare-and-set
+// (bus.Mutate), so two replicas answering two requests about the same record
+// cannot both win.
 //
 // It does not place anything (the scheduler does), does not judge liveness
 // (the heartbeat service does) and does not talk to agents except by
@@ -50,6 +52,9 @@ type Config struct {
 	WorkerTimeout time.Duration
 	// Tokens mints join tokens' credentials (nil: no join tokens).
 	Tokens Tokens
+	// Retention bounds the ended records kept (retention.go). The zero
+	// value keeps everything; DefaultRetention is Spark's bounds.
+	Retention Retention
 }
 
 // Service is a running (or ready to run) registration instance.
@@ -62,6 +67,8 @@ type Service struct {
 	g     *svc.Group
 	// poison reports the records listing skips, once each.
 	poison *bus.Reporter
+	// idx is the watch-fed index the list, status and register requests read.
+	idx *index
 
 	// Counters are exposed for tests and stats.
 	Counters bus.Counters
@@ -103,6 +110,11 @@ func (s *Service) Start(ctx context.Context) error {
 	// caller's ctx only bounds Start.
 	s.g = svc.NewGroup(context.Background())
 	hctx := s.g.Context()
+	s.idx = newIndex(st, s.log, s.poison)
+	if err := s.idx.start(hctx, s.g); err != nil { // watches live as long as the service, not Start's ctx
+		s.g.Stop()
+		return fmt.Errorf("registration: %w", err)
+	}
 
 	m, err := micro.AddService(s.nc, micro.Config{
 		Name:        bus.ServiceRegistration,
@@ -116,6 +128,12 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("registration: add micro service: %w", err)
 	}
 	s.micro = m
+	if r := s.cfg.Retention; r.RetainedApps > 0 || r.RetainedDrivers > 0 || r.DeadWorkerTTL > 0 || r.ArtifactGrace > 0 {
+		if r.Interval <= 0 {
+			r.Interval = DefaultRetentionInterval
+		}
+		s.g.Go(func(ctx context.Context) { s.retain(ctx, r) })
+	}
 	eps := s.endpoints(hctx)
 	for _, e := range eps {
 		if err := m.AddEndpoint(e.name, e.h, micro.WithEndpointSubject(e.subject)); err != nil {
@@ -139,19 +157,26 @@ type endpoint struct {
 	h       micro.Handler
 }
 
+// workerLanes is how many of one agent endpoint's requests are served at
+// once (bus.Lanes): requests of one agent stay in order.
+const workerLanes = 32
+
 // endpoints is every subject registration serves, with its handler.
 func (s *Service) endpoints(hctx context.Context) []endpoint {
 	l, c := &s.log, &s.Counters
 	return []endpoint{
-		{"worker-register", bus.WorkerRegister, bus.MicroHandler(hctx, l, c, s.handleRegister)},
-		{"worker-leave", bus.WorkerLeave, bus.MicroHandler(hctx, l, c, s.handleLeave)},
-		{"worker-state", bus.WorkerState, bus.MicroHandler(hctx, l, c, s.handleState)},
+		// Every agent's fan-in: served in lanes, one agent's requests in order.
+		{"worker-register", bus.WorkerRegister, bus.Lanes(s.nc, s.g.Go, workerLanes, bus.MicroHandler(hctx, l, c, s.handleRegister))},
+		{"worker-leave", bus.WorkerLeave, bus.Lanes(s.nc, s.g.Go, workerLanes, bus.MicroHandler(hctx, l, c, s.handleLeave))},
+		{"worker-drain", bus.WorkerDrain, bus.Lanes(s.nc, s.g.Go, workerLanes, bus.MicroHandler(hctx, l, c, s.handleWorkerDrain))},
+		{"worker-state", bus.WorkerState, bus.Lanes(s.nc, s.g.Go, workerLanes, bus.MicroHandler(hctx, l, c, s.handleState))},
 		{"drivers-submit", bus.APIDriversSubmit, bus.MicroHandler(hctx, l, c, s.handleSubmitDriver)},
 		{"drivers-kill", bus.APIDriversKill, bus.MicroHandler(hctx, l, c, s.handleKillDriver)},
 		{"drivers-list", bus.APIDriversList, bus.MicroHandler(hctx, l, c, s.handleListDrivers)},
 		{"apps-register", bus.APIAppsRegister, bus.MicroHandler(hctx, l, c, s.handleRegisterApp)},
 		{"app-register", bus.AppRegister, bus.MicroHandler(hctx, l, c, s.handleRegisterOwnApp)},
 		{"app-unregister", bus.AppUnregister, bus.MicroHandler(hctx, l, c, s.handleUnregisterOwnApp)},
+		{"app-executors", bus.AppExecutors, bus.MicroHandler(hctx, l, c, s.handleExecutorRequest)},
 		{"tokens-create", bus.APITokensCreate, bus.MicroHandler(hctx, l, c, s.handleTokenCreate)},
 		{"tokens-list", bus.APITokensList, bus.MicroHandler(hctx, l, c, s.handleTokenList)},
 		{"tokens-revoke", bus.APITokensRevoke, bus.MicroHandler(hctx, l, c, s.handleTokenRevoke)},
@@ -160,6 +185,8 @@ func (s *Service) endpoints(hctx context.Context) []endpoint {
 		{"apps-kill", bus.APIAppsKill, bus.MicroHandler(hctx, l, c, s.handleKillApp)},
 		{"apps-list", bus.APIAppsList, bus.MicroHandler(hctx, l, c, s.handleListApps)},
 		{"workers-list", bus.APIWorkersList, bus.MicroHandler(hctx, l, c, s.handleListWorkers)},
+		{"workers-cordon", bus.APIWorkersCordon, bus.MicroHandler(hctx, l, c, s.handleCordon)},
+		{"workers-drain", bus.APIWorkersDrain, bus.MicroHandler(hctx, l, c, s.handleDrain)},
 		{"status", bus.APIStatus, bus.MicroHandler(hctx, l, c, s.handleStatus)},
 	}
 }

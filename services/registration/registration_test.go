@@ -733,3 +733,183 @@ func TestRegister_ReconcileJoinsErrors(t *testing.T) {
 		t.Fatalf("want the read error and both listed phases' errors joined, got %v", err)
 	}
 }
+
+// An executor whose FAILED write landed but whose count did not (the
+// writer died between the two writes): the agent's retried report counts
+// it, once, however often it comes; a failure the scheduler counted
+// already (a refused launch) is not counted again.
+func TestService_State_FailureCountedOncePerExecutor(t *testing.T) {
+	e := startEnv(t)
+	app := schemas.NewAppID(time.Now())
+	put(t, e, e.st.Apps, app, &schemas.App{ID: app, State: schemas.AppRunning, FailedExecutors: []int{5}, ConsecutiveFailures: 1})
+	for _, id := range []int{4, 5} {
+		put(t, e, e.st.Executors, schemas.ExecutorKey(app, id), &schemas.Executor{AppID: app, ID: id, WorkerID: "w1", Cores: 1, MemoryMB: 10, State: schemas.ExecutorFailed})
+	}
+	subj := bus.WorkerStateSubject("w1")
+	for i := 0; i < 3; i++ {
+		for _, id := range []int{4, 5} {
+			if ack := mustCall[schemas.StateAck](t, e, subj, stateChange("w1", app, id, schemas.ExecutorFailed)); ack.Kill {
+				t.Fatalf("ack = %+v", ack)
+			}
+		}
+	}
+	a := getApp(t, e, app)
+	if a.ConsecutiveFailures != 2 || len(a.FailedExecutors) != 2 {
+		t.Fatalf("failures = %d %v, want 2 (executors 4 and 5, once each)", a.ConsecutiveFailures, a.FailedExecutors)
+	}
+}
+
+// A report from an agent instance the worker no longer has is refused with
+// 409, as that instance's registration would be, and changes nothing.
+func TestService_State_ReplacedInstanceRefused(t *testing.T) {
+	e := startEnv(t)
+	app := schemas.NewAppID(time.Now())
+	put(t, e, e.st.Apps, app, &schemas.App{ID: app, State: schemas.AppRunning})
+	put(t, e, e.st.Workers, "w1", &schemas.Worker{ID: "w1", Instance: "new", Cores: 4, MemoryMB: 1024, State: schemas.WorkerAlive,
+		RegisteredAt: time.Now(), UpdatedAt: time.Now()})
+	key := schemas.ExecutorKey(app, 0)
+	put(t, e, e.st.Executors, key, &schemas.Executor{AppID: app, ID: 0, WorkerID: "w1", Cores: 1, MemoryMB: 10, State: schemas.ExecutorRunning})
+	subj := bus.WorkerStateSubject("w1")
+	old := stateChange("w1", app, 0, schemas.ExecutorFailed)
+	old.Instance = "old"
+	_, err := call[schemas.StateAck](t, e, subj, old)
+	wantCode(t, err, 409, "replaced")
+	if x, _ := getExec(t, e, key); x.State != schemas.ExecutorRunning {
+		t.Fatalf("a replaced instance's report changed the executor: %s", x.State)
+	}
+	if a := getApp(t, e, app); a.ConsecutiveFailures != 0 {
+		t.Fatalf("a replaced instance's report counted a failure: %d", a.ConsecutiveFailures)
+	}
+	cur := stateChange("w1", app, 0, schemas.ExecutorFailed)
+	cur.Instance = "new"
+	mustCall[schemas.StateAck](t, e, subj, cur)
+	if x, _ := getExec(t, e, key); x.State != schemas.ExecutorFailed {
+		t.Fatalf("the current instance's report was not applied: %s", x.State)
+	}
+}
+
+// TestService_Cordon: stoker.api.workers.cordon sets and clears the flag,
+// writes an event, refuses an unknown worker, and a re-registering agent
+// (a restart) keeps the cordon.
+func TestService_Cordon(t *testing.T) {
+	e := startEnv(t)
+	events, err := e.nc.SubscribeSync(bus.EventSubject("worker", "w1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustCall[schemas.WorkerRegistered](t, e, bus.WorkerRegisterSubject("w1"), registration("w1", "i1"))
+	ack := mustCall[schemas.Ack](t, e, bus.APIWorkersCordon, &schemas.CordonRequest{WorkerID: "w1", Cordon: true})
+	if !ack.OK || !strings.Contains(ack.Message, "cordoned") {
+		t.Fatalf("cordon ack = %+v", ack)
+	}
+	if w, _ := getWorker(t, e, "w1"); !w.Cordoned || w.State != schemas.WorkerAlive {
+		t.Fatalf("record = %+v, want ALIVE and cordoned", w)
+	}
+	found := false
+	for !found {
+		m, err := events.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("no cordon event: %v", err)
+		}
+		found = strings.Contains(string(m.Data), "cordoned on request")
+	}
+	if ack := mustCall[schemas.Ack](t, e, bus.APIWorkersCordon, &schemas.CordonRequest{WorkerID: "w1", Cordon: true}); !strings.Contains(ack.Message, "already") {
+		t.Fatalf("second cordon ack = %+v", ack)
+	}
+
+	mustCall[schemas.WorkerRegistered](t, e, bus.WorkerRegisterSubject("w1"), registration("w1", "i2")) // restarted agent
+	if w, _ := getWorker(t, e, "w1"); !w.Cordoned || w.Instance != "i2" {
+		t.Fatalf("after re-registration: %+v, want cordoned kept", w)
+	}
+	list := mustCall[schemas.WorkerList](t, e, bus.APIWorkersList, &schemas.ListRequest{})
+	if len(list.Workers) != 1 || !list.Workers[0].Cordoned {
+		t.Fatalf("list = %+v, want w1 cordoned", list.Workers)
+	}
+
+	mustCall[schemas.Ack](t, e, bus.APIWorkersCordon, &schemas.CordonRequest{WorkerID: "w1"})
+	if w, _ := getWorker(t, e, "w1"); w.Cordoned {
+		t.Fatalf("uncordoned record = %+v", w)
+	}
+	_, err = call[schemas.Ack](t, e, bus.APIWorkersCordon, &schemas.CordonRequest{WorkerID: "nope", Cordon: true})
+	wantCode(t, err, bus.CodeNotFound, "worker nope not found")
+	_, err = call[schemas.Ack](t, e, bus.APIWorkersCordon, &schemas.CordonRequest{WorkerID: "bad id!", Cordon: true})
+	wantCode(t, err, bus.CodeBadRequest, "worker")
+}
+
+// TestService_Drain: stoker.api.workers.drain sets the worker's drain (an
+// event, DECOMMISSIONING in the list), a second request only moves the
+// deadline earlier, the agent may drain itself only as the registered
+// instance, a re-registering agent keeps the drain, and a DECOMMISSIONED
+// worker's same instance is acknowledged without coming back ALIVE while a
+// restarted agent (new instance) registers a fresh worker.
+func TestService_Drain(t *testing.T) {
+	e := startEnv(t)
+	events, err := e.nc.SubscribeSync(bus.EventSubject("worker", "w1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustCall[schemas.WorkerRegistered](t, e, bus.WorkerRegisterSubject("w1"), registration("w1", "i1"))
+	before := time.Now()
+	ack := mustCall[schemas.Ack](t, e, bus.APIWorkersDrain, &schemas.DrainRequest{WorkerID: "w1", DeadlineMS: 600_000})
+	if !ack.OK || !strings.Contains(ack.Message, "draining") {
+		t.Fatalf("drain ack = %+v", ack)
+	}
+	w, _ := getWorker(t, e, "w1")
+	if w.State != schemas.WorkerAlive || w.Drain == nil || w.Drain.By != "request" ||
+		w.Drain.Deadline.Before(before.Add(9*time.Minute)) || w.Placeable() || w.Phase() != schemas.PhaseDecommissioning {
+		t.Fatalf("record = %+v drain %+v, want ALIVE draining ~10m", w, w.Drain)
+	}
+	for found := false; !found; {
+		m, err := events.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("no drain event: %v", err)
+		}
+		found = strings.Contains(string(m.Data), schemas.PhaseDecommissioning)
+	}
+	deadline := w.Drain.Deadline
+	if ack := mustCall[schemas.Ack](t, e, bus.APIWorkersDrain, &schemas.DrainRequest{WorkerID: "w1", DeadlineMS: 3_600_000}); !strings.Contains(ack.Message, "already") {
+		t.Fatalf("later deadline ack = %+v", ack)
+	}
+	// The agent's own drain: only the registered instance; an earlier deadline wins.
+	_, err = call[schemas.Ack](t, e, bus.WorkerDrainSubject("w1"), &schemas.DrainRequest{WorkerID: "w1", Instance: "other", DeadlineMS: 1000})
+	wantCode(t, err, bus.CodeConflict, "another agent instance")
+	mustCall[schemas.Ack](t, e, bus.WorkerDrainSubject("w1"), &schemas.DrainRequest{WorkerID: "w1", Instance: "i1", DeadlineMS: 60_000})
+	if w, _ := getWorker(t, e, "w1"); !w.Drain.Deadline.Before(deadline) || w.Drain.By != "request" {
+		t.Fatalf("after the agent's earlier deadline: %+v", w.Drain)
+	}
+	list := mustCall[schemas.WorkerList](t, e, bus.APIWorkersList, &schemas.ListRequest{States: []string{schemas.PhaseDecommissioning}})
+	if len(list.Workers) != 1 || list.Workers[0].Drain == nil {
+		t.Fatalf("list --state DECOMMISSIONING = %+v", list.Workers)
+	}
+
+	mustCall[schemas.WorkerRegistered](t, e, bus.WorkerRegisterSubject("w1"), registration("w1", "i2")) // restarted mid-drain
+	if w, _ := getWorker(t, e, "w1"); w.Drain == nil || w.Instance != "i2" {
+		t.Fatalf("after a restart mid-drain: %+v, want the drain kept", w)
+	}
+
+	// Drained (the scheduler's write), then the same instance registers again.
+	if _, _, err := bus.Mutate(context.Background(), e.st.Workers, "w1", func(cur *schemas.Worker) (*schemas.Worker, error) {
+		n := *cur
+		n.State = schemas.WorkerDecommissioned
+		return &n, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	reg := mustCall[schemas.WorkerRegistered](t, e, bus.WorkerRegisterSubject("w1"), registration("w1", "i2"))
+	if !reg.Decommissioned || !reg.Duplicate {
+		t.Fatalf("same instance after the drain: %+v, want acknowledged as decommissioned", reg)
+	}
+	if w, _ := getWorker(t, e, "w1"); w.State != schemas.WorkerDecommissioned {
+		t.Fatalf("the drained instance came back %s", w.State)
+	}
+	_, err = call[schemas.Ack](t, e, bus.APIWorkersDrain, &schemas.DrainRequest{WorkerID: "w1"})
+	wantCode(t, err, bus.CodeConflict, "not ALIVE")
+	reg = mustCall[schemas.WorkerRegistered](t, e, bus.WorkerRegisterSubject("w1"), registration("w1", "i3"))
+	if w, _ := getWorker(t, e, "w1"); reg.Decommissioned || w.State != schemas.WorkerAlive || w.Drain != nil {
+		t.Fatalf("restarted agent after the drain: %+v %+v, want a fresh ALIVE worker", reg, w)
+	}
+	_, err = call[schemas.Ack](t, e, bus.APIWorkersDrain, &schemas.DrainRequest{WorkerID: "nope"})
+	wantCode(t, err, bus.CodeNotFound, "worker nope not found")
+	_, err = call[schemas.Ack](t, e, bus.APIWorkersDrain, &schemas.DrainRequest{WorkerID: "w1", DeadlineMS: -1})
+	wantCode(t, err, bus.CodeBadRequest, "deadline")
+}

@@ -3,6 +3,7 @@ package registration
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
@@ -14,10 +15,49 @@ func (s *Service) handleState(ctx context.Context, in bus.Inbound, req *schemas.
 	if err := bus.CheckSubjectID(in, "worker", req.WorkerID); err != nil {
 		return nil, err
 	}
+	if err := s.checkReporter(ctx, req); err != nil {
+		return nil, err
+	}
 	if req.DriverID != "" {
 		return s.driverReport(ctx, req)
 	}
 	return s.executorReport(ctx, req)
+}
+
+// checkReporter refuses (409, as a replaced instance's registration is) a
+// report from an agent instance that is no longer the worker's: a newer
+// instance registered the worker, and its registration settled what runs
+// there; the old one's word about those processes is stale. A report that
+// names no instance (an older agent) is taken as before.
+func (s *Service) checkReporter(ctx context.Context, req *schemas.StateChange) error {
+	if req.Instance == "" {
+		return nil
+	}
+	w, _, err := bus.Get[schemas.Worker](ctx, s.st.Workers, req.WorkerID)
+	switch {
+	case isNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read worker %s: %w", req.WorkerID, err)
+	}
+	return reporterRefused(w, req)
+}
+
+// reporterRefused is checkReporter's rule, pure.
+func reporterRefused(w *schemas.Worker, req *schemas.StateChange) error {
+	if req.Instance == "" || w == nil || w.Instance == "" || w.Instance == req.Instance {
+		return nil
+	}
+	return bus.Errorf(bus.CodeConflict, "agent instance %s of worker %s was replaced by instance %s: its report of %s is refused",
+		req.Instance, req.WorkerID, w.Instance, reportID(req))
+}
+
+// reportID names what a report is about.
+func reportID(req *schemas.StateChange) string {
+	if req.DriverID != "" {
+		return "driver " + req.DriverID
+	}
+	return "executor " + schemas.ExecutorKey(req.AppID, req.ExecutorID)
 }
 
 // executorReported is the rule of an agent's executor report, pure: the
@@ -68,10 +108,21 @@ func (s *Service) executorReport(ctx context.Context, req *schemas.StateChange) 
 	var (
 		killReason string
 		changed    bool
+		final      schemas.ExecutorState // the record's state after this report
 	)
-	_, _, err := bus.Mutate(ctx, s.st.Executors, key, func(cur *schemas.Executor) (*schemas.Executor, error) {
+	// The index's copy saves the read in the common case (a report of the
+	// launch the scheduler just wrote): the write is revision-guarded, and
+	// anything but a successful write of it reads the record.
+	hint, rev := s.idx.executor(req.AppID, key)
+	_, _, err := bus.MutateFrom(ctx, s.st.Executors, key, hint, rev, func(cur *schemas.Executor) (*schemas.Executor, error) {
 		next, why := executorReported(cur, req, key)
 		killReason, changed = why, next != nil && next.State != cur.State
+		switch {
+		case next != nil:
+			final = next.State
+		case cur != nil:
+			final = cur.State
+		}
 		return next, nil
 	})
 	if err != nil {
@@ -83,12 +134,16 @@ func (s *Service) executorReport(ctx context.Context, req *schemas.StateChange) 
 	}
 	if changed {
 		s.emit("executor", key, string(st), reportMessage(req))
-		switch st {
-		case schemas.ExecutorFailed:
-			s.addFailure(ctx, req.AppID)
-		case schemas.ExecutorRunning:
-			s.resetFailures(ctx, req.AppID)
-		}
+	}
+	// Counted on repeats too: the count is kept per executor id, so a
+	// report retried because this service died between the two writes
+	// counts the failure once, and so does a failure the scheduler
+	// counted already (a refused launch).
+	switch final {
+	case schemas.ExecutorFailed:
+		s.addFailure(ctx, req.AppID, req.ExecutorID)
+	case schemas.ExecutorRunning:
+		s.resetFailures(ctx, req.AppID, req.ExecutorID)
 	}
 	return &schemas.StateAck{}, nil
 }
@@ -109,14 +164,18 @@ func sameCode(a, b *int) bool {
 	return *a == *b
 }
 
-// addFailure counts an executor failure against its application.
-func (s *Service) addFailure(ctx context.Context, appID string) {
+// addFailure counts executor execID's failure against its application,
+// once (schemas.App.CountFailure).
+func (s *Service) addFailure(ctx context.Context, appID string, execID int) {
 	_, _, err := bus.Mutate(ctx, s.st.Apps, appID, func(cur *schemas.App) (*schemas.App, error) {
-		if cur == nil {
+		if cur == nil || cur.State.Terminal() {
 			return nil, nil
 		}
 		n := *cur
-		n.ConsecutiveFailures++
+		n.FailedExecutors = slices.Clone(cur.FailedExecutors)
+		if !n.CountFailure(execID) {
+			return nil, nil
+		}
 		n.UpdatedAt = now()
 		return &n, nil
 	})
@@ -125,14 +184,18 @@ func (s *Service) addFailure(ctx context.Context, appID string) {
 	}
 }
 
-// resetFailures clears the count once an executor reached RUNNING.
-func (s *Service) resetFailures(ctx context.Context, appID string) {
+// resetFailures clears the failures of executors before execID once it
+// reached RUNNING (schemas.App.CountRunning).
+func (s *Service) resetFailures(ctx context.Context, appID string, execID int) {
 	_, _, err := bus.Mutate(ctx, s.st.Apps, appID, func(cur *schemas.App) (*schemas.App, error) {
-		if cur == nil || cur.ConsecutiveFailures == 0 {
+		if cur == nil {
 			return nil, nil
 		}
 		n := *cur
-		n.ConsecutiveFailures = 0
+		n.FailedExecutors = slices.Clone(cur.FailedExecutors)
+		if !n.CountRunning(execID) {
+			return nil, nil
+		}
 		n.UpdatedAt = now()
 		return &n, nil
 	})

@@ -34,6 +34,8 @@ func WorkerViews(workers []schemas.Worker, usage schemas.Usages) []schemas.Worke
 			CoresUsed: u.Cores, MemoryUsedMB: u.MemoryMB, Executors: u.Executors, Drivers: u.Drivers,
 			RegisteredAt: w.RegisteredAt, UpdatedAt: w.UpdatedAt, Epoch: w.Epoch,
 			PID: w.PID, Since: w.Since, WorkDir: w.WorkDir,
+			Resources: w.Resources, ResourcesUsed: u.Resources, Labels: w.Labels,
+			Cordoned: w.Cordoned, Drain: w.Drain,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
@@ -54,7 +56,7 @@ func AppViews(apps []schemas.App, executors []schemas.Executor) []schemas.AppVie
 		byApp[e.AppID] = append(byApp[e.AppID], schemas.ExecutorView{
 			ID: e.ID, WorkerID: e.WorkerID, Cores: e.Cores, MemoryMB: e.MemoryMB,
 			State: e.State, ExitCode: code, PID: e.PID, Message: e.Message, Error: e.Error,
-			CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt,
+			CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt, Resources: e.Resources,
 		})
 		if e.State.Holds() {
 			granted[e.AppID] += e.Cores
@@ -72,7 +74,7 @@ func AppViews(apps []schemas.App, executors []schemas.Executor) []schemas.AppVie
 			CoresGranted: granted[a.ID], MaxCores: a.MaxCores,
 			ExecutorCores: a.Executor.Cores, ExecutorMemoryMB: a.Executor.MemoryMB,
 			ConsecutiveFailures: a.ConsecutiveFailures, SubmittedAt: a.SubmittedAt,
-			Message: a.Message, Executors: ex,
+			Message: a.Message, Executors: ex, Artifacts: a.Executor.Artifacts,
 		})
 	}
 	sort.SliceStable(out, func(i, j int) bool {
@@ -117,6 +119,9 @@ type Snapshot struct {
 	Apps      []schemas.App
 	Drivers   []schemas.Driver
 	Executors []schemas.Executor
+	// Usage, when set, is the usage already derived (from an index);
+	// else it is derived from Executors and Drivers.
+	Usage schemas.Usages
 	// Poisoned names the records left out of the lists above, by bucket.
 	Poisoned map[string][]string
 }
@@ -129,7 +134,8 @@ func Summarize(s Snapshot) *schemas.Status {
 		Workers: map[string]int{}, Apps: map[string]int{}, Drivers: map[string]int{},
 	}
 	if s.Lease != nil {
-		st.Leader = &schemas.LeaderView{ID: s.Lease.Holder, Epoch: s.Lease.EpochOf(s.LeaseRevision), Since: s.Lease.Since}
+		epoch := s.Lease.EpochOf(s.LeaseRevision)
+		st.Leader = &schemas.LeaderView{ID: s.Lease.Holder, Term: schemas.LeaderTerm(s.Cluster, epoch), Epoch: epoch, Since: s.Lease.Since}
 		st.State = schemas.ClusterRecovering
 		if s.Cluster != nil && s.Cluster.State != "" {
 			st.State = s.Cluster.State
@@ -141,7 +147,10 @@ func Summarize(s Snapshot) *schemas.Status {
 		}
 		st.Poisoned[b], st.PoisonedKeys[b] = len(keys), keys
 	}
-	usage := Usage(s.Executors, s.Drivers)
+	usage := s.Usage
+	if usage == nil {
+		usage = Usage(s.Executors, s.Drivers)
+	}
 	for _, w := range s.Workers {
 		st.Workers[string(w.State)]++
 		if !w.State.Usable() {

@@ -1,6 +1,7 @@
 package registration
 
 import (
+	"reflect"
 	"testing"
 	"time"
 
@@ -29,7 +30,7 @@ func TestUsage_DerivesFromHoldingStates(t *testing.T) {
 		t.Fatalf("usage = %+v, want %+v", got, want)
 	}
 	for k, v := range want {
-		if got[k] != v {
+		if !reflect.DeepEqual(got[k], v) {
 			t.Errorf("usage[%s] = %+v, want %+v", k, got[k], v)
 		}
 	}

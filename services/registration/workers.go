@@ -55,6 +55,8 @@ func (s *Service) handleRegister(ctx context.Context, in bus.Inbound, req *schem
 	}
 	log := s.log.With().Str("worker_id", wid).Str("agent_instance", req.Instance).Logger()
 	switch {
+	case reg.decommissioned:
+		log.Info().Msg("registration of a DECOMMISSIONED worker's same agent instance acknowledged; it stays DECOMMISSIONED until the agent restarts")
 	case reg.duplicate:
 		log.Debug().Msg("duplicate registration acknowledged")
 	case reg.replaced == "":
@@ -73,7 +75,7 @@ func (s *Service) handleRegister(ctx context.Context, in bus.Inbound, req *schem
 		log.Error().Err(err).Msg("reconcile registration")
 	}
 	return &schemas.WorkerRegistered{
-		WorkerID: wid, Duplicate: reg.duplicate, Replaced: reg.replaced,
+		WorkerID: wid, Duplicate: reg.duplicate, Decommissioned: reg.decommissioned, Replaced: reg.replaced,
 		HeartbeatIntervalMS: s.heartbeatMS(), Epoch: epoch,
 		KillExecutors: killExec, KillDrivers: killDrv,
 	}, nil
@@ -81,9 +83,12 @@ func (s *Service) handleRegister(ctx context.Context, in bus.Inbound, req *schem
 
 // registration is what writing the worker ALIVE found.
 type registered struct {
-	duplicate bool                // the same instance, already ALIVE: nothing written
-	replaced  schemas.WorkerState // the state it replaced ("" for a new worker)
-	previous  string              // the agent instance it replaced
+	duplicate bool // the same instance, already ALIVE: nothing written
+	// decommissioned: the same instance, DECOMMISSIONED (drained while it
+	// runs): nothing written, answered as a duplicate.
+	decommissioned bool
+	replaced       schemas.WorkerState // the state it replaced ("" for a new worker)
+	previous       string              // the agent instance it replaced
 	// heldBy, when set, refused the registration: the ALIVE record's
 	// instance is newer than the registering one, which was replaced.
 	heldBy *schemas.AgentPresence
@@ -111,7 +116,7 @@ func replacedInstance(cur *schemas.Worker, req *schemas.RegisterWorker) *schemas
 // req's agent instance (writeAlive decides; a read error is not a duplicate).
 func (s *Service) looksDuplicate(ctx context.Context, req *schemas.RegisterWorker) bool {
 	cur, _, err := bus.Get[schemas.Worker](ctx, s.st.Workers, req.WorkerID)
-	return err == nil && cur.State == schemas.WorkerAlive && cur.Instance == req.Instance
+	return err == nil && (cur.State == schemas.WorkerAlive || cur.State == schemas.WorkerDecommissioned) && cur.Instance == req.Instance
 }
 
 func (s *Service) writeAlive(ctx context.Context, req *schemas.RegisterWorker, epoch uint64) (registered, error) {
@@ -127,12 +132,28 @@ func (s *Service) writeAlive(ctx context.Context, req *schemas.RegisterWorker, e
 				reg.duplicate = true
 				return nil, nil
 			}
+			if cur.State == schemas.WorkerDecommissioned && cur.Instance == req.Instance {
+				// Drained (or left) while this instance runs: it stays out
+				// until the agent restarts (a new instance). Its reconnects
+				// and re-registrations are acknowledged, never written ALIVE.
+				reg.duplicate, reg.decommissioned = true, true
+				return nil, nil
+			}
 			reg.replaced, reg.previous = cur.State, cur.Instance
+		}
+		cordoned := cur != nil && cur.Cordoned // the operator's: kept across registrations
+		var drain *schemas.Drain
+		if cur != nil && cur.State != schemas.WorkerDecommissioned {
+			// A drain in progress goes on through an agent restart or a
+			// re-registration; a restart after the worker was
+			// DECOMMISSIONED is a fresh worker.
+			drain = cur.Drain
 		}
 		return &schemas.Worker{
 			ID: req.WorkerID, Instance: req.Instance, Host: req.Host,
 			Cores: req.Cores, MemoryMB: req.MemoryMB, State: schemas.WorkerAlive,
 			RegisteredAt: t, UpdatedAt: t, Epoch: epoch, PID: req.PID, Since: req.Since, WorkDir: req.WorkDir,
+			Resources: req.Resources, Labels: req.Labels, Cordoned: cordoned, Drain: drain,
 		}, nil
 	})
 	if errors.Is(err, errHeld) {
@@ -153,26 +174,7 @@ type placed struct {
 }
 
 func (s *Service) placedOn(ctx context.Context, wid string) (placed, error) {
-	p := placed{read: true, executors: map[string]*schemas.Executor{}, drivers: map[string]*schemas.Driver{}}
-	execs, err := bus.ListSkipping[schemas.Executor](ctx, s.st.Executors, s.poison.Report)
-	if err != nil {
-		return p, fmt.Errorf("list executors: %w", err)
-	}
-	for _, e := range execs {
-		if e.Value.WorkerID == wid {
-			p.executors[e.Key] = e.Value
-		}
-	}
-	drivers, err := bus.ListSkipping[schemas.Driver](ctx, s.st.Drivers, s.poison.Report)
-	if err != nil {
-		return p, fmt.Errorf("list drivers: %w", err)
-	}
-	for _, e := range drivers {
-		if e.Value.WorkerID == wid {
-			p.drivers[e.Key] = e.Value
-		}
-	}
-	return p, nil
+	return s.idx.placedOn(ctx, wid)
 }
 
 // reconcile compares what the agent says it runs with KV, in four phases
@@ -226,7 +228,7 @@ func (s *Service) adoptListedExecutors(ctx context.Context, wid string, listed [
 			kill = append(kill, key)
 		case promoted:
 			s.emit("executor", key, string(schemas.ExecutorRunning), "reported running at registration of "+wid)
-			s.resetFailures(ctx, re.AppID)
+			s.resetFailures(ctx, re.AppID, re.ExecutorID)
 		}
 	}
 	return kill, errors.Join(errs...)

@@ -60,6 +60,10 @@ func (g *Group) Stop() {
 	g.wg.Wait()
 }
 
+// Log times keep milliseconds: zerolog's default field format is whole
+// seconds, which the console writer then shows as "15:04:05.000".
+func init() { zerolog.TimeFieldFormat = time.RFC3339Nano }
+
 // NewLogger returns a console logger on a terminal and JSON otherwise.
 // level is a zerolog level name ("debug", "info", "warn", ...).
 func NewLogger(w io.Writer, level string) (zerolog.Logger, error) {
