@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -12,8 +13,21 @@ import (
 	"github.com/stoker/stoker/schemas"
 )
 
-// launchConcurrency bounds the commands in flight during one plan.
-const launchConcurrency = 32
+// writeConcurrency bounds the record writes (and kills, driver launches)
+// in flight during one plan; launchConcurrency the executor launches, at
+// most launchesPerWorker to one agent. The first bound, 32 of everything,
+// was measured with stoker bench at 400 agents and 3,200 executors on a
+// loaded 2-core machine, where 256 of everything delayed the leader's
+// lease renewals until its commands were refused. A record create is one
+// JetStream publish the stream stores in order, so more in flight only
+// fill the stream's queue; a launch waits for one agent, which answers
+// its commands one at a time. At 200 agents and 10,000 executors these
+// bounds placed 2.3 times as fast as 32 (docs/benchmarks.md, Scale).
+const (
+	writeConcurrency  = 256
+	launchConcurrency = 128
+	launchesPerWorker = 4
+)
 
 // applier carries out plans: record changes by compare-and-set, then
 // commands to agents. Every write re-checks the record it changes (the plan
@@ -27,6 +41,23 @@ type applier struct {
 	avoid func(wid string)
 	// appCreds is Config.AppCreds.
 	appCreds func(appID string) ([]byte, error)
+	// authorize proves, just before a command goes out, that this leader
+	// still holds epoch and until when (monotonic clock): the lease's
+	// authority (lease.Elector.Confirm). An error: send nothing.
+	authorize func(ctx context.Context, epoch uint64) (time.Time, error)
+}
+
+// authorized returns the wall-clock end of the leader's authority for a
+// command about to be sent, or an error wrapping lease.ErrNoAuthority.
+func (a *applier) authorized(ctx context.Context, epoch uint64) (time.Time, error) {
+	if a.authorize == nil {
+		return time.Time{}, nil
+	}
+	until, err := a.authorize(ctx, epoch)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return time.Now().Add(time.Until(until)).UTC(), nil
 }
 
 // refresher re-reads one record into a mirror.
@@ -37,6 +68,7 @@ type refresher interface {
 // change names one record change for logs and events.
 type change struct {
 	kind, key, state, why string
+	epoch                 uint64 // the epoch the write was made under: the event carries it
 }
 
 func now() time.Time { return time.Now().UTC() }
@@ -45,10 +77,10 @@ func now() time.Time { return time.Now().UTC() }
 // launches and executor records at once; app updates of placements;
 // executor launches; failure counts.
 func (a *applier) apply(ctx context.Context, epoch uint64, p Plan, log *zerolog.Logger) {
-	placed := a.updateRecords(ctx, p, log)
+	placed := a.updateRecords(ctx, epoch, p, log)
 	created := make([]bool, len(p.LaunchExecutors))
 	nk, nd := len(p.Kills), len(p.LaunchDrivers)
-	parallel(nk+nd+len(p.LaunchExecutors), func(i int) {
+	parallel(nk+nd+len(p.LaunchExecutors), writeConcurrency, func(i int) {
 		switch {
 		case i < nk:
 			a.sendKill(ctx, epoch, p.Kills[i], log)
@@ -59,7 +91,7 @@ func (a *applier) apply(ctx context.Context, epoch uint64, p Plan, log *zerolog.
 		}
 	})
 	for _, u := range placed {
-		a.updateApp(ctx, log, u)
+		a.updateApp(ctx, epoch, log, u)
 	}
 	a.countFailures(ctx, a.launchExecutors(ctx, epoch, p.LaunchExecutors, created, log), log)
 }
@@ -67,7 +99,7 @@ func (a *applier) apply(ctx context.Context, epoch uint64, p Plan, log *zerolog.
 // updateRecords writes the executor and driver updates and the app updates
 // that end an app; it returns the other app updates (placements), which
 // wait for the executor records.
-func (a *applier) updateRecords(ctx context.Context, p Plan, log *zerolog.Logger) (placed []AppUpdate) {
+func (a *applier) updateRecords(ctx context.Context, epoch uint64, p Plan, log *zerolog.Logger) (placed []AppUpdate) {
 	for _, u := range p.ExecutorUpdates {
 		_, wrote, err := bus.MutateIf(ctx, a.v.executors.kv, u.Key, func(n *schemas.Executor) bool {
 			if n.State != u.From || n.WorkerID != u.WorkerID {
@@ -76,7 +108,7 @@ func (a *applier) updateRecords(ctx context.Context, p Plan, log *zerolog.Logger
 			n.State, n.Message, n.UpdatedAt = u.State, u.Message, now()
 			return true
 		})
-		a.after(ctx, log, a.v.executors, change{"executor", u.Key, string(u.State), u.Message}, err, wrote)
+		a.after(ctx, log, a.v.executors, change{"executor", u.Key, string(u.State), u.Message, epoch}, err, wrote)
 	}
 	for _, u := range p.DriverUpdates {
 		_, wrote, err := bus.MutateIf(ctx, a.v.drivers.kv, u.DriverID, func(n *schemas.Driver) bool {
@@ -86,14 +118,24 @@ func (a *applier) updateRecords(ctx context.Context, p Plan, log *zerolog.Logger
 			n.State, n.WorkerID, n.Message, n.UpdatedAt = u.State, u.WorkerID, u.Message, now()
 			return true
 		})
-		a.after(ctx, log, a.v.drivers, change{"driver", u.DriverID, string(u.State), u.Message}, err, wrote)
+		a.after(ctx, log, a.v.drivers, change{"driver", u.DriverID, string(u.State), u.Message, epoch}, err, wrote)
+	}
+	for _, u := range p.WorkerUpdates {
+		_, wrote, err := bus.MutateIf(ctx, a.v.workers.kv, u.WorkerID, func(n *schemas.Worker) bool {
+			if n.State != u.From || n.Instance != u.Instance || n.Drain == nil {
+				return false
+			}
+			n.State, n.Reason, n.UpdatedAt = u.State, u.Reason, now()
+			return true
+		})
+		a.after(ctx, log, a.v.workers, change{"worker", u.WorkerID, string(u.State), u.Reason, epoch}, err, wrote)
 	}
 	for _, u := range p.AppUpdates {
 		if !u.State.Terminal() {
 			placed = append(placed, u)
 			continue
 		}
-		a.updateApp(ctx, log, u)
+		a.updateApp(ctx, epoch, log, u)
 	}
 	return placed
 }
@@ -114,13 +156,13 @@ func (a *applier) after(ctx context.Context, log *zerolog.Logger, m refresher, c
 		m.refresh(ctx, c.key)
 		return
 	}
-	bus.Emit(a.nc, c.kind, c.key, c.state, c.why)
+	bus.EmitEpoch(a.nc, c.epoch, c.kind, c.key, c.state, c.why)
 	log.Info().Str(c.kind, c.key).Str("state", c.state).Str("why", c.why).Msg("record updated")
 }
 
 // updateApp changes an app's state if it is still From, and raises its
 // next executor id; only a state change is an event.
-func (a *applier) updateApp(ctx context.Context, log *zerolog.Logger, u AppUpdate) {
+func (a *applier) updateApp(ctx context.Context, epoch uint64, log *zerolog.Logger, u AppUpdate) {
 	var changedState bool
 	_, _, err := bus.MutateIf(ctx, a.v.apps.kv, u.AppID, func(n *schemas.App) bool {
 		changedState = false
@@ -138,7 +180,7 @@ func (a *applier) updateApp(ctx context.Context, log *zerolog.Logger, u AppUpdat
 		n.UpdatedAt = now()
 		return true
 	})
-	a.after(ctx, log, a.v.apps, change{"app", u.AppID, string(u.State), u.Message}, err, changedState)
+	a.after(ctx, log, a.v.apps, change{"app", u.AppID, string(u.State), u.Message, epoch}, err, changedState)
 }
 
 // createExecutor writes a placed executor's record (LAUNCHING); only an
@@ -150,36 +192,88 @@ func (a *applier) createExecutor(ctx context.Context, epoch uint64, e schemas.Ex
 		a.v.executors.refresh(ctx, e.Key())
 		return false
 	}
-	bus.Emit(a.nc, "executor", e.Key(), string(e.State), "placed on "+e.WorkerID)
+	bus.EmitEpoch(a.nc, epoch, "executor", e.Key(), string(e.State), "placed on "+e.WorkerID)
 	return true
 }
 
 // launchExecutors launches the executors whose records were created and
-// returns the failed launches per app.
-func (a *applier) launchExecutors(ctx context.Context, epoch uint64, ls []ExecutorLaunch, created []bool, log *zerolog.Logger) map[string]int {
-	failures := map[string]int{}
+// returns the failed launches per app. At most launchConcurrency launches
+// are in flight, and at most launchesPerWorker to any one agent: an agent
+// handles its commands one at a time, so more queued there only wait,
+// and a queue longer than the launch timeout fails launches that would
+// have succeeded (64 in flight to 2 real agents did, starting 500 sleeps).
+// The launches are sent worker by worker in turn, so that a slot waiting
+// for a busy agent is rare.
+func (a *applier) launchExecutors(ctx context.Context, epoch uint64, ls []ExecutorLaunch, created []bool, log *zerolog.Logger) map[string][]int {
+	failures := map[string][]int{}
 	var mu sync.Mutex
-	parallel(len(ls), func(j int) {
+	creds := a.credsOnce()
+	order := roundRobin(ls, func(l ExecutorLaunch) string { return l.Executor.WorkerID })
+	perWorker := map[string]chan struct{}{}
+	for _, j := range order {
+		wid := ls[j].Executor.WorkerID
+		if perWorker[wid] == nil {
+			perWorker[wid] = make(chan struct{}, launchesPerWorker)
+		}
+	}
+	parallel(len(order), launchConcurrency, func(i int) {
+		j := order[i]
 		if !created[j] {
 			return
 		}
-		if a.launchExecutor(ctx, epoch, ls[j], log) {
+		w := perWorker[ls[j].Executor.WorkerID]
+		w <- struct{}{}
+		defer func() { <-w }()
+		if a.launchExecutor(ctx, epoch, ls[j], creds, log) {
 			mu.Lock()
-			failures[ls[j].Executor.AppID]++
+			failures[ls[j].Executor.AppID] = append(failures[ls[j].Executor.AppID], ls[j].Executor.ID)
 			mu.Unlock()
 		}
 	})
 	return failures
 }
 
-// countFailures adds failed launches to each app's consecutive failures.
-func (a *applier) countFailures(ctx context.Context, failures map[string]int, log *zerolog.Logger) {
-	for app, n := range failures {
+// roundRobin is the indexes of xs taking one of each key in turn (the
+// keys in order of first appearance, each key's items in their order).
+func roundRobin[T any](xs []T, key func(T) string) []int {
+	var keys []string
+	byKey := map[string][]int{}
+	for i, x := range xs {
+		k := key(x)
+		if _, ok := byKey[k]; !ok {
+			keys = append(keys, k)
+		}
+		byKey[k] = append(byKey[k], i)
+	}
+	out := make([]int, 0, len(xs))
+	for len(out) < len(xs) {
+		for _, k := range keys {
+			if q := byKey[k]; len(q) > 0 {
+				out = append(out, q[0])
+				byKey[k] = q[1:]
+			}
+		}
+	}
+	return out
+}
+
+// countFailures adds failed launches (executor ids) to each app's
+// consecutive failures, once per executor (schemas.App.CountFailure): the
+// agent's own FAILED report for the same executor does not count it again.
+func (a *applier) countFailures(ctx context.Context, failures map[string][]int, log *zerolog.Logger) {
+	for app, ids := range failures {
 		_, _, err := bus.MutateIf(ctx, a.v.apps.kv, app, func(c *schemas.App) bool {
 			if c.State.Terminal() {
 				return false
 			}
-			c.ConsecutiveFailures += n
+			c.FailedExecutors = slices.Clone(c.FailedExecutors)
+			counted := false
+			for _, id := range ids {
+				counted = c.CountFailure(id) || counted
+			}
+			if !counted {
+				return false
+			}
 			c.UpdatedAt = now()
 			return true
 		})
@@ -189,9 +283,9 @@ func (a *applier) countFailures(ctx context.Context, failures map[string]int, lo
 	}
 }
 
-// parallel runs fn(0..n-1) with bounded concurrency and waits.
-func parallel(n int, fn func(i int)) {
-	sem := make(chan struct{}, launchConcurrency)
+// parallel runs fn(0..n-1), at most limit at once, and waits.
+func parallel(n, limit int, fn func(i int)) {
+	sem := make(chan struct{}, limit)
 	var wg sync.WaitGroup
 	for i := 0; i < n; i++ {
 		sem <- struct{}{}

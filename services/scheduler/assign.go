@@ -1,6 +1,10 @@
 package scheduler
 
-import "slices"
+import (
+	"slices"
+
+	"github.com/stoker/stoker/schemas"
+)
 
 // assign is Spark's Master.scheduleExecutorsOnWorkers with a fixed number
 // of cores per executor. Given the usable workers in the order to fill them
@@ -15,7 +19,10 @@ import "slices"
 // each worker is filled before the next: 10 on each of the first two.
 // A worker takes another executor while it has perCores and perMem free
 // beyond what this call assigned it. The workers are not modified.
-func assign(dst []int, workers []*free, perCores int, perMem int64, coresWanted int, spreadOut bool) []int {
+//
+// amounts are the custom resources of one executor: a worker takes another
+// only while it has that many addresses of each free beyond those assigned.
+func assign(dst []int, workers []*free, perCores int, perMem int64, amounts schemas.Amounts, coresWanted int, spreadOut bool) []int {
 	dst = slices.Grow(dst[:0], len(workers))[:len(workers)]
 	clear(dst)
 	if perCores <= 0 || perMem <= 0 {
@@ -31,10 +38,11 @@ func assign(dst []int, workers []*free, perCores int, perMem int64, coresWanted 
 		w, n := workers[i], dst[i]
 		return w.cores-n*perCores >= perCores && w.mem-int64(n)*perMem >= perMem
 	}
+	noRes := len(amounts) == 0
 	for left >= perCores {
 		progress := false
 		for i := range workers {
-			for left >= perCores && fits(i) {
+			for left >= perCores && fits(i) && (noRes || workers[i].has(amounts, dst[i])) {
 				dst[i]++
 				left -= perCores
 				progress = true

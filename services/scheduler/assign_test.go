@@ -76,12 +76,12 @@ func TestAssign(t *testing.T) {
 			for i, w := range tc.workers {
 				before[i] = *w
 			}
-			got := assign(nil, tc.workers, tc.perCores, tc.perMem, tc.wanted, spread)
+			got := assign(nil, tc.workers, tc.perCores, tc.perMem, nil, tc.wanted, spread)
 			if !slices.Equal(got, want) {
 				t.Errorf("%s (spread=%v): assign = %v, want %v", tc.name, spread, got, want)
 			}
 			for i, w := range tc.workers {
-				if *w != before[i] {
+				if w.id != before[i].id || w.cores != before[i].cores || w.mem != before[i].mem {
 					t.Errorf("%s: worker %s modified: %+v, was %+v", tc.name, w.id, *w, before[i])
 				}
 			}
@@ -91,7 +91,7 @@ func TestAssign(t *testing.T) {
 
 func TestAssign_ReusesDst(t *testing.T) {
 	dst := []int{7, 7, 7, 7, 7}
-	got := assign(dst, workersOf(2, 4, 1<<20), 2, 1, 4, true)
+	got := assign(dst, workersOf(2, 4, 1<<20), 2, 1, nil, 4, true)
 	if !slices.Equal(got, []int{2, 2}) {
 		t.Fatalf("assign = %v, want [2 2] (old contents cleared)", got)
 	}
@@ -107,8 +107,23 @@ func BenchmarkAssign_10kWorkers(b *testing.B) {
 		b.Run(map[bool]string{true: "spread", false: "consolidate"}[spread], func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				dst = assign(dst, ws, 1, 512, 1000, spread)
+				dst = assign(dst, ws, 1, 512, nil, 1000, spread)
 			}
 		})
+	}
+}
+
+func TestRoundRobin_TakesEachKeyInTurn(t *testing.T) {
+	xs := []string{"a1", "a2", "a3", "b1", "c1", "c2"}
+	got := roundRobin(xs, func(s string) string { return s[:1] })
+	var names []string
+	for _, i := range got {
+		names = append(names, xs[i])
+	}
+	if want := []string{"a1", "b1", "c1", "a2", "c2", "a3"}; !slices.Equal(names, want) {
+		t.Fatalf("order %v, want %v", names, want)
+	}
+	if got := roundRobin([]string(nil), func(s string) string { return s }); len(got) != 0 {
+		t.Fatalf("empty: %v", got)
 	}
 }

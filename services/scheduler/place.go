@@ -14,7 +14,7 @@ import (
 func (st *pass) freeWorkers() {
 	ids := make([]string, 0, len(st.s.Workers))
 	for id, w := range st.s.Workers {
-		if w.State.Usable() && !st.o.Avoid[id] {
+		if w.Placeable() && !st.o.Avoid[id] {
 			ids = append(ids, id)
 		}
 	}
@@ -32,8 +32,45 @@ func (st *pass) freeWorkers() {
 			st.inconsistent("worker %s: executors and drivers hold %d MB of %d", id, u.MemoryMB, w.MemoryMB)
 			f.mem = 0
 		}
+		if len(w.Resources) > 0 {
+			f.res = st.freeAddrs(w)
+		}
 		st.workers = append(st.workers, f)
 	}
+}
+
+// freeAddrs is w's custom resource addresses not held by anything, in
+// address order.
+func (st *pass) freeAddrs(w *schemas.Worker) schemas.Resources {
+	used := st.usedAddr[w.ID]
+	res := make(schemas.Resources, len(w.Resources))
+	for name, addrs := range w.Resources {
+		held := used[name]
+		fr := make([]string, 0, len(addrs))
+		for _, a := range addrs {
+			if _, ok := held[a]; !ok {
+				fr = append(fr, a)
+			}
+		}
+		for a, holder := range held {
+			if !slices.Contains(addrs, a) {
+				st.inconsistent("worker %s: %s holds %s address %s the worker does not offer", w.ID, holder, name, a)
+			}
+		}
+		schemas.SortAddresses(fr)
+		res[name] = fr
+	}
+	return res
+}
+
+// fitsDriver reports whether w has room for d and satisfies its rules.
+func (st *pass) fitsDriver(w *free, d *schemas.Driver, cs []schemas.Constraint) bool {
+	return w.cores >= d.Cores && w.mem >= d.MemoryMB && w.has(d.ResourceAmounts, 0) && st.matches(w, cs)
+}
+
+// matches reports whether w's labels satisfy every constraint.
+func (st *pass) matches(w *free, cs []schemas.Constraint) bool {
+	return len(cs) == 0 || schemas.MatchAll(cs, st.s.Workers[w.id].Labels)
 }
 
 // placeDrivers: waiting drivers in submission order, alive workers
@@ -59,6 +96,10 @@ func (st *pass) placeDrivers() {
 		}
 		return cmp.Compare(a.ID, b.ID)
 	})
+	if st.o.WorkerSelection != SelectRoundRobin {
+		st.placeDriversByPolicy(waiting)
+		return
+	}
 	shuffled := slices.Clone(st.workers)
 	shuffle := rand.Shuffle
 	if st.o.Rand != nil {
@@ -68,20 +109,44 @@ func (st *pass) placeDrivers() {
 
 	n, pos := len(shuffled), 0
 	for _, d := range waiting {
+		cs := schemas.ParseConstraints(d.Constraints)
 		for visited := 0; visited < n; visited++ {
 			w := shuffled[pos]
 			pos = (pos + 1) % n
-			if w.cores >= d.Cores && w.mem >= d.MemoryMB {
-				w.cores -= d.Cores
-				w.mem -= d.MemoryMB
-				st.launchDriver(d, w.id)
+			if st.fitsDriver(w, d, cs) {
+				st.placeDriverOn(d, w)
 				break
 			}
 		}
 	}
 }
 
-func (st *pass) launchDriver(d *schemas.Driver, wid string) {
+// placeDriversByPolicy gives each waiting driver the first worker with
+// room for it in the order of the worker selection policy, re-ranked after
+// every placement (Spark 4's spark.deploy.workerSelectionPolicy with
+// spark.deploy.spreadOutDrivers=false).
+func (st *pass) placeDriversByPolicy(waiting []*schemas.Driver) {
+	order := slices.Clone(st.workers)
+	for _, d := range waiting {
+		slices.SortStableFunc(order, st.o.WorkerSelection.compare)
+		cs := schemas.ParseConstraints(d.Constraints)
+		for _, w := range order {
+			if st.fitsDriver(w, d, cs) {
+				st.placeDriverOn(d, w)
+				break
+			}
+		}
+	}
+}
+
+// placeDriverOn takes d's resources off w and plans its launch there.
+func (st *pass) placeDriverOn(d *schemas.Driver, w *free) {
+	w.cores -= d.Cores
+	w.mem -= d.MemoryMB
+	st.launchDriver(d, w.id, w.take(d.ResourceAmounts))
+}
+
+func (st *pass) launchDriver(d *schemas.Driver, wid string, res schemas.Resources) {
 	l := DriverLaunch{DriverID: d.ID, WorkerID: wid, Attempt: d.Attempts + 1, From: d.State, FromWorker: d.WorkerID}
 	if i, ok := st.requeued[d.ID]; ok {
 		// Relaunched in the same pass: the launch replaces the requeue.
@@ -98,6 +163,7 @@ func (st *pass) launchDriver(d *schemas.Driver, wid string) {
 	l.Driver.WorkerID = wid
 	l.Driver.Attempts = l.Attempt
 	l.Driver.Message = ""
+	l.Driver.Resources = res
 	st.p.LaunchDrivers = append(st.p.LaunchDrivers, l)
 }
 
@@ -132,6 +198,15 @@ func (st *pass) waitingApps() []*schemas.App {
 	return apps
 }
 
+// coreCap is the cap on an app's cores: its own (Spark's spark.cores.max),
+// else the cluster's default (spark.deploy.defaultCores); 0 means none.
+func coreCap(a *schemas.App, defaultCores int) int {
+	if a.MaxCores > 0 {
+		return a.MaxCores
+	}
+	return max(defaultCores, 0)
+}
+
 // placeApp gives one app the executors assign finds room for, up to its
 // max cores, and takes their resources off the workers.
 func (st *pass) placeApp(a *schemas.App) {
@@ -141,15 +216,27 @@ func (st *pass) placeApp(a *schemas.App) {
 		return
 	}
 	left := math.MaxInt
-	if a.MaxCores > 0 {
-		left = a.MaxCores - st.appCores[a.ID]
+	if limit := coreCap(a, st.o.DefaultCores); limit > 0 {
+		left = limit - st.appCores[a.ID]
+	}
+	if n := a.RequestedExecutors; n != nil {
+		want := *n - st.elasticLive[a.ID]
+		if want <= 0 {
+			return
+		}
+		left = min(left, want*per)
 	}
 	if left < per {
 		return
 	}
 	st.usable = st.usable[:0]
+	res := a.Executor.Resources
+	var cs []schemas.Constraint
+	if len(a.Constraints) > 0 {
+		cs = schemas.ParseConstraints(a.Constraints)
+	}
 	for _, w := range st.workers {
-		if w.cores >= per && w.mem >= mem {
+		if w.cores >= per && w.mem >= mem && (len(res) == 0 || w.has(res, 0)) && st.matches(w, cs) {
 			st.usable = append(st.usable, w)
 		}
 	}
@@ -157,7 +244,7 @@ func (st *pass) placeApp(a *schemas.App) {
 		return
 	}
 	slices.SortStableFunc(st.usable, func(x, y *free) int { return cmp.Compare(y.cores, x.cores) })
-	st.assigned = assign(st.assigned, st.usable, per, mem, left, st.o.SpreadOut)
+	st.assigned = assign(st.assigned, st.usable, per, mem, res, left, st.o.SpreadOut)
 	st.launchExecutors(a, st.usable, st.assigned)
 }
 
@@ -176,9 +263,9 @@ func (st *pass) launchExecutors(a *schemas.App, workers []*free, cores []int) {
 			st.p.LaunchExecutors = append(st.p.LaunchExecutors, ExecutorLaunch{
 				Executor: schemas.Executor{
 					AppID: a.ID, ID: next, WorkerID: w.id, Cores: per, MemoryMB: mem,
-					State: schemas.ExecutorLaunching,
+					State: schemas.ExecutorLaunching, Resources: w.take(a.Executor.Resources),
 				},
-				Command: a.Executor.Command, Env: a.Executor.Env,
+				Command: a.Executor.Command, Env: a.Executor.Env, Artifacts: a.Executor.Artifacts,
 			})
 			next++
 		}

@@ -29,7 +29,9 @@ func newPlanner(v *view, cfg Config) *planner {
 		v: v,
 		opts: Options{
 			SpreadOut:          !cfg.Consolidate,
+			WorkerSelection:    cfg.WorkerSelection,
 			MaxExecutorRetries: max(cfg.MaxExecutorRetries, 0),
+			DefaultCores:       cfg.DefaultCores,
 			Rand:               rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 		},
 		killRetry: cfg.KillRetry,
@@ -56,6 +58,7 @@ func (p *planner) plan(epoch uint64, log *zerolog.Logger) (Plan, bool) {
 	}
 	o := p.opts
 	o.Avoid = p.avoidingLocked(now)
+	o.Now = now
 	plan := Schedule(p.v.placedLocked(), o)
 	if bad := fmt.Sprint(plan.Inconsistencies); len(plan.Inconsistencies) > 0 && bad != p.lastBad {
 		log.Warn().Strs("inconsistencies", plan.Inconsistencies).Msg("snapshot inconsistent")

@@ -1,7 +1,9 @@
 package scheduler
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/stoker/stoker/schemas"
@@ -17,6 +19,65 @@ func (st *pass) reconcile() {
 	st.reconcileDrivers()
 	st.reconcileApps()
 	st.reconcileExecutors()
+	st.reconcileElastic()
+	st.reconcileDrains()
+}
+
+// reconcileElastic kills what an elastic application no longer wants
+// (Spark's dynamic allocation): the executors its driver named
+// (App.KillExecutors), then, beyond App.RequestedExecutors, LAUNCHING ones
+// first and the newest first. It records, per such app, the executors that
+// stay (placeApp tops them up to the requested total).
+func (st *pass) reconcileElastic() {
+	var byApp map[string][]*schemas.Executor
+	for id, a := range st.s.Apps {
+		if a.RequestedExecutors == nil && len(a.KillExecutors) == 0 {
+			continue
+		}
+		if _, ok := a.State.Next(schemas.AppEvPlaced); !ok || st.appDone[id] {
+			continue
+		}
+		if byApp == nil {
+			byApp = map[string][]*schemas.Executor{}
+			for _, e := range st.s.Executors {
+				if a := st.s.Apps[e.AppID]; a != nil && (a.RequestedExecutors != nil || len(a.KillExecutors) > 0) &&
+					e.State.Holds() && st.alive(e.WorkerID) {
+					byApp[e.AppID] = append(byApp[e.AppID], e)
+				}
+			}
+			st.elasticLive = map[string]int{}
+		}
+		var keep []*schemas.Executor
+		for _, e := range byApp[id] {
+			k := schemas.Kill{AppID: id, ExecutorID: e.ID}
+			switch {
+			case slices.Contains(a.KillExecutors, e.ID):
+				k.Reason = "killed by its application"
+				st.kill(e.WorkerID, k)
+			case st.draining(e.WorkerID):
+				// The drain's (reconcileDrains): replaced elsewhere first.
+			case st.s.Killing[KillTarget(k)].IsZero():
+				keep = append(keep, e)
+			}
+		}
+		if n := a.RequestedExecutors; n != nil && len(keep) > *n {
+			slices.SortFunc(keep, func(x, y *schemas.Executor) int {
+				if xl, yl := x.State == schemas.ExecutorLaunching, y.State == schemas.ExecutorLaunching; xl != yl {
+					if xl {
+						return -1
+					}
+					return 1
+				}
+				return cmp.Compare(y.ID, x.ID)
+			})
+			for _, e := range keep[:len(keep)-*n] {
+				st.kill(e.WorkerID, schemas.Kill{AppID: id, ExecutorID: e.ID,
+					Reason: fmt.Sprintf("application asked for %d executors", *n)})
+			}
+			keep = keep[len(keep)-*n:]
+		}
+		st.elasticLive[id] = len(keep)
+	}
 }
 
 // reconcileDrivers: drivers on lost workers (LoseDriver's rule) and kills
@@ -147,6 +208,13 @@ func (s *Snapshot) Apply(p Plan) {
 			c := *d
 			c.State, c.WorkerID, c.Message = u.State, u.WorkerID, u.Message
 			s.Drivers[u.DriverID] = &c
+		}
+	}
+	for _, u := range p.WorkerUpdates {
+		if w := s.Workers[u.WorkerID]; w != nil && w.State == u.From && w.Instance == u.Instance {
+			c := *w
+			c.State, c.Reason = u.State, u.Reason
+			s.Workers[u.WorkerID] = &c
 		}
 	}
 	for _, u := range p.AppUpdates {

@@ -54,6 +54,9 @@ type Options struct {
 	// MaxExecutorRetries: an app whose executors failed this many times in a
 	// row with none RUNNING is FAILED. 0 or less disables the rule.
 	MaxExecutorRetries int
+	// DefaultCores caps the cores of an app that sets no cap of its own
+	// (MaxCores 0), as Spark's spark.deploy.defaultCores; 0: no cap.
+	DefaultCores int
 	// Rand shuffles workers for driver placement; nil uses a random source.
 	// Tests pass a seeded one.
 	Rand *rand.Rand
@@ -61,6 +64,11 @@ type Options struct {
 	// puts workers there for a while after a launch to them failed, so a
 	// broken worker does not become a hot loop). Reconciliation still sees them.
 	Avoid map[string]bool
+	// WorkerSelection orders the workers offered to drivers; the default
+	// is round robin over shuffled workers.
+	WorkerSelection WorkerSelection
+	// Now is the pass's clock, for drain deadlines; zero: time.Now().
+	Now time.Time
 }
 
 // ExecutorLaunch places one executor: create its record (LAUNCHING), then
@@ -68,9 +76,10 @@ type Options struct {
 type ExecutorLaunch struct {
 	// Executor is the record to create: AppID, ID, WorkerID, Cores,
 	// MemoryMB, State LAUNCHING. The service stamps Epoch and times.
-	Executor schemas.Executor
-	Command  []string
-	Env      []string
+	Executor  schemas.Executor
+	Command   []string
+	Env       []string
+	Artifacts []schemas.Artifact
 }
 
 // DriverLaunch places one driver. It carries its own record change: the
@@ -124,6 +133,20 @@ type DriverUpdate struct {
 type KillCmd struct {
 	WorkerID string
 	Kill     schemas.Kill
+	// Drain, when set, is the event the service writes about the worker
+	// (stoker.events.worker.<wid>, DECOMMISSIONING) once the kill is
+	// acknowledged: a step of its drain.
+	Drain string
+}
+
+// WorkerUpdate changes a worker record that is still From for Instance
+// and still draining: the end of a drain (DECOMMISSIONED).
+type WorkerUpdate struct {
+	WorkerID string
+	Instance string
+	From     schemas.WorkerState
+	State    schemas.WorkerState
+	Reason   string
 }
 
 // Plan is what one scheduling pass wants done. Slices are in a
@@ -134,6 +157,7 @@ type Plan struct {
 	AppUpdates      []AppUpdate
 	ExecutorUpdates []ExecutorUpdate
 	DriverUpdates   []DriverUpdate
+	WorkerUpdates   []WorkerUpdate
 	Kills           []KillCmd
 	// Inconsistencies are findings that should not happen (a worker whose
 	// holders exceed its size, an executor spec without cores); they are
@@ -144,7 +168,7 @@ type Plan struct {
 // Empty reports whether the plan changes nothing.
 func (p *Plan) Empty() bool {
 	return len(p.LaunchExecutors) == 0 && len(p.LaunchDrivers) == 0 && len(p.AppUpdates) == 0 &&
-		len(p.ExecutorUpdates) == 0 && len(p.DriverUpdates) == 0 && len(p.Kills) == 0
+		len(p.ExecutorUpdates) == 0 && len(p.DriverUpdates) == 0 && len(p.Kills) == 0 && len(p.WorkerUpdates) == 0
 }
 
 // KillTarget names what a kill command is aimed at: "driver/<id>" or
@@ -185,6 +209,35 @@ type free struct {
 	id    string
 	cores int
 	mem   int64
+	// res are the free addresses of each custom resource, in address
+	// order; nil for a worker that offers none (the common case: the
+	// struct stays small for the placement loop; labels are looked up in
+	// the snapshot only for apps and drivers with constraints).
+	res schemas.Resources
+}
+
+// has reports whether w has n executors' worth of amounts free beyond k
+// already assigned (amounts per executor).
+func (w *free) has(amounts schemas.Amounts, k int) bool {
+	for name, n := range amounts {
+		if len(w.res[name])-k*n < n {
+			return false
+		}
+	}
+	return true
+}
+
+// take removes amounts from w's free addresses and returns them.
+func (w *free) take(amounts schemas.Amounts) schemas.Resources {
+	if len(amounts) == 0 {
+		return nil
+	}
+	got := make(schemas.Resources, len(amounts))
+	for name, n := range amounts {
+		got[name] = slices.Clone(w.res[name][:n])
+		w.res[name] = w.res[name][n:]
+	}
+	return got
 }
 
 type pass struct {
@@ -194,6 +247,9 @@ type pass struct {
 
 	// what executors and drivers hold per worker, derived from the snapshot.
 	used schemas.Usages
+	// usedAddr: worker → resource name → address → holder, for the
+	// workers where something holds custom resources.
+	usedAddr map[string]map[string]map[string]string
 	// per app: cores held by executors not being lost, whether one RUNS,
 	// and the lowest executor id not taken by any record.
 	appCores   map[string]int
@@ -204,6 +260,9 @@ type pass struct {
 	appHolds     map[string]bool
 	appDoneCores map[string]int
 	appNextID    map[string]int
+	// elasticLive: per app with RequestedExecutors, the executors that
+	// stay after this pass's kills.
+	elasticLive map[string]int
 
 	// decisions of this pass
 	appDone    map[string]bool                // app reconciled this pass
@@ -237,19 +296,59 @@ func newPass(s *Snapshot, o Options) *pass {
 			continue
 		}
 		st.used.AddExecutor(e)
+		if len(e.Resources) > 0 {
+			st.holdAddrs(e.WorkerID, e.Resources, "executor "+e.Key())
+		}
 		if st.lost(e.WorkerID) {
 			continue
 		}
 		st.appHolds[e.AppID] = true
-		st.appCores[e.AppID] += e.Cores
 		if e.State == schemas.ExecutorRunning {
 			st.appRunning[e.AppID] = true
 		}
+		if st.draining(e.WorkerID) {
+			// Not counted against the app's cores: placeApp replaces it
+			// elsewhere, and the drain kills it once the replacement runs.
+			continue
+		}
+		st.appCores[e.AppID] += e.Cores
 	}
 	for _, d := range s.Drivers {
 		st.used.AddDriver(d)
+		if len(d.Resources) > 0 && d.WorkerID != "" && d.State.Holds() {
+			st.holdAddrs(d.WorkerID, d.Resources, "driver "+d.ID)
+		}
 	}
 	return st
+}
+
+// holdAddrs counts addresses held on a worker; an address held twice is an
+// inconsistency (never planned: Schedule hands out free addresses only).
+func (st *pass) holdAddrs(wid string, r schemas.Resources, holder string) {
+	if st.usedAddr == nil {
+		st.usedAddr = map[string]map[string]map[string]string{}
+	}
+	byName := st.usedAddr[wid]
+	if byName == nil {
+		byName = map[string]map[string]string{}
+		st.usedAddr[wid] = byName
+	}
+	for name, addrs := range r {
+		m := byName[name]
+		if m == nil {
+			m = map[string]string{}
+			byName[name] = m
+		}
+		for _, a := range addrs {
+			if other, ok := m[a]; ok {
+				if other > holder {
+					other, holder = holder, other
+				}
+				st.inconsistent("worker %s: %s address %s held by %s and %s", wid, name, a, other, holder)
+			}
+			m[a] = holder
+		}
+	}
 }
 
 // lost reports whether a worker is gone (DEAD, DECOMMISSIONED or missing):
@@ -264,6 +363,12 @@ func (st *pass) alive(wid string) bool {
 	return w != nil && w.State == schemas.WorkerAlive
 }
 
+// draining reports whether a worker is ALIVE and being drained.
+func (st *pass) draining(wid string) bool {
+	w := st.s.Workers[wid]
+	return w != nil && w.Draining()
+}
+
 func (st *pass) inconsistent(format string, args ...any) {
 	st.p.Inconsistencies = append(st.p.Inconsistencies, fmt.Sprintf(format, args...))
 }
@@ -272,6 +377,7 @@ func (st *pass) sort() {
 	slices.SortFunc(st.p.AppUpdates, func(a, b AppUpdate) int { return cmp.Compare(a.AppID, b.AppID) })
 	slices.SortFunc(st.p.ExecutorUpdates, func(a, b ExecutorUpdate) int { return cmp.Compare(a.Key, b.Key) })
 	slices.SortFunc(st.p.DriverUpdates, func(a, b DriverUpdate) int { return cmp.Compare(a.DriverID, b.DriverID) })
+	slices.SortFunc(st.p.WorkerUpdates, func(a, b WorkerUpdate) int { return cmp.Compare(a.WorkerID, b.WorkerID) })
 	slices.SortFunc(st.p.Kills, func(a, b KillCmd) int {
 		if c := cmp.Compare(a.WorkerID, b.WorkerID); c != 0 {
 			return c

@@ -530,3 +530,62 @@ func TestSchedule_ExitedExecutorReplacedByDefault(t *testing.T) {
 		t.Fatalf("launches %+v, want one replacement", p.LaunchExecutors)
 	}
 }
+
+// An app with no cap of its own gets the cluster's default (Spark's
+// spark.deploy.defaultCores); its own cap wins; 0 is no cap.
+func TestSchedule_Apps_DefaultCoresCapsUncappedApps(t *testing.T) {
+	for _, tc := range []struct {
+		name               string
+		appMax, defaultCap int
+		want               int // executors of 1 core
+	}{
+		{"default caps", 0, 3, 3},
+		{"own cap wins", 5, 3, 5},
+		{"no default: all free cores", 0, 0, 16},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := NewHarness(t)
+			h.Opts.DefaultCores = tc.defaultCap
+			h.Workers(2, 8, 64<<10)
+			h.App("app-1", 1, 256, tc.appMax)
+			if p := h.Schedule(); len(p.LaunchExecutors) != tc.want {
+				t.Fatalf("launched %d executors, want %d", len(p.LaunchExecutors), tc.want)
+			}
+			h.AssertStable()
+		})
+	}
+}
+
+// TestSchedule_Cordoned_NoNewPlacements: a cordoned worker gets no new
+// executor or driver, keeps what runs on it, and counts again once
+// uncordoned.
+func TestSchedule_Cordoned_NoNewPlacements(t *testing.T) {
+	h := NewHarness(t)
+	h.Workers(2, 4, 4096)
+	h.Snap.Workers["w00"].Cordoned = true
+	a := h.App("app-run", 1, 128, 1)
+	a.State = schemas.AppRunning
+	h.Executor("app-run", 0, "w00", 1, 128, schemas.ExecutorRunning)
+	h.App("app-1", 1, 128, 0)
+	h.Driver("driver-1", 1, 128, false)
+	p := h.Schedule()
+	if got := coresPerWorker(p); got["w00"] != 0 || got["w01"] == 0 {
+		t.Fatalf("cores per worker = %v, want only w01", got)
+	}
+	for _, l := range p.LaunchDrivers {
+		if l.WorkerID != "w01" {
+			t.Fatalf("driver placed on %s, want w01", l.WorkerID)
+		}
+	}
+	if len(p.Kills) != 0 {
+		t.Fatalf("kills on a cordoned worker: %+v", p.Kills)
+	}
+	h.AssertStable()
+
+	h.Snap.Workers["w00"].Cordoned = false
+	h.App("app-2", 1, 128, 0)
+	p = h.Schedule()
+	if got := coresPerWorker(p); got["w00"] == 0 {
+		t.Fatalf("uncordoned: cores per worker = %v, want w00 used", got)
+	}
+}

@@ -45,9 +45,17 @@ type Config struct {
 	// The default (false) spreads executors out, as Spark's
 	// spark.deploy.spreadOut=true.
 	Consolidate bool
+	// WorkerSelection orders the workers offered to drivers (Spark 4's
+	// spark.deploy.workerSelectionPolicy); the default is round robin over
+	// shuffled workers (spark.deploy.spreadOutDrivers=true).
+	WorkerSelection WorkerSelection
 	// MaxExecutorRetries: an app whose executors fail this many times in a
 	// row with none running is FAILED. Default 10; negative disables.
 	MaxExecutorRetries int
+	// DefaultCores caps the cores of an application that sets none (Spark's
+	// spark.deploy.defaultCores). 0, the default: no cap, an app takes what
+	// is free.
+	DefaultCores int
 	// RenewInterval (default lease TTL/3), BeatInterval (default 100ms),
 	// MissedBeats (default 3): see lease.Timings. The lease TTL itself is
 	// not configured here: it is the stoker-leader bucket's TTL, set by
@@ -56,6 +64,11 @@ type Config struct {
 	RenewInterval time.Duration
 	BeatInterval  time.Duration
 	MissedBeats   int
+	// BeatsOnly ignores the server's connection events (bus.ConnClosed):
+	// a standby takes over only after missed beats, even when the bus
+	// reports the leader's connection closed. For comparison; the
+	// default follows the events (lease.Config.ConnEvents).
+	BeatsOnly bool
 	// LaunchTimeout bounds the wait for an agent to acknowledge a launch or
 	// kill. Default 2s.
 	LaunchTimeout time.Duration
@@ -129,6 +142,9 @@ func New(cfg Config) (*Service, error) {
 			return nil, bad("%s %s is negative", name, d)
 		}
 	}
+	if cfg.DefaultCores < 0 {
+		return nil, bad("DefaultCores %d is negative", cfg.DefaultCores)
+	}
 	if cfg.MissedBeats < 0 {
 		return nil, bad("MissedBeats %d is negative", cfg.MissedBeats)
 	}
@@ -143,6 +159,23 @@ func New(cfg Config) (*Service, error) {
 // timings are the lease timings under the lease bucket's TTL, with defaults.
 func (c *Config) timings(ttl time.Duration) (lease.Timings, error) {
 	return lease.Timings{TTL: ttl, RenewInterval: c.RenewInterval, BeatInterval: c.BeatInterval, MissedBeats: c.MissedBeats}.WithDefaults()
+}
+
+// authorize proves this instance still leads epoch, for a command about to
+// be sent: the elector's authority, renewed first if it would end within a
+// beat.
+func (s *Service) authorize(ctx context.Context, epoch uint64) (time.Time, error) {
+	if s.el == nil {
+		return time.Time{}, lease.ErrNoAuthority
+	}
+	e, until, err := s.el.Confirm(ctx, s.el.Timings().BeatInterval)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if e != epoch {
+		return time.Time{}, fmt.Errorf("%w: leading epoch %d, not %d", lease.ErrNoAuthority, e, epoch)
+	}
+	return until, nil
 }
 
 // IsLeader reports whether this instance holds the scheduler lease.
@@ -187,7 +220,7 @@ func (s *Service) start(ctx context.Context) error {
 	s.view = newView(st, s.log, bus.NewReporter(s.cfg.NC, s.log))
 	s.planner = newPlanner(s.view, s.cfg)
 	s.applier = &applier{nc: s.cfg.NC, v: s.view, launchTimeout: s.cfg.LaunchTimeout, avoid: s.planner.avoidWorker,
-		appCreds: s.cfg.AppCreds}
+		appCreds: s.cfg.AppCreds, authorize: s.authorize}
 	if err := s.view.watch(s.group.Context(), s.group, s.poke); err != nil {
 		s.group.Stop()
 		return fmt.Errorf("scheduler: watch: %w", err)
@@ -202,6 +235,7 @@ func (s *Service) start(ctx context.Context) error {
 		return fmt.Errorf("scheduler: %w", err)
 	}
 	s.log.Info().Bool("spread_out", !s.cfg.Consolidate).Int("max_executor_retries", s.cfg.MaxExecutorRetries).
+		Int("default_cores", s.cfg.DefaultCores).
 		Dur("lease_ttl", ttl).Msg("scheduler started (standby until it wins the lease)")
 	return nil
 }
@@ -214,7 +248,7 @@ func (s *Service) campaign(ctx context.Context, kv jetstream.KeyValue, t lease.T
 	var el *lease.Elector
 	el, err := lease.NewElector(lease.Config{
 		KV: kv, NC: s.cfg.NC, Key: bus.KeyScheduler, ID: s.cfg.ID,
-		Timings: t, ReleaseOnStop: true, Log: s.cfg.Log,
+		Timings: t, ReleaseOnStop: true, ConnEvents: !s.cfg.BeatsOnly, Log: s.cfg.Log,
 		OnStartedLeading: func(lctx context.Context, epoch uint64) {
 			s.reannounce(el)
 			s.group.Go(func(gctx context.Context) {
@@ -226,14 +260,12 @@ func (s *Service) campaign(ctx context.Context, kv jetstream.KeyValue, t lease.T
 		},
 		OnStoppedLeading: func() { s.reannounce(el) },
 	})
-	if err == nil {
-		err = el.Start(ctx)
-	}
 	if err != nil {
 		return err
 	}
+	// Set before Start: the leader's goroutine reads it (authorize).
 	s.el = el
-	return nil
+	return el.Start(ctx)
 }
 
 // Stop gives up the lease (released, so a standby takes over at once),
@@ -287,6 +319,7 @@ func (s *Service) lead(ctx context.Context, epoch uint64) {
 	log := s.log.With().Uint64("epoch", epoch).Logger()
 	log.Info().Msg("leading; scheduling once the cluster is ALIVE for this epoch")
 	defer log.Info().Msg("no longer leading")
+	s.view.barrier(ctx, &log)
 	tick := time.NewTicker(s.cfg.Tick)
 	defer tick.Stop()
 	s.poke()

@@ -422,7 +422,11 @@ func TestService_Reconcile_LostWorkerAndRelaunch(t *testing.T) {
 	}
 }
 
-func TestService_Launch_FailureCountsAndFailsApp(t *testing.T) {
+// A launch to a worker whose agent is gone (no responders: dead but not
+// yet DEAD) is the worker's fault: the executor is LOST, not FAILED, and
+// never counts toward the app's retries (issue 11 b: an app ended FAILED
+// after 20 agents were killed).
+func TestService_Launch_UnreachableWorkerNotCounted(t *testing.T) {
 	c := newCluster(t)
 	c.worker("w-silent", 2) // no agent answers
 	c.app("app-1", schemas.AppWaiting, 1)
@@ -431,16 +435,19 @@ func TestService_Launch_FailureCountsAndFailsApp(t *testing.T) {
 		cfg.AvoidFor = 10 * time.Millisecond
 		cfg.LaunchTimeout = 200 * time.Millisecond
 	})
-	bustest.Eventually(t, 15*time.Second, "app FAILED after 2 launch failures", func() bool {
-		return getApp(t, c, "app-1").State == schemas.AppFailed
+	bustest.Eventually(t, 15*time.Second, "four launches to the unreachable worker", func() bool {
+		return len(c.executors("app-1")) >= 4
 	})
 	a := getApp(t, c, "app-1")
-	if a.ConsecutiveFailures < 2 || a.Message == "" {
-		t.Fatalf("app = %+v, want 2+ failures and a message", a)
+	if a.State.Terminal() || a.ConsecutiveFailures != 0 {
+		t.Fatalf("app = %s with %d failures after launches to an unreachable worker, want no failure counted", a.State, a.ConsecutiveFailures)
 	}
 	for _, e := range c.executors("app-1") {
-		if e.State != schemas.ExecutorFailed || e.Message == "" {
-			t.Fatalf("executor %+v, want FAILED with the launch error", e)
+		if e.State == schemas.ExecutorLaunching {
+			continue // the latest, in flight
+		}
+		if e.State != schemas.ExecutorLost || !strings.Contains(e.Message, "unreachable") {
+			t.Fatalf("executor %+v, want LOST as unreachable", e)
 		}
 	}
 }
@@ -538,6 +545,66 @@ func TestService_Failover_NewLeaderSchedulesWithHigherEpoch(t *testing.T) {
 		}
 		if e != want {
 			t.Fatalf("launch %s epoch %d, want %d (all: %v)", k, e, want, slices.Sorted(maps.Keys(got)))
+		}
+	}
+}
+
+// TestService_Events_CarryEpoch: every event the scheduler publishes about a
+// record it wrote (an executor marked LOST, a driver placed, an executor
+// record created) names the epoch it wrote under
+// (issue 16 item 11: readers order and judge events by publisher and epoch).
+func TestService_Events_CarryEpoch(t *testing.T) {
+	c := newCluster(t)
+	var mu sync.Mutex
+	var events []schemas.Event
+	sub, err := c.nc.Subscribe(bus.Events, func(m *nats.Msg) {
+		var e schemas.Event
+		if bus.Decode(m.Data, bus.FormatOf(m.Header), &e) == nil && e.Kind != "leader" {
+			mu.Lock()
+			events = append(events, e)
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	c.agent("w2")
+	c.create(c.st.Workers, "w1", &schemas.Worker{ID: "w1", Cores: 4, MemoryMB: 8192, State: schemas.WorkerDead})
+	c.worker("w2", 4)
+	c.create(c.st.Drivers, "driver-1", &schemas.Driver{
+		ID: "driver-1", Command: []string{"drv"}, Cores: 1, MemoryMB: 512, Supervise: true,
+		State: schemas.DriverRunning, WorkerID: "w1", Attempts: 1, SubmittedAt: time.Now(),
+	})
+	c.app("app-1", schemas.AppRunning, 1)
+	c.create(c.st.Executors, "app-1.0", &schemas.Executor{AppID: "app-1", ID: 0, WorkerID: "w1", Cores: 1, MemoryMB: 256, State: schemas.ExecutorRunning})
+	s := c.scheduler("s1", nil)
+	want := []string{"executor app-1.0 LOST", "driver driver-1 RUNNING", "executor app-1.1 LAUNCHING"}
+	has := func(es []schemas.Event, w string) bool {
+		return slices.ContainsFunc(es, func(e schemas.Event) bool { return e.Kind+" "+e.ID+" "+e.State == w })
+	}
+	defer func() {
+		if t.Failed() {
+			mu.Lock()
+			t.Logf("events: %+v", events)
+			mu.Unlock()
+		}
+	}()
+	bustest.Eventually(t, 10*time.Second, "the scheduler's events", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, w := range want {
+			if !has(events, w) {
+				return false
+			}
+		}
+		return true
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for _, e := range events {
+		if e.Epoch != s.Epoch() || e.Epoch == 0 {
+			t.Errorf("event %s %s %s (%q) has epoch %d, want the scheduler's %d", e.Kind, e.ID, e.State, e.Message, e.Epoch, s.Epoch())
 		}
 	}
 }
