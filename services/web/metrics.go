@@ -20,7 +20,8 @@ var (
 	descApps        = prometheus.NewDesc("stoker_apps", "Applications by state.", []string{"state"}, nil)
 	descDrivers     = prometheus.NewDesc("stoker_drivers", "Drivers by state.", []string{"state"}, nil)
 	descExecutors   = prometheus.NewDesc("stoker_executors", "Executors by state.", []string{"state"}, nil)
-	descEpoch       = prometheus.NewDesc("stoker_leader_epoch", "The scheduler leader's epoch (0: no leader).", nil, nil)
+	descEpoch       = prometheus.NewDesc("stoker_leader_epoch", "The scheduler leader's epoch, the lease revision that fences writes (0: no leader).", nil, nil)
+	descTerm        = prometheus.NewDesc("stoker_leader_term", "The scheduler leader's term: one more per new leader (0: no leader).", nil, nil)
 	descClusterSt   = prometheus.NewDesc("stoker_cluster_state", "1 for the cluster's current phase.", []string{"state"}, nil)
 	descScrapeSecs  = prometheus.NewDesc("stoker_scrape_duration_seconds", "How long reading the cluster took.", nil, nil)
 	allClusterState = []schemas.ClusterState{schemas.ClusterRecovering, schemas.ClusterAlive, schemas.ClusterStandby}
@@ -31,7 +32,7 @@ type clusterCollector struct{ s *Server }
 
 func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descWorkers, descCores, descCoresUsed, descMemory, descMemoryUsed,
-		descApps, descDrivers, descExecutors, descEpoch, descClusterSt, descScrapeSecs} {
+		descApps, descDrivers, descExecutors, descEpoch, descTerm, descClusterSt, descScrapeSecs} {
 		ch <- d
 	}
 }
@@ -101,11 +102,12 @@ func metricValues(sn *snapshot) []metricValue {
 	for _, s := range schemas.DriverStates() {
 		add(descDrivers, float64(drivers[string(s)]), string(s))
 	}
-	var epoch uint64
+	var epoch, term uint64
 	if st.Leader != nil {
-		epoch = st.Leader.Epoch
+		epoch, term = st.Leader.Epoch, st.Leader.Term
 	}
 	add(descEpoch, float64(epoch))
+	add(descTerm, float64(term))
 	for _, cs := range allClusterState {
 		v := 0.0
 		if st.State == cs {

@@ -42,6 +42,22 @@ var funcs = template.FuncMap{
 		}
 		return fmt.Sprint(*p)
 	},
+	// res is a holder's assigned addresses, "gpu=0,1" ("-" for none).
+	"res": func(r schemas.Resources) string {
+		if len(r) == 0 {
+			return "-"
+		}
+		return r.String()
+	},
+	"labels": func(l schemas.Labels) string {
+		if len(l) == 0 {
+			return "-"
+		}
+		return l.String()
+	},
+	// phase is the state a worker is shown in: DECOMMISSIONING while it
+	// drains (the record stays ALIVE), as `stoker workers` shows it.
+	"phase":    func(w schemas.WorkerView) string { return w.Phase() },
 	"lower":    func(s any) string { return strings.ToLower(fmt.Sprint(s)) },
 	"join":     strings.Join,
 	"terminal": func(s any) bool { return isTerminal(fmt.Sprint(s)) },

@@ -195,6 +195,9 @@ func TestToSpark(t *testing.T) {
 
 func TestTemplatesRender(t *testing.T) {
 	sn := testSnapshot()
+	// The first worker drains: its record is ALIVE, pages show DECOMMISSIONING.
+	sn.Workers[0].State = schemas.WorkerAlive
+	sn.Workers[0].Drain = &schemas.Drain{Since: time.Now(), Deadline: time.Now().Add(5 * time.Minute), By: "agent"}
 	for name, data := range map[string]any{
 		"overview": overview{snapshot: sn, WorkersAlive: 2, WorkersDead: 1, RunningApps: sn.Apps[:1], DoneApps: sn.Apps[1:]},
 		"worker":   workerData{Worker: sn.Workers[0], Executors: executorRows(sn.Apps), Drivers: sn.Drivers},
@@ -210,6 +213,12 @@ func TestTemplatesRender(t *testing.T) {
 		}
 		if name == "logs" && strings.Contains(b.String(), "<b>hi</b>") {
 			t.Error("log text not escaped")
+		}
+		if (name == "overview" || name == "worker") && !strings.Contains(b.String(), ">DECOMMISSIONING<") {
+			t.Errorf("%s: the draining worker is not shown DECOMMISSIONING", name)
+		}
+		if name == "worker" && !strings.Contains(b.String(), "drain by agent since") {
+			t.Error("worker: the drain is not described")
 		}
 		if name == "overview" && (!strings.Contains(b.String(), `/api/v1/apps/app-1/kill`) || strings.Contains(b.String(), `/api/v1/apps/app-0/kill`)) {
 			t.Error("overview: want a kill button for the running app only")
