@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,6 +71,8 @@ type Executor struct {
 type execState struct {
 	Executor
 	busy bool
+	// idleSince is when it last finished a task (or registered).
+	idleSince time.Time
 }
 
 // App is a registered application, seen from its driver. Its methods are
@@ -97,6 +101,9 @@ type App struct {
 	changed chan struct{} // closed and replaced on every change to execs
 	closed  bool
 	dropped int
+	// requested is the last total asked with RequestTotalExecutors.
+	requested *int
+	idleStop  context.CancelFunc
 }
 
 // Option tunes RegisterApp.
@@ -104,6 +111,31 @@ type Option func(*App)
 
 // WithLogger logs the App's background work (default: nothing).
 func WithLogger(l zerolog.Logger) Option { return func(a *App) { a.log = l } }
+
+// inheritArtifacts hands a driver's artifacts (env, STOKER_ARTIFACTS: a
+// driver submitted with --file) on to its executors when the spec names
+// none, and turns a command that starts with one of them by its path in the
+// driver's directory (os.Executable) back into its name, which each
+// executor's agent resolves to its own copy.
+func inheritArtifacts(spec *schemas.ExecutorSpec, env string) {
+	if len(spec.Artifacts) > 0 || env == "" {
+		return
+	}
+	arts, err := schemas.DecodeArtifacts(env)
+	if err != nil || len(arts) == 0 {
+		return
+	}
+	spec.Artifacts = arts
+	if len(spec.Command) == 0 {
+		return
+	}
+	for _, a := range arts {
+		if !a.Archive && filepath.IsAbs(spec.Command[0]) && filepath.Base(spec.Command[0]) == a.Name {
+			spec.Command = append([]string{a.Name}, spec.Command[1:]...)
+			return
+		}
+	}
+}
 
 // RegisterApp registers an application with the cluster (stoker.api.apps.register)
 // and starts its heartbeat, its master-changed answer and its executor
@@ -115,6 +147,9 @@ func RegisterApp(ctx context.Context, nc *nats.Conn, req schemas.RegisterApp, op
 			req.DriverID = d
 		}
 	}
+	if err := executorDefaults(&req); err != nil {
+		return nil, err
+	}
 	subject := bus.APIAppsRegister
 	if id := os.Getenv(EnvAppID); req.AppID == "" && id != "" && os.Getenv(EnvExecutorID) == "" {
 		// A driver launched by the cluster: its app id is reserved, and its
@@ -124,6 +159,7 @@ func RegisterApp(ctx context.Context, nc *nats.Conn, req schemas.RegisterApp, op
 	if req.AppID != "" {
 		subject = bus.AppRegisterSubject(req.AppID)
 	}
+	inheritArtifacts(&req.Executor, os.Getenv(schemas.EnvArtifacts))
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
@@ -142,6 +178,9 @@ func RegisterApp(ctx context.Context, nc *nats.Conn, req schemas.RegisterApp, op
 		events:      make(chan Executor, 1024),
 		execs:       map[int]*execState{},
 		changed:     make(chan struct{}),
+	}
+	if n := req.InitialExecutors; n > 0 {
+		a.requested = &n // registered elastic: that is the total asked so far
 	}
 	for _, o := range opts {
 		o(a)
@@ -227,7 +266,7 @@ func (a *App) onHello(_ context.Context, _ bus.Inbound, h *schemas.ExecutorHello
 	if !known {
 		a.order = append(a.order, e.ID)
 	}
-	a.execs[e.ID] = &execState{Executor: e}
+	a.execs[e.ID] = &execState{Executor: e, idleSince: time.Now()}
 	a.notifyLocked()
 	if !known {
 		select {
@@ -313,6 +352,7 @@ func (a *App) release(id int) {
 	defer a.mu.Unlock()
 	if e, ok := a.execs[id]; ok {
 		e.busy = false
+		e.idleSince = time.Now()
 		a.notifyLocked()
 	}
 }
@@ -404,4 +444,137 @@ func (a *App) stopLocal() {
 		_ = s.Unsubscribe()
 	}
 	a.group.Stop()
+}
+
+// executorDefaults fills the app's executor resources and constraints from
+// what `stoker submit --executor-resource/--executor-constraint` put in the
+// driver's environment, when the request names none.
+func executorDefaults(req *schemas.RegisterApp) error {
+	if v := os.Getenv(schemas.EnvExecutorResources); v != "" && len(req.Executor.Resources) == 0 {
+		req.Executor.Resources = schemas.Amounts{}
+		for _, kv := range strings.Split(v, ",") {
+			name, n, err := schemas.ParseResourceAmount(kv)
+			if err != nil {
+				return fmt.Errorf("%s: %w", schemas.EnvExecutorResources, err)
+			}
+			req.Executor.Resources[name] = n
+		}
+	}
+	if v := os.Getenv(schemas.EnvExecutorConstraints); v != "" && len(req.Constraints) == 0 {
+		req.Constraints = strings.Split(v, ",")
+	}
+	return nil
+}
+
+// RequestTotalExecutors asks the cluster for n executors in all (Spark's
+// requestTotalExecutors, dynamic allocation): the scheduler places up to n
+// within the app's core cap and kills executors beyond n, LAUNCHING ones
+// and the newest first. 0 releases every executor.
+func (a *App) RequestTotalExecutors(ctx context.Context, n int) error {
+	if err := a.executorRequest(ctx, &schemas.ExecutorRequest{AppID: a.ID, Total: &n}); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.requested = &n
+	a.mu.Unlock()
+	return nil
+}
+
+// RequestedTotal is the executor total the app last asked for (by
+// RequestTotalExecutors, or lowered by KillExecutors and the idle
+// timeout's releases); ok is false before any request.
+func (a *App) RequestedTotal() (n int, ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.requested == nil {
+		return 0, false
+	}
+	return *a.requested, true
+}
+
+// KillExecutors kills the named executors and lowers the requested total
+// by as many, so they are not replaced (Spark's killExecutors with the
+// target adjusted). Without an earlier RequestTotalExecutors the total
+// becomes the executors registered minus those killed.
+func (a *App) KillExecutors(ctx context.Context, ids ...int) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	a.mu.Lock()
+	total := len(a.order)
+	if a.requested != nil {
+		total = *a.requested
+	}
+	total = max(total-len(ids), 0)
+	a.mu.Unlock()
+	if err := a.executorRequest(ctx, &schemas.ExecutorRequest{AppID: a.ID, Total: &total, Kill: ids}); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.requested = &total
+	a.mu.Unlock()
+	for _, id := range ids {
+		a.forget(id, "killed by the application")
+	}
+	return nil
+}
+
+func (a *App) executorRequest(ctx context.Context, req *schemas.ExecutorRequest) error {
+	if _, err := bus.CallAck(ctx, a.nc, bus.AppExecutorsSubject(a.ID), req); err != nil {
+		return fmt.Errorf("sdk: executor request: %w", err)
+	}
+	return nil
+}
+
+// SetIdleTimeout releases executors idle for longer than d (no task since
+// it registered or since its last task ended), keeping at least min of
+// them, as Spark's spark.dynamicAllocation.executorIdleTimeout and
+// minExecutors. d <= 0 stops releasing.
+func (a *App) SetIdleTimeout(d time.Duration, min int) {
+	a.mu.Lock()
+	if a.idleStop != nil {
+		a.idleStop()
+		a.idleStop = nil
+	}
+	if d <= 0 || a.closed {
+		a.mu.Unlock()
+		return
+	}
+	ctx, cancel := context.WithCancel(a.group.Context())
+	a.idleStop = cancel
+	a.mu.Unlock()
+	a.group.Go(func(context.Context) {
+		t := time.NewTicker(max(d/4, 10*time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if ids := a.idle(d, min); len(ids) > 0 {
+				rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+				if err := a.KillExecutors(rctx, ids...); err != nil {
+					a.log.Warn().Err(err).Ints("executors", ids).Msg("cannot release idle executors")
+				} else {
+					a.log.Info().Ints("executors", ids).Dur("idle_timeout", d).Msg("idle executors released")
+				}
+				rcancel()
+			}
+		}
+	})
+}
+
+// idle lists executors idle longer than d, newest first, leaving min.
+func (a *App) idle(d time.Duration, min int) []int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var ids []int
+	for i := len(a.order) - 1; i >= 0 && len(a.order)-len(ids) > min; i-- {
+		e := a.execs[a.order[i]]
+		if !e.busy && time.Since(e.idleSince) > d {
+			ids = append(ids, e.ID)
+		}
+	}
+	return ids
 }

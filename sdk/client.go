@@ -22,13 +22,14 @@ type Client struct {
 	nc *nats.Conn
 	// CallTimeout bounds each request whose context has no deadline.
 	CallTimeout time.Duration
-	// PollInterval is how often the Follow methods look. Default 200ms.
+	// PollInterval is how often the Follow methods look when no event woke
+	// them (a missed event, a credential without events). Default 2s.
 	PollInterval time.Duration
 }
 
 // NewClient is a client on nc; the caller owns (and closes) nc.
 func NewClient(nc *nats.Conn) *Client {
-	return &Client{nc: nc, CallTimeout: 5 * time.Second, PollInterval: 200 * time.Millisecond}
+	return &Client{nc: nc, CallTimeout: 5 * time.Second, PollInterval: DefaultPollInterval}
 }
 
 // bounded is ctx, bounded by CallTimeout when it has no deadline.
@@ -50,6 +51,31 @@ func (c *Client) Workers(ctx context.Context) ([]schemas.WorkerView, error) {
 	var list schemas.WorkerList
 	err := c.call(ctx, bus.APIWorkersList, &schemas.ListRequest{}, &list)
 	return list.Workers, err
+}
+
+// Cordon stops (cordon true) or allows again (false) new placements on a
+// worker; what runs there keeps running.
+func (c *Client) Cordon(ctx context.Context, workerID string, cordon bool) (*schemas.Ack, error) {
+	req := schemas.CordonRequest{WorkerID: workerID, Cordon: cordon}
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
+	return bus.CallAck(ctx, c.nc, bus.APIWorkersCordon, &req)
+}
+
+// Drain decommissions a worker: no new placements, its executors replaced
+// elsewhere then killed there, what is left killed after deadline (0: the
+// cluster's default, schemas.DefaultDrainDeadline).
+func (c *Client) Drain(ctx context.Context, workerID string, deadline time.Duration) (*schemas.Ack, error) {
+	req := schemas.DrainRequest{WorkerID: workerID, DeadlineMS: deadline.Milliseconds()}
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
+	return bus.CallAck(ctx, c.nc, bus.APIWorkersDrain, &req)
 }
 
 // Drivers lists the drivers with the given ids, or every driver.
@@ -88,6 +114,28 @@ func (c *Client) Apps(ctx context.Context, ids ...string) ([]schemas.AppView, er
 func (c *Client) App(ctx context.Context, id string) (*schemas.AppView, error) {
 	as, err := c.Apps(ctx, id)
 	return one(as, err, "app", id, func(a schemas.AppView) string { return a.ID })
+}
+
+// WorkersWhere, DriversWhere and AppsWhere list what req selects (ids,
+// states, live only); work not ended comes first.
+func (c *Client) WorkersWhere(ctx context.Context, req schemas.ListRequest) ([]schemas.WorkerView, error) {
+	var list schemas.WorkerList
+	err := c.call(ctx, bus.APIWorkersList, &req, &list)
+	return list.Workers, err
+}
+
+// DriversWhere: see WorkersWhere.
+func (c *Client) DriversWhere(ctx context.Context, req schemas.ListRequest) ([]schemas.Driver, error) {
+	var list schemas.DriverList
+	err := c.call(ctx, bus.APIDriversList, &req, &list)
+	return list.Drivers, err
+}
+
+// AppsWhere: see WorkersWhere.
+func (c *Client) AppsWhere(ctx context.Context, req schemas.ListRequest) ([]schemas.AppView, error) {
+	var list schemas.AppList
+	err := c.call(ctx, bus.APIAppsList, &req, &list)
+	return list.Apps, err
 }
 
 // Status is the cluster's leader, epoch, phase and totals.
@@ -223,6 +271,9 @@ func (c *Client) Events(ctx context.Context, q bus.EventQuery, fn func(bus.Store
 	return bus.ReadEvents(ctx, c.nc, q, fn)
 }
 
+// DefaultPollInterval is the Follow methods' look when no event came.
+const DefaultPollInterval = 2 * time.Second
+
 // Follow is what a Follow method reports at each look: the record, or the
 // error of that look (the cluster may be failing over; following goes on).
 type Follow[T any] struct {
@@ -230,21 +281,62 @@ type Follow[T any] struct {
 	Err   error
 }
 
-// FollowDriver looks at the driver every PollInterval and calls fn with
-// each change (state or worker) and each failed look, until the driver is
-// terminal; it returns the final record. When ctx ends first it returns the
-// last record seen and ctx's error.
+// FollowDriver follows the driver and calls fn with each change (state or
+// worker) and each failed look, until the driver is terminal; it returns
+// the final record. When ctx ends first it returns the last record seen and
+// ctx's error. It looks again when an event about the driver arrives
+// (stoker.events.driver.<id>), and every PollInterval in case one was
+// missed: each look is one record by id, whatever the history.
 func (c *Client) FollowDriver(ctx context.Context, id string, fn func(Follow[schemas.Driver])) (*schemas.Driver, error) {
-	return follow(ctx, c.PollInterval, func(ctx context.Context) (*schemas.Driver, error) { return c.Driver(ctx, id) },
+	wake, stop := c.wakeOn(nil, bus.EventSubject("driver", id))
+	defer stop()
+	return follow(ctx, c.PollInterval, wake, func(ctx context.Context) (*schemas.Driver, error) { return c.Driver(ctx, id) },
 		func(a, b *schemas.Driver) bool { return a.State == b.State && a.WorkerID == b.WorkerID },
 		func(d *schemas.Driver) bool { return d.State.Terminal() }, fn)
 }
 
 // FollowApp is FollowDriver for an application: a change is one of the
-// application's state or of any executor's.
+// application's state or of any executor's; it looks again on the app's
+// events and its executors' (stoker.events.executor.<appid>_<n>).
 func (c *Client) FollowApp(ctx context.Context, id string, fn func(Follow[schemas.AppView])) (*schemas.AppView, error) {
-	return follow(ctx, c.PollInterval, func(ctx context.Context) (*schemas.AppView, error) { return c.App(ctx, id) },
+	mine := bus.EventSubject("executor", id+"_")
+	wake, stop := c.wakeOn(func(subj string) bool {
+		return !strings.HasPrefix(subj, bus.EventSubject("executor", "")) || strings.HasPrefix(subj, mine)
+	}, bus.EventSubject("app", id), bus.EventSubject("executor", "*"))
+	defer stop()
+	return follow(ctx, c.PollInterval, wake, func(ctx context.Context) (*schemas.AppView, error) { return c.App(ctx, id) },
 		sameApp, func(a *schemas.AppView) bool { return a.State.Terminal() }, fn)
+}
+
+// wakeOn subscribes to subjects and signals (without blocking, coalesced)
+// on each message whose subject keep accepts (nil: all). A subscription
+// refused (a credential that may not read events) leaves only the periodic
+// look.
+func (c *Client) wakeOn(keep func(subject string) bool, subjects ...string) (<-chan struct{}, func()) {
+	wake := make(chan struct{}, 1)
+	var subs []*nats.Subscription
+	for _, subj := range subjects {
+		sub, err := c.nc.Subscribe(subj, func(m *nats.Msg) {
+			if keep != nil && !keep(m.Subject) {
+				return
+			}
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		})
+		if err == nil {
+			subs = append(subs, sub)
+		}
+	}
+	// The subscriptions reach the server before the first look, so no
+	// change after it goes unheard.
+	_ = c.nc.Flush()
+	return wake, func() {
+		for _, s := range subs {
+			_ = s.Unsubscribe()
+		}
+	}
 }
 
 func sameApp(a, b *schemas.AppView) bool {
@@ -259,12 +351,13 @@ func sameApp(a, b *schemas.AppView) bool {
 	return true
 }
 
-// follow polls get every interval, reporting changes (by same) and errors
-// to fn, until done says the value is final or ctx ends.
-func follow[T any](ctx context.Context, interval time.Duration, get func(context.Context) (*T, error),
+// follow looks with get at once, on each wake and every interval,
+// reporting changes (by same) and errors to fn, until done says the value
+// is final or ctx ends.
+func follow[T any](ctx context.Context, interval time.Duration, wake <-chan struct{}, get func(context.Context) (*T, error),
 	same func(a, b *T) bool, done func(*T) bool, fn func(Follow[T])) (*T, error) {
 	if interval <= 0 {
-		interval = 200 * time.Millisecond
+		interval = DefaultPollInterval
 	}
 	var last *T
 	t := time.NewTicker(interval)
@@ -287,6 +380,7 @@ func follow[T any](ctx context.Context, interval time.Duration, get func(context
 		case <-ctx.Done():
 			return last, ctx.Err()
 		case <-t.C:
+		case <-wake:
 		}
 	}
 }

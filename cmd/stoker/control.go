@@ -6,6 +6,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"time"
 
 	"github.com/stoker/stoker/bus/auth"
 	"github.com/stoker/stoker/schemas"
@@ -37,6 +38,94 @@ func init() {
 					}
 					fmt.Fprintln(e.stdout, msg)
 					return nil
+				})
+			}
+		},
+	})
+	for _, cordon := range []bool{true, false} {
+		name, summary, details := "cordon", "stop new placements on a worker (what runs there keeps running)",
+			"WORKER is a worker id (see stoker workers). The scheduler places no new executor or driver on a cordoned "+
+				"worker; its executors and drivers keep running. The flag is kept when the agent restarts and across "+
+				"scheduler failovers until stoker uncordon. stoker workers shows the worker as STATE,cordoned."
+		if !cordon {
+			name, summary, details = "uncordon", "allow new placements on a cordoned worker again",
+				"WORKER is a worker id (see stoker workers)."
+		}
+		register(&command{
+			name: name, group: "Clients", summary: summary,
+			usage: "WORKER [--nats URL]", details: details,
+			examples:     []string{"stoker " + name + " worker-1"},
+			interspersed: true,
+			setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+				url := natsFlag(fs)
+				return func(ctx context.Context, args []string) error {
+					if len(args) != 1 {
+						return fmt.Errorf("%s expects one worker id, got %d argument(s)", name, len(args))
+					}
+					return withClient(url.target(auth.RoleAdmin, auth.RoleViewer), func(c *sdk.Client) error {
+						ack, err := c.Cordon(ctx, args[0], cordon)
+						if err != nil {
+							return err
+						}
+						fmt.Fprintln(e.stdout, ack.Message)
+						return nil
+					})
+				}
+			},
+		})
+	}
+	register(&command{
+		name: "drain", group: "Clients", summary: "decommission a worker: replace its executors elsewhere, then stop them there",
+		usage: "WORKER [--deadline 5m] [--wait] [--nats URL]",
+		details: `WORKER is a worker id (see stoker workers). The worker is DECOMMISSIONING: nothing new
+is placed on it; each executor is first replaced on another worker, and killed
+on WORKER once its replacement is RUNNING (an executor that exits by itself is
+not replaced there); supervised drivers are relaunched elsewhere; at the
+deadline whatever is left is killed. Once nothing runs on it the worker is
+DECOMMISSIONED (the agent keeps running, idle, until it is stopped; a restarted
+agent registers a fresh worker). The drain is kept in the worker's record, so
+it goes on across scheduler failovers; each step is an event (stoker events).
+Spark: spark.decommission.enabled and SIGPWR; Nomad: node drain -deadline;
+Kubernetes: kubectl drain. --wait waits until the worker is DECOMMISSIONED.`,
+		examples:     []string{"stoker drain worker-1", "stoker drain worker-1 --deadline 30m --wait"},
+		interspersed: true,
+		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			url := natsFlag(fs)
+			deadline := fs.Duration("deadline", schemas.DefaultDrainDeadline, "kill what is still on the worker after this long")
+			wait := fs.Bool("wait", false, "wait until the worker is DECOMMISSIONED")
+			return func(ctx context.Context, args []string) error {
+				if len(args) != 1 {
+					return usagef("drain expects one worker id, got %d argument(s)", len(args))
+				}
+				if *deadline <= 0 || *deadline > schemas.MaxDrainDeadline {
+					return usagef("--deadline must be > 0 and at most %s, got %s", schemas.MaxDrainDeadline, *deadline)
+				}
+				return withClient(url.target(auth.RoleAdmin, auth.RoleViewer), func(c *sdk.Client) error {
+					ack, err := c.Drain(ctx, args[0], *deadline)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintln(e.stdout, ack.Message)
+					if !*wait {
+						return nil
+					}
+					for {
+						ws, err := c.Workers(ctx)
+						if err != nil {
+							return err
+						}
+						for _, w := range ws {
+							if w.ID == args[0] && w.State.Gone() {
+								fmt.Fprintf(e.stdout, "worker %s %s\n", w.ID, w.State)
+								return nil
+							}
+						}
+						select {
+						case <-ctx.Done():
+							return ctx.Err()
+						case <-time.After(time.Second):
+						}
+					}
 				})
 			}
 		},

@@ -20,6 +20,22 @@ func when(t time.Time) string {
 	return t.Local().Format(time.RFC3339) + " (" + ago(t) + ")"
 }
 
+// executorEnd is an executor's state with how its process ended. A KILLED
+// one that exited 0 was told to stop (its app ended, or stoker kill) and
+// stopped cleanly: "KILLED (exit 0)" read as a contradiction (pi's
+// executors at the end of every run).
+func executorEnd(st schemas.ExecutorState, code *int) string {
+	switch {
+	case code == nil:
+		return string(st)
+	case st == schemas.ExecutorKilled && *code == 0:
+		return string(st) + " (stopped cleanly when told to)"
+	case st == schemas.ExecutorKilled && *code > 128:
+		return fmt.Sprintf("%s (ended by signal %d)", st, *code-128)
+	}
+	return fmt.Sprintf("%s (exit %d)", st, *code)
+}
+
 func exitOf(code *int) string {
 	if code == nil {
 		return "-"
@@ -34,7 +50,13 @@ func printWorker(w io.Writer, d *sdk.WorkerDetail, asJSON bool) error {
 	v := d.Worker
 	t := newTable(w)
 	fmt.Fprintf(t, "Worker:\t%s\n", v.ID)
-	fmt.Fprintf(t, "State:\t%s\n", v.State)
+	fmt.Fprintf(t, "State:\t%s\n", v.Phase())
+	if d := v.Drain; d != nil {
+		fmt.Fprintf(t, "Drain:\tsince %s, deadline %s (by %s)\n", when(d.Since), when(d.Deadline), orDash(d.By))
+	}
+	if v.Cordoned {
+		fmt.Fprintf(t, "Cordoned:\tyes (no new placements; stoker uncordon %s)\n", v.ID)
+	}
 	fmt.Fprintf(t, "Host:\t%s\n", orDash(v.Host))
 	if v.PID != 0 {
 		fmt.Fprintf(t, "Agent:\tpid %d, started %s\n", v.PID, when(v.Since))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -117,6 +118,29 @@ func sizeVar(fs *flag.FlagSet, name string, defMB int64, usage string) *sizeFlag
 	return &s
 }
 
+// offDuration is a duration flag where "off" (or 0) means zero.
+type offDuration time.Duration
+
+func (d *offDuration) String() string {
+	if *d == 0 {
+		return "off"
+	}
+	return time.Duration(*d).String()
+}
+
+func (d *offDuration) Set(v string) error {
+	if v == "off" || v == "0" {
+		*d = 0
+		return nil
+	}
+	x, err := time.ParseDuration(v)
+	if err != nil || x < 0 {
+		return fmt.Errorf("want a duration like 4s, or off")
+	}
+	*d = offDuration(x)
+	return nil
+}
+
 // listFlag collects a repeated flag.
 type listFlag []string
 
@@ -213,3 +237,91 @@ func printFlags(w io.Writer, cmd string, fs *flag.FlagSet) {
 		fmt.Fprintf(w, "        %s%s\n", strings.ReplaceAll(usage, "\n", "\n        "), extra)
 	})
 }
+
+// resourcesFlag collects --resource NAME=ADDR[,ADDR...] (repeatable).
+type resourcesFlag schemas.Resources
+
+func (r *resourcesFlag) String() string { return schemas.Resources(*r).String() }
+func (r *resourcesFlag) Set(v string) error {
+	name, addrs, err := schemas.ParseResourceAddrs(v)
+	if err != nil {
+		return err
+	}
+	if *r == nil {
+		*r = resourcesFlag{}
+	}
+	if _, dup := (*r)[name]; dup {
+		return fmt.Errorf("resource %s given twice", name)
+	}
+	(*r)[name] = addrs
+	return nil
+}
+func (*resourcesFlag) isList() {}
+
+// amountsFlag collects --executor-resource / --driver-resource NAME=COUNT.
+type amountsFlag schemas.Amounts
+
+func (a *amountsFlag) String() string { return schemas.Amounts(*a).String() }
+func (a *amountsFlag) Set(v string) error {
+	name, n, err := schemas.ParseResourceAmount(v)
+	if err != nil {
+		return err
+	}
+	if *a == nil {
+		*a = amountsFlag{}
+	}
+	(*a)[name] = n
+	return nil
+}
+func (*amountsFlag) isList() {}
+
+// discoveryFlag collects --resource-discovery NAME=SCRIPT.
+type discoveryFlag map[string]string
+
+func (d *discoveryFlag) String() string {
+	var parts []string
+	for k, v := range *d {
+		parts = append(parts, k+"="+v)
+	}
+	return strings.Join(parts, " ")
+}
+func (d *discoveryFlag) Set(v string) error {
+	name, script, ok := strings.Cut(v, "=")
+	if !ok || name == "" || script == "" {
+		return fmt.Errorf("resource discovery %q: want NAME=SCRIPT, e.g. gpu=/opt/spark/getGpus.sh", v)
+	}
+	if err := (schemas.Amounts{name: 1}).Validate(); err != nil {
+		return fmt.Errorf("resource discovery %q: %w", v, err)
+	}
+	if *d == nil {
+		*d = discoveryFlag{}
+	}
+	(*d)[name] = script
+	return nil
+}
+func (*discoveryFlag) isList() {}
+
+// labelsFlag collects --label KEY=VALUE[,KEY=VALUE...] (repeatable).
+type labelsFlag schemas.Labels
+
+func (l *labelsFlag) String() string { return schemas.Labels(*l).String() }
+func (l *labelsFlag) Set(v string) error {
+	if *l == nil {
+		*l = labelsFlag{}
+	}
+	return schemas.ParseLabels(schemas.Labels(*l), v)
+}
+func (*labelsFlag) isList() {}
+
+// constraintsFlag collects --constraint KEY=VALUE or KEY!=VALUE (repeatable).
+type constraintsFlag []string
+
+func (c *constraintsFlag) String() string { return strings.Join(*c, ",") }
+func (c *constraintsFlag) Set(v string) error {
+	if _, err := schemas.ParseConstraint(v); err != nil {
+		return err
+	}
+	*c = append(*c, v)
+	return nil
+}
+func (*constraintsFlag) isList() {}

@@ -250,7 +250,8 @@ func TestKV_GetAndLs_DecodeRecords(t *testing.T) {
 	t.Run("get for people", func(t *testing.T) {
 		code, out, _ := runCmd(t, nil, "kv", "get", "cluster", "state", "--nats", url)
 		if code != exitOK || !strings.HasPrefix(out, "stoker-cluster/state  revision 1  written ") ||
-			!strings.Contains(out, `"epoch": 7`) || !strings.Contains(out, `"state": "ALIVE"`) {
+			!strings.Contains(out, `"epoch": 7`) || !strings.Contains(out, `"state": "ALIVE"`) ||
+			!strings.Contains(out, "read from stream leader") {
 			t.Fatalf("exit %d:\n%s", code, out)
 		}
 	})
@@ -296,7 +297,7 @@ func TestHealth_Run_ExitCodes(t *testing.T) {
 		{"store ready", []string{"--nats", full.ClientURL()}, exitOK, "healthy: "},
 		{"no store yet", []string{"--nats", bare.ClientURL()}, exitFailure, "unhealthy: bus: bucket stoker-workers"},
 		{"bus only, no store needed", []string{"--bus", "--nats", bare.ClientURL()}, exitOK, "answers JetStream"},
-		{"nothing listening", []string{"--nats", "nats://127.0.0.1:1", "--timeout", "1s"}, exitFailure, "unhealthy: cannot reach NATS"},
+		{"nothing listening", []string{"--nats", "nats://127.0.0.1:1", "--timeout", "1s"}, exitFailure, "unhealthy: cannot reach the bus at nats://127.0.0.1:1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -68,6 +68,9 @@ type kvRecord struct {
 	// Poisoned says why every reader skips the record (bus.DecodeChecked);
 	// then Value is the raw stored text.
 	Poisoned string `json:"poisoned,omitempty"`
+	// ReadFrom says who answered: "stream leader <server>", or a warning
+	// that any replica may have (direct gets on: possibly old data).
+	ReadFrom string `json:"read_from,omitempty"`
 }
 
 // kvEntry is r as printed; poisoned (the reason every reader skips it), it
@@ -134,7 +137,7 @@ shown (--revision, default: the current one, read first): an admin's tool
 					case args[0] == "rm":
 						return kvRm(ctx, e.stdout, b, kv, args[2], *revision)
 					case want == 3:
-						return kvGet(ctx, e.stdout, b, kv, args[2], *asJSON)
+						return kvGet(ctx, e.stdout, b, kv, args[2], *asJSON, readFrom(ctx, nc, b))
 					}
 					return kvList(ctx, e.stdout, b, kv, *asJSON)
 				})
@@ -157,7 +160,33 @@ func openBucket(ctx context.Context, nc *nats.Conn, b bus.Bucket) (jetstream.Key
 	return b.In(st), nil
 }
 
-func kvGet(ctx context.Context, w io.Writer, b bus.Bucket, kv jetstream.KeyValue, key string, asJSON bool) error {
+// readFrom says which server answers a Get on b: the stream leader (direct
+// gets off, as the store's owner provisions them), or a warning that any
+// replica may answer with old data.
+func readFrom(ctx context.Context, nc *nats.Conn, b bus.Bucket) string {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return ""
+	}
+	s, err := js.Stream(ctx, "KV_"+b.Name)
+	if err != nil {
+		return fmt.Sprintf("unknown (no stream info: %v); the value may be old", err)
+	}
+	info := s.CachedInfo()
+	leader := "the server"
+	if info.Cluster != nil && info.Cluster.Leader != "" {
+		leader = info.Cluster.Leader
+	}
+	if info.Config.AllowDirect {
+		return fmt.Sprintf("WARNING: direct gets are on for %s: any replica may have answered, possibly with old data "+
+			"(the stream leader is %s; run `stoker init` to turn them off)", b.Name, leader)
+	}
+	return "stream leader " + leader
+}
+
+func kvGet(ctx context.Context, w io.Writer, b bus.Bucket, kv jetstream.KeyValue, key string, asJSON bool, from string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	r, err := bus.GetRecord(ctx, kv, key, b.Record)
@@ -168,11 +197,15 @@ func kvGet(ctx context.Context, w io.Writer, b bus.Bucket, kv jetstream.KeyValue
 		return err
 	}
 	rec := kvEntry(b, r, err)
+	rec.ReadFrom = from
 	if asJSON {
 		return writeJSON(w, rec)
 	}
 	fmt.Fprintf(w, "%s/%s  revision %d  written %s (%s)\n", b.Name, key, rec.Revision,
 		rec.Created.Local().Format("2006-01-02 15:04:05.000"), ago(rec.Created))
+	if from != "" {
+		fmt.Fprintf(w, "read from %s\n", from)
+	}
 	if rec.Poisoned != "" {
 		fmt.Fprintf(w, "POISONED: %s\nskipped by every service; delete it with: stoker kv rm %s %s --revision %d\nraw value:\n%s\n",
 			rec.Poisoned, b.Name, key, rec.Revision, rec.Value)

@@ -50,7 +50,11 @@ func TestRun_UsageErrors(t *testing.T) {
 		{"submit blank command", []string{"submit", "--", " "}, "command is empty"},
 		{"run no command", []string{"run"}, "no command given"},
 		{"run zero cores", []string{"run", "--executor-cores", "0", "--", "sleep", "1"}, "--executor-cores must be > 0"},
-		{"run max below executor", []string{"run", "--executor-cores", "4", "--max-cores", "2", "--", "x"}, "max cores 2 is less than"},
+		{"run max below executor", []string{"run", "--executor-cores", "4", "--max-cores", "2", "--", "x"}, "--max-cores 2 is less than the cores of one executor"},
+		{"run executors over the cap", []string{"run", "--executors", "3", "--executor-cores", "2", "--total-executor-cores", "4", "--", "x"}, "--executors 3 of 2 cores need 6 cores, more than --max-cores 4"},
+		{"run negative executors", []string{"run", "--executors=-1", "--", "x"}, "--executors must be between 1 and"},
+		{"agent bad enforce-memory", []string{"agent", "--enforce-memory", "lots"}, "--enforce-memory must be one of auto, cgroup, rlimit, off"},
+		{"scheduler negative default cores", []string{"scheduler", "--default-cores=-2"}, "--default-cores must be >= 0"},
 		{"run negative max", []string{"run", "--max-cores=-1", "--", "x"}, "--max-cores must be >= 0"},
 		{"kill no id", []string{"kill"}, "expected one driver or app id"},
 		{"kill bad id", []string{"kill", "worker-1"}, "is not a driver id"},
@@ -65,6 +69,12 @@ func TestRun_UsageErrors(t *testing.T) {
 		{"agent zero cores", []string{"agent", "--cores", "0"}, "--cores must be > 0"},
 		{"agent bad id", []string{"agent", "--id", "a.b"}, "--id"},
 		{"agent bad memory", []string{"agent", "--memory", "-4g"}, "at least 1 MB"},
+		{"agent sim fail rate", []string{"agent", "--simulate", "2", "--sim-fail-rate", "1.5"}, "--sim-fail-rate must be in [0,1]"},
+		{"agent sim flags alone", []string{"agent", "--sim-run-time", "1s"}, "need --simulate N"},
+		{"bench zero agents", []string{"bench", "--agents", "0"}, "--agents must be > 0"},
+		{"bench unknown scenario", []string{"bench", "--scenarios", "speed"}, `unknown "speed"`},
+		{"bench dead fraction", []string{"bench", "--dead-fraction", "1"}, "--dead-fraction must be in (0,1)"},
+		{"agent sim negative", []string{"agent", "--simulate=-1"}, "--simulate must be >= 0"},
 		{"bus needs data", []string{"bus"}, "--data is required"},
 		{"init bad replicas", []string{"init", "--replicas", "0"}, "--replicas must be > 0"},
 		{"init too many replicas", []string{"init", "--replicas", "7"}, "replicas must be 1..5"},
@@ -75,6 +85,13 @@ func TestRun_UsageErrors(t *testing.T) {
 		{"recovery bad timeout", []string{"recovery", "--recovery-timeout", "0s"}, "--recovery-timeout must be > 0"},
 		{"bad env fallback", []string{"up"}, "STOKER_UP_WORKERS"},
 		{"version args", []string{"version", "x"}, "no arguments"},
+		{"run bad constraint", []string{"run", "--constraint", "zone~a", "--", "x"}, `constraint "zone~a": want KEY=VALUE or KEY!=VALUE`},
+		{"submit bad constraint", []string{"submit", "--constraint", "Zone=a", "--", "x"}, "constraint key"},
+		{"run bad resource amount", []string{"run", "--executor-resource", "gpu=0", "--", "x"}, "resource gpu amount must be 1 to"},
+		{"submit bad driver resource", []string{"submit", "--driver-resource", "gpu", "--", "x"}, "want NAME=COUNT"},
+		{"agent bad resource", []string{"agent", "--resource", "gpu=0,0"}, "lists address \"0\" twice"},
+		{"agent bad label", []string{"agent", "--label", "zone"}, "want KEY=VALUE"},
+		{"scheduler bad selection policy", []string{"scheduler", "--worker-selection-policy", "MOST_FREE"}, "--worker-selection-policy: worker selection policy \"MOST_FREE\""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -239,6 +256,44 @@ func TestBindRun_Parse(t *testing.T) {
 	}
 	if o.req.MaxCores != 2 || !o.req.RunOnce {
 		t.Errorf("default run: max cores %d run once %v, want 2 and true", o.req.MaxCores, o.req.RunOnce)
+	}
+}
+
+// --max-cores is Spark's cap on all cores (issue 9 item 5); --executors is
+// the number of copies; --total-executor-cores is Spark's alias.
+func TestBindRun_ExecutorsAndMaxCores(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		maxCores int // what the request asks: executors × cores
+		note     string
+	}{
+		{"executors", []string{"--executors", "3"}, 3, ""},
+		{"executors of 2 cores", []string{"--executors", "3", "--executor-cores", "2"}, 6, ""},
+		{"executors under the cap", []string{"--executors", "2", "--max-cores", "8"}, 2, ""},
+		{"max cores alone derives", []string{"--max-cores", "4"}, 4, "--max-cores 4 with 1 core per executor: 4 executor(s)"},
+		{"spark's alias", []string{"--total-executor-cores", "5", "--executor-cores", "2"}, 4, "--max-cores 5 with 2 cores per executor: 2 executor(s)"},
+		{"neither: one", nil, 1, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("run", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			o := &runOptions{}
+			complete := bindRun(fs, o)
+			pos, err := parseArgs(fs, append(tc.args, "--", "sleep", "1"), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := complete(pos); err != nil {
+				t.Fatal(err)
+			}
+			if o.req.MaxCores != tc.maxCores || !o.req.RunOnce {
+				t.Errorf("max cores %d run once %v, want %d and true", o.req.MaxCores, o.req.RunOnce, tc.maxCores)
+			}
+			if !strings.HasPrefix(o.note, tc.note) || (tc.note == "") != (o.note == "") {
+				t.Errorf("note %q, want one starting %q", o.note, tc.note)
+			}
+		})
 	}
 }
 

@@ -59,7 +59,7 @@ func storeShape(t *testing.T, js jetstream.JetStream) string {
 func newTestService(t *testing.T, name string, nc *nats.Conn) service {
 	t.Helper()
 	mk := map[string]newService{
-		"registration": newRegistration(liveness{}), "heartbeat": newHeartbeat(liveness{}),
+		"registration": newRegistration(liveness{}), "heartbeat": newHeartbeat(liveness{}, 0, false),
 		"recovery": newRecovery(0), "scheduler": newScheduler(schedulerSettings{}),
 	}[name]
 	s, err := mk(nc, name+"-1", zerolog.Nop())

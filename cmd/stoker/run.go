@@ -8,6 +8,8 @@ import (
 	"flag"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/stoker/stoker/bus/auth"
@@ -16,9 +18,15 @@ import (
 )
 
 type runOptions struct {
-	url natsTarget
-	req schemas.RegisterApp
+	url    natsTarget
+	req    schemas.RegisterApp
+	upload *uploadFlags
+	// note says how the number of executors was derived, when it was.
+	note string
 }
+
+// maxRunExecutors bounds --executors (a typo guard, far above any cluster).
+const maxRunExecutors = 100000
 
 func init() {
 	register(&command{
@@ -29,13 +37,19 @@ Spark's client mode), asks the cluster for executors that each run CMD with
 STOKER_APP_ID, STOKER_EXECUTOR_ID, STOKER_CORES and STOKER_MEMORY_MB set, and
 prints them as they start. Each executor runs CMD once: one that exits 0 is
 done and not replaced, one that fails is replaced (up to the scheduler's
---max-executor-retries in a row). --max-cores says how many run: 4 with
---executor-cores 1 is four copies of CMD; the default is one. It holds the
+--max-executor-retries in a row). --executors N runs N copies of CMD
+(default one). --max-cores (Spark's --total-executor-cores, also accepted)
+caps the cores of all executors together, as everywhere in Stoker and Spark:
+given alone, it sets how many run, --max-cores / --executor-cores, and says
+so; given with --executors, the executors must fit under it. It holds the
 application until every executor has exited 0 (the app ends FINISHED),
 Ctrl-C (KILLED), stoker kill, or the app fails; exit 0 only if FINISHED.`,
 		examples: []string{
 			"stoker run -- sleep 600",
-			"stoker run --executor-cores 2 --executor-memory 1g --max-cores 4 -- ./my-executor",
+			"stoker run --executors 4 -- sleep 600",
+			"stoker run --executor-cores 2 --executor-memory 1g --executors 2 -- ./my-executor",
+			"stoker run --total-executor-cores 4 -- ./my-executor   # 4 executors of 1 core",
+			"stoker run --file ./my-tool --executors 4 -- my-tool --part all",
 		},
 		setup: setupWith(bindRun, runApp),
 	})
@@ -46,9 +60,16 @@ func bindRun(fs *flag.FlagSet, o *runOptions) func(args []string) error {
 	name := fs.String("name", "", "application name (default: the command's base name)")
 	cores := fs.Int("executor-cores", 1, "cores per executor")
 	memory := sizeVar(fs, "executor-memory", 256, "memory per executor, e.g. 256m, 2g")
-	maxCores := fs.Int("max-cores", 0, "cores of all executors together: how many copies of CMD run (default: one executor's cores)")
+	executors := fs.Int("executors", 0, "how many copies of CMD run, each once (default: --max-cores / --executor-cores, else 1)")
+	maxCores := fs.Int("max-cores", 0, "cap on the cores of all executors together, Spark's spark.cores.max (default: --executors × --executor-cores)")
+	fs.IntVar(maxCores, "total-executor-cores", 0, "Spark's name for --max-cores")
 	var envs listFlag
 	fs.Var(&envs, "env", "environment entry `K=V` for each executor (repeatable)")
+	var res amountsFlag
+	fs.Var(&res, "executor-resource", "custom resource each executor needs, NAME=COUNT, e.g. gpu=1 (repeatable; Spark's spark.executor.resource.NAME.amount)")
+	var cons constraintsFlag
+	fs.Var(&cons, "constraint", "place executors only on workers whose labels match, KEY=VALUE or KEY!=VALUE (repeatable)")
+	o.upload = bindUpload(fs)
 	return func(args []string) error {
 		if len(args) == 0 {
 			return usagef("no command given: stoker run [flags] -- CMD [ARGS...]")
@@ -62,19 +83,32 @@ func bindRun(fs *flag.FlagSet, o *runOptions) func(args []string) error {
 		if *maxCores < 0 {
 			return usagef("--max-cores must be >= 0, got %d", *maxCores)
 		}
+		if *executors < 0 || *executors > maxRunExecutors {
+			return usagef("--executors must be between 1 and %d, got %d", maxRunExecutors, *executors)
+		}
+		n, note, err := runExecutors(*executors, *maxCores, *cores)
+		if err != nil {
+			return err
+		}
+		o.note = note
 		env, err := envList(envs)
 		if err != nil {
 			return err
 		}
 		o.url = url.target(auth.RoleAdmin)
-		if *maxCores == 0 {
-			*maxCores = *cores
-		}
+		args = slices.Clone(args)
+		var pathNote string
+		args[0], pathNote = resolveCommand(args[0])
+		o.note = strings.TrimSpace(o.note + "\n" + pathNote)
 		o.req = schemas.RegisterApp{
-			Name:     *name,
-			Executor: schemas.ExecutorSpec{Command: args, Env: env, Cores: *cores, MemoryMB: int64(*memory)},
-			MaxCores: *maxCores,
-			RunOnce:  true,
+			Name: *name,
+			Executor: schemas.ExecutorSpec{Command: args, Env: env, Cores: *cores, MemoryMB: int64(*memory),
+				Resources: schemas.Amounts(res)},
+			// A run-once app finishes when executors worth its cap have
+			// exited 0: the cap is the executors' cores.
+			MaxCores:    n * *cores,
+			RunOnce:     true,
+			Constraints: cons,
 		}
 		if o.req.Name == "" {
 			o.req.Name = filepath.Base(args[0])
@@ -82,17 +116,53 @@ func bindRun(fs *flag.FlagSet, o *runOptions) func(args []string) error {
 		if err := o.req.Validate(); err != nil {
 			return usagef("%v", err)
 		}
-		return nil
+		return o.upload.check()
 	}
 }
 
+// runExecutors is how many executors `stoker run` starts from --executors,
+// --max-cores (the cap on all cores, Spark's meaning) and --executor-cores,
+// with a note when the count was derived from the cap.
+func runExecutors(executors, maxCores, cores int) (n int, note string, err error) {
+	switch {
+	case executors > 0 && maxCores > 0 && executors*cores > maxCores:
+		return 0, "", usagef("--executors %d of %s need %d cores, more than --max-cores %d",
+			executors, schemas.FormatCores(cores), executors*cores, maxCores)
+	case executors > 0:
+		return executors, "", nil
+	case maxCores == 0:
+		return 1, "", nil
+	case maxCores < cores:
+		return 0, "", usagef("--max-cores %d is less than the cores of one executor (--executor-cores %d)", maxCores, cores)
+	}
+	n = maxCores / cores
+	note = fmt.Sprintf("--max-cores %d with %s per executor: %d executor(s) run CMD once each (--executors sets the count)",
+		maxCores, schemas.FormatCores(cores), n)
+	return n, note, nil
+}
+
 func runApp(ctx context.Context, e *env, o *runOptions) error {
+	if o.note != "" {
+		fmt.Fprintln(e.stderr, o.note)
+	}
 	nc, err := connectClient(o.url)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	app, err := sdk.RegisterApp(ctx, nc, o.req)
+	if o.req.Executor.Artifacts, err = o.upload.upload(ctx, e, nc); err != nil {
+		return err
+	}
+	// Retried while the bus has no quorum or does not answer, until
+	// interrupted: an app whose
+	// registration went through unseen has no driver heartbeat and is
+	// ended after the worker timeout.
+	var app *sdk.App
+	err = retryWhile(ctx, e.stderr, nc, 0, true, func() error {
+		var err error
+		app, err = sdk.RegisterApp(ctx, nc, o.req)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -119,11 +189,18 @@ func runApp(ctx context.Context, e *env, o *runOptions) error {
 			seen[x.ID] = x.State
 			line := fmt.Sprintf("executor %s %s on %s (%s, %s)", schemas.ExecutorKey(app.ID, x.ID), x.State,
 				x.WorkerID, schemas.FormatCores(x.Cores), schemas.FormatMemoryMB(x.MemoryMB))
-			if x.ExitCode != nil {
+			switch {
+			case x.ExitCode == nil:
+			case x.State == schemas.ExecutorKilled && *x.ExitCode == 0:
+				line += " stopped cleanly when told to"
+			default:
 				line += fmt.Sprintf(" exit %d", *x.ExitCode)
 			}
-			if x.Error != "" {
+			switch {
+			case x.Error != "":
 				line += ": launch failed: " + x.Error
+			case x.Message != "" && x.State != schemas.ExecutorRunning && x.State != schemas.ExecutorLaunching:
+				line += ": " + x.Message // e.g. killed: exceeded its memory grant
 			}
 			fmt.Fprintln(e.stdout, line)
 		}

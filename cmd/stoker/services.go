@@ -7,9 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -129,14 +132,22 @@ func runService(ctx context.Context, e *env, c *commonServiceFlags, kind string,
 func init() {
 	register(&command{
 		name: "registration", group: "Services", summary: "run a registration instance (workers, drivers, apps API)",
-		usage:    "[--nats URL] [--id ID] [--heartbeat-interval 1s] [--worker-timeout 5s]",
-		examples: []string{"stoker registration --nats nats://n1:4222,nats://n2:4222"},
+		usage: "[--nats URL] [--id ID] [--heartbeat-interval 1s] [--worker-timeout 5s] [--retained-apps 200] [--retained-drivers 200] [--dead-worker-ttl 15m] [--artifact-grace 15m]",
+		details: `Every registration instance applies the retention bounds; each deletion is
+guarded by the revision it was judged at, so replicas never delete twice nor
+delete a record that changed. Deleted records stay in the events history.`,
+		examples: []string{"stoker registration --nats nats://n1:4222,nats://n2:4222", "stoker registration --retained-apps 50 --dead-worker-ttl 1h"},
 		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			c := bindCommon(fs)
 			hb, wt := bindLiveness(fs, "heartbeat interval told to agents and drivers",
 				"silence after which a worker is DEAD (for validation and replies)")
 			authDir := fs.String("auth-dir", "", "directory holding auth/role-agent.nk and role-join.nk, to serve join tokens (default: the one beside --creds)")
+			ret := bindRetention(fs)
 			return func(ctx context.Context, args []string) error {
+				retention, err := ret.retention()
+				if err != nil {
+					return err
+				}
 				return runService(ctx, e, c, "registration", args, func(nc *nats.Conn, id string, log zerolog.Logger) (service, error) {
 					dir := *authDir
 					if dir == "" && c.target.Creds != "" {
@@ -146,27 +157,36 @@ func init() {
 					if err != nil {
 						return nil, err
 					}
-					return newRegistrationTokens(liveness{*hb, *wt}, tokenMinter(keys, c.target.CA))(nc, id, log)
+					return newRegistrationRetaining(liveness{*hb, *wt}, tokenMinter(keys, c.target.CA), retention)(nc, id, log)
 				})
 			}
 		},
 	})
 	register(&command{
 		name: "heartbeat", group: "Services", summary: "run a heartbeat instance (marks silent workers DEAD)",
-		usage:    "[--nats URL] [--id ID] [--worker-timeout 5s] [--heartbeat-interval 1s]",
+		usage: "[--nats URL] [--id ID] [--worker-timeout 5s] [--heartbeat-interval 1s] [--disconnect-grace 600ms] [--beats-only]",
+		details: `When the bus reports an agent's connection closed (the server's DISCONNECT
+event, forwarded to the STOKER account), its worker is DEAD unless it beats
+again within --disconnect-grace; otherwise after --worker-timeout of silence.`,
 		examples: []string{"stoker heartbeat --worker-timeout 10s"},
 		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			c := bindCommon(fs)
 			hb, wt := bindLiveness(fs, "heartbeat interval agents use (validates --worker-timeout)",
 				"silence after which a worker is DEAD and an app's driver gone")
+			grace := fs.Duration("disconnect-grace", 0,
+				"after the bus reports an agent's connection closed, DEAD unless it beats within this (default 600ms, at most half --worker-timeout)")
+			beatsOnly := fs.Bool("beats-only", false, "ignore the bus's connection-closed events: --worker-timeout alone")
 			return func(ctx context.Context, args []string) error {
-				return runService(ctx, e, c, "heartbeat", args, newHeartbeat(liveness{*hb, *wt}))
+				if *grace < 0 {
+					return usagef("--disconnect-grace must be >= 0, got %s", *grace)
+				}
+				return runService(ctx, e, c, "heartbeat", args, newHeartbeat(liveness{*hb, *wt}, *grace, *beatsOnly))
 			}
 		},
 	})
 	register(&command{
 		name: "scheduler", group: "Services", summary: "run a scheduler instance (one active per cluster, by lease)",
-		usage: "[--nats URL] [--id ID] [--spread-out=true] [--max-executor-retries 10] [--renew-interval 1s] [--beat-interval 100ms] [--missed-beats 3]",
+		usage: "[--nats URL] [--id ID] [--spread-out=true] [--max-executor-retries 10] [--default-cores 0] [--renew-interval 1s] [--beat-interval 100ms] [--missed-beats 3] [--beats-only]",
 		details: `The lease TTL is the stoker-leader bucket's, set by the store's owner
 (stoker up, stoker bus or stoker init --lease-ttl); the scheduler reads it
 and checks --renew-interval, --beat-interval and --missed-beats against it.`,
@@ -205,7 +225,7 @@ and checks --renew-interval, --beat-interval and --missed-beats against it.`,
 		examples: []string{"stoker recovery --recovery-timeout 5s"},
 		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			c := bindCommon(fs)
-			rt := bindRecoveryTimeout(fs, "how long recovery waits for agents and drivers to answer")
+			rt := bindRecoveryTimeout(fs, "how long recovery waits for agents and drivers to answer (from the start of the asking), and the time of each of its marking and applying phases")
 			return func(ctx context.Context, args []string) error {
 				if *rt <= 0 {
 					return usagef("--recovery-timeout must be > 0")
@@ -216,16 +236,47 @@ and checks --renew-interval, --beat-interval and --missed-beats against it.`,
 	})
 	register(&command{
 		name: "agent", group: "Services", summary: "run a worker agent (offers cores and memory, runs executors and drivers)",
-		usage: "[--nats URL] [--id ID] [--cores N] [--memory 4g] [--work-dir DIR] [--heartbeat-interval 1s]",
+		usage: "[--nats URL] [--id ID] [--cores N] [--memory 4g] [--work-dir DIR] [--heartbeat-interval 1s] [--resource gpu=0,1] [--label zone=a] [--cleanup [--app-data-ttl 168h]] [--log-max-size 128m [--log-max-files 5]] [--simulate N [--sim-run-time D] [--sim-fail-rate F] [--auth-dir DIR]]",
 		details: `Defaults as Spark's worker: all cores, total memory minus 1 GiB. The default
 id is the hostname plus a short suffix, kept in <work-dir>/worker-id so a
 restart keeps it. One worker id is one live agent: an agent whose id is held by
 another live agent exits with an error naming it (host, pid, since). On SIGTERM
 or Ctrl-C the agent tells the cluster it is leaving (the worker is
-DECOMMISSIONED at once) and stops its executors and drivers.`,
+DECOMMISSIONED at once) and stops its executors and drivers. With
+--drain-grace D (Spark's spark.decommission.enabled), SIGTERM, SIGPWR or Ctrl-C
+drain the worker first, as stoker drain --deadline D: its executors are
+replaced on other workers, then stopped here, supervised drivers relaunched
+elsewhere; the agent leaves once nothing runs or after D (a second signal
+leaves at once). Give a container's stop timeout more than D
+(docker stop -t, compose stop_grace_period).
+
+Housekeeping as Spark's worker: --cleanup removes the work dirs of apps and
+drivers the agent no longer runs once their newest file is older than
+--app-data-ttl (only app-*/driver-* dirs; worker-id, LOCK and credentials
+stay); --log-max-size rolls each child's stdout and stderr (stdout.1 the
+newest rolled, --log-max-files kept; stoker logs reads the current file).
+
+--simulate N runs N simulated agents in this process (load tests, stoker
+bench): each is the real agent on its own NATS connection, worker id
+<id>-00001 ... (default id sim-<hostname>), but starts no process: an
+executor runs until killed, or exits after --sim-run-time, and a
+--sim-fail-rate fraction fail with exit code 1. On a secured bus each joins
+with --join-token (one credential per agent) or mints its credential from
+the agent key in --auth-dir (stoker up's --data).
+
+Custom resources (Spark 3's resource scheduling): --resource gpu=0,1,2,3 offers
+four GPU addresses; --resource-discovery gpu=SCRIPT runs SCRIPT, which prints
+Spark's {"name":"gpu","addresses":[...]}; without either, nvidia-smi on PATH is
+asked for GPU indexes. An executor given addresses finds them in
+STOKER_RESOURCE_<NAME> (and CUDA_VISIBLE_DEVICES for gpu). Labels (--label
+zone=a,disk=ssd) are matched by apps' and drivers' --constraint.`,
 		examples: []string{
 			"stoker agent --nats nats://10.0.0.1:4222",
 			"stoker agent --id gpu-1 --cores 8 --memory 30g --work-dir /var/lib/stoker/work",
+			"stoker agent --cleanup --app-data-ttl 24h --log-max-size 64m --log-max-files 3",
+			"stoker agent --simulate 1000 --cores 16 --memory 64g --auth-dir ./data --work-dir /tmp/sim",
+			"stoker agent --resource gpu=0,1,2,3 --label zone=a,disk=ssd",
+			"stoker agent --drain-grace 2m   # SIGTERM drains the worker first",
 		},
 		setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			o := &agentOptions{}
@@ -242,8 +293,9 @@ DECOMMISSIONED at once) and stops its executors and drivers.`,
 
 // schedulerFlags are shared by `stoker scheduler` and `stoker up`.
 type schedulerFlags struct {
-	spreadOut                             *bool
-	maxRetries, missedBeats               *int
+	spreadOut, beatsOnly                  *bool
+	maxRetries, missedBeats, defaultCores *int
+	workerSelection                       *string
 	renewInterval, beatInterval, launchTO *time.Duration
 }
 
@@ -256,6 +308,13 @@ func bindSchedulerFlags(fs *flag.FlagSet) *schedulerFlags {
 		missedBeats: fs.Int("missed-beats", scheduler.DefaultMissedBeats,
 			"beats a standby may miss before it revokes the lease and takes over (failover ≈ beat-interval × missed-beats)"),
 		launchTO: fs.Duration("launch-timeout", scheduler.DefaultLaunchTimeout, "how long an agent has to acknowledge a launch or kill"),
+		defaultCores: fs.Int("default-cores", 0,
+			"cap on the cores of an application that sets no --max-cores of its own, as Spark's spark.deploy.defaultCores (0: no cap)"),
+		beatsOnly: fs.Bool("beats-only", false,
+			"ignore the bus's connection-closed events: a standby takes over only after missed beats (default: at once when the leader's connection closes)"),
+		workerSelection: fs.String("worker-selection-policy", "ROUND_ROBIN",
+			"order of the workers offered to drivers: ROUND_ROBIN (shuffled, Spark's spreadOutDrivers) or Spark 4's "+
+				"CORES_FREE_ASCENDING, CORES_FREE_DESCENDING, MEMORY_FREE_ASCENDING, MEMORY_FREE_DESCENDING, WORKER_ID"),
 	}
 }
 
@@ -272,14 +331,21 @@ func (s *schedulerFlags) check() error {
 	if *s.missedBeats < 0 {
 		return usagef("--missed-beats must be >= 1, got %d", *s.missedBeats)
 	}
+	if *s.defaultCores < 0 {
+		return usagef("--default-cores must be >= 0 (0: no cap), got %d", *s.defaultCores)
+	}
+	if _, err := scheduler.ParseWorkerSelection(*s.workerSelection); err != nil {
+		return usagef("--worker-selection-policy: %v", err)
+	}
 	return nil
 }
 
 // settings are the scheduler's settings from the flags.
 func (s *schedulerFlags) settings() schedulerSettings {
-	return schedulerSettings{consolidate: !*s.spreadOut, maxRetries: *s.maxRetries,
+	ws, _ := scheduler.ParseWorkerSelection(*s.workerSelection) // checked by check
+	return schedulerSettings{consolidate: !*s.spreadOut, workerSelection: ws, maxRetries: *s.maxRetries,
 		renewInterval: *s.renewInterval, beatInterval: *s.beatInterval, missedBeats: *s.missedBeats,
-		launchTO: *s.launchTO}
+		launchTO: *s.launchTO, defaultCores: *s.defaultCores, beatsOnly: *s.beatsOnly}
 }
 
 // agentOptions is `stoker agent` parsed.
@@ -288,6 +354,10 @@ type agentOptions struct {
 	logLevel  string
 	target    natsTarget
 	joinToken string
+	sim       simOptions
+	// drainGrace > 0: SIGTERM, SIGPWR or Ctrl-C drain the worker for up
+	// to this long before the agent leaves (agent.Decommission).
+	drainGrace time.Duration
 }
 
 func bindAgent(fs *flag.FlagSet, o *agentOptions) func(args []string) error {
@@ -297,10 +367,31 @@ func bindAgent(fs *flag.FlagSet, o *agentOptions) func(args []string) error {
 	cores := fs.Int("cores", runtime.NumCPU(), "cores offered to the cluster")
 	memory := sizeVar(fs, "memory", 0, "memory offered, e.g. 4g (default: total memory minus 1 GiB)")
 	workDir := fs.String("work-dir", agent.DefaultWorkDir, "directory for executors' and drivers' work dirs and logs")
+	enforceMem := fs.String("enforce-memory", agent.EnforceAuto,
+		"hold executors to their memory grant: auto (a cgroup v2 memory.max per executor when the agent may create cgroups, else a warning), "+
+			"cgroup (required), rlimit (RLIMIT_AS, best effort; fails Go and JVM executors, which reserve more address space than they use), off")
+	cgroupParent := fs.String("cgroup-parent", "", "cgroup v2 directory to create executors' cgroups in (default: the agent's own, when delegated)")
 	hb := fs.Duration("heartbeat-interval", agent.DefaultHeartbeatInterval, "heartbeat interval until the cluster says otherwise")
 	grace := bindKillGrace(fs)
+	drainGrace := fs.Duration("drain-grace", 0, "on SIGTERM, SIGPWR or Ctrl-C, drain the worker first (its executors replaced on other workers, "+
+		"then stopped here; Spark's spark.decommission.enabled) for up to this long, then leave; a second signal leaves at once; "+
+		"0 leaves at once")
+	var stopAfter offDuration
+	fs.Var(&stopAfter, "stop-after-disconnect", "kill every executor and driver once this agent has lost the cluster for this long (no round trip to its NATS server, "+
+		"or no heartbeat acknowledged by a heartbeat service that hears a quorum of the bus), "+
+		"e.g. 3s: at most one copy runs if it plus --kill-grace is below the worker timeout (Nomad's stop_on_client_after); "+
+		"off keeps them running while the cluster replaces them (at least once)")
 	level := logLevelFlag(fs)
 	joinToken := fs.String("join-token", "", "join the cluster with a token from `stoker token create` (once: the credential is kept in the work dir)")
+	hk := bindHousekeeping(fs)
+	sim := bindSim(fs)
+	var res resourcesFlag
+	fs.Var(&res, "resource", "offer a custom resource with its addresses, NAME=ADDR[,ADDR...], e.g. gpu=0,1,2,3 (repeatable; Spark's spark.worker.resource.NAME.amount)")
+	var disc discoveryFlag
+	fs.Var(&disc, "resource-discovery", `find a resource's addresses with a script printing {"name":"gpu","addresses":["0","1"]}, NAME=SCRIPT (repeatable; Spark's discoveryScript)`)
+	noGPU := fs.Bool("no-gpu-detect", false, "do not ask nvidia-smi for GPUs when no gpu resource is given")
+	var labels labelsFlag
+	fs.Var(&labels, "label", "placement labels, KEY=VALUE[,KEY=VALUE...], e.g. zone=a,disk=ssd (repeatable; matched by --constraint)")
 	return func(args []string) error {
 		if len(args) > 0 {
 			return usagef("unexpected arguments %q", strings.Join(args, " "))
@@ -308,15 +399,28 @@ func bindAgent(fs *flag.FlagSet, o *agentOptions) func(args []string) error {
 		if err := positive("cores", *cores); err != nil {
 			return err
 		}
-		if *hb <= 0 || *grace < 0 {
-			return usagef("--heartbeat-interval must be > 0 and --kill-grace >= 0")
+		if *hb <= 0 || *grace < 0 || *drainGrace < 0 || *drainGrace > schemas.MaxDrainDeadline {
+			return usagef("--heartbeat-interval must be > 0, --kill-grace >= 0 and --drain-grace between 0 and %s", schemas.MaxDrainDeadline)
 		}
 		dir, err := filepath.Abs(*workDir)
 		if err != nil {
 			return usagef("--work-dir: %v", err)
 		}
+		if err := sim.check(); err != nil {
+			return err
+		}
+		if !slices.Contains(agent.EnforceModes, *enforceMem) {
+			return usagef("--enforce-memory must be one of %s, got %q", strings.Join(agent.EnforceModes, ", "), *enforceMem)
+		}
+		house, err := hk.settings()
+		if err != nil {
+			return err
+		}
 		wid := *id
-		if wid == "" {
+		if *sim.n > 0 && wid == "" {
+			wid = "sim-" + hostname()
+			wid = wid[:min(len(wid), schemas.MaxIDLen-8)]
+		} else if wid == "" {
 			if wid, err = agent.DefaultWorkerID(dir); err != nil {
 				return fmt.Errorf("--id: %w", err)
 			}
@@ -324,8 +428,10 @@ func bindAgent(fs *flag.FlagSet, o *agentOptions) func(args []string) error {
 		if err := schemas.ValidID("worker", wid); err != nil {
 			return usagef("--id: %v", err)
 		}
-		*o = agentOptions{logLevel: *level, target: url.target(), joinToken: *joinToken, agentSettings: agentSettings{natsURL: *url.url, id: wid, host: *host, workDir: dir,
-			cores: *cores, memoryMB: int64(*memory), heartbeat: *hb, killGrace: *grace}}
+		*o = agentOptions{logLevel: *level, target: url.target(), joinToken: *joinToken, sim: *sim.simOptions, drainGrace: *drainGrace, agentSettings: agentSettings{natsURL: *url.url, id: wid, host: *host, workDir: dir,
+			cores: *cores, memoryMB: int64(*memory), heartbeat: *hb, killGrace: *grace, stopAfterDisconnect: time.Duration(stopAfter),
+			resources: schemas.Resources(res), discovery: disc, noGPUDetect: *noGPU, labels: schemas.Labels(labels),
+			enforceMemory: *enforceMem, cgroupParent: *cgroupParent, housekeeping: house}}
 		return nil
 	}
 }
@@ -340,6 +446,9 @@ func runAgent(ctx context.Context, e *env, o *agentOptions) error {
 		return err
 	}
 	defer lock.Release()
+	if o.sim.n > 0 {
+		return runSimAgents(ctx, o, log)
+	}
 	t := o.target
 	if t.Creds == "" {
 		// A credential received with a join token is kept in the work dir.
@@ -378,17 +487,28 @@ func runAgent(ctx context.Context, e *env, o *agentOptions) error {
 		case <-ctx.Done():
 		}
 	}()
+	// SIGINT and SIGTERM end ctx (main); SIGPWR is the agent's own.
+	power := make(chan os.Signal, 1)
+	if len(powerSignals) > 0 {
+		signal.Notify(power, powerSignals...)
+		defer signal.Stop(power)
+	}
 	select {
 	case <-ctx.Done():
+	case <-power:
 	case <-a.Done():
 		// Replaced by a newer instance: it has stopped acting already.
 		a.Stop()
 		_ = nc.Drain()
 		return a.Err()
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err = a.Shutdown(sctx)
+	if o.drainGrace > 0 {
+		err = decommission(a, o.drainGrace)
+	} else {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err = a.Shutdown(sctx)
+	}
 	_ = nc.Drain()
 	if err != nil {
 		// The exit code says the worker did not leave cleanly: refused, or
@@ -588,4 +708,22 @@ func startWhenStore(ctx context.Context, nc *nats.Conn, s service, log zerolog.L
 	sctx, cancel := startContext(ctx)
 	defer cancel()
 	return s.Start(sctx)
+}
+
+// decommission drains the agent's worker for up to grace, then leaves; a
+// second SIGINT, SIGTERM or SIGPWR cuts the drain short.
+func decommission(a *agent.Service, grace time.Duration) error {
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, append([]os.Signal{os.Interrupt, syscall.SIGTERM}, powerSignals...)...)
+	defer signal.Stop(again)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-again:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return a.Decommission(ctx, grace)
 }

@@ -105,20 +105,29 @@ func joinWithToken(ctx context.Context, t natsTarget, token, workDir, wid string
 			return t, err
 		}
 	}
+	creds, err := joinCreds(ctx, t, jt, wid)
+	if err != nil {
+		return t, err
+	}
+	t.Creds = filepath.Join(workDir, agentCredsFile)
+	if err := auth.WriteSecret(t.Creds, creds); err != nil {
+		return t, err
+	}
+	return t, nil
+}
+
+// joinCreds exchanges a join token for worker wid's agent credential.
+func joinCreds(ctx context.Context, t natsTarget, jt auth.JoinToken, wid string) ([]byte, error) {
 	nc, err := bus.Connect(t.URL, bus.ConnectOptions{Name: "stoker-join-" + wid, CredsData: []byte(jt.Creds), CA: t.CA})
 	if err != nil {
-		return t, fmt.Errorf("join token %s: %w", jt.ID, err)
+		return nil, fmt.Errorf("join token %s: %w", jt.ID, err)
 	}
 	defer nc.Close()
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var reply schemas.JoinReply
 	if err := bus.Call(cctx, nc, bus.APITokensJoin, &schemas.JoinRequest{TokenID: jt.ID, Secret: jt.Secret, WorkerID: wid}, &reply); err != nil {
-		return t, fmt.Errorf("join with token %s: %w", jt.ID, err)
+		return nil, fmt.Errorf("join with token %s: %w", jt.ID, err)
 	}
-	t.Creds = filepath.Join(workDir, agentCredsFile)
-	if err := auth.WriteSecret(t.Creds, []byte(reply.Creds)); err != nil {
-		return t, err
-	}
-	return t, nil
+	return []byte(reply.Creds), nil
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/stoker/stoker/bus/auth"
 	"github.com/stoker/stoker/schemas"
 	"github.com/stoker/stoker/services/agent"
+	"github.com/stoker/stoker/services/registration"
 	"github.com/stoker/stoker/services/svc"
 	"github.com/stoker/stoker/services/web"
 )
@@ -37,6 +38,8 @@ type upOptions struct {
 	host              string
 	port              int // -1: random (tests)
 	live              liveness
+	retention         registration.Retention
+	housekeeping      housekeeping
 	recoveryTimeout   time.Duration
 	killGrace         time.Duration
 	sched             schedulerSettings
@@ -52,6 +55,10 @@ type upOptions struct {
 	// logins (none: a generated admin login, see webAdminLogin).
 	webAddr  string
 	webUsers []web.User
+	// resources and labels are offered by every local worker (--resource,
+	// --label); with resources given, nvidia-smi is not asked.
+	resources schemas.Resources
+	labels    schemas.Labels
 	// webAnonymous overrides the role of a web request with no login
 	// (tests only; the default is viewer, never admin).
 	webAnonymous web.Role
@@ -87,6 +94,8 @@ func bindUp(fs *flag.FlagSet, o *upOptions) func(args []string) error {
 	port := fs.Int("port", 4222, "NATS client port")
 	hb, wt := bindLiveness(fs, "worker and app heartbeat interval", "silence after which a worker is DEAD")
 	rt := bindRecoveryTimeout(fs, "how long recovery waits for agents and drivers")
+	ret := bindRetention(fs)
+	hk := bindHousekeeping(fs)
 	grace := bindKillGrace(fs)
 	sc := bindSchedulerFlags(fs)
 	sf := bindStoreFlags(fs)
@@ -95,6 +104,10 @@ func bindUp(fs *flag.FlagSet, o *upOptions) func(args []string) error {
 	var tlsOpts tlsOptions
 	bindTLS(fs, &tlsOpts)
 	wf := bindWebFlags(fs, `address of the web UI ("off": none)`, "web-password-file")
+	var res resourcesFlag
+	fs.Var(&res, "resource", "every local worker offers this custom resource, NAME=ADDR[,ADDR...], e.g. gpu=0,1 (repeatable; as stoker agent --resource; with it, nvidia-smi is not asked)")
+	var labels labelsFlag
+	fs.Var(&labels, "label", "placement labels of every local worker, KEY=VALUE[,KEY=VALUE...] (repeatable; as stoker agent --label)")
 	return func(args []string) error {
 		if len(args) > 0 {
 			return usagef("unexpected arguments %q", strings.Join(args, " "))
@@ -127,6 +140,14 @@ func bindUp(fs *flag.FlagSet, o *upOptions) func(args []string) error {
 		if err := sc.check(); err != nil {
 			return err
 		}
+		retention, err := ret.retention()
+		if err != nil {
+			return err
+		}
+		house, err := hk.settings()
+		if err != nil {
+			return err
+		}
 		if *data == "" {
 			return usagef("--data must not be empty")
 		}
@@ -142,9 +163,10 @@ func bindUp(fs *flag.FlagSet, o *upOptions) func(args []string) error {
 			webAddr: webAddr, webUsers: users,
 			workers: *workers, coresPerWorker: *cores, memoryPerWorkerMB: int64(*memory),
 			data: *data, host: *host, port: *port,
-			live: liveness{heartbeat: *hb, workerTimeout: *wt}, recoveryTimeout: *rt, killGrace: *grace,
+			live: liveness{heartbeat: *hb, workerTimeout: *wt}, retention: retention, housekeeping: house, recoveryTimeout: *rt, killGrace: *grace,
 			sched: sc.settings(), store: store,
 			logLevel: *level, registerWait: 15 * time.Second, insecure: *insecure, tls: tlsOpts,
+			resources: schemas.Resources(res), labels: schemas.Labels(labels),
 		}
 		return nil
 	}
@@ -207,6 +229,10 @@ func isLoopback(host string) bool {
 type namedService struct {
 	name string
 	s    service
+	// id and nc are the instance id and its connection (stoker bench
+	// fails the scheduler through them).
+	id string
+	nc *nats.Conn
 }
 
 // startUp starts the bus, the services and the agents, and waits (up to
@@ -294,7 +320,7 @@ func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluste
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		c.services = append(c.services, namedService{name, s})
+		c.services = append(c.services, namedService{name: name, s: s, id: id, nc: nc})
 		return nil
 	}
 
@@ -302,8 +328,8 @@ func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluste
 		name string
 		mk   newService
 	}{
-		{"registration", newRegistrationTokens(o.live, tokenMinter(keys, ca))},
-		{"heartbeat", newHeartbeat(o.live)},
+		{"registration", newRegistrationRetaining(o.live, tokenMinter(keys, ca), o.retention)},
+		{"heartbeat", newHeartbeat(o.live, 0, o.sched.beatsOnly)},
 		// Recovery before the scheduler, so it sees the scheduler's first epoch.
 		{"recovery", newRecovery(o.recoveryTimeout)},
 		{"scheduler", newScheduler(withAppCreds(o.sched, keys))},
@@ -323,7 +349,8 @@ func startUp(ctx context.Context, o *upOptions, log zerolog.Logger) (_ *upCluste
 		}
 		a, err := newAgent(nc, log, agentSettings{natsURL: c.url, id: wid, host: host,
 			cores: o.coresPerWorker, memoryMB: o.memoryPerWorkerMB, workDir: filepath.Join(data, "work", wid),
-			heartbeat: o.live.heartbeat, killGrace: o.killGrace, secure: keys != nil, tlsCA: ca})
+			heartbeat: o.live.heartbeat, killGrace: o.killGrace, secure: keys != nil, tlsCA: ca, housekeeping: o.housekeeping,
+			resources: o.resources, labels: o.labels, noGPUDetect: len(o.resources) > 0})
 		if err != nil {
 			return nil, fmt.Errorf("agent %s: %w", wid, err)
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/stoker/stoker/bus/bustest"
 	"github.com/stoker/stoker/schemas"
 	"github.com/stoker/stoker/sdk"
+	"github.com/stoker/stoker/services/web"
 )
 
 var screenshotDir = flag.String("screenshots", "", "keep the browser test's screenshots in this directory (default: the test's temp dir)")
@@ -47,7 +48,13 @@ func TestWeb_Browser(t *testing.T) {
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	c, base := startWebCluster(t)
+	// The local workers offer two fake GPUs each and carry a label, so the
+	// pages show resources, labels and (later) a cordon.
+	c := startTestClusterWith(t, func(o *upOptions) {
+		o.webAddr, o.webAnonymous = "127.0.0.1:0", web.RoleAdmin
+		o.resources, o.labels = schemas.Resources{"gpu": {"0", "1"}}, schemas.Labels{"zone": "a"}
+	})
+	base := c.web.URL()
 	hc := httpc(t)
 	w1 := upWorkerID(hostname(), 1)
 
@@ -107,7 +114,8 @@ func TestWeb_Browser(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("overview loaded in %s", time.Since(start))
-	if s := text("#workers"); !strings.Contains(s, w1) || !strings.Contains(s, "ALIVE") {
+	if s := text("#workers"); !strings.Contains(s, w1) || !strings.Contains(s, "ALIVE") ||
+		!strings.Contains(s, "gpu 2/2 free") || !strings.Contains(s, "zone=a") {
 		t.Fatalf("overview workers: %q", s)
 	}
 	waitText("#live", "live", 10*time.Second) // the SSE stream is open
@@ -121,7 +129,7 @@ func TestWeb_Browser(t *testing.T) {
 	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer rcancel()
 	app, err := sdk.RegisterApp(rctx, anc, schemas.RegisterApp{Name: "browser-app", MaxCores: 2,
-		Executor: schemas.ExecutorSpec{Command: []string{"sleep", "120"}, Cores: 1, MemoryMB: 64}})
+		Executor: schemas.ExecutorSpec{Command: []string{"sleep", "120"}, Cores: 1, MemoryMB: 64, Resources: schemas.Amounts{"gpu": 1}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,8 +157,8 @@ func TestWeb_Browser(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/apps/"+app.ID), chromedp.WaitVisible(chromedp.ID("executors"))); err != nil {
 		t.Fatal(err)
 	}
-	if s := text("#executors"); !strings.Contains(s, "RUNNING") || !strings.Contains(s, "stdout") {
-		t.Fatalf("app page executors: %q", s)
+	if s := text("#executors"); !strings.Contains(s, "RUNNING") || !strings.Contains(s, "stdout") || !strings.Contains(s, "gpu=0") {
+		t.Fatalf("app page executors (with their GPU addresses): %q", s)
 	}
 	shot("app")
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#app form.kill button`))); err != nil {
@@ -181,6 +189,25 @@ func TestWeb_Browser(t *testing.T) {
 		t.Fatal(err)
 	}
 	shot("worker")
+
+	// A cordon shows on the overview without a reload, and on the
+	// worker's page with its resources and labels.
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.ID("workers"))); err != nil {
+		t.Fatal(err)
+	}
+	waitText("#live", "live", 10*time.Second)
+	if code, out, errOut := runCmd(t, c.clientVars(), "cordon", w1, "--nats", c.url); code != exitOK {
+		t.Fatalf("stoker cordon: %d %s %s", code, out, errOut)
+	}
+	waitText("#workers", "cordoned", 10*time.Second)
+	shot("overview-cordoned")
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/workers/"+w1), chromedp.WaitVisible(chromedp.ID("worker"))); err != nil {
+		t.Fatal(err)
+	}
+	if s := text("#worker"); !strings.Contains(s, "cordoned") || !strings.Contains(s, "gpu 2/2") || !strings.Contains(s, "zone=a") {
+		t.Fatalf("worker page: %q", s)
+	}
+	shot("worker-cordoned")
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/events"), chromedp.WaitVisible(chromedp.ID("events"))); err != nil {
 		t.Fatal(err)
 	}

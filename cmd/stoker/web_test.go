@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -553,4 +554,125 @@ func TestWeb_SubmitPi_RunsToFinished(t *testing.T) {
 	if !strings.Contains(string(logs.Data), "Pi is roughly 3.1") {
 		t.Fatalf("pi's log: %q", logs.Data)
 	}
+}
+
+// TestWeb_ResourcesLabelsCordon (issue 14): the overview's workers table
+// and each worker's page show custom resources free/total, labels and the
+// cordoned state, as `stoker workers` does; the app's, worker's pages show
+// the exact addresses each executor was given. A `stoker up` whose local
+// workers offer gpu=0,1 and carry zone=a.
+func TestWeb_ResourcesLabelsCordon(t *testing.T) {
+	c := startTestClusterWith(t, func(o *upOptions) {
+		o.webAddr = "127.0.0.1:0"
+		o.webAnonymous = web.RoleAdmin
+		o.resources = schemas.Resources{"gpu": {"0", "1"}}
+		o.labels = schemas.Labels{"zone": "a"}
+	})
+	base := c.web.URL()
+	hc := httpc(t)
+	host := hostname()
+	w1, w2 := upWorkerID(host, 1), upWorkerID(host, 2)
+	vars := c.clientVars()
+	cli := func(args ...string) string {
+		t.Helper()
+		code, out, stderr := runCmd(t, vars, append(args, "--nats", c.url)...)
+		if code != exitOK {
+			t.Fatalf("stoker %s: exit %d\n%s%s", strings.Join(args, " "), code, out, stderr)
+		}
+		return out
+	}
+	if out := cli("cordon", w2); !strings.Contains(out, "cordoned") {
+		t.Fatalf("cordon: %q", out)
+	}
+	// Three one-GPU executors, only w1 placeable: two run (gpu 0 and 1),
+	// the third waits.
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer rcancel()
+	app, err := sdk.RegisterApp(rctx, c.adminConn(t), schemas.RegisterApp{Name: "gpus", MaxCores: 3,
+		Executor: schemas.ExecutorSpec{Command: []string{"sleep", "120"}, Cores: 1, MemoryMB: 64, Resources: schemas.Amounts{"gpu": 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = app.Close(context.Background(), schemas.AppFinished) })
+	appID := app.ID
+	var av schemas.AppView
+	bustest.Eventually(t, 30*time.Second, "two executors RUNNING with a GPU each", func() bool {
+		getJSON(t, hc, base+"/api/v1/apps/"+appID, &av)
+		n := 0
+		for _, x := range av.Executors {
+			if x.State == schemas.ExecutorRunning && len(x.Resources["gpu"]) == 1 {
+				n++
+			}
+		}
+		return n == 2
+	})
+	var addrs []string
+	for _, x := range av.Executors {
+		if x.State == schemas.ExecutorRunning {
+			if x.WorkerID != w1 {
+				t.Fatalf("executor %d placed on %s, cordoned", x.ID, x.WorkerID)
+			}
+			addrs = append(addrs, x.Resources.String())
+		}
+	}
+	slices.Sort(addrs)
+	if fmt.Sprint(addrs) != "[gpu=0 gpu=1]" {
+		t.Fatalf("addresses given: %v", addrs)
+	}
+
+	// What `stoker workers` prints, the overview shows.
+	table := cli("workers")
+	if !strings.Contains(table, "gpu 0/2") || !strings.Contains(table, "gpu 2/2") || !strings.Contains(table, "zone=a") {
+		t.Fatalf("stoker workers:\n%s", table)
+	}
+	bustest.Eventually(t, 10*time.Second, "overview shows the resources", func() bool {
+		_, body := get(t, hc, base+"/")
+		return strings.Contains(body, "gpu 0/2 free") && strings.Contains(body, "gpu 2/2 free")
+	})
+	_, body := get(t, hc, base+"/")
+	workers := body[strings.Index(body, `id="workers"`):]
+	workers = workers[:strings.Index(workers, "</table>")]
+	rows := strings.Split(workers, "<tr>")
+	row := func(id string) string {
+		for _, r := range rows {
+			if strings.Contains(r, `href="/workers/`+id+`"`) {
+				return r
+			}
+		}
+		t.Fatalf("no row for %s in\n%s", id, workers)
+		return ""
+	}
+	if r := row(w1); !strings.Contains(r, "gpu 0/2 free") || !strings.Contains(r, "zone=a") || strings.Contains(r, "cordoned") {
+		t.Errorf("overview row of %s: %s", w1, r)
+	}
+	if r := row(w2); !strings.Contains(r, "gpu 2/2 free") || !strings.Contains(r, "zone=a") || !strings.Contains(r, ">cordoned<") {
+		t.Errorf("overview row of %s: %s", w2, r)
+	}
+
+	// The worker pages: resources with the addresses in use, labels, the
+	// cordon, each executor's addresses.
+	code, page1 := get(t, hc, base+"/workers/"+w1)
+	if code != 200 || !strings.Contains(page1, "gpu 0/2") || !strings.Contains(page1, "in use: 0,1") ||
+		!strings.Contains(page1, `id="worker-labels"`) || strings.Contains(page1, `id="cordoned"`) {
+		t.Fatalf("worker page %s: %d\n%s", w1, code, page1)
+	}
+	for _, a := range []string{"gpu=0", "gpu=1"} {
+		if !strings.Contains(page1, `<td class="mono">`+a+`</td>`) {
+			t.Errorf("worker page %s lacks an executor with %s", w1, a)
+		}
+	}
+	if code, page2 := get(t, hc, base+"/workers/"+w2); code != 200 || !strings.Contains(page2, `id="cordoned"`) || !strings.Contains(page2, "gpu 2/2") {
+		t.Fatalf("worker page %s: %d\n%s", w2, code, page2)
+	}
+	code, appPage := get(t, hc, base+"/apps/"+appID)
+	if code != 200 || !strings.Contains(appPage, `<td class="mono">gpu=0</td>`) || !strings.Contains(appPage, `<td class="mono">gpu=1</td>`) {
+		t.Fatalf("app page: %d\n%s", code, appPage)
+	}
+
+	// Uncordoned: the page says so, and the waiting executor gets w2's gpu 0.
+	cli("uncordon", w2)
+	bustest.Eventually(t, 30*time.Second, "the third executor RUNNING on "+w2, func() bool {
+		_, p := get(t, hc, base+"/workers/"+w2)
+		return !strings.Contains(p, `id="cordoned"`) && strings.Contains(p, "gpu 1/2") && strings.Contains(p, `<td class="mono">gpu=0</td>`)
+	})
 }

@@ -58,3 +58,48 @@ func TestParse(t *testing.T) {
 		})
 	}
 }
+
+func TestAllocationTarget(t *testing.T) {
+	tests := []struct {
+		outstanding   int64
+		tpe, min, max int
+		want          int
+	}{
+		{0, 1, 0, 8, 0},
+		{0, 1, 2, 8, 2},   // never below min
+		{5, 1, 0, 8, 5},   // one per slice
+		{20, 1, 0, 8, 8},  // never above max
+		{5, 2, 0, 8, 3},   // rounded up
+		{4, 2, 0, 8, 2},   // exact
+		{1, 4, 1, 8, 1},   // a partial executor's worth is one
+		{100, 3, 1, 6, 6}, // capped
+	}
+	for _, tt := range tests {
+		if got := allocationTarget(tt.outstanding, tt.tpe, tt.min, tt.max); got != tt.want {
+			t.Errorf("allocationTarget(%d, %d, %d, %d) = %d, want %d", tt.outstanding, tt.tpe, tt.min, tt.max, got, tt.want)
+		}
+	}
+}
+
+func TestParse_DynamicAllocation(t *testing.T) {
+	t.Setenv("STOKER_APP_ID", "")
+	t.Setenv("STOKER_EXECUTOR_ID", "")
+	o, err := parse([]string{"--dynamic-allocation", "--min-executors", "2", "--max-executors", "6"})
+	if err != nil || !o.dynamic || o.initialExecutors != 2 || o.waves != 1 {
+		t.Fatalf("parse: %+v %v", o, err)
+	}
+	if o, err := parse([]string{"--dynamic-allocation"}); err != nil || o.initialExecutors != 1 {
+		t.Fatalf("default initial executors: %+v %v", o, err)
+	}
+	for _, bad := range [][]string{
+		{"--dynamic-allocation", "--min-executors", "5", "--max-executors", "2"},
+		{"--dynamic-allocation", "--initial-executors", "9", "--max-executors", "2"},
+		{"--dynamic-allocation", "--tasks-per-executor", "0"},
+		{"--dynamic-allocation", "--executor-idle-timeout", "0s"},
+		{"--waves", "0"},
+	} {
+		if _, err := parse(bad); err == nil {
+			t.Errorf("parse(%v): want an error", bad)
+		}
+	}
+}

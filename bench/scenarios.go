@@ -1,0 +1,572 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/schemas"
+	"github.com/stoker/stoker/sdk"
+	"github.com/stoker/stoker/services/agent"
+)
+
+// refWindow is how long each reference rate is measured.
+const refWindow = 2 * time.Second
+
+// refConcurrency requests in flight for the reference rates.
+const refConcurrency = 64
+
+// reference measures the bus itself: request/reply between two clients
+// and synchronous KV puts, refConcurrency in flight, over refWindow.
+func reference(ctx context.Context, c *Cluster, res *Result) {
+	nc := c.Admin
+	subj := "stoker.bench.echo." + schemas.NewInstance()
+	sub, err := nc.Subscribe(subj, func(m *nats.Msg) { _ = m.Respond(m.Data) })
+	if err != nil {
+		res.fail("reference: subscribe: %v", err)
+		return
+	}
+	defer sub.Unsubscribe()
+	// Both ends on one connection: every request still goes through the server.
+	req := nc
+	_ = nc.Flush()
+	payload := make([]byte, 200)
+	rate := hammer(ctx, func() error {
+		_, err := req.Request(subj, payload, 5*time.Second)
+		return err
+	})
+	res.add(Row{Scenario: "reference", Figure: "request/reply", Value: rate, Unit: "/s", Note: fmt.Sprintf("%d in flight, 200 B", refConcurrency)})
+
+	js, err := jetstream.New(nc)
+	if err != nil {
+		res.fail("reference: %v", err)
+		return
+	}
+	bucket := "stoker-bench-" + schemas.NewInstance()[:8]
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 1})
+	if err != nil {
+		res.add(Row{Scenario: "reference", Figure: "KV put", Note: "not measured: " + err.Error()})
+		return
+	}
+	defer js.DeleteKeyValue(context.WithoutCancel(ctx), bucket)
+	var n atomic.Int64
+	rate = hammer(ctx, func() error {
+		_, err := kv.Put(ctx, "k"+strconv.FormatInt(n.Add(1)%100000, 10), payload)
+		return err
+	})
+	res.add(Row{Scenario: "reference", Figure: "KV put", Value: rate, Unit: "/s", Note: fmt.Sprintf("%d in flight, synchronous, file store", refConcurrency)})
+}
+
+// hammer runs op from refConcurrency goroutines for refWindow and returns ops/s.
+func hammer(ctx context.Context, op func() error) float64 {
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(refWindow)
+	start := time.Now()
+	for range refConcurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				if op() == nil {
+					n.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(n.Load()) / time.Since(start).Seconds()
+}
+
+// appReq asks for n executors of 1 core and 1 MB each.
+func appReq(name string, n int) schemas.RegisterApp {
+	return schemas.RegisterApp{Name: name, MaxCores: n,
+		Executor: schemas.ExecutorSpec{Command: []string{"sleep", "3600"}, Cores: 1, MemoryMB: 1}}
+}
+
+// fleet starts n simulated agents with cores each.
+func startFleet(ctx context.Context, c *Cluster, prefix string, n, cores int) (*agent.Fleet, time.Duration, error) {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%s-%05d", prefix, i+1)
+	}
+	cfg := c.Agent
+	cfg.Cores, cfg.MemoryMB, cfg.Host = cores, int64(cores)*64, "bench"
+	cfg.Launcher = &agent.SimLauncher{}
+	cfg.Log = c.Log
+	start := time.Now()
+	f, err := agent.StartFleet(ctx, agent.FleetConfig{IDs: ids, Connect: c.ConnectAgent, Agent: cfg, Parallel: 32})
+	if err != nil {
+		return nil, 0, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Duration(n)*100*time.Millisecond+60*time.Second)
+	defer cancel()
+	if err := f.WaitRegistered(wctx); err != nil {
+		f.Stop()
+		return nil, 0, err
+	}
+	return f, time.Since(start), nil
+}
+
+// waitFor waits on ch up to d.
+func waitFor(ctx context.Context, ch <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// placementTimeout bounds a wait for e executors: never a measurement, a hang guard.
+func placementTimeout(e int) time.Duration {
+	return 60*time.Second + time.Duration(e)*2*time.Millisecond
+}
+
+// fleetScenarios run on one fleet of simulated agents: idle latency,
+// placements, steady resources, failover, dead workers.
+func fleetScenarios(ctx context.Context, c *Cluster, o Options, res *Result, want func(string) bool) {
+	tr, err := newTracker(ctx, c.Admin)
+	if err != nil {
+		res.fail("executors watch: %v", err)
+		return
+	}
+	defer tr.stop()
+	// Room for every executor twice over, so the replacements of dead
+	// workers' executors fit on the living.
+	per := max(2, int(math.Ceil(2*float64(o.Executors)/float64(o.Agents))))
+	f, took, err := startFleet(ctx, c, "sim", o.Agents, per)
+	if err != nil {
+		res.fail("simulated agents: %v", err)
+		return
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+		defer cancel()
+		_ = f.Shutdown(sctx)
+	}()
+	res.add(Row{Scenario: "agents", Figure: "agents started and registered", Value: ms(took), Unit: "ms",
+		Note: fmt.Sprintf("%d agents, %d cores each, each its own connection and identity", o.Agents, per)})
+
+	if want("latency") {
+		idleLatency(ctx, c, o, tr, res)
+	}
+	if !want("placements") {
+		return
+	}
+	apps, ok := placements(ctx, c, o, tr, f, res)
+	defer func() {
+		for _, a := range apps {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			_ = a.Close(cctx, schemas.AppFinished)
+			cancel()
+		}
+	}()
+	if !ok {
+		return
+	}
+	if want("resources") {
+		steady(ctx, c, o, res)
+	}
+	if want("failover") && c.StartScheduler != nil && c.FailScheduler != nil {
+		failover(ctx, c, o, tr, f, apps, res)
+	}
+	if want("dead") {
+		deadWorkers(ctx, c, o, tr, f, apps, res)
+	}
+}
+
+// idleLatency times submit → all 4 RUNNING (in KV) on the idle cluster.
+func idleLatency(ctx context.Context, c *Cluster, o Options, tr *tracker, res *Result) {
+	runs := max(o.LatencyRuns, 1)
+	var samples []float64
+	for i := range runs {
+		start := time.Now()
+		app, err := sdk.RegisterApp(ctx, c.Admin, appReq(fmt.Sprintf("latency-%d", i), 4))
+		if err != nil {
+			res.fail("latency: register: %v", err)
+			return
+		}
+		ok := waitFor(ctx, tr.wait(app.ID, 4), 30*time.Second)
+		d := time.Since(start)
+		running, _, created := tr.counts(app.ID)
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_ = app.Close(cctx, schemas.AppFinished)
+		cancel()
+		if !ok || created != 4 {
+			res.fail("latency: app %s: %d RUNNING, %d executors created, want 4 and 4", app.ID, running, created)
+			return
+		}
+		samples = append(samples, ms(d))
+		// Let the kills settle so every run starts on an idle cluster.
+		waitFor(ctx, tr.wait(app.ID, 0), 10*time.Second)
+	}
+	res.add(dist(Row{Scenario: "latency", Figure: "submit → 4 executors RUNNING (p50)", Unit: "ms",
+		Note: "idle cluster; goal p99 ≤ 10 ms"}, samples))
+}
+
+// placements submits o.Apps apps asking for o.Executors executors in all,
+// at once, and times it until every one is RUNNING in KV; then checks the
+// counts against KV and against what the agents run.
+func placements(ctx context.Context, c *Cluster, o Options, tr *tracker, f *agent.Fleet, res *Result) ([]*sdk.App, bool) {
+	n := max(o.Apps, 1)
+	counts := make([]int, n)
+	for i := range counts {
+		counts[i] = o.Executors / n
+		if i < o.Executors%n {
+			counts[i]++
+		}
+	}
+	_, base, _ := tr.counts("")
+	all := tr.wait("", base+o.Executors)
+	retries0 := reportRetries(f)
+	apps := make([]*sdk.App, n)
+	errs := make([]error, n)
+	start := time.Now()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for i := range apps {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			apps[i], errs[i] = sdk.RegisterApp(ctx, c.Admin, appReq(fmt.Sprintf("bench-%d", i), counts[i]))
+		}()
+	}
+	wg.Wait()
+	submitted := time.Since(start)
+	var live []*sdk.App
+	for i, err := range errs {
+		if err != nil {
+			res.fail("placements: register app %d: %v", i, err)
+		} else {
+			live = append(live, apps[i])
+		}
+	}
+	if len(live) != n {
+		return live, false
+	}
+	ok := waitFor(ctx, all, placementTimeout(o.Executors))
+	d := time.Since(start)
+	if !ok {
+		_, total, _ := tr.counts("")
+		res.fail("placements: %d of %d executors RUNNING after %s (lost)", total-base, o.Executors, d.Round(time.Millisecond))
+		return live, false
+	}
+	res.add(Row{Scenario: "placements", Figure: "placements/s end to end", Value: float64(o.Executors) / d.Seconds(), Unit: "/s",
+		Note: fmt.Sprintf("%d executors, %d apps, %d agents, all RUNNING in KV in %s (submissions took %s)",
+			o.Executors, n, o.Agents, d.Round(time.Millisecond), submitted.Round(time.Millisecond))})
+	// Settle, then count: nothing lost, nothing doubled, the asked numbers.
+	time.Sleep(time.Second)
+	extra := 0
+	for _, a := range live {
+		_, _, created := tr.counts(a.ID)
+		extra += created
+	}
+	res.add(Row{Scenario: "placements", Figure: "state report retries while placing", Value: float64(reportRetries(f) - retries0), Unit: "",
+		Note: fmt.Sprintf("%d executors starting at once; goal 0", o.Executors)})
+	res.add(Row{Scenario: "placements", Figure: "executors replaced while placing", Value: float64(extra - o.Executors), Unit: "",
+		Note: "launches refused or not acknowledged, started again elsewhere (not lost)"})
+	return live, checkCounts(tr, f, live, counts, res, "placements")
+}
+
+// checkCounts compares KV with what the agents run: every app has its
+// count RUNNING and no more records than that, and every RUNNING key runs
+// on exactly one agent, the one KV names.
+func checkCounts(tr *tracker, f *agent.Fleet, apps []*sdk.App, counts []int, res *Result, scenario string) bool {
+	ok := true
+	for i, a := range apps {
+		running, _, created := tr.counts(a.ID)
+		if running != counts[i] {
+			res.fail("%s: app %s has %d executors RUNNING, asked for %d", scenario, a.ID, running, counts[i])
+			ok = false
+		}
+		_ = created
+	}
+	where := map[string][]string{}
+	for _, a := range f.Agents() {
+		if a == nil {
+			continue
+		}
+		select {
+		case <-a.Done():
+			continue
+		default:
+		}
+		for _, k := range a.ExecutorKeys() {
+			where[k] = append(where[k], a.WorkerID())
+		}
+	}
+	kv := tr.runningKeys()
+	for k, ws := range where {
+		if len(ws) > 1 {
+			res.fail("%s: executor %s runs on %d agents: %s (duplicated)", scenario, k, len(ws), strings.Join(ws, ", "))
+			ok = false
+		}
+	}
+	lost, ghost := 0, 0
+	for k, w := range kv {
+		ws := where[k]
+		if len(ws) == 0 || ws[0] != w {
+			lost++
+			if lost <= 5 {
+				res.fail("%s: executor %s RUNNING on %s in KV but the agent does not run it (lost)", scenario, k, w)
+			}
+		}
+	}
+	for k := range where {
+		if _, ok := kv[k]; !ok {
+			ghost++
+			if ghost <= 5 {
+				res.fail("%s: executor %s runs on %s but is not RUNNING in KV", scenario, k, where[k][0])
+			}
+		}
+	}
+	if lost > 5 || ghost > 5 {
+		res.fail("%s: %d lost, %d running unrecorded in all", scenario, lost, ghost)
+	}
+	return ok && lost == 0 && ghost == 0
+}
+
+// failover fails the leading scheduler with a standby running and times
+// the standby's takeover (a new lease epoch in stoker-leader); executors
+// must be untouched.
+func failover(ctx context.Context, c *Cluster, o Options, tr *tracker, f *agent.Fleet, apps []*sdk.App, res *Result) {
+	js, err := jetstream.New(c.Admin)
+	if err != nil {
+		res.fail("failover: %v", err)
+		return
+	}
+	leaderKV, err := js.KeyValue(ctx, "stoker-leader")
+	if err != nil {
+		res.fail("failover: %v", err)
+		return
+	}
+	lease := func() (schemas.Lease, error) {
+		var l schemas.Lease
+		e, err := leaderKV.Get(ctx, "scheduler")
+		if err != nil {
+			return l, err
+		}
+		return l, bus.DecodeRecord(e.Value(), &l)
+	}
+	before, err := lease()
+	if err != nil {
+		res.fail("failover: read the lease: %v", err)
+		return
+	}
+	standby, _, err := c.StartScheduler(ctx)
+	if err != nil {
+		res.fail("failover: start a standby: %v", err)
+		return
+	}
+	time.Sleep(2 * time.Second) // the standby follows the beats
+	_, totalBefore, _ := tr.counts("")
+	runBefore, createdBefore := make([]int, len(apps)), make([]int, len(apps))
+	for i, a := range apps {
+		runBefore[i], _, createdBefore[i] = tr.counts(a.ID)
+	}
+	start := time.Now()
+	if err := c.FailScheduler(before.Holder); err != nil {
+		res.fail("failover: fail the leader %s: %v", before.Holder, err)
+		return
+	}
+	var after schemas.Lease
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if l, err := lease(); err == nil && l.Holder != before.Holder && l.Holder != "" {
+			after = l
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	d := time.Since(start)
+	if after.Holder == "" {
+		res.fail("failover: no new leader within 60s (standby %s)", standby)
+		return
+	}
+	res.add(Row{Scenario: "failover", Figure: "scheduler failover (leader silent → standby holds the lease)", Value: ms(d), Unit: "ms",
+		Note: fmt.Sprintf("%d agents, %d executors running; new leader %s", o.Agents, totalBefore, after.Holder)})
+	// The new leader reconciles: nothing relaunched, nothing lost.
+	time.Sleep(3 * time.Second)
+	counts := make([]int, len(apps))
+	for i, a := range apps {
+		running, _, created := tr.counts(a.ID)
+		counts[i] = running
+		if running != runBefore[i] || created != createdBefore[i] {
+			res.fail("failover: app %s: %d RUNNING and %d executor records after, %d and %d before (relaunched or lost)",
+				a.ID, running, created, runBefore[i], createdBefore[i])
+		}
+	}
+	if _, total, _ := tr.counts(""); total != totalBefore {
+		res.fail("failover: %d executors RUNNING after, %d before", total, totalBefore)
+	}
+	checkCounts(tr, f, apps, counts, res, "failover")
+}
+
+// deadWorkers silences a batch of agents (SIGKILL as the cluster sees it)
+// and times until the cluster marks them DEAD and until their executors
+// run again elsewhere.
+func deadWorkers(ctx context.Context, c *Cluster, o Options, tr *tracker, f *agent.Fleet, apps []*sdk.App, res *Result) {
+	frac := o.DeadFraction
+	if frac <= 0 {
+		frac = 0.1
+	}
+	agents := f.Agents()
+	nDead := max(1, int(float64(len(agents))*frac))
+	idx := make([]int, nDead)
+	dead := map[string]bool{}
+	lostExecs := 0
+	for i := range idx {
+		idx[i] = i * len(agents) / nDead
+		dead[agents[idx[i]].WorkerID()] = true
+		lostExecs += len(agents[idx[i]].ExecutorKeys())
+	}
+	_, total, _ := tr.counts("")
+	workers, stopW, err := watchWorkers(ctx, c.Admin)
+	if err != nil {
+		res.fail("dead workers: %v", err)
+		return
+	}
+	defer stopW()
+	start := time.Now()
+	f.Silence(idx...)
+	var detect []float64
+	seen := map[string]bool{}
+	deadline := time.Now().Add(c.WorkerTimeout + 60*time.Second)
+	for len(seen) < nDead && time.Now().Before(deadline) {
+		select {
+		case w := <-workers:
+			if dead[w.ID] && w.State == schemas.WorkerDead && !seen[w.ID] {
+				seen[w.ID] = true
+				detect = append(detect, ms(time.Since(start)))
+			}
+		case <-time.After(time.Second):
+		}
+	}
+	if len(seen) < nDead {
+		res.fail("dead workers: %d of %d silent agents marked DEAD", len(seen), nDead)
+		return
+	}
+	res.add(dist(Row{Scenario: "dead", Figure: "silent → DEAD (p50)", Unit: "ms",
+		Note: fmt.Sprintf("%d of %d agents silent; worker timeout %s; goal ≤ timeout + 1 s", nDead, len(agents), c.WorkerTimeout)}, detect))
+	ok := waitFor(ctx, tr.wait("", total), placementTimeout(lostExecs))
+	d := time.Since(start)
+	if !ok {
+		_, now, _ := tr.counts("")
+		res.fail("dead workers: %d executors RUNNING %s after, %d before (%d were on the dead)", now, d.Round(time.Millisecond), total, lostExecs)
+		return
+	}
+	res.add(Row{Scenario: "dead", Figure: "silent → executors replaced", Value: ms(d), Unit: "ms",
+		Note: fmt.Sprintf("%d executors were on the silent agents", lostExecs)})
+	time.Sleep(time.Second)
+	counts := make([]int, len(apps))
+	for i, a := range apps {
+		counts[i], _, _ = tr.counts(a.ID)
+	}
+	checkCounts(tr, f, apps, counts, res, "dead workers")
+	for k, w := range tr.runningKeys() {
+		if dead[w] {
+			res.fail("dead workers: %s still RUNNING on the dead worker %s", k, w)
+			break
+		}
+	}
+}
+
+// steady samples this process's CPU during steady heartbeats (nothing
+// starting), and every process's RSS.
+func steady(ctx context.Context, c *Cluster, o Options, res *Result) {
+	d := o.Steady
+	if d <= 0 {
+		d = 5 * time.Second
+	}
+	u0, t0 := cpuTime(os.Getpid()), time.Now()
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+		return
+	}
+	u1 := cpuTime(os.Getpid())
+	res.add(Row{Scenario: "resources", Figure: "CPU, steady heartbeats (bench process: bus, services, agents)", Value: 100 * (u1 - u0).Seconds() / time.Since(t0).Seconds(), Unit: "% of a core",
+		Note: fmt.Sprintf("%d agents, %d executors running", o.Agents, o.Executors)})
+	res.add(Row{Scenario: "resources", Figure: "RSS (bench process)", Value: float64(rss(os.Getpid())) / 1024, Unit: "MB"})
+	for name, pid := range c.PIDs {
+		res.add(Row{Scenario: "resources", Figure: "RSS " + name, Value: float64(rss(pid)) / 1024, Unit: "MB"})
+	}
+}
+
+// cpuTime is a process's user+system CPU from /proc/<pid>/stat.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 {
+		s = s[i+2:]
+	}
+	f := strings.Fields(s)
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// rss is a process's resident set in KiB.
+func rss(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ") + fmt.Sprintf(" (%d cores)", runtime.NumCPU())
+}
+
+// reportRetries sums the agents' state report retries.
+func reportRetries(f *agent.Fleet) int64 {
+	var n int64
+	for _, a := range f.Agents() {
+		if a != nil {
+			n += a.ReportRetries()
+		}
+	}
+	return n
+}

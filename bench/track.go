@@ -1,0 +1,145 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/schemas"
+)
+
+// tracker follows stoker-executors with a KV watch: what is RUNNING, per
+// app and in total, as persisted by the cluster.
+type tracker struct {
+	stop func()
+
+	mu      sync.Mutex
+	state   map[string]schemas.Executor // key → last record
+	running map[string]int              // app → RUNNING executors
+	total   int                         // RUNNING executors
+	created map[string]int              // app → executor records ever created
+	waiters []*waiter
+}
+
+type waiter struct {
+	app  string // "" total
+	n    int
+	done chan struct{}
+}
+
+func newTracker(ctx context.Context, nc *nats.Conn) (*tracker, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	st, err := bus.OpenStore(ctx, js)
+	if err != nil {
+		return nil, fmt.Errorf("open the store: %w", err)
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	w, err := st.Executors.WatchAll(wctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	t := &tracker{state: map[string]schemas.Executor{}, running: map[string]int{}, created: map[string]int{}}
+	t.stop = func() { cancel(); _ = w.Stop() }
+	ready := make(chan struct{})
+	go func() {
+		initial := true
+		for e := range w.Updates() {
+			if e == nil {
+				if initial {
+					initial = false
+					close(ready)
+				}
+				continue
+			}
+			var x schemas.Executor
+			if bus.DecodeRecord(e.Value(), &x) != nil {
+				continue
+			}
+			t.update(x)
+		}
+	}()
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		t.stop()
+		return nil, ctx.Err()
+	}
+	return t, nil
+}
+
+func (t *tracker) update(x schemas.Executor) {
+	key := x.Key()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old, seen := t.state[key]
+	if !seen {
+		t.created[x.AppID]++
+	}
+	if seen && old.State == schemas.ExecutorRunning {
+		t.running[x.AppID]--
+		t.total--
+	}
+	if x.State == schemas.ExecutorRunning {
+		t.running[x.AppID]++
+		t.total++
+	}
+	t.state[key] = x
+	kept := t.waiters[:0]
+	for _, w := range t.waiters {
+		if t.reachedLocked(w) {
+			close(w.done)
+			continue
+		}
+		kept = append(kept, w)
+	}
+	t.waiters = kept
+}
+
+func (t *tracker) reachedLocked(w *waiter) bool {
+	if w.app == "" {
+		return t.total == w.n
+	}
+	return t.running[w.app] == w.n
+}
+
+// wait returns a channel closed once app ("" every app) has n executors RUNNING.
+func (t *tracker) wait(app string, n int) <-chan struct{} {
+	w := &waiter{app: app, n: n, done: make(chan struct{})}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.reachedLocked(w) {
+		close(w.done)
+	} else {
+		t.waiters = append(t.waiters, w)
+	}
+	return w.done
+}
+
+// counts are the RUNNING executors of app and in total, and the records
+// ever created for app.
+func (t *tracker) counts(app string) (running, total, created int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.running[app], t.total, t.created[app]
+}
+
+// runningKeys are the keys of RUNNING executors, with their worker.
+func (t *tracker) runningKeys() map[string]string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[string]string, t.total)
+	for k, x := range t.state {
+		if x.State == schemas.ExecutorRunning {
+			out[k] = x.WorkerID
+		}
+	}
+	return out
+}

@@ -1,0 +1,375 @@
+package main
+
+// stoker bench: wiring only; the scenarios are in package bench.
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/stoker/stoker/bench"
+	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/bus/auth"
+	"github.com/stoker/stoker/schemas"
+)
+
+type benchOptions struct {
+	opts       bench.Options
+	json       bool
+	data       string
+	keep       bool
+	tcp        bool
+	cpuProfile string
+	memProfile string
+	logLevel   string
+	hb, wt     time.Duration
+}
+
+var benchScenarios = []string{"reference", "latency", "placements", "resources", "failover", "dead", "real"}
+
+func init() {
+	register(&command{
+		name: "bench", group: "Cluster", summary: "measure an embedded cluster with simulated agents (placements/s, latency, failover, dead workers)",
+		usage: "[--agents 200] [--executors 2000] [--apps 10] [--real-processes N] [--json] [--scenarios a,b]",
+		details: `Brings up a whole cluster in this process (the bus and the services as
+` + "`stoker up`" + ` runs them, secured: every agent on its own credential), starts
+--agents simulated agents (the real agent code with a launcher that starts
+no process, each on its own connection) and runs the scenarios:
+
+  reference   the bus itself: request/reply and synchronous KV puts per second
+  latency     submit → 4 executors RUNNING in KV, on the idle cluster (p50, p99)
+  placements  --apps apps asking for --executors executors at once, until every
+              one is RUNNING in KV: placements per second
+  resources   CPU during steady heartbeats and RSS
+  failover    a standby scheduler starts, the leader falls silent: time until the
+              standby holds the lease; no executor relaunched or lost
+  dead        10% of the agents fall silent: time until DEAD, and until their
+              executors run again elsewhere
+  real        --real-processes N: N ` + "`sleep`" + ` executors on 2 real agent processes
+
+It checks what it measures: an executor lost, running twice or a count that
+is not the one asked for prints FAILED and exits 1. Time never fails it.`,
+		examples: []string{
+			"stoker bench",
+			"stoker bench --agents 1000 --executors 100000 --apps 100 --json",
+			"stoker bench --agents 2 --scenarios reference,real --real-processes 500",
+		},
+		setup: setupWith(bindBench, runBench),
+	})
+}
+
+func bindBench(fs *flag.FlagSet, o *benchOptions) func(args []string) error {
+	agents := fs.Int("agents", 200, "simulated agents")
+	executors := fs.Int("executors", 2000, "executors placed in the placements scenario")
+	apps := fs.Int("apps", 10, "apps the executors are split over")
+	real := fs.Int("real-processes", 0, "N `sleep` executors on 2 real agents (0: skip the real scenario)")
+	runs := fs.Int("latency-runs", 20, "4-executor apps timed by the latency scenario")
+	dead := fs.Float64("dead-fraction", 0.1, "fraction of the agents that fall silent in the dead scenario")
+	steady := fs.Duration("steady", 5*time.Second, "how long CPU is sampled during steady heartbeats")
+	scen := fs.String("scenarios", "", "comma-separated scenarios to run (default: all): "+strings.Join(benchScenarios, ","))
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	data := fs.String("data", "", "data dir of the embedded cluster (default: a temporary dir, removed)")
+	tcp := fs.Bool("tcp", false, "simulated agents connect over TCP+TLS (default: in-process connections, still each its own credential; 10,000 TCP agents need 20,000 file descriptors)")
+	cpu := fs.String("cpuprofile", "", "write a CPU profile of the placements and steady phases to this file")
+	mem := fs.String("memprofile", "", "write a heap profile at the end to this file")
+	hb, wt := bindLiveness(fs, "heartbeat interval of agents and apps", "silence after which a worker is DEAD")
+	level := logLevelFlag(fs)
+	return func(args []string) error {
+		if len(args) > 0 {
+			return usagef("unexpected arguments %q", strings.Join(args, " "))
+		}
+		for name, v := range map[string]int{"agents": *agents, "apps": *apps, "latency-runs": *runs} {
+			if v <= 0 {
+				return usagef("--%s must be > 0, got %d", name, v)
+			}
+		}
+		if *executors < 0 || *real < 0 {
+			return usagef("--executors and --real-processes must be >= 0")
+		}
+		if *dead <= 0 || *dead >= 1 {
+			return usagef("--dead-fraction must be in (0,1), got %g", *dead)
+		}
+		if *wt <= *hb {
+			return usagef("--worker-timeout (%s) must exceed --heartbeat-interval (%s)", *wt, *hb)
+		}
+		var only map[string]bool
+		if *scen != "" {
+			only = map[string]bool{}
+			for _, s := range strings.Split(*scen, ",") {
+				s = strings.TrimSpace(s)
+				if !contains(benchScenarios, s) {
+					return usagef("--scenarios: unknown %q (one of %s)", s, strings.Join(benchScenarios, ", "))
+				}
+				only[s] = true
+			}
+		}
+		*o = benchOptions{opts: bench.Options{Agents: *agents, Executors: *executors, Apps: *apps, RealProcesses: *real,
+			LatencyRuns: *runs, DeadFraction: *dead, Only: only, Steady: *steady},
+			json: *asJSON, data: *data, tcp: *tcp, cpuProfile: *cpu, memProfile: *mem, logLevel: *level, hb: *hb, wt: *wt}
+		return nil
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// errBenchChecks is the error of a run whose checks failed.
+var errBenchChecks = errors.New("executors lost, doubled or miscounted (see FAILED above)")
+
+func runBench(ctx context.Context, e *env, o *benchOptions) error {
+	log, err := newLogger(e, o.logLevel)
+	if err != nil {
+		return err
+	}
+	// The cluster's own logging at warn: a bench of 10,000 agents would
+	// otherwise print a line per registration.
+	qlog := log.Level(maxLevel(log.GetLevel(), zerolog.WarnLevel))
+	data := o.data
+	if data == "" {
+		if data, err = os.MkdirTemp("", "stoker-bench-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(data)
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	ufs := flag.NewFlagSet("up", flag.ContinueOnError)
+	uo := &upOptions{}
+	complete := bindUp(ufs, uo)
+	if err := ufs.Parse([]string{"--data", data, "--port", strconv.Itoa(port), "--web-addr", "off",
+		"--heartbeat-interval", o.hb.String(), "--worker-timeout", o.wt.String()}); err != nil {
+		return err
+	}
+	if err := complete(nil); err != nil {
+		return err
+	}
+	uo.workers = 0
+	uo.logLevel = "warn"
+	c, err := startUp(ctx, uo, qlog)
+	if err != nil {
+		return err
+	}
+	defer c.Stop()
+	keys, err := auth.Load(filepath.Join(c.data, auth.KeysDir))
+	if err != nil {
+		return err
+	}
+	connect := func(role auth.Role, name string, inProcess bool) (*nats.Conn, error) {
+		creds, err := keys.Mint(role, name, 0)
+		if err != nil {
+			return nil, err
+		}
+		co := bus.ConnectOptions{Name: "stoker-bench-" + name, CredsData: creds, CA: c.ca, Log: &qlog}
+		url := c.url
+		if inProcess {
+			co.Server, url = c.srv, ""
+		}
+		// Thousands connecting at once on a loaded machine: a TLS
+		// handshake can time out; try again as an agent would.
+		for attempt := 0; ; attempt++ {
+			nc, err := bus.Connect(url, co)
+			if err == nil || attempt == 9 {
+				return nc, err
+			}
+			time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
+		}
+	}
+	admin, err := connect(auth.RoleAdmin, "bench", true)
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+
+	var (
+		mu     sync.Mutex
+		extras []namedService
+	)
+	failSvc := func(ns namedService) {
+		ns.nc.Close() // no lease release, no goodbye: SIGKILL as the bus sees it
+		ns.s.Stop()
+	}
+	acfg := agentConfig(nil, qlog, agentSettings{natsURL: c.url, host: "bench", workDir: filepath.Join(c.data, "sim"),
+		heartbeat: o.hb, killGrace: time.Second, secure: true, tlsCA: c.ca})
+	acfg.PingWait = 50 * time.Millisecond
+	cl := &bench.Cluster{
+		URL: c.url, Admin: admin, Agent: acfg, WorkerTimeout: o.wt, Log: qlog,
+		ConnectAgent: func(_ context.Context, wid string) (*nats.Conn, error) {
+			return connect(auth.RoleAgent, wid, !o.tcp)
+		},
+		StartScheduler: func(ctx context.Context) (string, func(), error) {
+			id := instanceID("scheduler")
+			nc, err := connect(auth.RoleScheduler, id, true)
+			if err != nil {
+				return "", nil, err
+			}
+			s, err := newScheduler(withAppCreds(uo.sched, keys))(nc, id, qlog.With().Str("service", "scheduler").Logger())
+			if err != nil {
+				nc.Close()
+				return "", nil, err
+			}
+			sctx, cancel := startContext(ctx)
+			defer cancel()
+			if err := s.Start(sctx); err != nil {
+				nc.Close()
+				return "", nil, err
+			}
+			ns := namedService{name: "scheduler", s: s, id: id, nc: nc}
+			mu.Lock()
+			extras = append(extras, ns)
+			mu.Unlock()
+			return id, func() { failSvc(ns) }, nil
+		},
+		FailScheduler: func(id string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, ns := range append(append([]namedService(nil), c.services...), extras...) {
+				if ns.name == "scheduler" && ns.id == id {
+					failSvc(ns)
+					return nil
+				}
+			}
+			return fmt.Errorf("no scheduler %q in this process", id)
+		},
+		RealAgent: func(ctx context.Context, wid string, cores int) (int, func(), error) {
+			return startRealAgent(ctx, c, admin, keys, wid, cores)
+		},
+		PIDs: map[string]int{},
+	}
+	defer func() {
+		for _, ns := range extras {
+			ns.s.Stop()
+			ns.nc.Close()
+		}
+	}()
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	res := bench.Run(ctx, cl, o.opts)
+	if o.memProfile != "" {
+		if f, err := os.Create(o.memProfile); err == nil {
+			_ = pprof.WriteHeapProfile(f)
+			f.Close()
+		}
+	}
+	if o.json {
+		err = res.WriteJSON(e.stdout)
+	} else {
+		err = res.WriteTable(e.stdout)
+	}
+	if err != nil {
+		return err
+	}
+	if len(res.Failures) > 0 {
+		return errBenchChecks
+	}
+	return nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// startRealAgent runs `stoker agent` (this executable) as a process, on
+// its own agent credential, and waits until it registered.
+func startRealAgent(ctx context.Context, c *upCluster, admin *nats.Conn, keys *auth.Keys, wid string, cores int) (int, func(), error) {
+	self, err := os.Executable()
+	if err != nil {
+		return 0, nil, err
+	}
+	dir := filepath.Join(c.data, "real", wid)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, nil, err
+	}
+	creds, err := keys.Mint(auth.RoleAgent, wid, 0)
+	if err != nil {
+		return 0, nil, err
+	}
+	cf := filepath.Join(dir, "agent.creds")
+	if err := auth.WriteSecret(cf, creds); err != nil {
+		return 0, nil, err
+	}
+	cmd := exec.Command(self, "agent", "--nats", c.url, "--creds", cf, "--tls-ca", c.ca, "--id", wid,
+		"--cores", strconv.Itoa(cores), "--memory", "64g", "--work-dir", filepath.Join(dir, "work"), "--log-level", "warn")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return 0, nil, err
+	}
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	// Registered: its record in stoker-workers says ALIVE with its pid.
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		if pid, err := workerPID(ctx, admin, wid); err == nil && pid == cmd.Process.Pid {
+			return cmd.Process.Pid, stop, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	return 0, nil, fmt.Errorf("agent %s did not register within 90s", wid)
+}
+
+// workerPID is the pid of worker wid's agent when its record says ALIVE.
+func workerPID(ctx context.Context, nc *nats.Conn, wid string) (int, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0, err
+	}
+	kv, err := js.KeyValue(ctx, bus.BucketWorkers)
+	if err != nil {
+		return 0, err
+	}
+	w, _, err := bus.Get[schemas.Worker](ctx, kv, wid)
+	if err != nil {
+		return 0, err
+	}
+	if w.State != schemas.WorkerAlive {
+		return 0, fmt.Errorf("worker %s is %s", wid, w.State)
+	}
+	return w.PID, nil
+}
