@@ -257,12 +257,21 @@ func (c *Cluster) StartAgent(id string, cores int, memory string, args ...string
 // Start runs the stoker binary with args, logging to a file in the cluster dir.
 func (c *Cluster) Start(name string, args ...string) *Proc {
 	c.t.Helper()
+	return c.StartWrapped(name, nil, args...)
+}
+
+// StartWrapped is Start with the command line prefixed by wrap (the
+// partition harness's `ip netns exec <ns>`, which execs in place: the
+// process's pid is stoker's).
+func (c *Cluster) StartWrapped(name string, wrap []string, args ...string) *Proc {
+	c.t.Helper()
 	logPath := filepath.Join(c.Dir, fmt.Sprintf("%s-%d.log", name, time.Now().UnixNano()))
 	f, err := os.Create(logPath)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	cmd := exec.Command(stokerBin, args...)
+	argv := append(append(append([]string(nil), wrap...), stokerBin), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), "STOKER_LOG_LEVEL=debug")
 	if err := cmd.Start(); err != nil {

@@ -303,7 +303,7 @@ func TestAgent_RefusesOldEpoch(t *testing.T) {
 func TestRun_CommandExitsEndsRun(t *testing.T) {
 	c := fullCluster(t, nil, map[string]int{"a": 2, "b": 2})
 	marker := filepath.Join(c.Dir, "ran")
-	out, errOut, err := c.CLI("run", "--max-cores", "3", "--", "/bin/sh", "-c", "echo $STOKER_EXECUTOR_ID >> "+marker)
+	out, errOut, err := c.CLI("run", "--executors", "3", "--", "/bin/sh", "-c", "echo $STOKER_EXECUTOR_ID >> "+marker)
 	if err != nil {
 		t.Fatalf("stoker run: %v\nstdout: %s\nstderr: %s", err, out, errOut)
 	}

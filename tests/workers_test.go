@@ -47,7 +47,7 @@ func TestWorkers_RegisterAndList(t *testing.T) {
 }
 
 // TestAgent_SIGKILL_MarkedDead kills a real agent process with SIGKILL ten
-// times and checks each time that the heartbeat service marks it DEAD within
+// times (-chaos.agent-kills=50 for the long run) and checks each time that the heartbeat service marks it DEAD within
 // the worker timeout plus one heartbeat interval. It logs the distribution.
 //
 // STOKER_E2E_WORKER_TIMEOUT and STOKER_E2E_HEARTBEAT_INTERVAL override the
@@ -56,9 +56,9 @@ func TestAgent_SIGKILL_MarkedDead(t *testing.T) {
 	timeout, interval := envDuration("STOKER_E2E_WORKER_TIMEOUT", time.Second), envDuration("STOKER_E2E_HEARTBEAT_INTERVAL", 200*time.Millisecond)
 	c := NewCluster(t, ClusterOptions{WorkerTimeout: timeout, HeartbeatInterval: interval})
 	startLiveness(c)
-	kills := 10
+	kills := *chaosAgentKills
 	if testing.Short() {
-		kills = 3
+		kills = min(kills, 3)
 	}
 	var took []time.Duration
 	for i := 0; i < kills; i++ {
