@@ -54,8 +54,10 @@ type Service struct {
 	// registrations never overlap and bursts of triggers collapse.
 	reregister chan string
 	hbInterval atomic.Int64 // nanoseconds
-	// ackedAt is when a heartbeat service last acknowledged a heartbeat
-	// (unix nanoseconds; 0: none yet): contact with the cluster, not only
+	// ackedAt is when the cluster last proved contact (unix nanoseconds;
+	// 0: never): a heartbeat service acknowledged a heartbeat, or the
+	// registration service accepted a registration (it wrote the worker's
+	// record, so it hears a quorum). Contact with the cluster, not only
 	// with the agent's NATS server (see contactLoop).
 	ackedAt atomic.Int64
 	hbReset chan struct{}
@@ -490,6 +492,10 @@ func (s *Service) accepted(log zerolog.Logger, reply *schemas.WorkerRegistered, 
 			}
 		}
 	}
+	// An accepted registration proves contact as a heartbeat ack does: an
+	// agent cut off with a minority right after registering, before any
+	// heartbeat was acknowledged, must still stop its children in time.
+	s.ackedAt.Store(time.Now().UnixNano())
 	s.mu.Lock()
 	if reply.Epoch > s.epoch {
 		s.epoch = reply.Epoch

@@ -12,10 +12,13 @@ import (
 // must run. Lost means either of:
 //   - no round trip (a flush: PING/PONG) to its NATS server, checked every
 //     heartbeat interval: the link is down or half-open;
-//   - once a heartbeat service has acknowledged a heartbeat, none
-//     acknowledged since: the agent's server may answer while cut off
-//     with a minority of the bus, where no heartbeat service that hears a
-//     quorum receives the beats (a service acknowledges only then).
+//   - once registered, no heartbeat acknowledged since the last
+//     acknowledgement or accepted registration: the agent's server may
+//     answer while cut off with a minority of the bus, where no heartbeat
+//     service that hears a quorum receives the beats (a service
+//     acknowledges only then). Counting from the registration matters to
+//     an agent cut off before its first acknowledged beat (found by the
+//     partition test: the fault began 100 ms after a1 registered).
 //
 // The kill happens once per loss; a child launched after contact returns
 // is not touched until the next one. The KILLED reports wait in the

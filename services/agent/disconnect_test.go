@@ -14,6 +14,7 @@ import (
 // pids, the keys and the proxy.
 func cutOffAgent(t *testing.T, e *env, stopAfter time.Duration) (p *bustest.Proxy, execKey, driverID string, pids []int) {
 	t.Helper()
+	e.c.set(func(c *cluster) { c.ackBeats = true }) // a live cluster acknowledges beats
 	p = bustest.StartProxy(t, e.srv.Addr().String())
 	nc, err := bus.Connect(p.URL(), bus.ConnectOptions{Name: t.Name() + "-agent", Retry: true, ReconnectWait: 50 * time.Millisecond})
 	if err != nil {
@@ -119,4 +120,32 @@ func TestAgent_StopAfterDisconnect_ClusterLost(t *testing.T) {
 	if got := e.c.stateList(driverID); len(got) != 2 {
 		t.Fatalf("driver reports %v: want RUNNING then KILLED, no relaunch", got)
 	}
+}
+
+// TestAgent_StopAfterDisconnect_CutBeforeFirstAck: the agent registers and
+// launches work, but not one heartbeat is ever acknowledged, as when its
+// NATS server is cut off with a minority right after the registration
+// (the partition test's minority began 100 ms after a1 registered, and a1
+// ran its executor beside the replacement for the whole fault): the
+// accepted registration is the last contact, and the children are killed
+// once the bound has passed since then.
+func TestAgent_StopAfterDisconnect_CutBeforeFirstAck(t *testing.T) {
+	e := newEnv(t)
+	const bound = time.Second
+	s := startAgent(t, e.srv.URL(), func(c *Config) {
+		c.StopAfterDisconnect, c.KillGrace = bound, 200*time.Millisecond
+	})
+	waitRegistered(t, s)
+	registered := time.Now()
+	app := newAppID()
+	if ack := launchExecutor(t, e.nc, app, 0, "sleep 60"); !ack.OK {
+		t.Fatalf("launch: %+v", ack)
+	}
+	execKey := schemas.ExecutorKey(app, 0)
+	pid := e.c.waitReport(execKey, "RUNNING").PID
+	bustest.Eventually(t, 15*time.Second, "the executor killed by an agent never acknowledged", func() bool {
+		return !alive(pid)
+	})
+	t.Logf("executor gone %s after the registration (bound %s, kill grace 200ms)", time.Since(registered).Round(time.Millisecond), bound)
+	e.c.waitReport(execKey, string(schemas.ExecutorKilled))
 }
