@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -130,10 +131,30 @@ func (m *mirror[T]) setLocked(key string, rev uint64, data []byte, deleted, forc
 	return old == nil || m.quiet == nil || !m.quiet(old, v)
 }
 
+// refreshFor bounds how long refresh retries a read the bus does not
+// answer (a stream electing a leader after a node died, a reconnect). A
+// variable for tests.
+var refreshFor = 10 * time.Second
+
 // refresh re-reads one record after a write that did not go as planned,
-// replacing what an optimistic Apply put in the map.
+// replacing what an optimistic Apply put in the map. It reads on a context
+// of its own (the write's may be what expired) and retries transient
+// failures for up to refreshFor. A key the bucket never gave this mirror
+// (its revision 0: the value is the planner's own, a create whose outcome
+// is unknown) is forgotten if it still cannot be read: if the create
+// landed, the watch brings the record. Kept, the planned value would count
+// as placed forever: an app whose two executor creates timed out while a
+// bus node died stayed WAITING with no executor, its cores reserved by two
+// records that did not exist (TestChaos_BusNodeKills).
 func (m *mirror[T]) refresh(ctx context.Context, key string) {
-	e, err := m.kv.Get(ctx, key)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshFor)
+	defer cancel()
+	var e jetstream.KeyValueEntry
+	err := bus.RetryTransient(ctx, 2*time.Second, func(ctx context.Context) error {
+		var err error
+		e, err = m.kv.Get(ctx, key)
+		return err
+	})
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch {
@@ -141,6 +162,11 @@ func (m *mirror[T]) refresh(ctx context.Context, key string) {
 		m.setLocked(key, e.Revision(), e.Value(), false, true)
 	case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
 		m.setLocked(key, m.revs[key], nil, true, true)
+	case m.revs[key] == 0:
+		m.setLocked(key, 0, nil, true, true)
+		m.log.Warn().Err(err).Str("key", key).Msg("cannot read back a record whose write failed; forgetting the planned value (the watch brings the record if the write landed)")
+	default:
+		m.log.Warn().Err(err).Str("key", key).Msg("cannot read back a record whose write failed; the view keeps the planned value until the watch brings a newer one")
 	}
 }
 

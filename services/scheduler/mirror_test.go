@@ -1,13 +1,17 @@
 package scheduler
 
 import (
+	"context"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/stoker/stoker/bus"
+	"github.com/stoker/stoker/bus/bustest"
 	"github.com/stoker/stoker/schemas"
 )
 
@@ -165,5 +169,77 @@ func TestMirror_StartedAsPlaced_AsksNoPass(t *testing.T) {
 	}
 	if got := v.executors.setLocked(app+".0", 1, enc(base), false, false); got {
 		t.Errorf("an older revision asks for a pass")
+	}
+}
+
+// TestMirror_RefreshUnreadable: a write failed and the record cannot be
+// read back (the bus does not answer for longer than refreshFor). A key
+// the bucket never gave the mirror holds only the planner's own value (an
+// executor create whose outcome is unknown): it is forgotten, or it would
+// count as placed forever (TestChaos_BusNodeKills: an app stayed WAITING
+// with no executor after both creates timed out while a bus node died). A
+// key read from the bucket keeps its value until the watch brings a newer
+// one; a record that is there is read back.
+func TestMirror_RefreshUnreadable(t *testing.T) {
+	defer func(d time.Duration) { refreshFor = d }(refreshFor)
+	refreshFor = 300 * time.Millisecond
+	srv := bustest.Start(t)
+	nc := bustest.Conn(t, srv.ClientURL())
+	st := bustest.Store(t, nc)
+	ctx := context.Background()
+	rec := func(id int, st schemas.ExecutorState) *schemas.Executor {
+		return &schemas.Executor{AppID: "app-1", ID: id, WorkerID: "w1", Cores: 1, MemoryMB: 1, State: st}
+	}
+	rev, err := bus.Create(ctx, st.Executors, "app-1.0", rec(0, schemas.ExecutorRunning))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var mu sync.Mutex
+	items := map[string]*schemas.Executor{}
+	m := newMirror(st.Executors, &mu, items, zerolog.Nop(), nil)
+	data, _ := bus.Encode(rec(0, schemas.ExecutorRunning), bus.Msgpack)
+	mu.Lock()
+	m.setLocked("app-1.0", rev, data, false, false)
+	// The planner's optimistic values: a change to the known record, a
+	// record it means to create.
+	items["app-1.0"] = rec(0, schemas.ExecutorKilled)
+	items["app-1.1"] = rec(1, schemas.ExecutorLaunching)
+	mu.Unlock()
+
+	// Read back while the bus answers: the known record's true value.
+	m.refresh(ctx, "app-1.0")
+	if got := items["app-1.0"]; got == nil || got.State != schemas.ExecutorRunning {
+		t.Fatalf("after a refresh the bus answered, app-1.0 = %+v, want RUNNING", got)
+	}
+	items["app-1.0"] = rec(0, schemas.ExecutorKilled)
+
+	// The bus stops answering this mirror's reads.
+	nc2 := bustest.Conn(t, srv.ClientURL())
+	js2, err := jetstream.New(nc2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv2, err := js2.KeyValue(ctx, st.Executors.Bucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.kv = kv2
+	nc2.Close()
+	m.refresh(ctx, "app-1.1")
+	m.refresh(ctx, "app-1.0")
+	if got, ok := items["app-1.1"]; ok {
+		t.Fatalf("the planned create app-1.1 that could not be read back is still in the view: %+v", got)
+	}
+	if got := items["app-1.0"]; got == nil {
+		t.Fatal("app-1.0, read from the bucket before, was dropped")
+	}
+	// A create that did land comes with the watch: revision 0 lets it in.
+	data1, _ := bus.Encode(rec(1, schemas.ExecutorLaunching), bus.Msgpack)
+	mu.Lock()
+	m.setLocked("app-1.1", 3, data1, false, false)
+	mu.Unlock()
+	if items["app-1.1"] == nil {
+		t.Fatal("the watch's record of app-1.1 was refused after the planned value was forgotten")
 	}
 }
