@@ -148,18 +148,19 @@ func (s *Service) hook(stage string) {
 // steps is recovery proper: load, mark UNKNOWN, ask, reconcile, apply.
 // Each phase has its own time (issue 16 item 2: one deadline for the whole
 // run let slow writes eat the time agents had to answer, and silence was
-// then taken for death): load is retried for up to two recovery timeouts,
-// marking and applying get one each, with every write retried while the
-// bus answers with transient errors, and asking gets a full recovery
-// timeout from its own start, whatever the writes before it took. Before
-// each phase the claim is renewed, so a slow recovery is not taken over
-// as a dead one; a claim that is no longer ours ends the run.
+// then taken for death): load is retried for up to two recovery timeouts
+// (at least loadFloor: a stream electing a leader), marking and applying
+// get one each, with every write retried while the bus answers with
+// transient errors, and asking gets a full recovery timeout from its own
+// start, whatever the writes before it took. Before each phase the claim
+// is renewed, so a slow recovery is not taken over as a dead one; a claim
+// that is no longer ours ends the run.
 func (s *Service) steps(ctx context.Context, log zerolog.Logger, ei epochInfo, rs *runState) (string, error) {
 	start := time.Now()
 	var t tally
 
 	s.hook("load")
-	snap, err := s.loadRetrying(ctx, ei.epoch, &t)
+	snap, err := s.loadRetrying(ctx, log, ei, &t)
 	if err != nil {
 		return t.String(), fmt.Errorf("load: %w", err)
 	}
@@ -277,15 +278,35 @@ func (s *Service) renewClaim(ctx context.Context, log zerolog.Logger, ei epochIn
 	return nil
 }
 
+// loadFloor is the least time load is retried. JetStream elects a new
+// leader for a stream whose leader died within its raft election timeout
+// (4 to 9 s in nats-server), and until then every read of that bucket
+// times out. A load that gave up after two recovery timeouts (4 s) declared
+// the cluster ALIVE unverified, and executors an older epoch had created
+// LAUNCHING, but never launched, stayed LAUNCHING for good: nobody asked
+// their agents (TestChaos_BusNodeKills, a bus node killed 20 ms after the
+// records were written). The cluster stays RECOVERING meanwhile, which
+// schedules nothing, as it could not with buckets it cannot read.
+const loadFloor = 12 * time.Second
+
 // loadRetrying is load, retried while the bus answers with transient
-// errors, for up to two recovery timeouts.
-func (s *Service) loadRetrying(ctx context.Context, epoch uint64, t *tally) (Snapshot, error) {
-	lctx, cancel := context.WithTimeout(ctx, 2*s.cfg.RecoveryTimeout)
+// errors, for up to two recovery timeouts or loadFloor, whichever is
+// longer; the claim is renewed every recovery timeout meanwhile, so a
+// long load is not taken for a dead recovery.
+func (s *Service) loadRetrying(ctx context.Context, log zerolog.Logger, ei epochInfo, t *tally) (Snapshot, error) {
+	lctx, cancel := context.WithTimeout(ctx, max(2*s.cfg.RecoveryTimeout, loadFloor))
 	defer cancel()
 	var snap Snapshot
+	renewed := time.Now()
 	err := bus.RetryTransient(lctx, s.cfg.RecoveryTimeout, func(ctx context.Context) error {
+		if time.Since(renewed) >= s.cfg.RecoveryTimeout {
+			if err := s.renewClaim(ctx, log, ei); err != nil {
+				return err
+			}
+			renewed = time.Now()
+		}
 		var err error
-		snap, err = s.load(ctx, epoch, t)
+		snap, err = s.load(ctx, ei.epoch, t)
 		return err
 	})
 	return snap, err
