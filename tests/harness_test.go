@@ -320,6 +320,19 @@ func (c *Cluster) stopAll() {
 		c.nc.Close()
 	}
 	if c.t.Failed() {
+		// STOKER_TEST_LOGS=dir keeps every process's whole log of a failed
+		// test in dir/<test name> (the temp dir goes with the test).
+		if dir := os.Getenv("STOKER_TEST_LOGS"); dir != "" {
+			out := filepath.Join(dir, strings.NewReplacer("/", "_", " ", "_").Replace(c.t.Name()))
+			if err := os.MkdirAll(out, 0o755); err == nil {
+				for _, p := range procs {
+					if b, err := os.ReadFile(p.Log); err == nil {
+						_ = os.WriteFile(filepath.Join(out, filepath.Base(p.Log)), b, 0o644)
+					}
+				}
+				c.t.Logf("every process log kept in %s", out)
+			}
+		}
 		for _, p := range procs {
 			b, _ := os.ReadFile(p.Log)
 			if len(b) > 6000 {
