@@ -284,7 +284,18 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg StoreConfig, log
 			}
 		})
 	}
-	return OpenStore(ctx, js)
+	// Opening is retried as provisioning is: one attempt that timed out
+	// while a node of the cluster died (its streams electing leaders) made
+	// `stoker bus` on a healthy node exit, and the cluster lost a second
+	// node (TestChaos_BusNodeKills, "bus: bucket stoker-apps: context
+	// deadline exceeded").
+	var st *Store
+	err := retry(ctx, func(actx context.Context) error {
+		var err error
+		st, err = OpenStore(actx, js)
+		return err
+	})
+	return st, err
 }
 
 // provisionOne creates r or brings it to the wanted settings.

@@ -168,9 +168,15 @@ func TestChaos_BusNodeKills(t *testing.T) {
 
 		// The node comes back on its data and catches up before the next kill.
 		n.proc = c.Start("bus-"+n.name, n.args...)
-		h.Eventually(120*time.Second, fmt.Sprintf("round %d: %s back, every stream with 3 current replicas", round, n.name), func() bool {
-			return allReplicasCurrent(store, ports[n.name][0])
-		})
+		for deadline := time.Now().Add(120 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+			why := replicasBehind(store, ports[n.name][0])
+			if why == "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: 120s after %s was restarted, not every stream has 3 current replicas: %s", round, n.name, why)
+			}
+		}
 	}
 	stop()
 	bgMu.Lock()
@@ -211,13 +217,14 @@ func TestChaos_BusNodeKills(t *testing.T) {
 	h.checkEventsMatchKV(store)
 }
 
-// allReplicasCurrent reports whether the node listening on port accepts
-// connections and every bucket's stream and the events stream have three
-// replicas (leader and two followers), none offline or behind.
-func allReplicasCurrent(store *bus.Store, port int) bool {
+// replicasBehind says what is not yet whole after a node restart: the node
+// listening on port not accepting connections, or a bucket's stream or the
+// events stream without a leader and two current followers ("" when all
+// are whole).
+func replicasBehind(store *bus.Store, port int) string {
 	conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond)
 	if err != nil {
-		return false
+		return fmt.Sprintf("the node on port %d does not accept connections: %v", port, err)
 	}
 	conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -229,17 +236,22 @@ func allReplicasCurrent(store *bus.Store, port int) bool {
 	for _, name := range names {
 		s, err := store.JS.Stream(ctx, name)
 		if err != nil {
-			return false
+			return fmt.Sprintf("stream %s: %v", name, err)
 		}
 		info, err := s.Info(ctx)
-		if err != nil || info.Cluster == nil || info.Cluster.Leader == "" || len(info.Cluster.Replicas) != 2 {
-			return false
+		switch {
+		case err != nil:
+			return fmt.Sprintf("stream %s: %v", name, err)
+		case info.Cluster == nil || info.Cluster.Leader == "":
+			return fmt.Sprintf("stream %s has no leader", name)
+		case len(info.Cluster.Replicas) != 2:
+			return fmt.Sprintf("stream %s (leader %s) has %d followers", name, info.Cluster.Leader, len(info.Cluster.Replicas))
 		}
 		for _, r := range info.Cluster.Replicas {
 			if !r.Current || r.Offline {
-				return false
+				return fmt.Sprintf("stream %s: follower %s current=%v offline=%v lag=%d", name, r.Name, r.Current, r.Offline, r.Lag)
 			}
 		}
 	}
-	return true
+	return ""
 }
