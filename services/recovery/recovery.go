@@ -81,6 +81,11 @@ type Service struct {
 	// testHook, when set, is called at each named stage of a recovery run
 	// (tests inject failures with it).
 	testHook func(stage string)
+	// testLoadErr, when set, is asked before each attempt to load the
+	// records; an error it returns is that attempt's (tests make one
+	// bucket unreadable while the others answer, as while JetStream
+	// elects a leader for that bucket's stream).
+	testLoadErr func() error
 }
 
 // New validates cfg and applies defaults.

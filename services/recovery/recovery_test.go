@@ -909,3 +909,61 @@ func TestService_Recover_TermGrowsByOnePerLeader(t *testing.T) {
 		t.Errorf("term %d after %d leaders", c.Term, leaders)
 	}
 }
+
+// TestService_Recover_LoadWaitsOutAnUnreadableBus: the records cannot be
+// read for eight recovery timeouts once recovery starts loading (the
+// workers bucket times out, as while JetStream elects a new leader for a
+// stream whose node died: 4 to 9 s), while the cluster bucket answers.
+// Loading waits it out, the cluster stays RECOVERING meanwhile, and the
+// recovery then does its whole job: the agent is asked, and the executor
+// the old leader created LAUNCHING but never launched (the agent does not
+// run it) is LOST, its core freed. A recovery that gave up loading
+// declared the cluster ALIVE without asking anyone, and that executor
+// stayed LAUNCHING for good, holding its core (TestChaos_BusNodeKills).
+func TestService_Recover_LoadWaitsOutAnUnreadableBus(t *testing.T) {
+	h := newHarness(t)
+	const app = "app-20260101000000-aaaaaa"
+	h.addWorker("w1")
+	h.addApp(app, schemas.AppRunning)
+	h.addExecutor(app, 1, "w1", schemas.ExecutorRunning, 1)
+	h.addExecutor(app, 2, "w1", schemas.ExecutorLaunching, 1)
+	h.agent("w1", report("w1", running(app, 1, 101)))
+	h.driverAck(app)
+
+	const timeout = 300 * time.Millisecond
+	const outage = 8 * timeout
+	var mu sync.Mutex
+	var readableAt time.Time
+	h.start("rec-1", timeout, func(s *Service) {
+		s.testLoadErr = func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if readableAt.IsZero() {
+				readableAt = time.Now().Add(outage)
+			}
+			if time.Now().Before(readableAt) {
+				return fmt.Errorf("bucket %s: %w", h.st.Workers.Bucket(), context.DeadlineExceeded)
+			}
+			return nil
+		}
+	})
+
+	e := h.lease("sched-1")
+	c := h.waitCluster(e, schemas.ClusterAlive, 30*time.Second)
+	mu.Lock()
+	early := time.Until(readableAt)
+	mu.Unlock()
+	if early > 0 {
+		t.Fatalf("the cluster was declared ALIVE %s before its records could be read: %s", early.Round(time.Millisecond), c.Message)
+	}
+	t.Logf("ALIVE: %s", c.Message)
+	if st := h.executorState(app, 2); st != schemas.ExecutorLost {
+		t.Errorf("executor 2 (LAUNCHING, never launched, not reported by its agent) = %s, want LOST", st)
+	}
+	if st := h.executorState(app, 1); st != schemas.ExecutorRunning {
+		t.Errorf("executor 1 (reported running) = %s, want RUNNING", st)
+	}
+	if u := h.usage(); u["w1"] != 1 {
+		t.Errorf("usage = %v, want w1:1 (the lost executor's core freed)", u)
+	}
+}

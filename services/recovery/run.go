@@ -148,8 +148,8 @@ func (s *Service) hook(stage string) {
 // steps is recovery proper: load, mark UNKNOWN, ask, reconcile, apply.
 // Each phase has its own time (issue 16 item 2: one deadline for the whole
 // run let slow writes eat the time agents had to answer, and silence was
-// then taken for death): load is retried for up to two recovery timeouts
-// (at least loadFloor: a stream electing a leader), marking and applying
+// then taken for death): load is retried for as long as the bus answers
+// with transient errors (see loadRetrying), marking and applying
 // get one each, with every write retried while the bus answers with
 // transient errors, and asking gets a full recovery timeout from its own
 // start, whatever the writes before it took. Before each phase the claim
@@ -278,27 +278,21 @@ func (s *Service) renewClaim(ctx context.Context, log zerolog.Logger, ei epochIn
 	return nil
 }
 
-// loadFloor is the least time load is retried. JetStream elects a new
-// leader for a stream whose leader died within its raft election timeout
-// (4 to 9 s in nats-server), and until then every read of that bucket
-// times out. A load that gave up after two recovery timeouts (4 s) declared
-// the cluster ALIVE unverified, and executors an older epoch had created
-// LAUNCHING, but never launched, stayed LAUNCHING for good: nobody asked
-// their agents (TestChaos_BusNodeKills, a bus node killed 20 ms after the
-// records were written). The cluster stays RECOVERING meanwhile, which
-// schedules nothing, as it could not with buckets it cannot read.
-const loadFloor = 12 * time.Second
-
 // loadRetrying is load, retried while the bus answers with transient
-// errors, for up to two recovery timeouts or loadFloor, whichever is
-// longer; the claim is renewed every recovery timeout meanwhile, so a
-// long load is not taken for a dead recovery.
+// errors, for as long as they last; the claim is renewed every recovery
+// timeout meanwhile, so a long load is not taken for a dead recovery, and
+// a claim taken over ends the run. The cluster stays RECOVERING, which
+// schedules nothing, as nothing could be scheduled on buckets no one can
+// read. A load that gave up (after two recovery timeouts, then 12 s)
+// declared the cluster ALIVE with no agent asked, and executors an older
+// epoch had created LAUNCHING, but never launched, stayed LAUNCHING for
+// good (TestChaos_BusNodeKills: JetStream takes 4 to 9 s to elect a new
+// leader for a stream whose leader's node died). Errors that are not
+// transient (a missing bucket, a panic) still end the run at once.
 func (s *Service) loadRetrying(ctx context.Context, log zerolog.Logger, ei epochInfo, t *tally) (Snapshot, error) {
-	lctx, cancel := context.WithTimeout(ctx, max(2*s.cfg.RecoveryTimeout, loadFloor))
-	defer cancel()
 	var snap Snapshot
-	renewed := time.Now()
-	err := bus.RetryTransient(lctx, s.cfg.RecoveryTimeout, func(ctx context.Context) error {
+	renewed, attempts := time.Now(), 0
+	err := bus.RetryTransient(ctx, s.cfg.RecoveryTimeout, func(ctx context.Context) error {
 		if time.Since(renewed) >= s.cfg.RecoveryTimeout {
 			if err := s.renewClaim(ctx, log, ei); err != nil {
 				return err
@@ -306,7 +300,16 @@ func (s *Service) loadRetrying(ctx context.Context, log zerolog.Logger, ei epoch
 			renewed = time.Now()
 		}
 		var err error
-		snap, err = s.load(ctx, ei.epoch, t)
+		if s.testLoadErr != nil {
+			err = s.testLoadErr()
+		}
+		if err == nil {
+			snap, err = s.load(ctx, ei.epoch, t)
+		}
+		if attempts++; err != nil && attempts%10 == 0 {
+			log.Warn().Err(err).Int("attempts", attempts).
+				Msg("cannot read the records yet; the cluster stays RECOVERING until the bus answers")
+		}
 		return err
 	})
 	return snap, err
