@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
 	"github.com/stoker/stoker/sdk"
@@ -63,29 +61,11 @@ func TestChaos_BusNodeKills(t *testing.T) {
 		nodes = append(nodes, n)
 	}
 	c.URL = strings.Join(urls, ",")
-	c.Eventually(60*time.Second, "the three bus nodes accepting connections", func() bool {
-		for _, n := range nodes {
-			conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", ports[n.name][0]), 200*time.Millisecond)
-			if err != nil {
-				return false
-			}
-			conn.Close()
-		}
-		return true
-	})
-	// The nodes provision the store once their JetStream cluster has a
-	// meta leader (a while on a loaded machine); services started before
-	// it give up.
-	c.Eventually(120*time.Second, "the store provisioned on the three nodes", func() bool {
-		js, err := jetstream.New(c.NC())
-		if err != nil {
-			return false
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_, err = bus.OpenStore(ctx, js)
-		return err == nil
-	})
+	var addrs []string
+	for _, n := range nodes {
+		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", ports[n.name][0]))
+	}
+	c.waitBusNodes(addrs...)
 	// Room on each agent for every app the run may accept.
 	maxApps := 10*rounds + 20
 	h := newHAClusterOn(c, 2, max(32, 2*maxApps), nil, "a", "b", "c")

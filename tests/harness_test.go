@@ -343,6 +343,34 @@ func (c *Cluster) stopAll() {
 	}
 }
 
+// waitBusNodes waits until every bus node at addrs (host:port) accepts
+// connections, then until the store is provisioned: the nodes provision it
+// once their JetStream cluster has a meta leader, a while on a loaded
+// machine, and services started before it give up.
+func (c *Cluster) waitBusNodes(addrs ...string) {
+	c.t.Helper()
+	c.Eventually(60*time.Second, fmt.Sprintf("the %d bus nodes accepting connections", len(addrs)), func() bool {
+		for _, a := range addrs {
+			conn, err := net.DialTimeout("tcp", a, 200*time.Millisecond)
+			if err != nil {
+				return false
+			}
+			conn.Close()
+		}
+		return true
+	})
+	c.Eventually(120*time.Second, "the store provisioned", func() bool {
+		js, err := jetstream.New(c.NC())
+		if err != nil {
+			return false
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err = bus.OpenStore(ctx, js)
+		return err == nil
+	})
+}
+
 // NC is a test client connection to the bus.
 func (c *Cluster) NC() *nats.Conn {
 	c.t.Helper()

@@ -5,7 +5,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,8 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
@@ -104,29 +101,7 @@ func newPCluster(t *testing.T) *pcluster {
 	// The test process (observer, and the app's driver) stays on n3, which
 	// every scenario keeps on the majority side.
 	c.URL = p.url["n3"]
-	c.Eventually(60*time.Second, "the three bus nodes accepting connections", func() bool {
-		for _, b := range []string{"n1", "n2", "n3"} {
-			conn, err := net.DialTimeout("tcp", p.nodes[b].IP+":4222", 200*time.Millisecond)
-			if err != nil {
-				return false
-			}
-			conn.Close()
-		}
-		return true
-	})
-	// The nodes provision the store once their JetStream cluster has a
-	// meta leader, which can take a while on a loaded machine; services
-	// started before it give up.
-	c.Eventually(120*time.Second, "the store provisioned", func() bool {
-		js, err := jetstream.New(c.NC())
-		if err != nil {
-			return false
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_, err = bus.OpenStore(ctx, js)
-		return err == nil
-	})
+	c.waitBusNodes(p.nodes["n1"].IP+":4222", p.nodes["n2"].IP+":4222", p.nodes["n3"].IP+":4222")
 	hb, wt := pHeartbeat.String(), pWorkerTimeout.String()
 	p.start("s1", "scheduler-1", "scheduler", "--nats", p.url["n1"], "--id", "scheduler-1")
 	for i, side := range []string{"svcA", "svcB"} {
