@@ -176,7 +176,16 @@ func (st *pass) placeApps() {
 	}
 	st.usable = make([]*free, 0, len(st.workers))
 	for _, a := range st.waitingApps() {
+		n := len(st.p.AppUpdates)
 		st.placeApp(a)
+		if len(st.p.AppUpdates) == n && a.State == schemas.AppWaiting && st.appCores[a.ID] > 0 {
+			// It holds executors, yet its record says WAITING: the write
+			// that moved it to RUNNING when they were placed failed (its
+			// bus node died at that moment), and nothing placed since.
+			// Without this it stayed WAITING for good with every executor
+			// RUNNING (TestChaos_BusNodeKills with 10 kills).
+			st.p.AppUpdates = append(st.p.AppUpdates, AppUpdate{AppID: a.ID, From: a.State, State: schemas.AppRunning})
+		}
 	}
 }
 

@@ -589,3 +589,29 @@ func TestSchedule_Cordoned_NoNewPlacements(t *testing.T) {
 		t.Fatalf("uncordoned: cores per worker = %v, want w00 used", got)
 	}
 }
+
+// TestSchedule_Apps_WaitingWithExecutorsMovesToRunning: an app whose
+// executors hold cores (placed, RUNNING) but whose record still says
+// WAITING (the write that moved it to RUNNING failed while a bus node
+// died) is moved to RUNNING, once; an app WAITING with nothing placed and
+// no room stays WAITING.
+func TestSchedule_Apps_WaitingWithExecutorsMovesToRunning(t *testing.T) {
+	h := NewHarness(t)
+	h.Workers(2, 1, 64<<10)
+	h.App("app-1", 1, 256, 2).NextExecutorID = 2
+	h.Executor("app-1", 0, "w00", 1, 256, schemas.ExecutorRunning)
+	h.Executor("app-1", 1, "w01", 1, 256, schemas.ExecutorRunning)
+	h.App("app-2", 1, 256, 2) // no room left: waits
+	p := h.Schedule()
+	if len(p.LaunchExecutors) != 0 {
+		t.Fatalf("launched %+v, want nothing (no room)", p.LaunchExecutors)
+	}
+	want := []AppUpdate{{AppID: "app-1", From: schemas.AppWaiting, State: schemas.AppRunning}}
+	if !slices.Equal(p.AppUpdates, want) {
+		t.Fatalf("app updates = %+v, want %+v", p.AppUpdates, want)
+	}
+	if st := h.Snap.Apps["app-1"].State; st != schemas.AppRunning {
+		t.Fatalf("app-1 = %s after the pass, want RUNNING", st)
+	}
+	h.AssertStable()
+}
