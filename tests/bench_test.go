@@ -55,21 +55,8 @@ func benchAppStart(b *testing.B, insecure bool) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		running := map[string]bool{}
-		deadline := time.After(30 * time.Second)
-		for len(running) < 4 {
-			select {
-			case e := <-w.Updates():
-				if e == nil || e.Operation() != jetstream.KeyValuePut {
-					continue
-				}
-				var ex schemas.Executor
-				if bus.DecodeRecord(e.Value(), &ex) == nil && ex.AppID == app.ID && ex.State == schemas.ExecutorRunning {
-					running[e.Key()] = true
-				}
-			case <-deadline:
-				b.Fatalf("app %s: %d of 4 executors RUNNING after 30s", app.ID, len(running))
-			}
+		if err := waitRunning(w, app.ID, 4, 30*time.Second); err != nil {
+			b.Fatal(err)
 		}
 		took = append(took, time.Since(start))
 		_ = w.Stop()
@@ -95,4 +82,26 @@ func benchAppStart(b *testing.B, insecure bool) {
 	b.ReportMetric(4/med.Seconds(), "placements/s")
 	fmt.Fprintf(os.Stderr, "%s: register→4 executors RUNNING over %d apps: min %s median %s max %s\n",
 		b.Name(), len(took), took[0], med, took[len(took)-1])
+}
+
+// waitRunning reads executor records from w (a watch of stoker-executors)
+// until n executors of appID are RUNNING, or fails after within.
+func waitRunning(w jetstream.KeyWatcher, appID string, n int, within time.Duration) error {
+	running := map[string]bool{}
+	deadline := time.After(within)
+	for len(running) < n {
+		select {
+		case e := <-w.Updates():
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			var ex schemas.Executor
+			if bus.DecodeRecord(e.Value(), &ex) == nil && ex.AppID == appID && ex.State == schemas.ExecutorRunning {
+				running[e.Key()] = true
+			}
+		case <-deadline:
+			return fmt.Errorf("app %s: %d of %d executors RUNNING after %s", appID, len(running), n, within)
+		}
+	}
+	return nil
 }

@@ -144,21 +144,8 @@ func historyRound(b *testing.B, c *Cluster, st *bus.Store, size int) map[string]
 			if err != nil {
 				return err
 			}
-			running := map[string]bool{}
-			deadline := time.After(60 * time.Second)
-			for len(running) < 4 {
-				select {
-				case e := <-w.Updates():
-					if e == nil || e.Operation() != jetstream.KeyValuePut {
-						continue
-					}
-					var ex schemas.Executor
-					if bus.DecodeRecord(e.Value(), &ex) == nil && ex.AppID == app.ID && ex.State == schemas.ExecutorRunning {
-						running[e.Key()] = true
-					}
-				case <-deadline:
-					return fmt.Errorf("app %s: %d of 4 executors RUNNING after 60s", app.ID, len(running))
-				}
+			if err := waitRunning(w, app.ID, 4, 60*time.Second); err != nil {
+				return err
 			}
 			return nil
 		})
