@@ -55,7 +55,8 @@ const (
 	workerCmdLaunchDriverT = "stoker.worker.%s.cmd.launch-driver"
 	// WorkerCmdKill: scheduler → agent, schemas.Kill → schemas.Ack.
 	workerCmdKillT = "stoker.worker.%s.cmd.kill"
-	// WorkerCmdMaster: recovery → agent, schemas.MasterChanged → schemas.WorkerReport.
+	// WorkerCmdMaster: recovery (and the leading scheduler's launch checks) → agent,
+	// schemas.MasterChanged → schemas.WorkerReport.
 	workerCmdMasterT = "stoker.worker.%s.cmd.master"
 
 	// AppHeartbeat: driver → heartbeat service (publish). schemas.AppHeartbeat.

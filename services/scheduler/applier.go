@@ -35,6 +35,7 @@ const (
 // view, undoing the planner's optimistic Apply.
 type applier struct {
 	nc            *nats.Conn
+	id            string // this scheduler, named as the leader in launch checks
 	v             *view
 	launchTimeout time.Duration
 	// avoid keeps placements off a worker a launch to it failed.
@@ -73,14 +74,20 @@ type change struct {
 
 func now() time.Time { return time.Now().UTC() }
 
-// apply carries out a plan in order: record updates; kills, driver
-// launches and executor records at once; app updates of placements;
+// apply carries out a plan in order: record updates; launch checks, kills,
+// driver launches and executor records at once; app updates of placements;
 // executor launches; failure counts.
 func (a *applier) apply(ctx context.Context, epoch uint64, p Plan, log *zerolog.Logger) {
 	placed := a.updateRecords(ctx, epoch, p, log)
 	created := make([]bool, len(p.LaunchExecutors))
-	nk, nd := len(p.Kills), len(p.LaunchDrivers)
-	parallel(nk+nd+len(p.LaunchExecutors), writeConcurrency, func(i int) {
+	nk, nd, nc := len(p.Kills), len(p.LaunchDrivers), len(p.Checks)
+	parallel(nc+nk+nd+len(p.LaunchExecutors), writeConcurrency, func(i int) {
+		switch {
+		case i < nc:
+			a.checkLaunches(ctx, epoch, p.Checks[i], log)
+			return
+		}
+		i -= nc
 		switch {
 		case i < nk:
 			a.sendKill(ctx, epoch, p.Kills[i], log)

@@ -226,3 +226,53 @@ func launchError(err error) string {
 	}
 	return msg
 }
+
+// checkLaunches settles the executors an older epoch left LAUNCHING on one
+// worker (LaunchCheck): it tells the agent this epoch, as recovery does,
+// and reads what it runs. From its answer on, the agent refuses every
+// launch of an older epoch, so a key it does not list can never start
+// (LOST, not counted as the executor's failure) and one it lists runs
+// (RUNNING). A check that gets no answer is planned again after KillRetry.
+func (a *applier) checkLaunches(ctx context.Context, epoch uint64, c LaunchCheck, log *zerolog.Logger) {
+	l := log.With().Str("worker_id", c.WorkerID).Strs("executors", c.Keys).Logger()
+	if _, err := a.authorized(ctx, epoch); err != nil {
+		l.Warn().Err(err).Msg("launch check not sent: leadership not confirmed")
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, a.launchTimeout)
+	defer cancel()
+	rep := new(schemas.WorkerReport)
+	err := bus.Call(cctx, a.nc, bus.WorkerCmdMasterSubject(c.WorkerID), &schemas.MasterChanged{Epoch: epoch, Leader: a.id}, rep)
+	switch {
+	case err != nil:
+		l.Warn().Err(err).Msg("launch check not answered; asking again later")
+		return
+	case rep.WorkerID != c.WorkerID || rep.Epoch != epoch:
+		l.Warn().Str("answered_as", rep.WorkerID).Uint64("answered_epoch", rep.Epoch).Msg("launch check answered for another worker or epoch; ignored")
+		return
+	}
+	listed := make(map[string]schemas.RunningExecutor, len(rep.Executors))
+	for _, re := range rep.Executors {
+		listed[schemas.ExecutorKey(re.AppID, re.ExecutorID)] = re
+	}
+	for _, key := range c.Keys {
+		re, runs := listed[key]
+		ev, msg := schemas.ExecutorEvLost, fmt.Sprintf("left LAUNCHING by an older epoch and never launched: worker %s does not run it (checked by epoch %d)", c.WorkerID, epoch)
+		if runs {
+			ev, msg = schemas.ExecutorEvRunning, fmt.Sprintf("left LAUNCHING by an older epoch; worker %s runs it (checked by epoch %d)", c.WorkerID, epoch)
+		}
+		var to schemas.ExecutorState
+		_, wrote, err := bus.MutateIf(ctx, a.v.executors.kv, key, func(n *schemas.Executor) bool {
+			next, ok := n.State.Next(ev)
+			if !ok || n.State != schemas.ExecutorLaunching || n.WorkerID != c.WorkerID || n.Epoch == 0 || n.Epoch >= epoch {
+				return false
+			}
+			n.State, n.Message, n.UpdatedAt, to = next, msg, now(), next
+			if runs && re.PID > 0 {
+				n.PID = re.PID
+			}
+			return true
+		})
+		a.after(ctx, &l, a.v.executors, change{"executor", key, string(to), msg, epoch}, err, wrote)
+	}
+}

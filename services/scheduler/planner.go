@@ -56,9 +56,14 @@ func (p *planner) plan(epoch uint64, log *zerolog.Logger) (Plan, bool) {
 			delete(snap.Killing, k)
 		}
 	}
+	for w, at := range snap.Checking {
+		if now.Sub(at) >= p.killRetry {
+			delete(snap.Checking, w)
+		}
+	}
 	o := p.opts
 	o.Avoid = p.avoidingLocked(now)
-	o.Now = now
+	o.Now, o.Epoch = now, epoch
 	plan := Schedule(p.v.placedLocked(), o)
 	if bad := fmt.Sprint(plan.Inconsistencies); len(plan.Inconsistencies) > 0 && bad != p.lastBad {
 		log.Warn().Strs("inconsistencies", plan.Inconsistencies).Msg("snapshot inconsistent")

@@ -147,13 +147,29 @@ func (st *pass) appEnd(id string, a *schemas.App) AppUpdate {
 	return u
 }
 
-// reconcileExecutors: executors on lost workers are LOST, and those of an
-// ended application are killed.
+// reconcileExecutors: executors on lost workers are LOST, those of an
+// ended application are killed, and those an older epoch left LAUNCHING on
+// an ALIVE worker are checked with its agent (LaunchCheck).
 func (st *pass) reconcileExecutors() {
 	s := st.s
+	var checks map[string]int // worker id → index in st.p.Checks
 	for key, e := range s.Executors {
 		if !e.State.Holds() {
 			continue
+		}
+		if e.State == schemas.ExecutorLaunching && e.Epoch != 0 && e.Epoch < st.o.Epoch && st.alive(e.WorkerID) {
+			if _, sent := s.Checking[e.WorkerID]; !sent {
+				if checks == nil {
+					checks = map[string]int{}
+				}
+				i, ok := checks[e.WorkerID]
+				if !ok {
+					i = len(st.p.Checks)
+					checks[e.WorkerID] = i
+					st.p.Checks = append(st.p.Checks, LaunchCheck{WorkerID: e.WorkerID})
+				}
+				st.p.Checks[i].Keys = append(st.p.Checks[i].Keys, key)
+			}
 		}
 		if lost, ok := e.State.Next(schemas.ExecutorEvLost); ok && st.lost(e.WorkerID) {
 			st.p.ExecutorUpdates = append(st.p.ExecutorUpdates, ExecutorUpdate{
@@ -243,5 +259,11 @@ func (s *Snapshot) Apply(p Plan) {
 	now := time.Now()
 	for _, k := range p.Kills {
 		s.Killing[KillTarget(k.Kill)] = now
+	}
+	if len(p.Checks) > 0 && s.Checking == nil {
+		s.Checking = map[string]time.Time{}
+	}
+	for _, c := range p.Checks {
+		s.Checking[c.WorkerID] = now
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stoker/stoker/schemas"
 )
@@ -264,5 +265,60 @@ func TestSchedule_WorkerSelection_Drivers(t *testing.T) {
 	}
 	if _, err := ParseWorkerSelection("MOST_FREE"); err == nil || !strings.Contains(err.Error(), "WORKER_ID") {
 		t.Fatalf("bad policy: err = %v, want one naming the choices", err)
+	}
+}
+
+// An executor an older epoch left LAUNCHING on an ALIVE worker (recovery
+// could not settle it) is checked with its agent once per KillRetry: never
+// for the current epoch's own launches, a worker recovery still waits on
+// (UNKNOWN), or a lost worker (LOST there instead); and it keeps holding its
+// resources until the check says otherwise (nothing is placed in its stead).
+func TestSchedule_StaleLaunch_CheckedWithItsAgent(t *testing.T) {
+	h := NewHarness(t)
+	h.Opts.Epoch = 7
+	h.Worker("w1", 1, 1024)
+	h.Worker("w2", 4, 1024)
+	h.Worker("w3", 4, 1024).State = schemas.WorkerUnknown
+	h.Worker("w4", 4, 1024).State = schemas.WorkerDead
+	h.App("app-1", 1, 256, 0).State = schemas.AppRunning
+	old := func(id int, wid string, epoch uint64) {
+		h.Executor("app-1", id, wid, 1, 256, schemas.ExecutorLaunching).Epoch = epoch
+	}
+	old(0, "w1", 5)                                                         // older epoch: checked
+	old(1, "w2", 6)                                                         // older epoch: checked
+	old(2, "w2", 7)                                                         // this epoch's own launch: not checked
+	old(3, "w2", 0)                                                         // no epoch (a record from before the field): not checked
+	old(4, "w3", 5)                                                         // UNKNOWN worker: recovery's
+	old(5, "w4", 5)                                                         // DEAD worker: LOST
+	h.Executor("app-1", 6, "w2", 1, 256, schemas.ExecutorRunning).Epoch = 5 // RUNNING: not a launch
+	p := h.Schedule()
+	want := []LaunchCheck{{WorkerID: "w1", Keys: []string{"app-1.0"}}, {WorkerID: "w2", Keys: []string{"app-1.1"}}}
+	if fmt.Sprint(p.Checks) != fmt.Sprint(want) {
+		t.Fatalf("checks = %+v, want %+v", p.Checks, want)
+	}
+	if len(p.ExecutorUpdates) != 1 || p.ExecutorUpdates[0].Key != "app-1.5" || p.ExecutorUpdates[0].State != schemas.ExecutorLost {
+		t.Fatalf("executor updates = %+v, want app-1.5 LOST (its worker is DEAD)", p.ExecutorUpdates)
+	}
+	// Only w2 has room beyond what the unsettled records hold: w1's one
+	// core stays held by its LAUNCHING record until the check settles it.
+	for _, l := range p.LaunchExecutors {
+		if l.Executor.WorkerID == "w1" {
+			t.Fatalf("placed %s on w1, whose core a LAUNCHING record still holds", l.Executor.Key())
+		}
+	}
+	// Sent once: the next pass does not repeat it...
+	if p := h.Schedule(); len(p.Checks) != 0 {
+		t.Fatalf("checks repeated before KillRetry: %+v", p.Checks)
+	}
+	// ...until the planner forgets it (KillRetry), as it forgets kills.
+	delete(h.Snap.Checking, "w1")
+	if p := h.Schedule(); fmt.Sprint(p.Checks) != fmt.Sprint([]LaunchCheck{{WorkerID: "w1", Keys: []string{"app-1.0"}}}) {
+		t.Fatalf("after forgetting w1's check: checks = %+v", p.Checks)
+	}
+	// Without an epoch (Options.Epoch 0) nothing is checked.
+	h.Opts.Epoch = 0
+	h.Snap.Checking = map[string]time.Time{}
+	if p := h.Schedule(); len(p.Checks) != 0 {
+		t.Fatalf("checks without an epoch: %+v", p.Checks)
 	}
 }

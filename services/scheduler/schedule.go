@@ -33,6 +33,9 @@ type Snapshot struct {
 	// a pass does not repeat them. The service forgets old entries, which
 	// makes a kill that the agent did not act on be sent again.
 	Killing map[string]time.Time
+	// Checking remembers the launch checks already sent (worker id →
+	// when), so a pass does not repeat them; forgotten as kills are.
+	Checking map[string]time.Time
 }
 
 // NewSnapshot returns an empty snapshot with every map allocated.
@@ -43,6 +46,7 @@ func NewSnapshot() *Snapshot {
 		Apps:      map[string]*schemas.App{},
 		Executors: map[string]*schemas.Executor{},
 		Killing:   map[string]time.Time{},
+		Checking:  map[string]time.Time{},
 	}
 }
 
@@ -69,6 +73,10 @@ type Options struct {
 	WorkerSelection WorkerSelection
 	// Now is the pass's clock, for drain deadlines; zero: time.Now().
 	Now time.Time
+	// Epoch is the epoch the pass plans under. An executor still LAUNCHING
+	// under an older epoch on an ALIVE worker is checked with its agent
+	// (Plan.Checks); 0 checks nothing.
+	Epoch uint64
 }
 
 // ExecutorLaunch places one executor: create its record (LAUNCHING), then
@@ -159,6 +167,7 @@ type Plan struct {
 	DriverUpdates   []DriverUpdate
 	WorkerUpdates   []WorkerUpdate
 	Kills           []KillCmd
+	Checks          []LaunchCheck
 	// Inconsistencies are findings that should not happen (a worker whose
 	// holders exceed its size, an executor spec without cores); they are
 	// logged, never acted on.
@@ -168,7 +177,20 @@ type Plan struct {
 // Empty reports whether the plan changes nothing.
 func (p *Plan) Empty() bool {
 	return len(p.LaunchExecutors) == 0 && len(p.LaunchDrivers) == 0 && len(p.AppUpdates) == 0 &&
-		len(p.ExecutorUpdates) == 0 && len(p.DriverUpdates) == 0 && len(p.Kills) == 0 && len(p.WorkerUpdates) == 0
+		len(p.ExecutorUpdates) == 0 && len(p.DriverUpdates) == 0 && len(p.Kills) == 0 && len(p.WorkerUpdates) == 0 &&
+		len(p.Checks) == 0
+}
+
+// LaunchCheck asks one worker's agent what it runs, to settle executors an
+// older epoch left LAUNCHING on it (Keys, sorted). Recovery settles such
+// records for every worker it asks; one it could not finish (a failure
+// that is not transient, a write that did not land) leaves them holding
+// resources with nobody to launch or lose them. Once the agent has
+// answered the current epoch it refuses every older epoch's launch, so a
+// key it does not list never runs: LOST; a key it lists is RUNNING.
+type LaunchCheck struct {
+	WorkerID string
+	Keys     []string
 }
 
 // KillTarget names what a kill command is aimed at: "driver/<id>" or
@@ -384,5 +406,9 @@ func (st *pass) sort() {
 		}
 		return cmp.Compare(KillTarget(a.Kill), KillTarget(b.Kill))
 	})
+	slices.SortFunc(st.p.Checks, func(a, b LaunchCheck) int { return cmp.Compare(a.WorkerID, b.WorkerID) })
+	for _, c := range st.p.Checks {
+		slices.Sort(c.Keys)
+	}
 	slices.Sort(st.p.Inconsistencies)
 }

@@ -219,7 +219,7 @@ func (s *Service) start(ctx context.Context) error {
 	s.group = svc.NewGroup(context.Background())
 	s.view = newView(st, s.log, bus.NewReporter(s.cfg.NC, s.log))
 	s.planner = newPlanner(s.view, s.cfg)
-	s.applier = &applier{nc: s.cfg.NC, v: s.view, launchTimeout: s.cfg.LaunchTimeout, avoid: s.planner.avoidWorker,
+	s.applier = &applier{nc: s.cfg.NC, id: s.cfg.ID, v: s.view, launchTimeout: s.cfg.LaunchTimeout, avoid: s.planner.avoidWorker,
 		appCreds: s.cfg.AppCreds, authorize: s.authorize}
 	if err := s.view.watch(s.group.Context(), s.group, s.poke); err != nil {
 		s.group.Stop()

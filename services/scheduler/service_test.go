@@ -75,7 +75,11 @@ type agent struct {
 	mu sync.Mutex
 	// refuse, when set, is the reason every launch is refused with
 	// (Ack OK false), as an agent that cannot start the process answers.
-	refuse   string
+	refuse string
+	// runs is what the agent lists when asked for a report (MasterChanged):
+	// executor key → pid.
+	runs     map[string]int
+	masters  []schemas.MasterChanged
 	launches []schemas.LaunchExecutor
 	drivers  []schemas.LaunchDriver
 	kills    []schemas.Kill
@@ -95,7 +99,7 @@ func (a *agent) refuseLaunches(reason string) {
 
 func (c *cluster) agent(wid string) *agent {
 	c.t.Helper()
-	a := &agent{}
+	a := &agent{runs: map[string]int{}}
 	log := zerolog.Nop()
 	ctx := context.Background()
 	subs := map[string]nats.MsgHandler{
@@ -110,6 +114,18 @@ func (c *cluster) agent(wid string) *agent {
 			defer a.mu.Unlock()
 			a.drivers = append(a.drivers, *r)
 			return &schemas.Ack{OK: a.refuse == "", Message: a.refuse}, nil
+		}),
+		bus.WorkerCmdMasterSubject(wid): bus.MsgHandler(ctx, &log, nil, func(_ context.Context, _ bus.Inbound, r *schemas.MasterChanged) (any, error) {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			a.masters = append(a.masters, *r)
+			rep := &schemas.WorkerReport{WorkerID: wid, Epoch: r.Epoch}
+			for key, pid := range a.runs {
+				app, id, _ := schemas.ParseExecutorKey(key)
+				rep.Executors = append(rep.Executors, schemas.RunningExecutor{AppID: app, ExecutorID: id, Cores: 1, MemoryMB: 256,
+					State: schemas.ExecutorRunning, PID: pid})
+			}
+			return rep, nil
 		}),
 		bus.WorkerCmdKillSubject(wid): bus.MsgHandler(ctx, &log, nil, func(_ context.Context, _ bus.Inbound, r *schemas.Kill) (any, error) {
 			a.mu.Lock()
@@ -605,6 +621,63 @@ func TestService_Events_CarryEpoch(t *testing.T) {
 	for _, e := range events {
 		if e.Epoch != s.Epoch() || e.Epoch == 0 {
 			t.Errorf("event %s %s %s (%q) has epoch %d, want the scheduler's %d", e.Kind, e.ID, e.State, e.Message, e.Epoch, s.Epoch())
+		}
+	}
+}
+
+// A leader that dies between creating executor records (LAUNCHING) and
+// launching them leaves records that hold cores and that no one launches;
+// recovery settles them, and when it could not, the next leader must: it
+// asks the worker's agent and loses what the agent does not run (the app
+// then gets a replacement), adopting what it does.
+func TestService_StaleLaunch_SettledByTheNextLeader(t *testing.T) {
+	c := newCluster(t)
+	a := c.agent("w1")
+	a.mu.Lock()
+	a.runs[schemas.ExecutorKey("app-1", 1)] = 4242 // launched just before the leader died
+	a.mu.Unlock()
+	c.worker("w1", 2)
+	c.app("app-1", schemas.AppRunning, 2)
+	s1 := c.scheduler("s1", nil)
+	bustest.Eventually(t, 10*time.Second, "s1 leads", s1.IsLeader)
+	old := s1.Epoch()
+	for id := range 2 {
+		c.create(c.st.Executors, schemas.ExecutorKey("app-1", id), &schemas.Executor{AppID: "app-1", ID: id, WorkerID: "w1",
+			Cores: 1, MemoryMB: 256, State: schemas.ExecutorLaunching, Epoch: old, CreatedAt: time.Now()})
+	}
+	s1.Stop() // dies before launching them; the fake recovery settles nothing
+	s2 := c.scheduler("s2", func(cfg *Config) { cfg.KillRetry = 200 * time.Millisecond })
+	bustest.Eventually(t, 15*time.Second, "s2 leads", s2.IsLeader)
+	byID := func() map[int]*schemas.Executor {
+		m := map[int]*schemas.Executor{}
+		for _, e := range c.executors("app-1") {
+			m[e.ID] = e
+		}
+		return m
+	}
+	bustest.Eventually(t, 15*time.Second, "app-1.0 LOST, app-1.1 RUNNING, a replacement launched", func() bool {
+		m := byID()
+		return m[0] != nil && m[0].State == schemas.ExecutorLost && m[1] != nil && m[1].State == schemas.ExecutorRunning &&
+			m[2] != nil && m[2].State == schemas.ExecutorLaunching && m[2].Epoch == s2.Epoch()
+	})
+	m := byID()
+	if m[1].PID != 4242 || !strings.Contains(m[1].Message, "runs it") {
+		t.Fatalf("adopted executor = %+v, want pid 4242 and a message saying the worker runs it", m[1])
+	}
+	if !strings.Contains(m[0].Message, "never launched") {
+		t.Fatalf("lost executor message = %q", m[0].Message)
+	}
+	if app := getApp(t, c, "app-1"); app.ConsecutiveFailures != 0 {
+		t.Fatalf("app counts %d failures; a launch that never happened is not the executor's failure", app.ConsecutiveFailures)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.masters) == 0 || a.masters[0].Epoch != s2.Epoch() || a.masters[0].Leader != "s2" {
+		t.Fatalf("master changes seen by the agent: %+v, want one from s2 at epoch %d", a.masters, s2.Epoch())
+	}
+	for _, l := range a.launches {
+		if l.ExecutorID < 2 {
+			t.Fatalf("launched %s.%d, a record an older epoch left: it may have run already", l.AppID, l.ExecutorID)
 		}
 	}
 }
