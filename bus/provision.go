@@ -18,8 +18,13 @@ import (
 
 // Store defaults: what the owner provisions when nothing else is asked.
 const (
-	DefaultReplicas       = 1
-	DefaultLeaseTTL       = 3 * time.Second
+	DefaultReplicas = 1
+	// DefaultLeaseTTL outlasts the stall of a JetStream stream electing a
+	// new leader (4–9 s, as after a partition heals), so a leader rides
+	// through it renewing instead of losing its epoch. A failover does not
+	// wait for it: standbys take over on missed beats (300 ms) or on the
+	// leader's closed connection; the TTL only ends a lease nobody revokes.
+	DefaultLeaseTTL       = 10 * time.Second
 	DefaultEventsMaxAge   = 7 * 24 * time.Hour
 	DefaultEventsMaxBytes = 256 << 20
 	// MinLeaseTTL is the shortest lease TTL a scheduler accepts.

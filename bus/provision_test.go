@@ -101,7 +101,7 @@ func TestProvision_LeaseTTLChanged_UpdatedInPlaceAndLogged(t *testing.T) {
 	if c := streamConfig(t, js, bus.StreamEvents); c.MaxAge != time.Hour {
 		t.Errorf("events max age = %s, want 1h", c.MaxAge)
 	}
-	for _, want := range []string{`"resource":"bucket stoker-leader","setting":"TTL","was":"3s","now":"5s"`,
+	for _, want := range []string{`"resource":"bucket stoker-leader","setting":"TTL","was":"10s","now":"5s"`,
 		`"resource":"stream stoker-events","setting":"max age","was":"168h0m0s","now":"1h0m0s"`} {
 		if !strings.Contains(log.String(), want) {
 			t.Errorf("log lacks %s:\n%s", want, log.String())

@@ -35,9 +35,11 @@ func bad(format string, args ...any) error {
 // use the same ones. Zero fields take their defaults.
 type Timings struct {
 	// TTL is how long a lease lives without renewal; it must be the
-	// bucket's TTL. Default 3s.
+	// bucket's TTL. Default 10s (bus.DefaultLeaseTTL).
 	TTL time.Duration
-	// RenewInterval is the time between renewals; below TTL. Default TTL/3.
+	// RenewInterval is the time between renewals; below TTL. Default
+	// TTL/3, at most 1s: a renewal that fails is tried again on every beat
+	// while the lease stands, and authority is proven by the last renewal.
 	RenewInterval time.Duration
 	// BeatInterval is the time between beats; at most RenewInterval.
 	// Default 100ms.
@@ -55,7 +57,7 @@ func (t Timings) WithDefaults() (Timings, error) {
 		t.TTL = DefaultTTL
 	}
 	if t.RenewInterval == 0 {
-		t.RenewInterval = t.TTL / 3
+		t.RenewInterval = min(t.TTL/3, time.Second)
 	}
 	if t.BeatInterval == 0 {
 		t.BeatInterval = DefaultBeatInterval

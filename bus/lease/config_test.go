@@ -14,8 +14,9 @@ func TestTimings_WithDefaults(t *testing.T) {
 		want Timings
 		ok   bool
 	}{
-		{"all defaults", Timings{}, Timings{3 * time.Second, time.Second, 100 * ms, 3}, true},
-		{"renew follows ttl", Timings{TTL: 6 * time.Second}, Timings{6 * time.Second, 2 * time.Second, 100 * ms, 3}, true},
+		{"all defaults", Timings{}, Timings{10 * time.Second, time.Second, 100 * ms, 3}, true},
+		{"renew follows a short ttl", Timings{TTL: 1500 * ms}, Timings{1500 * ms, 500 * ms, 100 * ms, 3}, true},
+		{"renew at most a second", Timings{TTL: 6 * time.Second}, Timings{6 * time.Second, time.Second, 100 * ms, 3}, true},
 		{"explicit", Timings{TTL: time.Second, RenewInterval: 300 * ms, BeatInterval: 50 * ms, MissedBeats: 5},
 			Timings{time.Second, 300 * ms, 50 * ms, 5}, true},
 		{"ttl below minimum", Timings{TTL: 50 * ms}, Timings{}, false},
@@ -25,8 +26,8 @@ func TestTimings_WithDefaults(t *testing.T) {
 		{"beat above renew", Timings{BeatInterval: 2 * time.Second}, Timings{}, false},
 		{"negative beat", Timings{BeatInterval: -ms}, Timings{}, false},
 		{"negative missed beats", Timings{MissedBeats: -1}, Timings{}, false},
-		{"miss window equals ttl", Timings{MissedBeats: 30}, Timings{}, false},
-		{"miss window just below ttl", Timings{MissedBeats: 29}, Timings{3 * time.Second, time.Second, 100 * ms, 29}, true},
+		{"miss window equals ttl", Timings{MissedBeats: 100}, Timings{}, false},
+		{"miss window just below ttl", Timings{MissedBeats: 99}, Timings{10 * time.Second, time.Second, 100 * ms, 99}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -55,9 +55,27 @@ type Elector struct {
 	deaf       bool // disconnected at the last tick: beats cannot arrive
 	myRev      uint64
 	since      time.Time
-	lastRenew  time.Time
+	lastRenew  time.Time // the send of the last renewal that landed (or of the winning Create)
 	lastBeatOK time.Time
 	leaderStop context.CancelFunc
+	// A renewal runs off the run goroutine, so beats go on while the bus
+	// is slow: renewing says one is in flight, its result comes back on
+	// renewed, and waiters are the Confirm calls waiting for it.
+	renewing     bool
+	renewed      chan renewal
+	waiters      []chan struct{}
+	failingSince time.Time // first failed renewal of the current run of failures
+}
+
+// renewal is the outcome of one renewal, sent back to the run goroutine.
+type renewal struct {
+	epoch      uint64
+	rev        uint64
+	err        error
+	adopted    bool // the key held an earlier renewal of ours that had landed
+	sent       time.Time
+	reconnects uint64
+	ref        bus.ConnRef
 }
 
 // NewElector validates cfg and applies defaults. Errors wrap ErrConfig.
@@ -68,6 +86,7 @@ func NewElector(cfg Config) (*Elector, error) {
 	return &Elector{
 		cfg:      cfg,
 		confirms: make(chan chan struct{}),
+		renewed:  make(chan renewal, 1),
 		log:      cfg.Log.With().Str("component", "elector").Str("lease", cfg.Key).Str("candidate", cfg.ID).Logger(),
 	}, nil
 }
@@ -255,12 +274,13 @@ func (e *Elector) run(ctx context.Context, w jetstream.KeyWatcher, beats <-chan 
 				e.lastSeen = time.Now()
 			}
 		case done := <-e.confirms:
-			if e.leader.Load() {
-				if _, until := e.Authority(); time.Until(until) < e.cfg.AuthorityWindow()/2 {
-					e.renew(ctx)
-				}
+			if _, until := e.Authority(); e.leader.Load() && time.Until(until) < e.cfg.AuthorityWindow()/2 && e.renew(ctx) {
+				e.waiters = append(e.waiters, done) // closed when the renewal ends
+			} else {
+				close(done)
 			}
-			close(done)
+		case r := <-e.renewed:
+			e.onRenewed(ctx, r)
 		case _, ok := <-status:
 			if !ok {
 				status = nil
@@ -460,7 +480,7 @@ func (e *Elector) campaign(ctx context.Context, stolen bool) {
 func (e *Elector) lead(ctx context.Context, rev uint64, since, sent time.Time, reconnects uint64) {
 	e.myRev, e.since = rev, since
 	e.setAuthority(sent, reconnects)
-	e.lastRenew, e.lastBeatOK = time.Now(), time.Now()
+	e.lastRenew, e.lastBeatOK, e.failingSince = sent, time.Now(), time.Time{}
 	lctx, lcancel := context.WithCancel(ctx)
 	e.leaderStop = lcancel
 	e.epoch.Store(rev)
@@ -471,43 +491,95 @@ func (e *Elector) lead(ctx context.Context, rev uint64, since, sent time.Time, r
 	go e.cfg.OnStartedLeading(lctx, rev)
 }
 
-func (e *Elector) renew(ctx context.Context) {
-	epoch := e.epoch.Load()
-	rctx, cancel := context.WithTimeout(ctx, min(e.cfg.RenewInterval, e.cfg.TTL-time.Since(e.lastRenew)))
-	defer cancel()
+// renew starts a renewal unless one is in flight; it reports whether one
+// is (the caller may wait for its end through e.waiters). The renewal runs
+// on its own goroutine so that beats go on meanwhile: a leader waiting on
+// a bus that stalls (JetStream elects stream leaders for 4–9 s after a
+// partition heals) keeps being heard, and no standby revokes a lease that
+// is about to be renewed. It keeps trying while the lease may still stand
+// (until TTL after the send of the last renewal that landed, less a beat):
+// the bus being slow costs the cluster no epoch and no recovery (issue 16
+// item 9). Commands stay bounded by the authority of the last renewal that
+// landed. Past that, it steps down: the key may have expired.
+func (e *Elector) renew(ctx context.Context) bool {
+	if e.renewing {
+		return true
+	}
+	left := e.cfg.TTL - time.Since(e.lastRenew) - e.cfg.BeatInterval
+	if left <= 0 {
+		e.stepDown(fmt.Sprintf("lease not renewed for %s (TTL %s): it may have expired", time.Since(e.lastRenew).Round(time.Millisecond), e.cfg.TTL))
+		return false
+	}
+	e.renewing = true
+	epoch, myRev, since := e.epoch.Load(), e.myRev, e.since
 	now := time.Now().UTC()
 	sent, reconnects := time.Now(), e.cfg.NC.Stats().Reconnects
 	ref := bus.Ref(e.cfg.NC)
-	rev, err := bus.Update(rctx, e.cfg.KV, e.cfg.Key, &schemas.Lease{Holder: e.cfg.ID, Epoch: epoch, Since: e.since, Renewed: now,
-		Server: ref.Server, Client: ref.Client}, e.myRev)
-	if bus.IsCASConflict(err) {
-		// A renewal that timed out may have landed: the key then holds our
-		// own lease at a newer revision. Adopt the revision, not the time
-		// (when it landed is unknown, so it proves no authority): the next
-		// tick renews again from it.
-		if rev, err = e.adoptOwnRenewal(ctx, epoch); err == nil {
-			e.myRev = rev
-			e.log.Info().Uint64("revision", rev).Msg("an earlier renewal had landed; renewing from it")
+	go func() {
+		rctx, cancel := context.WithTimeout(ctx, min(e.cfg.RenewInterval, left))
+		defer cancel()
+		r := renewal{epoch: epoch, sent: sent, reconnects: reconnects, ref: ref}
+		r.rev, r.err = bus.Update(rctx, e.cfg.KV, e.cfg.Key, &schemas.Lease{Holder: e.cfg.ID, Epoch: epoch, Since: since, Renewed: now,
+			Server: ref.Server, Client: ref.Client}, myRev)
+		if bus.IsCASConflict(r.err) {
+			// A renewal that timed out may have landed: the key then holds
+			// our own lease at a newer revision. Adopt the revision, not
+			// the time (when it landed is unknown, so it proves no
+			// authority): the next tick renews again from it.
+			r.rev, r.err = e.adoptOwnRenewal(ctx, epoch)
+			r.adopted = r.err == nil
+		}
+		e.renewed <- r
+	}()
+	return true
+}
+
+// onRenewed applies a renewal's outcome on the run goroutine.
+func (e *Elector) onRenewed(ctx context.Context, r renewal) {
+	e.renewing = false
+	if !e.leader.Load() || r.epoch != e.epoch.Load() {
+		// The leadership it renewed has ended. A new one's Confirm calls
+		// wait for a renewal of their own.
+		if e.leader.Load() && len(e.waiters) > 0 && e.renew(ctx) {
 			return
 		}
-	}
-	if err != nil && bus.Transient(err) && time.Since(e.lastRenew) < e.cfg.TTL-e.cfg.RenewInterval {
-		// The bus is slow or healing (JetStream answers 500 for seconds
-		// after a partition heals): the lease still stands for a while, so
-		// try again on the next tick rather than give it up and cost the
-		// cluster an epoch and a recovery (issue 16 item 9). Commands stay
-		// bounded by the authority of the last renewal that succeeded.
-		e.log.Warn().Err(err).Dur("since_renewal", time.Since(e.lastRenew)).Msg("lease renewal failed; retrying while the lease stands")
+		e.releaseWaiters()
 		return
 	}
-	if err != nil {
-		e.stepDown(fmt.Sprintf("lease renewal failed: %v", err))
-		return
+	defer e.releaseWaiters()
+	switch {
+	case r.err == nil && r.adopted:
+		e.myRev = r.rev
+		e.log.Info().Uint64("revision", r.rev).Msg("an earlier renewal had landed; renewing from it")
+	case r.err == nil:
+		if !e.failingSince.IsZero() {
+			e.log.Info().Dur("failing_for", time.Since(e.failingSince).Round(time.Millisecond)).Msg("lease renewed again")
+			e.failingSince = time.Time{}
+		}
+		e.myRev, e.lastRenew, e.myConn, e.holderConn = r.rev, r.sent, r.ref, r.ref
+		e.setAuthority(r.sent, r.reconnects)
+		e.seenRev = max(e.seenRev, r.rev)
+		e.holderRev, e.lastSeen = r.rev, time.Now()
+	case bus.Transient(r.err) && e.cfg.TTL-time.Since(e.lastRenew) > e.cfg.BeatInterval:
+		// The bus is slow or healing: the lease still stands; the next
+		// tick tries again.
+		if e.failingSince.IsZero() {
+			e.failingSince = time.Now()
+			e.log.Warn().Err(r.err).Dur("since_renewal", time.Since(e.lastRenew).Round(time.Millisecond)).
+				Msg("lease renewal failed; retrying while the lease stands")
+		}
+	default:
+		e.failingSince = time.Time{}
+		e.stepDown(fmt.Sprintf("lease renewal failed: %v", r.err))
 	}
-	e.myRev, e.lastRenew, e.myConn, e.holderConn = rev, time.Now(), ref, ref
-	e.setAuthority(sent, reconnects)
-	e.seenRev = max(e.seenRev, rev)
-	e.holderRev, e.lastSeen = rev, time.Now()
+}
+
+// releaseWaiters lets the Confirm calls waiting for a renewal look again.
+func (e *Elector) releaseWaiters() {
+	for _, w := range e.waiters {
+		close(w)
+	}
+	e.waiters = nil
 }
 
 // adoptOwnRenewal reads the key after a renewal lost its compare-and-set:
@@ -533,6 +605,7 @@ func (e *Elector) stepDown(reason string) {
 		return
 	}
 	e.setAuthority(time.Time{}, 0)
+	e.releaseWaiters()
 	e.leaderStop()
 	e.leader.Store(false)
 	epoch := e.epoch.Load()
@@ -548,6 +621,14 @@ func (e *Elector) shutdown() {
 		return
 	}
 	rev := e.myRev
+	if e.renewing {
+		// ctx is cancelled: the renewal in flight ends at once. One that
+		// landed moved the revision the release is guarded by.
+		if r := <-e.renewed; r.err == nil && r.epoch == e.epoch.Load() {
+			rev = r.rev
+		}
+		e.renewing = false
+	}
 	e.stepDown("stopping")
 	if e.cfg.ReleaseOnStop && !e.cfg.NC.IsClosed() {
 		ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RenewInterval)

@@ -139,7 +139,7 @@ func startCandidateAt(t *testing.T, url string, l *leaders, id string, ttl time.
 	el, err := NewElector(Config{
 		KV: kv, NC: nc, Key: bus.KeyScheduler, ID: id, ReleaseOnStop: release,
 		Timings:          Timings{TTL: ttl, MissedBeats: testMissedBeats},
-		OnStartedLeading: l.started(id), OnStoppedLeading: l.stopped(id), Log: zerolog.Nop(),
+		OnStartedLeading: l.started(id), OnStoppedLeading: l.stopped(id), Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -182,9 +182,9 @@ func TestNewElector_Validation(t *testing.T) {
 		{"no callback", func(c *Config) { c.OnStartedLeading = nil }, false},
 		{"no key", func(c *Config) { c.Key = "" }, false},
 		{"bad key", func(c *Config) { c.Key = "a.b" }, false},
-		{"renew not below ttl", func(c *Config) { c.RenewInterval = 3 * time.Second }, false},
+		{"renew not below ttl", func(c *Config) { c.RenewInterval = bus.DefaultLeaseTTL }, false},
 		{"beat above renew", func(c *Config) { c.BeatInterval = 2 * time.Second }, false},
-		{"missed beats reach ttl", func(c *Config) { c.MissedBeats = 30 }, false},
+		{"missed beats reach ttl", func(c *Config) { c.MissedBeats = int(bus.DefaultLeaseTTL / DefaultBeatInterval) }, false},
 		{"negative missed beats", func(c *Config) { c.MissedBeats = -1 }, false},
 	}
 	for _, tc := range tests {
@@ -198,7 +198,7 @@ func TestNewElector_Validation(t *testing.T) {
 			if err != nil && !errors.Is(err, ErrConfig) {
 				t.Fatalf("err %v does not wrap ErrConfig", err)
 			}
-			want := Timings{TTL: 3 * time.Second, RenewInterval: time.Second, BeatInterval: 100 * time.Millisecond, MissedBeats: 3}
+			want := Timings{TTL: 10 * time.Second, RenewInterval: time.Second, BeatInterval: 100 * time.Millisecond, MissedBeats: 3}
 			if tc.ok && el.Timings() != want {
 				t.Fatalf("timings = %+v, want the defaults %+v", el.Timings(), want)
 			}
@@ -508,5 +508,67 @@ func TestElector_AdoptsItsOwnLandedRenewal(t *testing.T) {
 	}
 	if ctx.Err() != nil || !c.el.IsLeader() || c.el.Epoch() != epoch {
 		t.Fatalf("leader context %v, IsLeader %v, epoch %d (want %d): stepped down over its own renewal", ctx.Err(), c.el.IsLeader(), c.el.Epoch(), epoch)
+	}
+}
+
+// TestElector_RidesThroughAStalledStream stops two of three bus nodes, so
+// the lease stream has no leader and every renewal fails for 4 s (longer
+// than the old 3 s lease: JetStream stalls 4–9 s electing stream leaders
+// after a partition heals), while core NATS still carries beats between the
+// candidates on the remaining node. Issue 16 item 9: the leader must keep
+// its lease and epoch through it (no step-down, no standby revoking a lease
+// whose holder it hears), and prove authority again once the stream is back.
+func TestElector_RidesThroughAStalledStream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a three-node bus: skipped in -short mode")
+	}
+	// A lease longer than the default keeps the test about the rule (a
+	// renewal that fails is retried while the lease stands) and not about
+	// how fast two nodes restart on a loaded machine.
+	const ttl = 20 * time.Second
+	nodes := bustest.StartCluster(t, 3)
+	nc := bustest.Conn(t, nodes[0].ClientURL())
+	bustest.StoreWith(t, nc, bus.StoreConfig{Replicas: 3, LeaseTTL: ttl})
+	l := newLeaders()
+	url := nodes[0].ClientURL()
+	a := startCandidateAt(t, url, l, "a", ttl, false)
+	_, epoch := waitLeader(t, l, "", 0)
+	b := startCandidateAt(t, url, l, "b", ttl, false)
+	bustest.Eventually(t, 5*time.Second, "standby b hears beats", func() bool { return b.nc.Stats().InMsgs >= 10 })
+
+	for _, nd := range nodes[1:] {
+		nd.Server.Server.Stop()
+	}
+	stalled := time.Now()
+	for time.Since(stalled) < 4*time.Second {
+		if id, e, n := l.current(); n != 1 || id != "a" || e != epoch {
+			t.Fatalf("%s into the stall: leader %q epoch %d (%d leading), want a epoch %d", time.Since(stalled).Round(time.Millisecond), id, e, n, epoch)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if e, _ := a.el.Authority(); e != 0 {
+		t.Fatalf("a proves authority for epoch %d 4s into the stall: no renewal can land without a quorum", e)
+	}
+	bustest.StartNodes(t, nodes[1:]...)
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if e, _ := a.el.Authority(); e == epoch {
+			break
+		}
+		if id, e, n := l.current(); n > 1 || (n == 1 && (id != "a" || e != epoch)) || l.ctx("a").Err() != nil {
+			t.Fatalf("%s after the nodes stopped: leader %q epoch %d (%d leading), want a epoch %d: the stall cost an epoch",
+				time.Since(stalled).Round(time.Millisecond), id, e, n, epoch)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a did not renew its lease within 60s of the nodes' restart")
+		}
+	}
+	t.Logf("renewed again %s after the nodes stopped", time.Since(stalled).Round(time.Millisecond))
+	if id, e, n := l.current(); n != 1 || id != "a" || e != epoch {
+		t.Fatalf("after the stall: leader %q epoch %d (%d leading), want a epoch %d", id, e, n, epoch)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stops["a"] != 0 || l.epochs["b"] != 0 {
+		t.Fatalf("a stopped leading %d times, b led epoch %d: the stall cost an epoch", l.stops["a"], l.epochs["b"])
 	}
 }

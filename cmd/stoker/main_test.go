@@ -311,7 +311,7 @@ func TestBindUp_Defaults(t *testing.T) {
 	}
 	if o.workers != 3 || o.memoryPerWorkerMB != 1024 || !o.sched.consolidate || o.port != 4222 || o.data != "./data" ||
 		o.sched.maxRetries != 10 || o.coresPerWorker <= 0 || o.live.heartbeat != time.Second || o.live.workerTimeout != 5*time.Second ||
-		o.store.LeaseTTL != 3*time.Second || o.store.Replicas != 1 {
+		o.store.LeaseTTL != 10*time.Second || o.store.Replicas != 1 {
 		t.Errorf("options = %+v", o)
 	}
 }

@@ -303,7 +303,7 @@ func bindSchedulerFlags(fs *flag.FlagSet) *schedulerFlags {
 	return &schedulerFlags{
 		spreadOut:     fs.Bool("spread-out", true, "spread executors over workers (false: fill one worker before the next)"),
 		maxRetries:    fs.Int("max-executor-retries", scheduler.DefaultMaxExecutorRetries, "executor failures in a row (none running) after which an app FAILS"),
-		renewInterval: fs.Duration("renew-interval", 0, "how often the leader renews its lease (default: lease-ttl/3)"),
+		renewInterval: fs.Duration("renew-interval", 0, "how often the leader renews its lease (default: lease-ttl/3, at most 1s; a failed renewal is retried on every beat while the lease stands)"),
 		beatInterval:  fs.Duration("beat-interval", scheduler.DefaultBeatInterval, "how often the leader publishes a lease beat"),
 		missedBeats: fs.Int("missed-beats", scheduler.DefaultMissedBeats,
 			"beats a standby may miss before it revokes the lease and takes over (failover ≈ beat-interval × missed-beats)"),
@@ -554,7 +554,7 @@ type busOptions struct {
 func init() {
 	register(&command{
 		name: "bus", group: "Services", summary: "run an embedded NATS server with JetStream (one node of the bus)",
-		usage: "--data DIR [--port 4222] [--host H] [--server-name N] [--cluster-name C --cluster-port P --routes URLS] [--monitor-port P] [--replicas 1] [--lease-ttl 3s] [--provision=true]",
+		usage: "--data DIR [--port 4222] [--host H] [--server-name N] [--cluster-name C --cluster-port P --routes URLS] [--monitor-port P] [--replicas 1] [--lease-ttl 10s] [--provision=true]",
 		details: `Any NATS 2.11+ server with JetStream works as the bus; this is the same
 server embedded, so a cluster needs nothing else installed. Three nodes with
 --routes to each other form a JetStream cluster (give each --replicas 3).

@@ -30,7 +30,7 @@ func bindStoreFlags(fs *flag.FlagSet) *storeFlags {
 	return &storeFlags{
 		replicas: fs.Int("replicas", bus.DefaultReplicas, "JetStream replicas of every bucket and stream (3 on a 3-node bus)"),
 		leaseTTL: fs.Duration("lease-ttl", bus.DefaultLeaseTTL,
-			"scheduler lease time-to-live: the stoker-leader bucket's TTL, which every scheduler reads"),
+			"scheduler lease time-to-live: the stoker-leader bucket's TTL, which every scheduler reads (how long a leader rides out a bus that cannot store its renewals; failover does not wait for it)"),
 		eventsMaxAge:   fs.Duration("events-max-age", bus.DefaultEventsMaxAge, "how long the stoker-events stream keeps events"),
 		eventsMaxBytes: sizeVar(fs, "events-max-bytes", bus.DefaultEventsMaxBytes>>20, "size bound of the stoker-events stream, e.g. 256m"),
 	}
@@ -107,7 +107,7 @@ type initOptions struct {
 func init() {
 	register(&command{
 		name: "init", group: "Cluster", summary: "create or check the cluster's store (buckets and stream) on an external NATS",
-		usage: "[--nats URL] [--replicas 1] [--lease-ttl 3s] [--events-max-age 168h] [--events-max-bytes 256m] [--timeout 1m]",
+		usage: "[--nats URL] [--replicas 1] [--lease-ttl 10s] [--events-max-age 168h] [--events-max-bytes 256m] [--timeout 1m]",
 		details: `The store (the stoker-* KV buckets and the stoker-events stream) has one
 owner that creates it and checks its settings: ` + "`stoker up`" + ` and ` + "`stoker bus`" + `
 do it themselves; against any other NATS, run ` + "`stoker init`" + ` once before (or
