@@ -465,12 +465,14 @@ func (p *pcluster) scenario(name string, d time.Duration, faulted []string, lead
 		if leaderHealthy && (after.Epoch != before.Epoch || len(p.epochs) != 1) {
 			t.Errorf("a healthy leader was deposed: epoch %d → %d, epochs seen %v", before.Epoch, after.Epoch, keys(p.epochs))
 		}
-		if !leaderHealthy && len(p.epochs) > 2 {
-			// Known (issue 16 item 9, not fixed): after a heal JetStream can
-			// stall the lease stream for longer than the lease's TTL allows
-			// the holder to go without a renewal, and the new leader steps
-			// down and campaigns again.
-			t.Logf("KNOWN: more than one new epoch for one lost leader: epochs seen %v", keys(p.epochs))
+		if !leaderHealthy && len(p.epochs) > 2 && !strings.HasPrefix(name, "two NATS nodes") {
+			// Issue 16 item 9: after a heal JetStream stalls for seconds
+			// while streams elect leaders; the new leader rides through it
+			// (renewals beside the beats, retried while its 10 s lease
+			// stands) instead of stepping down and costing another epoch.
+			// With no quorum for longer than the lease (two nodes stopped),
+			// the lease may have expired: another epoch is right there.
+			t.Errorf("more than one new epoch for one lost leader (heal churn, issue 16 item 9): epochs seen %v", keys(p.epochs))
 		}
 	})
 }
@@ -483,8 +485,8 @@ const steadyFor = 3 * time.Second
 // steady waits until the cluster record reads ALIVE with the same epoch
 // for steadyFor, and returns it. An epoch that changed meanwhile (the
 // previous heal's churn: JetStream answers 5xx for seconds after a heal,
-// issue 16 item 9) is logged as KNOWN; the record unreadable or never
-// steady for a minute fails the test. (Read at once, the record was nil
+// issue 16 item 9) is logged; the record unreadable or never steady for a
+// minute fails the test. (Read at once, the record was nil
 // once right after a heal, and the scenario dereferenced it.)
 func (p *pcluster) steady(t *testing.T) *schemas.Cluster {
 	t.Helper()
@@ -502,7 +504,7 @@ func (p *pcluster) steady(t *testing.T) *schemas.Cluster {
 			}
 		case time.Since(since) >= steadyFor:
 			if cur.Epoch != first.Epoch {
-				t.Logf("KNOWN: the epoch changed from %d to %d after the previous scenario settled (heal churn)", first.Epoch, cur.Epoch)
+				t.Logf("the epoch changed from %d to %d after the previous scenario settled (heal churn, issue 16 item 9)", first.Epoch, cur.Epoch)
 			}
 			return cur
 		}
