@@ -586,6 +586,35 @@ func TestService_Worker_LeftUnknownIsJudged(t *testing.T) {
 	}
 }
 
+// A worker a recovery marked UNKNOWN while this service's view still says
+// ALIVE (its workers watch lags or stalls while the bus heals; simulated
+// here by putting the view back) is judged once the recovery ends, on the
+// record read at expiry. It used to be looked at again only when the watch
+// caught up: its deadline was not re-armed.
+func TestService_Worker_UnknownUnseenByTheWatchIsJudged(t *testing.T) {
+	e := newEnv(t)
+	s := e.start(t, "hb-1")
+	setCluster(t, e, s, schemas.ClusterRecovering, 7)
+	put(t, e.st.Workers, "w1", &schemas.Worker{ID: "w1", Instance: "i1", Cores: 1, MemoryMB: 64,
+		State: schemas.WorkerUnknown, Epoch: 7, UpdatedAt: e.clock.Now()})
+	bustest.Eventually(t, 5*time.Second, "watcher sees w1 UNKNOWN", func() bool { return seen(s, "w1", schemas.WorkerUnknown) })
+	s.mu.Lock()
+	s.workers["w1"].state = schemas.WorkerAlive // the view from before the marking
+	s.mu.Unlock()
+
+	g := gen(s, "w1", false)
+	e.clock.Advance(testTimeout)
+	bustest.Eventually(t, 5*time.Second, "w1's deadline re-armed while the recovery runs", func() bool { return gen(s, "w1", false) > g })
+	if st := workerState(t, e, "w1"); st != schemas.WorkerUnknown {
+		t.Fatalf("w1 = %s during recovery, want UNKNOWN", st)
+	}
+	setCluster(t, e, s, schemas.ClusterAlive, 7)
+	bustest.Eventually(t, 5*time.Second, "w1 DEAD after the recovery", func() bool {
+		e.clock.Advance(testInterval)
+		return workerState(t, e, "w1") == schemas.WorkerDead
+	})
+}
+
 // Issue 16 item 3: an agent behind the epoch the cluster recovered is
 // asked to register again (registration's answer carries the epoch).
 func TestService_Heartbeat_BehindEpoch(t *testing.T) {

@@ -187,10 +187,22 @@ func (s *Service) markDead(ctx context.Context, wid string, w *workerTimer, gen 
 			return false // not ALIVE or UNKNOWN any more: likewise
 		}
 		s.mu.Lock()
-		reset := s.workers[wid] != w || w.gen != gen || (n.State == schemas.WorkerUnknown && !s.settledLocked())
+		reset := s.workers[wid] != w || w.gen != gen
+		recovering := n.State == schemas.WorkerUnknown && !s.settledLocked()
 		s.mu.Unlock()
 		if reset {
 			return false // a heartbeat arrived while we were deciding
+		}
+		if recovering {
+			// Marked UNKNOWN by a recovery still running, which this
+			// service's own view may not show yet (its watch can lag or
+			// stall while the bus heals): look again soon, as for a worker
+			// known UNKNOWN, so that it is judged right after the recovery
+			// ends. Without a re-arm nothing looked at it again until the
+			// watch caught up (a worker UNKNOWN for 10.6 s in the
+			// partition test).
+			rearm = s.cfg.HeartbeatInterval
+			return false
 		}
 		if !closedAt.IsZero() {
 			if n.UpdatedAt.After(closedAt) {
