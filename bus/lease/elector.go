@@ -51,8 +51,13 @@ type Elector struct {
 	// lastSeen is the start of the holder's current silence as this
 	// candidate heard it: a beat, a renewal seen, or the moment it could
 	// hear again (connected, or done waiting on a failed delete).
-	lastSeen   time.Time
-	deaf       bool // disconnected at the last tick: beats cannot arrive
+	lastSeen time.Time
+	deaf     bool // disconnected at the last tick: beats cannot arrive
+	// heard: a beat of the current holder reached this candidate since it
+	// learned of that holder or last doubted its own hearing (reconnected,
+	// a failed delete). Until then silence is judged on the longer
+	// silenceWindow, with renewals seen by the watch as signs of life.
+	heard      bool
 	myRev      uint64
 	since      time.Time
 	lastRenew  time.Time // the send of the last renewal that landed (or of the winning Create)
@@ -271,7 +276,7 @@ func (e *Elector) run(ctx context.Context, w jetstream.KeyWatcher, beats <-chan 
 			}
 		case b := <-beats:
 			if e.present && b.Holder == e.holder && b.Epoch == e.holderEpoch {
-				e.lastSeen = time.Now()
+				e.lastSeen, e.heard = time.Now(), true
 			}
 		case done := <-e.confirms:
 			if _, until := e.Authority(); e.leader.Load() && time.Until(until) < e.cfg.AuthorityWindow()/2 && e.renew(ctx) {
@@ -343,6 +348,9 @@ func (e *Elector) observe(ctx context.Context, ent jetstream.KeyValueEntry) {
 	if e.leader.Load() && (l.Holder != e.cfg.ID || epoch != e.epoch.Load()) {
 		e.stepDown(fmt.Sprintf("lease taken by %s (epoch %d)", l.Holder, epoch))
 	}
+	if !e.present || e.holder != l.Holder || e.holderEpoch != epoch {
+		e.heard = false // a new holder: its beats may not reach us yet
+	}
 	if !e.present || e.holder != l.Holder || e.holderEpoch != epoch || ent.Revision() > e.holderRev {
 		e.lastSeen = time.Now()
 	}
@@ -376,6 +384,22 @@ func (e *Elector) leaderTick(ctx context.Context) {
 	}
 }
 
+// silenceWindow is how long a standby waits without a sign of life from the
+// holder before it revokes the lease: the missed-beat window once it has
+// heard the holder beat, else that plus two renew intervals, in which the
+// holder's renewals (seen by the watch) count as signs of life. After a
+// partition heals, the watch can show the new holder before the bus
+// carries its beats here (interest crosses the healed routes later): a
+// standby judging that holder on missed beats alone deposed it, costing a
+// second epoch for one lost leader (issue 16 item 9). A fresh standby
+// whose holder died before it started takes over that much later.
+func (e *Elector) silenceWindow() time.Duration {
+	if e.heard {
+		return e.cfg.MissWindow()
+	}
+	return e.cfg.MissWindow() + 2*e.cfg.RenewInterval
+}
+
 // standbyTick campaigns when nobody holds the lease, and revokes the lease
 // of a holder it has not heard for the missed-beat window while it could
 // hear. Time spent disconnected is not silence from the holder: on
@@ -388,9 +412,9 @@ func (e *Elector) standbyTick(ctx context.Context) {
 	case !e.cfg.NC.IsConnected():
 		e.deaf = true
 	case e.deaf:
-		e.deaf = false
+		e.deaf, e.heard = false, false
 		e.lastSeen = now
-	case now.Sub(e.lastSeen) >= e.cfg.MissWindow():
+	case now.Sub(e.lastSeen) >= e.silenceWindow():
 		e.revoke(ctx, now, false)
 	}
 }
@@ -408,8 +432,9 @@ func (e *Elector) revoke(ctx context.Context, now time.Time, connClosed bool) {
 		e.refresh(ctx)
 		// The time spent failing says nothing about the holder, and beats
 		// may not have reached us meanwhile: a revocation needs a full
-		// window of silence heard from now on.
-		e.lastSeen = time.Now()
+		// window of silence heard from now on, and a beat heard again
+		// before the short one applies.
+		e.lastSeen, e.heard = time.Now(), false
 		return
 	}
 	silent := now.Sub(e.lastSeen).Round(time.Millisecond)

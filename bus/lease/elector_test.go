@@ -572,3 +572,50 @@ func TestElector_RidesThroughAStalledStream(t *testing.T) {
 		t.Fatalf("a stopped leading %d times, b led epoch %d: the stall cost an epoch", l.stops["a"], l.epochs["b"])
 	}
 }
+
+// TestElector_StandbyJudgesAnUnheardHolderByItsRenewals: a holder whose
+// beats do not reach a standby (after a partition heals, the watch shows
+// the new holder before the healed routes carry its beats) but whose
+// renewals land is alive; the standby must not revoke it on the
+// missed-beat window. Here the holder is the test itself, renewing the
+// lease by hand and never beating: the standby waits while renewals come,
+// and takes over within the longer window once they stop. Issue 16 item 9:
+// a standby on the healed side deposed the new leader 380 ms after the
+// heal, costing a second epoch.
+func TestElector_StandbyJudgesAnUnheardHolderByItsRenewals(t *testing.T) {
+	const ttl = 10 * time.Second
+	srv, st := leaseStore(t, ttl)
+	ctx := context.Background()
+	lease := func() *schemas.Lease {
+		now := time.Now().UTC()
+		return &schemas.Lease{Holder: "ghost", Since: now, Renewed: now}
+	}
+	rev, err := bus.Create(ctx, st.Leader, bus.KeyScheduler, lease())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLeaders()
+	b := startCandidate(t, srv, l, "b", ttl, false)
+	timings := b.el.Timings()
+	// Renew every half renew interval for well over the missed-beat window.
+	renewing := time.Now()
+	for time.Since(renewing) < 4*timings.MissWindow()+timings.RenewInterval {
+		time.Sleep(timings.RenewInterval / 2)
+		l2 := lease()
+		l2.Epoch = 1
+		if rev, err = bus.Update(ctx, st.Leader, bus.KeyScheduler, l2, rev); err != nil {
+			t.Fatalf("a renewal failed %s after they began (b revoked a holder whose renewals land): %v", time.Since(renewing).Round(time.Millisecond), err)
+		}
+		if _, _, n := l.current(); n > 0 {
+			t.Fatalf("b leads while the holder renews, %s after the renewals began", time.Since(renewing).Round(time.Millisecond))
+		}
+	}
+	stopped := time.Now()
+	id, _ := waitLeader(t, l, "", 0)
+	took := time.Since(stopped)
+	t.Logf("b took over %s after the last renewal (missed-beat window %s, unheard window %s)", took.Round(time.Millisecond),
+		timings.MissWindow(), timings.MissWindow()+2*timings.RenewInterval)
+	if id != "b" || took < timings.MissWindow()+2*timings.RenewInterval-timings.RenewInterval/2-timings.BeatInterval {
+		t.Fatalf("leader %s %s after the last renewal, want b after about the unheard window", id, took)
+	}
+}
