@@ -7,7 +7,9 @@
 // publishes a beat on bus.LeaderBeatSubject(key) every BeatInterval.
 // A standby that could hear the bus but heard no beat from the holder for
 // MissedBeats×BeatInterval deletes the key with a revision-guarded Delete and
-// campaigns; after winning that way it waits half that window before
+// campaigns (until it has heard the holder beat at least once, it waits two
+// renew intervals more, with renewals seen by its watch as signs of life);
+// after winning that way it waits half the missed-beat window before
 // leading, so a holder that was merely slow sees the delete and stops first.
 // If every candidate is gone, the bucket TTL ends the lease.
 //
@@ -25,7 +27,9 @@
 // What it promises:
 //
 //   - OnStartedLeading runs with a context that is cancelled the instant this
-//     candidate stops leading: a renewal fails, its watch shows the key
+//     candidate stops leading: a renewal is refused or may have expired
+//     (one that fails for a transient reason is retried on every beat while
+//     the lease stands; renewals never hold up the beats), its watch shows the key
 //     deleted or written by someone else, it cannot publish beats, it has
 //     been disconnected for the missed-beat window, or Stop is called.
 //     OnStoppedLeading runs after that cancellation, once per leadership.
