@@ -574,8 +574,14 @@ func (e *Elector) onRenewed(ctx context.Context, r renewal) {
 	defer e.releaseWaiters()
 	switch {
 	case r.err == nil && r.adopted:
+		if r.rev != e.myRev {
+			e.log.Info().Uint64("revision", r.rev).Msg("an earlier renewal had landed; renewing from it")
+		}
+		// The same revision again: the stream still holds an earlier
+		// renewal of ours in flight (JetStream refuses a compare-and-set
+		// on a subject with a proposal not yet applied); retried on the
+		// next beat, logged once.
 		e.myRev = r.rev
-		e.log.Info().Uint64("revision", r.rev).Msg("an earlier renewal had landed; renewing from it")
 	case r.err == nil:
 		if !e.failingSince.IsZero() {
 			e.log.Info().Dur("failing_for", time.Since(e.failingSince).Round(time.Millisecond)).Msg("lease renewed again")
