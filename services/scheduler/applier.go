@@ -85,16 +85,12 @@ func (a *applier) apply(ctx context.Context, epoch uint64, p Plan, log *zerolog.
 		switch {
 		case i < nc:
 			a.checkLaunches(ctx, epoch, p.Checks[i], log)
-			return
-		}
-		i -= nc
-		switch {
-		case i < nk:
-			a.sendKill(ctx, epoch, p.Kills[i], log)
-		case i < nk+nd:
-			a.launchDriver(ctx, epoch, p.LaunchDrivers[i-nk], log)
+		case i < nc+nk:
+			a.sendKill(ctx, epoch, p.Kills[i-nc], log)
+		case i < nc+nk+nd:
+			a.launchDriver(ctx, epoch, p.LaunchDrivers[i-nc-nk], log)
 		default:
-			created[i-nk-nd] = a.createExecutor(ctx, epoch, p.LaunchExecutors[i-nk-nd].Executor, log)
+			created[i-nc-nk-nd] = a.createExecutor(ctx, epoch, p.LaunchExecutors[i-nc-nk-nd].Executor, log)
 		}
 	})
 	for _, u := range placed {
