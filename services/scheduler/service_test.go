@@ -107,6 +107,9 @@ func (c *cluster) agent(wid string) *agent {
 			a.mu.Lock()
 			defer a.mu.Unlock()
 			a.launches = append(a.launches, *r)
+			if a.refuse == "" {
+				a.runs[schemas.ExecutorKey(r.AppID, r.ExecutorID)] = 1000 + len(a.launches) // what it launched, it runs
+			}
 			return &schemas.Ack{OK: a.refuse == "", Message: a.refuse}, nil
 		}),
 		bus.WorkerCmdLaunchDriverSubject(wid): bus.MsgHandler(ctx, &log, nil, func(_ context.Context, _ bus.Inbound, r *schemas.LaunchDriver) (any, error) {
@@ -637,15 +640,18 @@ func TestService_StaleLaunch_SettledByTheNextLeader(t *testing.T) {
 	a.runs[schemas.ExecutorKey("app-1", 1)] = 4242 // launched just before the leader died
 	a.mu.Unlock()
 	c.worker("w1", 2)
-	c.app("app-1", schemas.AppRunning, 2)
 	s1 := c.scheduler("s1", nil)
 	bustest.Eventually(t, 10*time.Second, "s1 leads", s1.IsLeader)
 	old := s1.Epoch()
+	s1.Stop()
+	// What s1 left: records it created under its epoch and died before
+	// launching (written here once it is gone, so that it cannot place
+	// the app itself first); the fake recovery settles nothing.
+	c.app("app-1", schemas.AppRunning, 2)
 	for id := range 2 {
 		c.create(c.st.Executors, schemas.ExecutorKey("app-1", id), &schemas.Executor{AppID: "app-1", ID: id, WorkerID: "w1",
 			Cores: 1, MemoryMB: 256, State: schemas.ExecutorLaunching, Epoch: old, CreatedAt: time.Now()})
 	}
-	s1.Stop() // dies before launching them; the fake recovery settles nothing
 	s2 := c.scheduler("s2", func(cfg *Config) { cfg.KillRetry = 200 * time.Millisecond })
 	bustest.Eventually(t, 15*time.Second, "s2 leads", s2.IsLeader)
 	byID := func() map[int]*schemas.Executor {
