@@ -157,20 +157,7 @@ func (st *pass) reconcileExecutors() {
 		if !e.State.Holds() {
 			continue
 		}
-		if e.State == schemas.ExecutorLaunching && e.Epoch != 0 && e.Epoch < st.o.Epoch && st.alive(e.WorkerID) {
-			if _, sent := s.Checking[e.WorkerID]; !sent {
-				if checks == nil {
-					checks = map[string]int{}
-				}
-				i, ok := checks[e.WorkerID]
-				if !ok {
-					i = len(st.p.Checks)
-					checks[e.WorkerID] = i
-					st.p.Checks = append(st.p.Checks, LaunchCheck{WorkerID: e.WorkerID})
-				}
-				st.p.Checks[i].Keys = append(st.p.Checks[i].Keys, key)
-			}
-		}
+		checks = st.checkStaleLaunch(checks, key, e)
 		if lost, ok := e.State.Next(schemas.ExecutorEvLost); ok && st.lost(e.WorkerID) {
 			st.p.ExecutorUpdates = append(st.p.ExecutorUpdates, ExecutorUpdate{
 				Key: key, AppID: e.AppID, ExecutorID: e.ID, WorkerID: e.WorkerID,
@@ -188,6 +175,29 @@ func (st *pass) reconcileExecutors() {
 			st.kill(e.WorkerID, schemas.Kill{AppID: e.AppID, ExecutorID: e.ID, Reason: reason})
 		}
 	}
+}
+
+// checkStaleLaunch adds e to its worker's LaunchCheck if an older epoch
+// left it LAUNCHING on an ALIVE worker not checked lately; checks maps
+// worker ids to their index in st.p.Checks (allocated on first use).
+func (st *pass) checkStaleLaunch(checks map[string]int, key string, e *schemas.Executor) map[string]int {
+	if e.State != schemas.ExecutorLaunching || e.Epoch == 0 || e.Epoch >= st.o.Epoch || !st.alive(e.WorkerID) {
+		return checks
+	}
+	if _, sent := st.s.Checking[e.WorkerID]; sent {
+		return checks
+	}
+	if checks == nil {
+		checks = map[string]int{}
+	}
+	i, ok := checks[e.WorkerID]
+	if !ok {
+		i = len(st.p.Checks)
+		checks[e.WorkerID] = i
+		st.p.Checks = append(st.p.Checks, LaunchCheck{WorkerID: e.WorkerID})
+	}
+	st.p.Checks[i].Keys = append(st.p.Checks[i].Keys, key)
+	return checks
 }
 
 func (st *pass) kill(wid string, k schemas.Kill) {
