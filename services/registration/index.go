@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -414,6 +415,31 @@ func (x *index) executor(app, key string) (*schemas.Executor, uint64) {
 	}
 	c := *e
 	return &c, x.revs[bus.BucketExecutors][key]
+}
+
+// workerInstance is the agent instance of worker wid as indexed, without
+// waiting for the index to catch up ("" when it holds no record): a hint,
+// never a fact.
+func (x *index) workerInstance(wid string) string {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if w := x.workers[wid]; w != nil {
+		return w.Instance
+	}
+	return ""
+}
+
+// appFailures is the failure count fields of app id as indexed (ok false
+// when it holds no record), without waiting for the index to catch up.
+func (x *index) appFailures(id string) (a schemas.App, ok bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	c := x.apps[id]
+	if c == nil {
+		return schemas.App{}, false
+	}
+	return schemas.App{FailuresFrom: c.FailuresFrom, ConsecutiveFailures: c.ConsecutiveFailures,
+		FailedExecutors: slices.Clone(c.FailedExecutors)}, true
 }
 
 // workersLocked copies the worker map.

@@ -69,6 +69,8 @@ type Service struct {
 	poison *bus.Reporter
 	// idx is the watch-fed index the list, status and register requests read.
 	idx *index
+	// resets joins the failure resets of one app's RUNNING reports.
+	resets resets
 
 	// Counters are exposed for tests and stats.
 	Counters bus.Counters

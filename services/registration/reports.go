@@ -29,8 +29,16 @@ func (s *Service) handleState(ctx context.Context, in bus.Inbound, req *schemas.
 // instance registered the worker, and its registration settled what runs
 // there; the old one's word about those processes is stale. A report that
 // names no instance (an older agent) is taken as before.
+//
+// The index's copy of the worker answers when it names the reporting
+// instance (the common case, and a read of the record per report was a
+// third of the report path's cost); a refusal is always read from the
+// bucket. A report from an instance replaced within the index's lag is
+// taken: the executor or driver write it makes is compare-and-set against
+// the record the new instance's registration settles, so it cannot undo
+// that (a RUNNING over the LOST it wrote is refused as a state change).
 func (s *Service) checkReporter(ctx context.Context, req *schemas.StateChange) error {
-	if req.Instance == "" {
+	if req.Instance == "" || s.idx.workerInstance(req.WorkerID) == req.Instance {
 		return nil
 	}
 	w, _, err := bus.Get[schemas.Worker](ctx, s.st.Workers, req.WorkerID)
@@ -185,19 +193,30 @@ func (s *Service) addFailure(ctx context.Context, appID string, execID int) {
 }
 
 // resetFailures clears the failures of executors before execID once it
-// reached RUNNING (schemas.App.CountRunning).
+// reached RUNNING (schemas.App.CountRunning). The index's copy of the app
+// skips the write when it would change nothing (FailuresFrom only grows,
+// so an older copy past execID with no failures to drop is past it too);
+// otherwise the reports of one app reset together, one write for all
+// waiting (resets.do): executors starting at once each raised the app's
+// FailuresFrom in a write of its own, contending for one record.
 func (s *Service) resetFailures(ctx context.Context, appID string, execID int) {
-	_, _, err := bus.Mutate(ctx, s.st.Apps, appID, func(cur *schemas.App) (*schemas.App, error) {
-		if cur == nil {
-			return nil, nil
-		}
-		n := *cur
-		n.FailedExecutors = slices.Clone(cur.FailedExecutors)
-		if !n.CountRunning(execID) {
-			return nil, nil
-		}
-		n.UpdatedAt = now()
-		return &n, nil
+	if a, ok := s.idx.appFailures(appID); ok && !a.CountRunning(execID) {
+		return
+	}
+	err := s.resets.do(appID, execID, func(upTo int) error {
+		_, _, err := bus.Mutate(ctx, s.st.Apps, appID, func(cur *schemas.App) (*schemas.App, error) {
+			if cur == nil {
+				return nil, nil
+			}
+			n := *cur
+			n.FailedExecutors = slices.Clone(cur.FailedExecutors)
+			if !n.CountRunning(upTo) {
+				return nil, nil
+			}
+			n.UpdatedAt = now()
+			return &n, nil
+		})
+		return err
 	})
 	if err != nil {
 		s.log.Error().Err(err).Str("app_id", appID).Msg("reset executor failures")
