@@ -51,6 +51,9 @@ const (
 
 	// WorkerCmdLaunch: scheduler → agent, schemas.LaunchExecutor → schemas.Ack.
 	workerCmdLaunchT = "stoker.worker.%s.cmd.launch"
+	// WorkerCmdLaunchExecutors: scheduler → agent, schemas.LaunchExecutors →
+	// schemas.LaunchAcks (several launches in one command).
+	workerCmdLaunchExecutorsT = "stoker.worker.%s.cmd.launch-executors"
 	// WorkerCmdLaunchDriver: scheduler → agent, schemas.LaunchDriver → schemas.Ack.
 	workerCmdLaunchDriverT = "stoker.worker.%s.cmd.launch-driver"
 	// WorkerCmdKill: scheduler → agent, schemas.Kill → schemas.Ack.
@@ -160,6 +163,11 @@ func WorkerLogsSubject(wid string) string { return fmt.Sprintf(workerLogsT, wid)
 
 // WorkerCmdLaunchSubject is stoker.worker.<wid>.cmd.launch.
 func WorkerCmdLaunchSubject(wid string) string { return fmt.Sprintf(workerCmdLaunchT, wid) }
+
+// WorkerCmdLaunchExecutorsSubject is stoker.worker.<wid>.cmd.launch-executors.
+func WorkerCmdLaunchExecutorsSubject(wid string) string {
+	return fmt.Sprintf(workerCmdLaunchExecutorsT, wid)
+}
 
 // WorkerCmdLaunchDriverSubject is stoker.worker.<wid>.cmd.launch-driver.
 func WorkerCmdLaunchDriverSubject(wid string) string {

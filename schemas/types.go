@@ -23,6 +23,8 @@ const (
 	TypeLease             = "io.stoker.v1.lease"
 	TypeCluster           = "io.stoker.v1.cluster"
 	TypeLaunchExecutor    = "io.stoker.v1.launch_executor"
+	TypeLaunchExecutors   = "io.stoker.v1.launch_executors"
+	TypeLaunchAcks        = "io.stoker.v1.launch_acks"
 	TypeLaunchDriver      = "io.stoker.v1.launch_driver"
 	TypeKill              = "io.stoker.v1.kill"
 	TypeMasterChanged     = "io.stoker.v1.master_changed"
@@ -545,6 +547,31 @@ type LaunchExecutor struct {
 }
 
 func (*LaunchExecutor) WireType() string { return TypeLaunchExecutor }
+
+// MaxLaunchBatch bounds the launches of one LaunchExecutors.
+const MaxLaunchBatch = 64
+
+// LaunchExecutors is sent on stoker.worker.<wid>.cmd.launch-executors:
+// several executor launches for one agent in one command, each carried
+// out exactly as if it had come alone on cmd.launch (its own epoch and
+// ValidUntil fences, idempotent by key), in order. The answer is
+// LaunchAcks, one Ack per launch in the same order: one refused launch
+// does not refuse the others.
+type LaunchExecutors struct {
+	Base
+	Launches []LaunchExecutor `json:"launches"`
+}
+
+func (*LaunchExecutors) WireType() string { return TypeLaunchExecutors }
+
+// LaunchAcks answers LaunchExecutors: Acks[i] is launch i's answer (OK, or
+// why it was refused, as cmd.launch's error would have said).
+type LaunchAcks struct {
+	Base
+	Acks []Ack `json:"acks"`
+}
+
+func (*LaunchAcks) WireType() string { return TypeLaunchAcks }
 
 // LaunchDriver is sent on stoker.worker.<wid>.cmd.launch-driver.
 type LaunchDriver struct {

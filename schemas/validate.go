@@ -308,6 +308,20 @@ func (m *LaunchExecutor) Validate() error {
 	return ValidCommand("executor", m.Command, m.Env)
 }
 
+// Validate checks a batch of executor launches: 1 to MaxLaunchBatch, each
+// valid as a launch of its own.
+func (m *LaunchExecutors) Validate() error {
+	if len(m.Launches) == 0 || len(m.Launches) > MaxLaunchBatch {
+		return invalid("a batch holds 1 to %d launches, not %d", MaxLaunchBatch, len(m.Launches))
+	}
+	for i := range m.Launches {
+		if err := m.Launches[i].Validate(); err != nil {
+			return fmt.Errorf("launch %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
 // Validate checks a driver launch command.
 func (m *LaunchDriver) Validate() error {
 	if err := ValidDriverID(m.DriverID); err != nil {

@@ -188,6 +188,7 @@ func (s *Service) Start(ctx context.Context) error {
 		h       nats.MsgHandler
 	}{
 		{bus.WorkerCmdLaunchSubject(s.wid), s.fromCommander(bus.MsgHandler(gctx, &log, &s.counters, s.handleLaunchExecutor))},
+		{bus.WorkerCmdLaunchExecutorsSubject(s.wid), s.fromCommander(bus.MsgHandler(gctx, &log, &s.counters, s.handleLaunchExecutors))},
 		{bus.WorkerCmdLaunchDriverSubject(s.wid), s.fromCommander(bus.MsgHandler(gctx, &log, &s.counters, s.handleLaunchDriver))},
 		{bus.WorkerCmdKillSubject(s.wid), s.fromCommander(bus.MsgHandler(gctx, &log, &s.counters, s.handleKill))},
 		{bus.WorkerCmdMasterSubject(s.wid), s.fromCommander(bus.MsgHandler(gctx, &log, &s.counters, s.handleMaster))},

@@ -17,7 +17,7 @@ func TestService_BadPayloads_AnsweredAndServing(t *testing.T) {
 	s := startAgent(t, e.srv.URL(), nil)
 	waitRegistered(t, s)
 	subjects := []string{
-		bus.WorkerCmdLaunchSubject(testWID), bus.WorkerCmdLaunchDriverSubject(testWID),
+		bus.WorkerCmdLaunchSubject(testWID), bus.WorkerCmdLaunchExecutorsSubject(testWID), bus.WorkerCmdLaunchDriverSubject(testWID),
 		bus.WorkerCmdKillSubject(testWID), bus.WorkerCmdMasterSubject(testWID), bus.WorkerLogsSubject(testWID),
 	}
 	payloads := []struct {

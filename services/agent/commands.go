@@ -141,6 +141,24 @@ func (s *Service) handleLaunchExecutor(_ context.Context, _ bus.Inbound, req *sc
 	return s.launchLocked(r, req.Artifacts, log), nil
 }
 
+// handleLaunchExecutors carries out a batch of executor launches in order,
+// each exactly as handleLaunchExecutor does one (its own fences, its own
+// idempotence): a refused launch is answered in its place, and the rest
+// go on.
+func (s *Service) handleLaunchExecutors(ctx context.Context, in bus.Inbound, req *schemas.LaunchExecutors) (any, error) {
+	out := &schemas.LaunchAcks{Acks: make([]schemas.Ack, len(req.Launches))}
+	for i := range req.Launches {
+		reply, err := s.handleLaunchExecutor(ctx, in, &req.Launches[i])
+		switch {
+		case err != nil:
+			out.Acks[i] = schemas.Ack{Message: err.Error()}
+		case reply != nil:
+			out.Acks[i] = *reply.(*schemas.Ack)
+		}
+	}
+	return out, nil
+}
+
 // handleLaunchDriver starts a driver. It is idempotent by driver id and
 // attempt: a driver already running is acknowledged; a finished one is
 // started again only for a higher attempt (the cluster relaunching it).

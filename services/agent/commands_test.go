@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -575,4 +576,53 @@ func TestService_Commands_StaleRefused(t *testing.T) {
 		t.Fatalf("fresh kill: %v %+v", err, ack)
 	}
 	e.c.waitReport(schemas.ExecutorKey(app, 0), string(schemas.ExecutorKilled))
+}
+
+// A batch of launches is carried out launch by launch, each with its own
+// fences and idempotence: the refused one (an older epoch) is answered in
+// its place, the others run, and the same batch again starts nothing new.
+func TestService_LaunchExecutors_EachOnItsOwn(t *testing.T) {
+	e := newEnv(t)
+	s := startAgent(t, e.srv.URL(), nil)
+	waitRegistered(t, s)
+	if err := call(t, e.nc, bus.WorkerCmdMasterSubject(testWID), &schemas.MasterChanged{Epoch: 5, Leader: "s1"}, &schemas.WorkerReport{}); err != nil {
+		t.Fatal(err)
+	}
+	app := newAppID()
+	batch := &schemas.LaunchExecutors{Launches: []schemas.LaunchExecutor{
+		{Epoch: 5, AppID: app, ExecutorID: 0, Command: sh("sleep 30"), Cores: 1, MemoryMB: 1},
+		{Epoch: 4, AppID: app, ExecutorID: 1, Command: sh("sleep 30"), Cores: 1, MemoryMB: 1},
+		{Epoch: 5, AppID: app, ExecutorID: 2, Command: sh("sleep 30"), Cores: 1, MemoryMB: 1},
+	}}
+	var acks schemas.LaunchAcks
+	if err := call(t, e.nc, bus.WorkerCmdLaunchExecutorsSubject(testWID), batch, &acks); err != nil {
+		t.Fatal(err)
+	}
+	if len(acks.Acks) != 3 || !acks.Acks[0].OK || acks.Acks[1].OK || !acks.Acks[2].OK ||
+		!strings.Contains(acks.Acks[1].Message, "invalid master") {
+		t.Fatalf("acks %+v, want OK, refused as an invalid master, OK", acks.Acks)
+	}
+	e.c.waitReport(schemas.ExecutorKey(app, 0), "RUNNING")
+	e.c.waitReport(schemas.ExecutorKey(app, 2), "RUNNING")
+	keys := s.ExecutorKeys()
+	slices.Sort(keys)
+	if got := strings.Join(keys, ","); got != schemas.ExecutorKey(app, 0)+","+schemas.ExecutorKey(app, 2) {
+		t.Fatalf("running %s, want executors 0 and 2", got)
+	}
+	acks = schemas.LaunchAcks{}
+	if err := call(t, e.nc, bus.WorkerCmdLaunchExecutorsSubject(testWID), batch, &acks); err != nil {
+		t.Fatal(err)
+	}
+	if len(acks.Acks) != 3 || !acks.Acks[0].OK || !strings.Contains(acks.Acks[0].Message, "already running") {
+		t.Fatalf("the batch again: %+v, want executor 0 already running", acks.Acks)
+	}
+	if n := len(s.ExecutorKeys()); n != 2 {
+		t.Fatalf("%d executors after the batch came twice, want 2", n)
+	}
+	// An empty or oversized batch is refused whole.
+	err := call(t, e.nc, bus.WorkerCmdLaunchExecutorsSubject(testWID), &schemas.LaunchExecutors{}, nil)
+	var be *bus.Error
+	if !errors.As(err, &be) || be.Code != bus.CodeBadRequest {
+		t.Fatalf("empty batch: %v, want a 400", err)
+	}
 }

@@ -14,19 +14,24 @@ import (
 )
 
 // writeConcurrency bounds the record writes (and kills, driver launches)
-// in flight during one plan; launchConcurrency the executor launches, at
-// most launchesPerWorker to one agent. The first bound, 32 of everything,
-// was measured with stoker bench at 400 agents and 3,200 executors on a
-// loaded 2-core machine, where 256 of everything delayed the leader's
-// lease renewals until its commands were refused. A record create is one
-// JetStream publish the stream stores in order, so more in flight only
-// fill the stream's queue; a launch waits for one agent, which answers
-// its commands one at a time. At 200 agents and 10,000 executors these
-// bounds placed 2.3 times as fast as 32 (docs/benchmarks.md, Scale).
+// in flight during one plan; launchConcurrency the executor launch
+// commands, one to any one agent, each of up to launchBatch launches.
+// launchesPerWorker is how many launches one launch timeout covers in a
+// batch (the earlier bound of single launches in flight to one agent).
+// The first bound, 32 of everything, was measured with stoker bench at
+// 400 agents and 3,200 executors on a loaded 2-core machine, where 256 of
+// everything delayed the leader's lease renewals until its commands were
+// refused. A record create is one JetStream publish the stream stores in
+// order, so more in flight only fill the stream's queue; a launch waits
+// for one agent, which answers its commands one at a time
+// (docs/benchmarks.md, Scale).
 const (
 	writeConcurrency  = 256
 	launchConcurrency = 128
 	launchesPerWorker = 4
+	// launchBatch bounds the launches of one LaunchExecutors command
+	// (at most schemas.MaxLaunchBatch).
+	launchBatch = 32
 )
 
 // applier carries out plans: record changes by compare-and-set, then
@@ -200,40 +205,68 @@ func (a *applier) createExecutor(ctx context.Context, epoch uint64, e schemas.Ex
 }
 
 // launchExecutors launches the executors whose records were created and
-// returns the failed launches per app. At most launchConcurrency launches
-// are in flight, and at most launchesPerWorker to any one agent: an agent
-// handles its commands one at a time, so more queued there only wait,
-// and a queue longer than the launch timeout fails launches that would
-// have succeeded (64 in flight to 2 real agents did, starting 500 sleeps).
-// The launches are sent worker by worker in turn, so that a slot waiting
-// for a busy agent is rare.
+// returns the failed launches per app. Each worker's launches go in
+// batches of up to launchBatch (one LaunchExecutors command each, where
+// a launch was one command), at most launchConcurrency batches in flight
+// and one to any one agent: an agent handles its commands one at a time,
+// so more queued there only wait, and a queue longer than the launch
+// timeout fails launches that would have succeeded (64 single launches in
+// flight to 2 real agents did, starting 500 sleeps). Batches are sent
+// worker by worker in turn, so that a slot waiting for a busy agent is
+// rare.
 func (a *applier) launchExecutors(ctx context.Context, epoch uint64, ls []ExecutorLaunch, created []bool, log *zerolog.Logger) map[string][]int {
 	failures := map[string][]int{}
 	var mu sync.Mutex
 	creds := a.credsOnce()
-	order := roundRobin(ls, func(l ExecutorLaunch) string { return l.Executor.WorkerID })
+	batches := launchBatches(ls, created, launchBatch)
 	perWorker := map[string]chan struct{}{}
-	for _, j := range order {
-		wid := ls[j].Executor.WorkerID
-		if perWorker[wid] == nil {
-			perWorker[wid] = make(chan struct{}, launchesPerWorker)
-		}
+	for _, b := range batches {
+		perWorker[ls[b[0]].Executor.WorkerID] = make(chan struct{}, 1)
 	}
-	parallel(len(order), launchConcurrency, func(i int) {
-		j := order[i]
-		if !created[j] {
-			return
-		}
-		w := perWorker[ls[j].Executor.WorkerID]
+	parallel(len(batches), launchConcurrency, func(i int) {
+		b := batches[i]
+		w := perWorker[ls[b[0]].Executor.WorkerID]
 		w <- struct{}{}
 		defer func() { <-w }()
-		if a.launchExecutor(ctx, epoch, ls[j], creds, log) {
-			mu.Lock()
+		failed := a.launchBatch(ctx, epoch, ls, b, creds, log)
+		mu.Lock()
+		for _, j := range failed {
 			failures[ls[j].Executor.AppID] = append(failures[ls[j].Executor.AppID], ls[j].Executor.ID)
-			mu.Unlock()
 		}
+		mu.Unlock()
 	})
 	return failures
+}
+
+// launchBatches splits the created launches into batches of at most size,
+// each for one worker, in the order of ls within a worker, the workers'
+// batches taken in turn.
+func launchBatches(ls []ExecutorLaunch, created []bool, size int) [][]int {
+	type batch struct {
+		wid string
+		idx []int
+	}
+	var all []batch
+	open := map[string]int{} // worker → its batch being filled, in all
+	for _, j := range roundRobin(ls, func(l ExecutorLaunch) string { return l.Executor.WorkerID }) {
+		if !created[j] {
+			continue
+		}
+		wid := ls[j].Executor.WorkerID
+		k, ok := open[wid]
+		if !ok || len(all[k].idx) == size {
+			k = len(all)
+			open[wid] = k
+			all = append(all, batch{wid: wid})
+		}
+		all[k].idx = append(all[k].idx, j)
+	}
+	order := roundRobin(all, func(b batch) string { return b.wid })
+	out := make([][]int, len(order))
+	for i, k := range order {
+		out[i] = all[k].idx
+	}
+	return out
 }
 
 // roundRobin is the indexes of xs taking one of each key in turn (the

@@ -94,13 +94,10 @@ func (a *applier) credsOnce() func(string) ([]byte, error) {
 // launchExecutor sends the launch of an executor whose record exists; on
 // no acknowledgement or a refusal the record goes LAUNCHING → FAILED. It
 // reports whether it wrote that failure (to be counted against the app
-// once: an agent's own FAILED report is counted by registration).
+// once per executor).
 func (a *applier) launchExecutor(ctx context.Context, epoch uint64, l ExecutorLaunch, creds func(string) ([]byte, error), log *zerolog.Logger) (failed bool) {
 	e := l.Executor
-	cmd := &schemas.LaunchExecutor{
-		Epoch: epoch, AppID: e.AppID, ExecutorID: e.ID, Command: l.Command, Env: l.Env,
-		Artifacts: l.Artifacts, Cores: e.Cores, MemoryMB: e.MemoryMB, Resources: e.Resources,
-	}
+	cmd := launchCommand(epoch, l)
 	err := withCreds(creds, e.AppID, &cmd.Creds)
 	if err == nil {
 		cmd.ValidUntil, err = a.authorized(ctx, epoch)
@@ -110,6 +107,88 @@ func (a *applier) launchExecutor(ctx context.Context, epoch uint64, l ExecutorLa
 		_, err = bus.CallAck(cctx, a.nc, bus.WorkerCmdLaunchSubject(e.WorkerID), cmd)
 		cancel()
 	}
+	return a.launched(ctx, epoch, e, err, log)
+}
+
+// launchBatch sends the launches ls[idx] (one worker's) in one
+// LaunchExecutors command and returns the indexes whose FAILED it wrote.
+// Each 4 launches of the batch have one launch timeout, as 4 single
+// launches in flight to one agent had. An agent that does not answer the
+// batch subject (one older than batches, or one gone) is sent the
+// launches one at a time: an older agent starts them, a gone one makes
+// each LOST as a single launch does.
+func (a *applier) launchBatch(ctx context.Context, epoch uint64, ls []ExecutorLaunch, idx []int, creds func(string) ([]byte, error), log *zerolog.Logger) (failed []int) {
+	one := func(j int) {
+		if a.launchExecutor(ctx, epoch, ls[j], creds, log) {
+			failed = append(failed, j)
+		}
+	}
+	if len(idx) == 1 {
+		one(idx[0])
+		return failed
+	}
+	wid := ls[idx[0]].Executor.WorkerID
+	cmd := &schemas.LaunchExecutors{Launches: make([]schemas.LaunchExecutor, len(idx))}
+	var err error
+	for k, j := range idx {
+		cmd.Launches[k] = *launchCommand(epoch, ls[j])
+		if err = withCreds(creds, ls[j].Executor.AppID, &cmd.Launches[k].Creds); err != nil {
+			break
+		}
+	}
+	var until time.Time
+	if err == nil {
+		until, err = a.authorized(ctx, epoch)
+	}
+	var acks schemas.LaunchAcks
+	subject := bus.WorkerCmdLaunchExecutorsSubject(wid)
+	if err == nil {
+		for k := range cmd.Launches {
+			cmd.Launches[k].ValidUntil = until
+		}
+		timeout := a.launchTimeout * time.Duration((len(idx)+launchesPerWorker-1)/launchesPerWorker)
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		err = bus.Call(cctx, a.nc, subject, cmd, &acks)
+		cancel()
+		if err == nil && len(acks.Acks) != len(idx) {
+			err = fmt.Errorf("%s: %d answers to %d launches", subject, len(acks.Acks), len(idx))
+		}
+	}
+	if errors.Is(err, nats.ErrNoResponders) && ctx.Err() == nil {
+		for _, j := range idx {
+			one(j)
+		}
+		return failed
+	}
+	for k, j := range idx {
+		e := err
+		if e == nil && !acks.Acks[k].OK {
+			msg := acks.Acks[k].Message
+			if msg == "" {
+				msg = "no reason given"
+			}
+			e = fmt.Errorf("%s: %w: %s", subject, bus.ErrRefused, msg)
+		}
+		if a.launched(ctx, epoch, ls[j].Executor, e, log) {
+			failed = append(failed, j)
+		}
+	}
+	return failed
+}
+
+// launchCommand is the launch of l, without credential or ValidUntil.
+func launchCommand(epoch uint64, l ExecutorLaunch) *schemas.LaunchExecutor {
+	e := l.Executor
+	return &schemas.LaunchExecutor{
+		Epoch: epoch, AppID: e.AppID, ExecutorID: e.ID, Command: l.Command, Env: l.Env,
+		Artifacts: l.Artifacts, Cores: e.Cores, MemoryMB: e.MemoryMB, Resources: e.Resources,
+	}
+}
+
+// launched settles executor e after its launch was sent: nothing on
+// success (err nil); else the record goes LAUNCHING → FAILED (LOST when no
+// agent answers), and it reports whether it wrote FAILED.
+func (a *applier) launched(ctx context.Context, epoch uint64, e schemas.Executor, err error, log *zerolog.Logger) (failed bool) {
 	if err == nil {
 		log.Debug().Str("executor", e.Key()).Str("worker_id", e.WorkerID).Msg("executor launch sent")
 		return false

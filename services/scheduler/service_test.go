@@ -83,6 +83,24 @@ type agent struct {
 	launches []schemas.LaunchExecutor
 	drivers  []schemas.LaunchDriver
 	kills    []schemas.Kill
+	// batches counts the LaunchExecutors commands it answered.
+	batches int
+	// refuseIf, when set, gives the reason one launch is refused with ("":
+	// not refused).
+	refuseIf func(*schemas.LaunchExecutor) string
+}
+
+// launchLocked records one executor launch and answers it.
+func (a *agent) launchLocked(r *schemas.LaunchExecutor) schemas.Ack {
+	a.launches = append(a.launches, *r)
+	reason := a.refuse
+	if a.refuseIf != nil && reason == "" {
+		reason = a.refuseIf(r)
+	}
+	if reason == "" {
+		a.runs[schemas.ExecutorKey(r.AppID, r.ExecutorID)] = 1000 + len(a.launches) // what it launched, it runs
+	}
+	return schemas.Ack{OK: reason == "", Message: reason}
 }
 
 func (a *agent) snapshot() ([]schemas.LaunchExecutor, []schemas.LaunchDriver, []schemas.Kill) {
@@ -97,7 +115,11 @@ func (a *agent) refuseLaunches(reason string) {
 	a.mu.Unlock()
 }
 
-func (c *cluster) agent(wid string) *agent {
+func (c *cluster) agent(wid string) *agent { return c.agentOf(wid, true) }
+
+// agentOf is a fake agent; without batches it answers only single
+// launches (an agent from before cmd.launch-executors).
+func (c *cluster) agentOf(wid string, batches bool) *agent {
 	c.t.Helper()
 	a := &agent{runs: map[string]int{}}
 	log := zerolog.Nop()
@@ -106,11 +128,8 @@ func (c *cluster) agent(wid string) *agent {
 		bus.WorkerCmdLaunchSubject(wid): bus.MsgHandler(ctx, &log, nil, func(_ context.Context, _ bus.Inbound, r *schemas.LaunchExecutor) (any, error) {
 			a.mu.Lock()
 			defer a.mu.Unlock()
-			a.launches = append(a.launches, *r)
-			if a.refuse == "" {
-				a.runs[schemas.ExecutorKey(r.AppID, r.ExecutorID)] = 1000 + len(a.launches) // what it launched, it runs
-			}
-			return &schemas.Ack{OK: a.refuse == "", Message: a.refuse}, nil
+			ack := a.launchLocked(r)
+			return &ack, nil
 		}),
 		bus.WorkerCmdLaunchDriverSubject(wid): bus.MsgHandler(ctx, &log, nil, func(_ context.Context, _ bus.Inbound, r *schemas.LaunchDriver) (any, error) {
 			a.mu.Lock()
@@ -136,6 +155,18 @@ func (c *cluster) agent(wid string) *agent {
 			a.kills = append(a.kills, *r)
 			return &schemas.Ack{OK: true}, nil
 		}),
+	}
+	if batches {
+		subs[bus.WorkerCmdLaunchExecutorsSubject(wid)] = bus.MsgHandler(ctx, &log, nil, func(_ context.Context, _ bus.Inbound, r *schemas.LaunchExecutors) (any, error) {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			a.batches++
+			out := &schemas.LaunchAcks{}
+			for i := range r.Launches {
+				out.Acks = append(out.Acks, a.launchLocked(&r.Launches[i]))
+			}
+			return out, nil
+		})
 	}
 	for subj, h := range subs {
 		sub, err := c.nc.Subscribe(subj, h)
@@ -467,6 +498,71 @@ func TestService_Launch_UnreachableWorkerNotCounted(t *testing.T) {
 		}
 		if e.State != schemas.ExecutorLost || !strings.Contains(e.Message, "unreachable") {
 			t.Fatalf("executor %+v, want LOST as unreachable", e)
+		}
+	}
+}
+
+// One agent's launches go in one command, and each launch of it is
+// answered on its own: the refused ones are FAILED with the agent's
+// reason, the others launched.
+func TestService_Launch_BatchedPerAgent(t *testing.T) {
+	c := newCluster(t)
+	ag := c.agent("w1")
+	ag.mu.Lock()
+	ag.refuseIf = func(l *schemas.LaunchExecutor) string {
+		if l.ExecutorID%2 == 1 {
+			return fmt.Sprintf("odd executor %d refused", l.ExecutorID)
+		}
+		return ""
+	}
+	ag.mu.Unlock()
+	c.worker("w1", 8)
+	c.app("app-1", schemas.AppWaiting, 8)
+	c.scheduler("s1", func(cfg *Config) { cfg.MaxExecutorRetries = 100 })
+	bustest.Eventually(t, 15*time.Second, "executors 0-7 launched, the odd ones FAILED", func() bool {
+		failed := 0
+		for _, e := range c.executors("app-1") {
+			if e.ID < 8 && e.State == schemas.ExecutorFailed {
+				failed++
+			}
+		}
+		return failed == 4
+	})
+	for _, e := range c.executors("app-1") {
+		if e.ID >= 8 {
+			continue // replacements
+		}
+		if e.ID%2 == 1 {
+			if e.State != schemas.ExecutorFailed || !strings.Contains(e.Error, fmt.Sprintf("odd executor %d refused", e.ID)) {
+				t.Errorf("executor %d: %s %q, want FAILED with the agent's reason for it", e.ID, e.State, e.Error)
+			}
+		} else if e.State != schemas.ExecutorLaunching {
+			t.Errorf("executor %d: %s (%s), want LAUNCHING (acknowledged; the fake agent never reports)", e.ID, e.State, e.Message)
+		}
+	}
+	ag.mu.Lock()
+	defer ag.mu.Unlock()
+	if ag.batches == 0 || ag.batches >= len(ag.launches) {
+		t.Fatalf("%d batch commands for %d launches, want them batched", ag.batches, len(ag.launches))
+	}
+}
+
+// An agent that does not answer cmd.launch-executors (one from before
+// batches) still gets its launches, one at a time: not LOST as a gone
+// agent's would be.
+func TestService_Launch_AgentWithoutBatches(t *testing.T) {
+	c := newCluster(t)
+	ag := c.agentOf("w1", false)
+	c.worker("w1", 4)
+	c.app("app-1", schemas.AppWaiting, 4)
+	c.scheduler("s1", nil)
+	bustest.Eventually(t, 15*time.Second, "four launches", func() bool {
+		launches, _, _ := ag.snapshot()
+		return len(launches) == 4
+	})
+	for _, e := range c.executors("app-1") {
+		if e.State != schemas.ExecutorLaunching {
+			t.Errorf("executor %d: %s (%s), want LAUNCHING", e.ID, e.State, e.Message)
 		}
 	}
 }
