@@ -272,6 +272,10 @@ func placements(ctx context.Context, c *Cluster, o Options, tr *tracker, f *agen
 	res.add(Row{Scenario: "placements", Figure: "placements/s end to end", Value: float64(o.Executors) / d.Seconds(), Unit: "/s",
 		Note: fmt.Sprintf("%d executors, %d apps, %d agents, all RUNNING in KV in %s (submissions took %s)",
 			o.Executors, n, o.Agents, d.Round(time.Millisecond), submitted.Round(time.Millisecond))})
+	lastCreate, lagP50, lagMax, _ := tr.stages(start)
+	res.add(Row{Scenario: "placements", Figure: "last record created", Value: ms(lastCreate), Unit: "ms",
+		Note: fmt.Sprintf("after submission; a record's creation → RUNNING (launch and report): p50 %s, max %s",
+			lagP50.Round(time.Millisecond), lagMax.Round(time.Millisecond))})
 	// Settle, then count: nothing lost, nothing doubled, the asked numbers.
 	time.Sleep(time.Second)
 	extra := 0

@@ -3,7 +3,9 @@ package bench
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -23,6 +25,9 @@ type tracker struct {
 	total   int                         // RUNNING executors
 	created map[string]int              // app → executor records ever created
 	waiters []*waiter
+	// seenAt and runningAt are when the watch delivered each key's first
+	// record and its first RUNNING one: the stages of a placement.
+	seenAt, runningAt map[string]time.Time
 }
 
 type waiter struct {
@@ -46,7 +51,8 @@ func newTracker(ctx context.Context, nc *nats.Conn) (*tracker, error) {
 		cancel()
 		return nil, err
 	}
-	t := &tracker{state: map[string]schemas.Executor{}, running: map[string]int{}, created: map[string]int{}}
+	t := &tracker{state: map[string]schemas.Executor{}, running: map[string]int{}, created: map[string]int{},
+		seenAt: map[string]time.Time{}, runningAt: map[string]time.Time{}}
 	t.stop = func() { cancel(); _ = w.Stop() }
 	ready := make(chan struct{})
 	go func() {
@@ -80,8 +86,13 @@ func (t *tracker) update(x schemas.Executor) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	old, seen := t.state[key]
+	at := time.Now()
 	if !seen {
 		t.created[x.AppID]++
+		t.seenAt[key] = at
+	}
+	if _, ok := t.runningAt[key]; !ok && x.State == schemas.ExecutorRunning {
+		t.runningAt[key] = at
 	}
 	if seen && old.State == schemas.ExecutorRunning {
 		t.running[x.AppID]--
@@ -142,4 +153,27 @@ func (t *tracker) runningKeys() map[string]string {
 		}
 	}
 	return out
+}
+
+// stages times the executors first seen after start: when the last
+// record was created, and the median and largest time from a record's
+// creation to its RUNNING (the launch and the agent's report).
+func (t *tracker) stages(start time.Time) (lastCreate, createToRunP50, createToRunMax time.Duration, n int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var lags []time.Duration
+	for k, at := range t.seenAt {
+		if at.Before(start) {
+			continue
+		}
+		lastCreate = max(lastCreate, at.Sub(start))
+		if r, ok := t.runningAt[k]; ok {
+			lags = append(lags, r.Sub(at))
+		}
+	}
+	if len(lags) == 0 {
+		return lastCreate, 0, 0, 0
+	}
+	slices.Sort(lags)
+	return lastCreate, lags[len(lags)/2], lags[len(lags)-1], len(lags)
 }
