@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/stoker/stoker/schemas"
 )
@@ -46,5 +47,26 @@ func TestLaunchBatches(t *testing.T) {
 	}
 	if b := launchBatches(ls, make([]bool, len(ls)), 2); len(b) != 0 {
 		t.Errorf("nothing created: batches %v", b)
+	}
+}
+
+func TestDebounceWait(t *testing.T) {
+	const d = 5 * time.Millisecond
+	for _, tc := range []struct {
+		name      string
+		busy      bool
+		sinceLast time.Duration
+		want      time.Duration
+	}{
+		{"after an applied plan: the whole debounce", true, time.Hour, d},
+		{"after an applied plan, at once", true, 0, d},
+		{"idle, the last pass long ago: at once", false, time.Hour, d - time.Hour},
+		{"idle, the last pass 2ms ago: the rest of the debounce", false, 2 * time.Millisecond, 3 * time.Millisecond},
+		{"first pass", false, time.Since(time.Time{}), d - time.Since(time.Time{})},
+	} {
+		got := debounceWait(tc.busy, tc.sinceLast, d)
+		if (got > 0) != (tc.want > 0) || (tc.want > 0 && got != tc.want) {
+			t.Errorf("%s: wait %s, want %s", tc.name, got, tc.want)
+		}
 	}
 }
