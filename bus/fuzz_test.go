@@ -23,7 +23,7 @@ func wireTypes() []schemas.Typed {
 		new(schemas.Ack), new(schemas.Worker), new(schemas.Driver), new(schemas.App), new(schemas.Executor),
 		new(schemas.Lease), new(schemas.Cluster), new(schemas.LeaseBeat), new(schemas.LaunchExecutor), new(schemas.LaunchExecutors), new(schemas.LaunchAcks),
 		new(schemas.LaunchDriver), new(schemas.Kill), new(schemas.MasterChanged), new(schemas.WorkerReport),
-		new(schemas.StateChange), new(schemas.StateAck), new(schemas.LogsRequest), new(schemas.LogsReply),
+		new(schemas.StateChange), new(schemas.StateChanges), new(schemas.StateAcks), new(schemas.StateAck), new(schemas.LogsRequest), new(schemas.LogsReply),
 		new(schemas.SubmitDriver), new(schemas.SubmitDriverReply), new(schemas.RegisterApp), new(schemas.AppRegistered),
 		new(schemas.UnregisterApp), new(schemas.ExecutorRequest), new(schemas.KillRequest), new(schemas.AppHeartbeat), new(schemas.ListRequest),
 		new(schemas.CordonRequest), new(schemas.DrainRequest),

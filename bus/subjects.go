@@ -35,6 +35,10 @@ const (
 	// schemas.StateAck.
 	WorkerState  = "stoker.worker.*.state"
 	workerStateT = "stoker.worker.%s.state"
+	// WorkerStates: agent → registration, several queued state reports in
+	// one request. Payload schemas.StateChanges, reply schemas.StateAcks.
+	WorkerStates  = "stoker.worker.*.states"
+	workerStatesT = "stoker.worker.%s.states"
 
 	// WorkerLogs: client → agent (request). schemas.LogsRequest → schemas.LogsReply.
 	// WorkerPing: request-reply; every live agent of the worker id answers
@@ -154,6 +158,9 @@ func WorkerDrainSubject(wid string) string { return fmt.Sprintf(workerDrainT, wi
 
 // WorkerStateSubject is stoker.worker.<wid>.state.
 func WorkerStateSubject(wid string) string { return fmt.Sprintf(workerStateT, wid) }
+
+// WorkerStatesSubject is stoker.worker.<wid>.states.
+func WorkerStatesSubject(wid string) string { return fmt.Sprintf(workerStatesT, wid) }
 
 // WorkerPingSubject is stoker.worker.<wid>.ping.
 func WorkerPingSubject(wid string) string { return fmt.Sprintf(workerPingT, wid) }

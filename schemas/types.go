@@ -31,6 +31,8 @@ const (
 	TypeWorkerReport      = "io.stoker.v1.worker_report"
 	TypeStateChange       = "io.stoker.v1.state_change"
 	TypeStateAck          = "io.stoker.v1.state_ack"
+	TypeStateChanges      = "io.stoker.v1.state_changes"
+	TypeStateAcks         = "io.stoker.v1.state_acks"
 	TypeSubmitDriver      = "io.stoker.v1.submit_driver"
 	TypeSubmitDriverReply = "io.stoker.v1.submit_driver_reply"
 	TypeRegisterApp       = "io.stoker.v1.register_app"
@@ -677,6 +679,40 @@ type StateAck struct {
 }
 
 func (*StateAck) WireType() string { return TypeStateAck }
+
+// MaxStateBatch bounds the reports of one StateChanges.
+const MaxStateBatch = 256
+
+// StateChanges is sent on stoker.worker.<wid>.states: the reports an agent
+// has queued, in the order they happened, taken as if each came alone on
+// .state; reports of one executor or driver are taken in order, reports
+// of different ones independently. The answer is StateAcks.
+type StateChanges struct {
+	Base
+	Reports []StateChange `json:"reports"`
+}
+
+func (*StateChanges) WireType() string { return TypeStateChanges }
+
+// StateAcks answers StateChanges: Results[i] is report i's outcome.
+type StateAcks struct {
+	Base
+	Results []StateResult `json:"results"`
+}
+
+func (*StateAcks) WireType() string { return TypeStateAcks }
+
+// StateResult is one report's outcome in StateAcks: taken (Code 0, with
+// the answer .state would have given), or not, with the error code and
+// text .state would have answered: a report refused for good (400, 409,
+// 410) is dropped, any other is sent again (a report of the same process
+// after one not taken is not taken either, to keep their order).
+type StateResult struct {
+	Kill   bool   `json:"kill,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	Code   int    `json:"code,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
 
 // LogsRequest is sent on stoker.worker.<wid>.logs.
 type LogsRequest struct {

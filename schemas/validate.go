@@ -369,6 +369,20 @@ func (m *WorkerReport) Validate() error {
 	return nil
 }
 
+// Validate checks a batch of state reports: 1 to MaxStateBatch, each
+// valid alone.
+func (m *StateChanges) Validate() error {
+	if len(m.Reports) == 0 || len(m.Reports) > MaxStateBatch {
+		return invalid("a batch holds 1 to %d reports, not %d", MaxStateBatch, len(m.Reports))
+	}
+	for i := range m.Reports {
+		if err := m.Reports[i].Validate(); err != nil {
+			return fmt.Errorf("report %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
 // Validate checks a state change report.
 func (m *StateChange) Validate() error {
 	if err := ValidID("worker", m.WorkerID); err != nil {

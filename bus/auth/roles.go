@@ -162,7 +162,7 @@ func Permissions(r Role) Perms {
 	p := Perms{Inbox: inbox}
 	switch r {
 	case RoleAgent:
-		p.Pub = []string{worker("register"), worker("heartbeat"), worker("state"), worker("leave"), worker("drain"), worker("ping")}
+		p.Pub = []string{worker("register"), worker("heartbeat"), worker("state"), worker("states"), worker("leave"), worker("drain"), worker("ping")}
 		p.Pub = append(p.Pub, StreamRead(bus.StreamArtifacts)...)
 		p.Sub = []string{worker("cmd.>"), worker("logs"), worker("ping")}
 		p.Resp = true
@@ -182,7 +182,7 @@ func Permissions(r Role) Perms {
 		// guarded by its sequence, purge the deleted object's chunks.
 		p.Pub = append(p.Pub, StreamRead(bus.StreamArtifacts)...)
 		p.Pub = append(p.Pub, bus.ArtifactMeta, "$JS.API.STREAM.PURGE."+bus.StreamArtifacts)
-		p.Sub = []string{bus.WorkerRegister, bus.WorkerLeave, bus.WorkerDrain, bus.WorkerState, "stoker.api.>",
+		p.Sub = []string{bus.WorkerRegister, bus.WorkerLeave, bus.WorkerDrain, bus.WorkerState, bus.WorkerStates, "stoker.api.>",
 			bus.AppRegister, bus.AppUnregister, bus.AppExecutors, "$SRV.>"}
 		p.Resp = true
 	case RoleHeartbeat:

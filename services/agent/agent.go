@@ -120,7 +120,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	s.log = cfg.Log.With().Str("component", "agent").Str("worker_id", s.wid).Str("instance", s.instance).Logger()
 	s.hbInterval.Store(int64(cfg.HeartbeatInterval))
-	s.reports = newReporter(s.nc, bus.WorkerStateSubject(s.wid), s.log, s.onStateAck)
+	s.reports = newReporter(s.nc, bus.WorkerStateSubject(s.wid), bus.WorkerStatesSubject(s.wid), s.log, s.onStateAck)
 	js, err := jetstream.New(s.nc)
 	if err != nil {
 		return nil, fmt.Errorf("agent: jetstream: %w", err)

@@ -412,6 +412,63 @@ func TestService_StateReports_RetriedInOrderUntilAcked(t *testing.T) {
 	}
 }
 
+// Reports queued while registration is away go together once it is
+// back: every one delivered, each process's in order, in fewer requests
+// than reports.
+func TestService_StateReports_Batched(t *testing.T) {
+	e := newEnv(t)
+	s := startAgent(t, e.srv.URL(), nil)
+	waitRegistered(t, s)
+	e.c.set(func(c *cluster) { c.refuseStates = true })
+	app := newAppID()
+	const n = 20
+	for i := range n {
+		launchExecutor(t, e.nc, app, i, "exit 0")
+	}
+	bustest.Eventually(t, 15*time.Second, "every RUNNING and EXITED pending", func() bool { return s.reports.pending() == 2*n })
+	e.c.set(func(c *cluster) { c.refuseStates = false; c.batches = 0 })
+	for i := range n {
+		key := schemas.ExecutorKey(app, i)
+		e.c.waitReport(key, "EXITED")
+		if got := e.c.stateList(key); strings.Join(got, ",") != "RUNNING,EXITED" {
+			t.Fatalf("%s: reports %v, want RUNNING then EXITED", key, got)
+		}
+	}
+	e.c.mu.Lock()
+	defer e.c.mu.Unlock()
+	if e.c.batches == 0 || e.c.batches >= 2*n {
+		t.Fatalf("%d batch requests for %d reports, want them together", e.c.batches, 2*n)
+	}
+	if r := s.ReportRetries(); r == 0 {
+		t.Fatalf("no retries counted while registration refused reports")
+	}
+}
+
+// A registration that does not serve .states (one from before batches)
+// gets the reports one at a time, in order.
+func TestService_StateReports_WithoutBatches(t *testing.T) {
+	e := newEnv(t)
+	if err := e.c.batchSub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	s := startAgent(t, e.srv.URL(), nil)
+	waitRegistered(t, s)
+	e.c.set(func(c *cluster) { c.refuseStates = true })
+	app := newAppID()
+	for i := range 5 {
+		launchExecutor(t, e.nc, app, i, "exit 0")
+	}
+	bustest.Eventually(t, 15*time.Second, "every report pending", func() bool { return s.reports.pending() == 10 })
+	e.c.set(func(c *cluster) { c.refuseStates = false })
+	for i := range 5 {
+		key := schemas.ExecutorKey(app, i)
+		e.c.waitReport(key, "EXITED")
+		if got := e.c.stateList(key); strings.Join(got, ",") != "RUNNING,EXITED" {
+			t.Fatalf("%s: reports %v, want RUNNING then EXITED", key, got)
+		}
+	}
+}
+
 func TestService_Master_ReportsRunning(t *testing.T) {
 	e := newEnv(t)
 	s := startAgent(t, e.srv.URL(), nil)

@@ -45,6 +45,23 @@ type cluster struct {
 	// refuseReg, when set, answers registrations 409 with this reason (a
 	// newer instance holds the worker id).
 	refuseReg string
+	// batches counts the StateChanges requests answered; batchSub serves
+	// them (unsubscribe it: a registration from before batches).
+	batches  int
+	batchSub *nats.Subscription
+}
+
+// takeStateLocked records one state report, or refuses it (503).
+func (c *cluster) takeStateLocked(req *schemas.StateChange) (*schemas.StateAck, error) {
+	if c.refuseStates {
+		c.refused++
+		return nil, bus.Errorf(bus.CodeUnavailable, "registration is busy")
+	}
+	c.states = append(c.states, *req)
+	if c.stateAck != nil {
+		return c.stateAck(req), nil
+	}
+	return &schemas.StateAck{}, nil
 }
 
 // startCluster subscribes a fake cluster on nc.
@@ -83,15 +100,7 @@ func startCluster(t *testing.T, nc *nats.Conn) *cluster {
 		bus.WorkerState: bus.MsgHandler(ctx, &log, nil, func(_ context.Context, _ bus.Inbound, req *schemas.StateChange) (any, error) {
 			c.mu.Lock()
 			defer c.mu.Unlock()
-			if c.refuseStates {
-				c.refused++
-				return nil, bus.Errorf(bus.CodeUnavailable, "registration is busy")
-			}
-			c.states = append(c.states, *req)
-			if c.stateAck != nil {
-				return c.stateAck(req), nil
-			}
-			return &schemas.StateAck{}, nil
+			return c.takeStateLocked(req)
 		}),
 		bus.WorkerLeave: bus.MsgHandler(ctx, &log, nil, func(_ context.Context, _ bus.Inbound, req *schemas.WorkerLeaving) (any, error) {
 			c.mu.Lock()
@@ -107,6 +116,35 @@ func startCluster(t *testing.T, nc *nats.Conn) *cluster {
 		}
 		t.Cleanup(func() { _ = sub.Unsubscribe() })
 	}
+	// Reports together, as registration takes them: one process's in
+	// order (after one not taken, its later ones are not taken either).
+	var err error
+	c.batchSub, err = nc.Subscribe(bus.WorkerStates, bus.MsgHandler(ctx, &log, nil, func(_ context.Context, _ bus.Inbound, req *schemas.StateChanges) (any, error) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.batches++
+		out := &schemas.StateAcks{Results: make([]schemas.StateResult, len(req.Reports))}
+		held := map[string]bool{}
+		for i := range req.Reports {
+			id := reportID(req.Reports[i])
+			if held[id] {
+				out.Results[i] = schemas.StateResult{Code: bus.CodeUnavailable, Error: "held"}
+				continue
+			}
+			ack, err := c.takeStateLocked(&req.Reports[i])
+			if err != nil {
+				out.Results[i] = schemas.StateResult{Code: bus.ErrorCode(err), Error: err.Error()}
+				held[id] = true
+				continue
+			}
+			out.Results[i] = schemas.StateResult{Kill: ack.Kill, Reason: ack.Reason}
+		}
+		return out, nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.batchSub.Unsubscribe() })
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}

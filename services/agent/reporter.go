@@ -2,7 +2,10 @@ package agent
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,14 +26,27 @@ const (
 	reportBackoffMax  = 5 * time.Second
 )
 
-// reporter sends state changes one at a time, in the order they happened,
-// each retried until the cluster acknowledges it: a report is never dropped
-// because the bus or the registration service is away for a while (only a
-// report the cluster rejects as malformed is, since it never could succeed).
+// maxReportBatch bounds the reports sent in one StateChanges (at most
+// schemas.MaxStateBatch); batchOffFor is how long the reporter sends one
+// report at a time after the cluster did not take a batch at all (a
+// registration from before batches, or a credential without the subject).
+const (
+	maxReportBatch = 128
+	batchOffFor    = time.Minute
+)
+
+// reporter sends state changes in the order they happened, each retried
+// until the cluster acknowledges it: a report is never dropped because the
+// bus or the registration service is away for a while (only a report the
+// cluster rejects as malformed is, since it never could succeed). With
+// more than one queued it sends them together (StateChanges on
+// batchSubject): registration takes one process's reports in order, and
+// what it did not take stays queued, in order, for the next attempt.
 type reporter struct {
-	nc      *nats.Conn
-	subject string
-	log     zerolog.Logger
+	nc           *nats.Conn
+	subject      string
+	batchSubject string
+	log          zerolog.Logger
 	// onAck is called with each acknowledged report and its answer.
 	onAck func(schemas.StateChange, *schemas.StateAck)
 
@@ -39,10 +55,12 @@ type reporter struct {
 	wake  chan struct{}
 	// retries counts attempts after a report's first (stoker bench's figure).
 	retries atomic.Int64
+	// batchOff: until then, one report at a time (run's goroutine only).
+	batchOff time.Time
 }
 
-func newReporter(nc *nats.Conn, subject string, log zerolog.Logger, onAck func(schemas.StateChange, *schemas.StateAck)) *reporter {
-	return &reporter{nc: nc, subject: subject, log: log, onAck: onAck, wake: make(chan struct{}, 1)}
+func newReporter(nc *nats.Conn, subject, batchSubject string, log zerolog.Logger, onAck func(schemas.StateChange, *schemas.StateAck)) *reporter {
+	return &reporter{nc: nc, subject: subject, batchSubject: batchSubject, log: log, onAck: onAck, wake: make(chan struct{}, 1)}
 }
 
 // push queues a report; it never blocks.
@@ -63,27 +81,33 @@ func (r *reporter) pending() int {
 	return len(r.queue)
 }
 
-func (r *reporter) head() (schemas.StateChange, bool) {
+// peek copies up to n reports from the head of the queue.
+func (r *reporter) peek(n int) []schemas.StateChange {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.queue) == 0 {
-		return schemas.StateChange{}, false
-	}
-	return r.queue[0], true
+	return slices.Clone(r.queue[:min(n, len(r.queue))])
 }
 
-func (r *reporter) pop() {
+// drop removes the reports settled[i] of the queue's first len(settled)
+// (only run removes, and only from what it peeked: push appends behind).
+func (r *reporter) drop(settled []bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.queue[0] = schemas.StateChange{}
-	r.queue = r.queue[1:]
+	kept := make([]schemas.StateChange, 0, len(r.queue))
+	for i, sc := range r.queue {
+		if i >= len(settled) || !settled[i] {
+			kept = append(kept, sc)
+		}
+	}
+	r.queue = kept
 }
 
 // run drains the queue until ctx is cancelled.
 func (r *reporter) run(ctx context.Context) {
+	attempt := 0 // batches in a row with a report not taken
 	for {
-		sc, ok := r.head()
-		if !ok {
+		batch := r.peek(maxReportBatch)
+		if len(batch) == 0 {
 			select {
 			case <-ctx.Done():
 				return
@@ -91,15 +115,84 @@ func (r *reporter) run(ctx context.Context) {
 				continue
 			}
 		}
-		ack, ok := r.send(ctx, sc)
+		if len(batch) > 1 && r.batchSubject != "" && time.Now().After(r.batchOff) {
+			again, ok := r.sendBatch(ctx, batch)
+			if !ok {
+				return
+			}
+			if again == 0 {
+				attempt = 0
+				continue
+			}
+			if again > 0 {
+				r.retries.Add(int64(again))
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(svc.Backoff(attempt, reportBackoffBase, reportBackoffMax, rand.Int64N)):
+				}
+				attempt++
+				continue
+			}
+			// The batch was not taken at all: the head alone, as before.
+		}
+		ack, ok := r.send(ctx, batch[0])
 		if !ok {
 			return
 		}
-		r.pop()
+		r.drop([]bool{true})
 		if r.onAck != nil {
-			r.onAck(sc, ack)
+			r.onAck(batch[0], ack)
 		}
 	}
+}
+
+// sendBatch sends batch (the queue's head) as one StateChanges and drops
+// what the cluster took or refused for good. It returns how many it must
+// send again (0: all settled), or -1 when the cluster did not answer the
+// batch at all: then batches are off for batchOffFor if nobody serves the
+// subject or it is not permitted, and the caller sends the head alone. ok
+// is false once ctx is cancelled.
+func (r *reporter) sendBatch(ctx context.Context, batch []schemas.StateChange) (again int, ok bool) {
+	cctx, cancel := context.WithTimeout(ctx, reportTimeout)
+	var acks schemas.StateAcks
+	err := bus.Call(cctx, r.nc, r.batchSubject, &schemas.StateChanges{Reports: batch}, &acks)
+	cancel()
+	if ctx.Err() != nil {
+		return 0, false
+	}
+	if err == nil && len(acks.Results) != len(batch) {
+		err = fmt.Errorf("%s: %d results for %d reports", r.batchSubject, len(acks.Results), len(batch))
+	}
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, bus.ErrDenied) {
+			r.batchOff = time.Now().Add(batchOffFor)
+			r.log.Info().Err(err).Dur("for", batchOffFor).Msg("state reports one at a time: the cluster does not take them together")
+		}
+		return -1, true
+	}
+	settled := make([]bool, len(batch))
+	for i, res := range acks.Results {
+		sc := batch[i]
+		switch {
+		case res.Code == 0:
+			settled[i] = true
+			if r.onAck != nil {
+				r.onAck(sc, &schemas.StateAck{Kill: res.Kill, Reason: res.Reason})
+			}
+		case refusedForGood(res.Code):
+			settled[i] = true
+			r.log.Error().Str("id", reportID(sc)).Str("state", sc.State).Int("code", res.Code).Str("error", res.Error).
+				Msg("state report refused; dropping it")
+		default:
+			again++
+		}
+	}
+	r.drop(settled)
+	if again > 0 {
+		r.log.Warn().Int("not_taken", again).Int("reports", len(batch)).Msg("state reports not acknowledged; retrying")
+	}
+	return again, true
 }
 
 // send delivers one report, retrying until it is acknowledged (true) or
@@ -121,7 +214,7 @@ func (r *reporter) send(ctx context.Context, sc schemas.StateChange) (*schemas.S
 		if ctx.Err() != nil {
 			return nil, false
 		}
-		if code := bus.ErrorCode(err); code == bus.CodeBadRequest || code == bus.CodeGone || code == bus.CodeConflict {
+		if refusedForGood(bus.ErrorCode(err)) {
 			// Conflict: this agent instance was replaced by a newer one,
 			// whose registration settled what runs on the worker.
 			log.Error().Err(err).Msg("state report refused; dropping it")
@@ -144,4 +237,13 @@ func reportID(sc schemas.StateChange) string {
 		return sc.DriverID
 	}
 	return schemas.ExecutorKey(sc.AppID, sc.ExecutorID)
+}
+
+// refusedForGood reports whether the cluster refused a report for good
+// (malformed, gone, or from an agent instance that was replaced): it is
+// dropped, since sending it again would block every later one. Conflict:
+// this agent instance was replaced by a newer one, whose registration
+// settled what runs on the worker.
+func refusedForGood(code int) bool {
+	return code == bus.CodeBadRequest || code == bus.CodeGone || code == bus.CodeConflict
 }

@@ -175,6 +175,7 @@ func (s *Service) endpoints(hctx context.Context) []endpoint {
 		{"worker-leave", bus.WorkerLeave, bus.Lanes(s.nc, s.g.Go, workerLanes, bus.MicroHandler(hctx, l, c, s.handleLeave))},
 		{"worker-drain", bus.WorkerDrain, bus.Lanes(s.nc, s.g.Go, workerLanes, bus.MicroHandler(hctx, l, c, s.handleWorkerDrain))},
 		{"worker-state", bus.WorkerState, bus.Lanes(s.nc, s.g.Go, workerLanes, bus.MicroHandler(hctx, l, c, s.handleState))},
+		{"worker-states", bus.WorkerStates, bus.Lanes(s.nc, s.g.Go, workerLanes, bus.MicroHandler(hctx, l, c, s.handleStates))},
 		{"drivers-submit", bus.APIDriversSubmit, bus.MicroHandler(hctx, l, c, s.handleSubmitDriver)},
 		{"drivers-kill", bus.APIDriversKill, bus.MicroHandler(hctx, l, c, s.handleKillDriver)},
 		{"drivers-list", bus.APIDriversList, bus.MicroHandler(hctx, l, c, s.handleListDrivers)},

@@ -617,7 +617,7 @@ func TestService_Lists(t *testing.T) {
 func TestService_BadPayloads(t *testing.T) {
 	e := startEnv(t)
 	subjects := []string{
-		bus.WorkerRegisterSubject("w1"), bus.WorkerLeaveSubject("w1"), bus.WorkerStateSubject("w1"),
+		bus.WorkerRegisterSubject("w1"), bus.WorkerLeaveSubject("w1"), bus.WorkerStateSubject("w1"), bus.WorkerStatesSubject("w1"),
 		bus.APIDriversSubmit, bus.APIDriversKill, bus.APIDriversList,
 		bus.APIAppsRegister, bus.APIAppsUnregister, bus.APIAppsKill, bus.APIAppsList,
 		bus.APIWorkersList, bus.APIStatus,
@@ -912,4 +912,61 @@ func TestService_Drain(t *testing.T) {
 	wantCode(t, err, bus.CodeNotFound, "worker nope not found")
 	_, err = call[schemas.Ack](t, e, bus.APIWorkersDrain, &schemas.DrainRequest{WorkerID: "w1", DeadlineMS: -1})
 	wantCode(t, err, bus.CodeBadRequest, "deadline")
+}
+
+// A batch of reports is taken report by report as .state takes each: one
+// executor's in order, a report to refuse refused in its place (the rest
+// taken), the kills asked for where .state asks.
+func TestService_States_Batch(t *testing.T) {
+	e := startEnv(t)
+	app := schemas.NewAppID(time.Now())
+	put(t, e, e.st.Apps, app, &schemas.App{ID: app, State: schemas.AppRunning, ConsecutiveFailures: 2, FailedExecutors: []int{7, 8}, FailuresFrom: 7})
+	for id, wid := range map[int]string{0: "w1", 1: "w1", 4: "w2"} {
+		put(t, e, e.st.Executors, schemas.ExecutorKey(app, id), &schemas.Executor{AppID: app, ID: id, WorkerID: wid, Cores: 1, MemoryMB: 10, State: schemas.ExecutorLaunching})
+	}
+	zero := 0
+	exited := stateChange("w1", app, 0, schemas.ExecutorExited)
+	exited.ExitCode = &zero
+	running9 := stateChange("w1", app, 9, schemas.ExecutorRunning)
+	req := &schemas.StateChanges{Reports: []schemas.StateChange{
+		*stateChange("w1", app, 0, schemas.ExecutorRunning),
+		*stateChange("w1", app, 1, schemas.ExecutorRunning),
+		*exited,
+		*stateChange("w1", app, 4, schemas.ExecutorRunning), // placed on w2
+		*running9, // unknown
+		*stateChange("w2", app, 1, schemas.ExecutorFailed), // names another worker than the subject
+	}}
+	acks := mustCall[schemas.StateAcks](t, e, bus.WorkerStatesSubject("w1"), req)
+	if len(acks.Results) != len(req.Reports) {
+		t.Fatalf("%d results for %d reports", len(acks.Results), len(req.Reports))
+	}
+	r := acks.Results
+	for i, want := range []schemas.StateResult{{}, {}, {}} {
+		if r[i] != want {
+			t.Errorf("result %d = %+v, want taken", i, r[i])
+		}
+	}
+	if !r[3].Kill || !strings.Contains(r[3].Reason, "placed on worker w2") {
+		t.Errorf("result 3 = %+v, want kill: placed on w2", r[3])
+	}
+	if !r[4].Kill || !strings.Contains(r[4].Reason, "unknown") {
+		t.Errorf("result 4 = %+v, want kill: unknown", r[4])
+	}
+	if r[5].Code != bus.CodeBadRequest || !strings.Contains(r[5].Error, "does not match") {
+		t.Errorf("result 5 = %+v, want a 400 for another worker's report", r[5])
+	}
+	if x, _ := getExec(t, e, schemas.ExecutorKey(app, 0)); x.State != schemas.ExecutorExited {
+		t.Errorf("executor 0 %s, want EXITED (RUNNING, then EXITED, in order)", x.State)
+	}
+	if x, _ := getExec(t, e, schemas.ExecutorKey(app, 1)); x.State != schemas.ExecutorRunning {
+		t.Errorf("executor 1 %s, want RUNNING (the other worker's FAILED refused)", x.State)
+	}
+	// RUNNING of executor 1 does not reset failures of later executors 7
+	// and 8; the app keeps them.
+	if a := getApp(t, e, app); a.ConsecutiveFailures != 2 {
+		t.Errorf("failures %d, want 2 (later executors' failures stand)", a.ConsecutiveFailures)
+	}
+	// An empty batch is refused whole.
+	_, err := call[schemas.StateAcks](t, e, bus.WorkerStatesSubject("w1"), &schemas.StateChanges{})
+	wantCode(t, err, 400, "1 to")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
@@ -22,6 +23,80 @@ func (s *Service) handleState(ctx context.Context, in bus.Inbound, req *schemas.
 		return s.driverReport(ctx, req)
 	}
 	return s.executorReport(ctx, req)
+}
+
+// stateBatchConcurrency bounds the processes whose reports one
+// StateChanges has taken at once.
+const stateBatchConcurrency = 8
+
+// handleStates is stoker.worker.<wid>.states: every report taken as
+// handleState takes it alone; one process's reports in order (after one
+// that is not taken, for a reason that may pass, the later ones of the
+// same process are not taken either), different processes' at once.
+func (s *Service) handleStates(ctx context.Context, in bus.Inbound, req *schemas.StateChanges) (any, error) {
+	out := &schemas.StateAcks{Results: make([]schemas.StateResult, len(req.Reports))}
+	var keys []string
+	byKey := map[string][]int{}
+	for i := range req.Reports {
+		k := reportID(&req.Reports[i])
+		if _, ok := byKey[k]; !ok {
+			keys = append(keys, k)
+		}
+		byKey[k] = append(byKey[k], i)
+	}
+	sem := make(chan struct{}, stateBatchConcurrency)
+	var wg sync.WaitGroup
+	for _, k := range keys {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			held := ""
+			for _, i := range byKey[k] {
+				if held != "" {
+					out.Results[i] = schemas.StateResult{Code: bus.CodeUnavailable,
+						Error: "not taken: an earlier report of " + k + " was not (" + held + ")"}
+					continue
+				}
+				out.Results[i] = s.takeState(ctx, in, &req.Reports[i])
+				if c := out.Results[i].Code; c != 0 && !refusedForGood(c) {
+					held = out.Results[i].Error
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return out, nil
+}
+
+// takeState is one report of a batch through handleState, its outcome
+// as a StateResult (a panic is a 500, as bus.Serve makes it).
+func (s *Service) takeState(ctx context.Context, in bus.Inbound, req *schemas.StateChange) (res schemas.StateResult) {
+	defer func() {
+		if r := recover(); r != nil {
+			res = schemas.StateResult{Code: bus.CodeInternal, Error: fmt.Sprintf("internal error: %v", r)}
+			s.log.Error().Str("report", reportID(req)).Interface("panic", r).Msg("state report failed")
+		}
+	}()
+	reply, err := s.handleState(ctx, in, req)
+	if err != nil {
+		code := bus.ErrorCode(err)
+		if code >= 500 {
+			s.log.Error().Err(err).Str("report", reportID(req)).Msg("state report failed")
+		}
+		return schemas.StateResult{Code: code, Error: err.Error()}
+	}
+	if a, ok := reply.(*schemas.StateAck); ok && a != nil {
+		return schemas.StateResult{Kill: a.Kill, Reason: a.Reason}
+	}
+	return schemas.StateResult{}
+}
+
+// refusedForGood reports whether a report refused with code is never to
+// be sent again (malformed, gone, or from a replaced agent instance): the
+// agent's reporter drops it, as it does such an answer to .state.
+func refusedForGood(code int) bool {
+	return code == bus.CodeBadRequest || code == bus.CodeGone || code == bus.CodeConflict
 }
 
 // checkReporter refuses (409, as a replaced instance's registration is) a
