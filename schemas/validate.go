@@ -311,15 +311,7 @@ func (m *LaunchExecutor) Validate() error {
 // Validate checks a batch of executor launches: 1 to MaxLaunchBatch, each
 // valid as a launch of its own.
 func (m *LaunchExecutors) Validate() error {
-	if len(m.Launches) == 0 || len(m.Launches) > MaxLaunchBatch {
-		return invalid("a batch holds 1 to %d launches, not %d", MaxLaunchBatch, len(m.Launches))
-	}
-	for i := range m.Launches {
-		if err := m.Launches[i].Validate(); err != nil {
-			return fmt.Errorf("launch %d: %w", i, err)
-		}
-	}
-	return nil
+	return validBatch("launches", m.Launches, MaxLaunchBatch, (*LaunchExecutor).Validate)
 }
 
 // Validate checks a driver launch command.
@@ -372,12 +364,17 @@ func (m *WorkerReport) Validate() error {
 // Validate checks a batch of state reports: 1 to MaxStateBatch, each
 // valid alone.
 func (m *StateChanges) Validate() error {
-	if len(m.Reports) == 0 || len(m.Reports) > MaxStateBatch {
-		return invalid("a batch holds 1 to %d reports, not %d", MaxStateBatch, len(m.Reports))
+	return validBatch("reports", m.Reports, MaxStateBatch, (*StateChange).Validate)
+}
+
+// validBatch checks a batch of 1 to most items, each valid alone.
+func validBatch[T any](noun string, items []T, most int, valid func(*T) error) error {
+	if len(items) == 0 || len(items) > most {
+		return invalid("a batch holds 1 to %d %s, not %d", most, noun, len(items))
 	}
-	for i := range m.Reports {
-		if err := m.Reports[i].Validate(); err != nil {
-			return fmt.Errorf("report %d: %w", i, err)
+	for i := range items {
+		if err := valid(&items[i]); err != nil {
+			return fmt.Errorf("%s %d: %w", strings.TrimSuffix(noun, "s"), i, err)
 		}
 	}
 	return nil

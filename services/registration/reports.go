@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
 
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
+	"github.com/stoker/stoker/services/svc"
 )
 
 // handleState is stoker.worker.<wid>.state. Agents retry until acked, so
@@ -44,28 +44,21 @@ func (s *Service) handleStates(ctx context.Context, in bus.Inbound, req *schemas
 		}
 		byKey[k] = append(byKey[k], i)
 	}
-	sem := make(chan struct{}, stateBatchConcurrency)
-	var wg sync.WaitGroup
-	for _, k := range keys {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			held := ""
-			for _, i := range byKey[k] {
-				if held != "" {
-					out.Results[i] = schemas.StateResult{Code: bus.CodeUnavailable,
-						Error: "not taken: an earlier report of " + k + " was not (" + held + ")"}
-					continue
-				}
-				out.Results[i] = s.takeState(ctx, in, &req.Reports[i])
-				if c := out.Results[i].Code; c != 0 && !refusedForGood(c) {
-					held = out.Results[i].Error
-				}
+	svc.Parallel(len(keys), stateBatchConcurrency, func(n int) {
+		k := keys[n]
+		held := ""
+		for _, i := range byKey[k] {
+			if held != "" {
+				out.Results[i] = schemas.StateResult{Code: bus.CodeUnavailable,
+					Error: "not taken: an earlier report of " + k + " was not (" + held + ")"}
+				continue
 			}
-		}()
-	}
-	wg.Wait()
+			out.Results[i] = s.takeState(ctx, in, &req.Reports[i])
+			if c := out.Results[i].Code; c != 0 && !refusedForGood(c) {
+				held = out.Results[i].Error
+			}
+		}
+	})
 	return out, nil
 }
 

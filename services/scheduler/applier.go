@@ -11,6 +11,7 @@ import (
 
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
+	"github.com/stoker/stoker/services/svc"
 )
 
 // writeConcurrency bounds the record writes (and kills, driver launches)
@@ -86,7 +87,7 @@ func (a *applier) apply(ctx context.Context, epoch uint64, p Plan, log *zerolog.
 	placed := a.updateRecords(ctx, epoch, p, log)
 	created := make([]bool, len(p.LaunchExecutors))
 	nk, nd, nc := len(p.Kills), len(p.LaunchDrivers), len(p.Checks)
-	parallel(nc+nk+nd+len(p.LaunchExecutors), writeConcurrency, func(i int) {
+	svc.Parallel(nc+nk+nd+len(p.LaunchExecutors), writeConcurrency, func(i int) {
 		switch {
 		case i < nc:
 			a.checkLaunches(ctx, epoch, p.Checks[i], log)
@@ -223,7 +224,7 @@ func (a *applier) launchExecutors(ctx context.Context, epoch uint64, ls []Execut
 	for _, b := range batches {
 		perWorker[ls[b[0]].Executor.WorkerID] = make(chan struct{}, 1)
 	}
-	parallel(len(batches), launchConcurrency, func(i int) {
+	svc.Parallel(len(batches), launchConcurrency, func(i int) {
 		b := batches[i]
 		w := perWorker[ls[b[0]].Executor.WorkerID]
 		w <- struct{}{}
@@ -317,19 +318,4 @@ func (a *applier) countFailures(ctx context.Context, failures map[string][]int, 
 			log.Warn().Err(err).Str("app_id", app).Msg("cannot count launch failures")
 		}
 	}
-}
-
-// parallel runs fn(0..n-1), at most limit at once, and waits.
-func parallel(n, limit int, fn func(i int)) {
-	sem := make(chan struct{}, limit)
-	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			fn(i)
-		}()
-	}
-	wg.Wait()
 }

@@ -102,3 +102,18 @@ func Backoff(n int, base, max time.Duration, jitter func(int64) int64) time.Dura
 	}
 	return d
 }
+
+// Parallel runs fn(0..n-1), at most limit at once, and waits for all.
+func Parallel(n, limit int, fn func(i int)) {
+	sem := make(chan struct{}, max(limit, 1))
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			fn(i)
+		}()
+	}
+	wg.Wait()
+}
