@@ -176,6 +176,9 @@ func fleetScenarios(ctx context.Context, c *Cluster, o Options, res *Result, wan
 			_ = a.Close(cctx, schemas.AppFinished)
 			cancel()
 		}
+		// The agents go once their executors are killed, not while the
+		// kills are in flight (each then logged a kill nobody answered).
+		waitFor(ctx, tr.wait("", 0), 30*time.Second)
 	}()
 	if !ok {
 		return
