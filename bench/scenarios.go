@@ -480,7 +480,9 @@ func deadWorkers(ctx context.Context, c *Cluster, o Options, tr *tracker, f *age
 	}
 	res.add(dist(Row{Scenario: "dead", Figure: "silent → DEAD (p50)", Unit: "ms",
 		Note: fmt.Sprintf("%d of %d agents silent; worker timeout %s; goal ≤ timeout + 1 s", nDead, len(agents), c.WorkerTimeout)}, detect))
-	ok := waitFor(ctx, tr.wait("", total), placementTimeout(lostExecs))
+	// Replaced: as many RUNNING as before, none of them on a silent agent
+	// (until its executors are written LOST, they still count).
+	ok := waitFor(ctx, tr.waitOff("", total, dead), placementTimeout(lostExecs))
 	d := time.Since(start)
 	if !ok {
 		_, now, _ := tr.counts("")

@@ -23,6 +23,8 @@ type tracker struct {
 	state   map[string]schemas.Executor // key → last record
 	running map[string]int              // app → RUNNING executors
 	total   int                         // RUNNING executors
+	// onWorker is RUNNING executors by the worker their record names.
+	onWorker map[string]int
 	created map[string]int              // app → executor records ever created
 	waiters []*waiter
 	// seenAt and runningAt are when the watch delivered each key's first
@@ -34,6 +36,8 @@ type waiter struct {
 	app  string // "" total
 	n    int
 	done chan struct{}
+	// off, when set, are workers that must have no RUNNING executor too.
+	off map[string]bool
 }
 
 func newTracker(ctx context.Context, nc *nats.Conn) (*tracker, error) {
@@ -51,7 +55,7 @@ func newTracker(ctx context.Context, nc *nats.Conn) (*tracker, error) {
 		cancel()
 		return nil, err
 	}
-	t := &tracker{state: map[string]schemas.Executor{}, running: map[string]int{}, created: map[string]int{},
+	t := &tracker{state: map[string]schemas.Executor{}, running: map[string]int{}, created: map[string]int{}, onWorker: map[string]int{},
 		seenAt: map[string]time.Time{}, runningAt: map[string]time.Time{}}
 	t.stop = func() { cancel(); _ = w.Stop() }
 	ready := make(chan struct{})
@@ -96,10 +100,12 @@ func (t *tracker) update(x schemas.Executor) {
 	}
 	if seen && old.State == schemas.ExecutorRunning {
 		t.running[x.AppID]--
+		t.onWorker[old.WorkerID]--
 		t.total--
 	}
 	if x.State == schemas.ExecutorRunning {
 		t.running[x.AppID]++
+		t.onWorker[x.WorkerID]++
 		t.total++
 	}
 	t.state[key] = x
@@ -115,6 +121,11 @@ func (t *tracker) update(x schemas.Executor) {
 }
 
 func (t *tracker) reachedLocked(w *waiter) bool {
+	for wid := range w.off {
+		if t.onWorker[wid] > 0 {
+			return false
+		}
+	}
 	if w.app == "" {
 		return t.total == w.n
 	}
@@ -122,8 +133,11 @@ func (t *tracker) reachedLocked(w *waiter) bool {
 }
 
 // wait returns a channel closed once app ("" every app) has n executors RUNNING.
-func (t *tracker) wait(app string, n int) <-chan struct{} {
-	w := &waiter{app: app, n: n, done: make(chan struct{})}
+func (t *tracker) wait(app string, n int) <-chan struct{} { return t.waitOff(app, n, nil) }
+
+// waitOff is wait, and none RUNNING on the workers off.
+func (t *tracker) waitOff(app string, n int, off map[string]bool) <-chan struct{} {
+	w := &waiter{app: app, n: n, done: make(chan struct{}), off: off}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.reachedLocked(w) {

@@ -4,56 +4,99 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"hash/maphash"
+	"strconv"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 )
 
-// Lanes runs a micro endpoint's requests on n goroutines instead of one,
-// each request on the lane its subject hashes to: requests on one subject
-// (stoker.worker.<wid>.state: one agent's reports) keep their order, while
-// different agents' requests are served at once. A micro endpoint alone
-// serves one request at a time, which made registration the fan-in
-// bottleneck of every agent's registration and state reports (stoker
-// bench: 400 agents took a minute to register, 3,200 executors starting at
-// once needed 1,288 report retries). spawn starts each lane's goroutine
-// (svc.Group.Go, so stopping the service waits for them); a lane ends when
-// its context is done, and requests still queued then go unanswered (the
-// requester retries, as after any timeout).
+// Lanes runs a micro endpoint's requests n at a time instead of one at a
+// time: requests on one subject (stoker.worker.<wid>.state: one agent's
+// reports) are handled in the order they came, one after the other, while
+// requests on different subjects are handled at once, at most n together.
+// A micro endpoint alone serves one request at a time, which made
+// registration the bottleneck of every agent's registration and state
+// reports (stoker bench: 400 agents took a minute to register, 3,200
+// executors starting at once needed 1,288 report retries).
 //
-// A lane never touches the micro.Request micro handed in: micro reads that
-// request's error after its handler returns (for `nats micro stats`), and
-// the handler here returns as soon as the request is queued, so a lane
-// answering through it raced with micro (the race detector caught it in
-// CI). The lane gets a detached copy that answers through nc instead. The
-// cost: micro stats count a lane endpoint's requests but not its errors,
-// and its processing time is the time to queue; the service's own
-// Counters (stats data) count the errors.
+// Each subject with requests waiting has a goroutine of its own (spawn
+// starts it: svc.Group.Go, so stopping the service waits for them), which
+// takes a slot of n for each request. An earlier version hashed subjects
+// onto n fixed lanes, so an agent whose large batch of reports was being
+// handled held up every agent hashed to its lane (2,000 agents on 128
+// lanes: reports waited past their 2 s timeout and were sent again,
+// 22,521 times in one run). More than maxQueued requests waiting on one
+// subject are answered 503 at once (one agent sends one request at a time;
+// more is a flood). Requests still waiting when the service stops go
+// unanswered (the requester retries, as after any timeout).
+//
+// A request is never answered through the micro.Request micro handed in:
+// micro reads that request's error after its handler returns (for `nats
+// micro stats`), and the handler here returns as soon as the request is
+// queued, so answering through it raced with micro (the race detector
+// caught it in CI). The handler gets a detached copy that answers through
+// nc instead. The cost: micro stats count a lane endpoint's requests but
+// not its errors, and its processing time is the time to queue; the
+// service's own Counters (stats data) count the errors.
 func Lanes(nc *nats.Conn, spawn func(func(context.Context)) bool, n int, h micro.Handler) micro.Handler {
 	if n <= 1 {
 		return h
 	}
-	seed := maphash.MakeSeed()
-	lanes := make([]chan micro.Request, n)
-	for i := range lanes {
-		ch := make(chan micro.Request, 64)
-		lanes[i] = ch
-		spawn(func(ctx context.Context) {
+	var mu sync.Mutex
+	waiting := map[string][]micro.Request{} // subjects with a goroutine, and what waits there
+	slots := make(chan struct{}, n)
+	return micro.HandlerFunc(func(r micro.Request) {
+		d := detach(nc, r)
+		mu.Lock()
+		q, running := waiting[d.subject]
+		if running {
+			if len(q) >= maxQueued {
+				mu.Unlock()
+				_ = d.Error(strconv.Itoa(CodeUnavailable), fmt.Sprintf("%d requests already wait on %s", maxQueued, d.subject), nil)
+				return
+			}
+			waiting[d.subject] = append(q, d)
+			mu.Unlock()
+			return
+		}
+		waiting[d.subject] = []micro.Request{d}
+		mu.Unlock()
+		ok := spawn(func(ctx context.Context) {
 			for {
-				select {
-				case r := <-ch:
-					h.Handle(r)
-				case <-ctx.Done():
+				mu.Lock()
+				q := waiting[d.subject]
+				if len(q) == 0 {
+					delete(waiting, d.subject)
+					mu.Unlock()
 					return
 				}
+				next := q[0]
+				q[0] = nil
+				waiting[d.subject] = q[1:]
+				mu.Unlock()
+				select {
+				case slots <- struct{}{}:
+				case <-ctx.Done():
+					mu.Lock()
+					delete(waiting, d.subject)
+					mu.Unlock()
+					return
+				}
+				h.Handle(next)
+				<-slots
 			}
 		})
-	}
-	return micro.HandlerFunc(func(r micro.Request) {
-		lanes[maphash.String(seed, r.Subject())%uint64(n)] <- detach(nc, r)
+		if !ok { // stopping: nothing will handle it
+			mu.Lock()
+			delete(waiting, d.subject)
+			mu.Unlock()
+		}
 	})
 }
+
+// maxQueued bounds the requests waiting on one subject of Lanes.
+const maxQueued = 64
 
 // detachedRequest is a micro.Request that owns copies of what it needs
 // and answers by publishing on nc, the way micro's own request does.

@@ -133,3 +133,76 @@ func TestLanes_AnswersErrorsAndKeepsOrderPerSubject(t *testing.T) {
 		t.Fatalf("handler saw %d subjects, want %d", len(seen), subjects+2)
 	}
 }
+
+// A subject whose request takes long holds up only its own later
+// requests: every other subject is answered meanwhile (subjects hashed
+// onto fixed lanes waited behind it), and past the queue bound a flood on
+// the busy subject is answered 503 at once.
+func TestLanes_ABusySubjectHoldsUpOnlyItself(t *testing.T) {
+	s := bustest.Start(t)
+	srv := bustest.Conn(t, s.URL())
+	g := svc.NewGroup(context.Background())
+	t.Cleanup(g.Stop)
+	release, held := make(chan struct{}), make(chan struct{}, 100)
+	h := micro.HandlerFunc(func(r micro.Request) {
+		if r.Subject() == "lanes.busy" {
+			held <- struct{}{}
+			<-release
+		}
+		_ = r.Respond([]byte("ok"))
+	})
+	m, err := micro.AddService(srv, micro.Config{Name: "lanes", Version: "0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Stop() })
+	if err := m.AddEndpoint("e", bus.Lanes(srv, g.Go, 2, h), micro.WithEndpointSubject("lanes.*")); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	cli := bustest.Conn(t, s.URL())
+	inbox := nats.NewInbox()
+	busy, err := cli.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One request handled (held), then 64 waiting, one over the bound.
+	for n := range 66 {
+		if err := cli.PublishMsg(&nats.Msg{Subject: "lanes.busy", Reply: inbox, Data: []byte(strconv.Itoa(n))}); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			select {
+			case <-held:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the first busy request never reached the handler")
+			}
+		}
+	}
+	over, err := busy.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatalf("the request over the bound: %v", err)
+	}
+	if got := over.Header.Get(micro.ErrorCodeHeader); got != "503" {
+		t.Fatalf("over the bound: code %q, want 503", got)
+	}
+	for i := range 32 {
+		subj := fmt.Sprintf("lanes.other%d", i)
+		resp, err := cli.Request(subj, nil, 5*time.Second)
+		if err != nil || string(resp.Data) != "ok" {
+			t.Fatalf("%s while lanes.busy is held: %v %q", subj, err, resp.Data)
+		}
+	}
+	close(release)
+	for n := range 65 {
+		if n > 0 {
+			<-held
+		}
+		resp, err := busy.NextMsg(5 * time.Second)
+		if err != nil || string(resp.Data) != "ok" {
+			t.Fatalf("busy answer %d after release: %v", n, err)
+		}
+	}
+}

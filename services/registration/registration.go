@@ -159,10 +159,10 @@ type endpoint struct {
 	h       micro.Handler
 }
 
-// workerLanes is how many of one agent endpoint's requests are served at
-// once (bus.Lanes): requests of one agent stay in order. Each lane mostly
-// waits for one KV write: at 200 agents and 10,000 executors starting,
-// 128 lanes placed 3,300–3,600/s where 32 placed 2,700–2,800/s
+// workerLanes is how many of the agents' requests on one endpoint are
+// served at once (bus.Lanes): one agent's requests stay in order. Each
+// mostly waits for one KV write: at 200 agents and 10,000 executors
+// starting, 128 placed 3,300–3,600/s where 32 placed 2,700–2,800/s
 // (docs/benchmarks.md, Scale).
 const workerLanes = 128
 
