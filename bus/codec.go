@@ -25,6 +25,12 @@ const (
 	// every Stoker error reply uses them, micro endpoint or not.
 	ErrorHeader     = "Nats-Service-Error"
 	ErrorCodeHeader = "Nats-Service-Error-Code"
+	// TimeoutHeader is how long the requester waits for the answer from
+	// when it sends (a Go duration, "2s"): Call sends it, and a service
+	// that queues requests (Lanes) drops one that waited longer than that
+	// in its queue, unserved: its requester gave up, and serving it only
+	// adds to the backlog.
+	TimeoutHeader = "Stoker-Timeout"
 )
 
 // Format is a wire encoding.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -30,6 +31,13 @@ import (
 // subject are answered 503 at once (one agent sends one request at a time;
 // more is a flood). Requests still waiting when the service stops go
 // unanswered (the requester retries, as after any timeout).
+//
+// A request that waited in its subject's queue longer than its requester
+// waits for the answer (TimeoutHeader) is dropped unserved: the requester
+// gave up and sends it again, so serving the old one only doubles the
+// backlog (with 2,000 agents' reports, the duplicates queued until the
+// answers came after the requesters' one-minute permission to be answered
+// had expired). Only the time queued here counts: no clock is compared.
 //
 // A request is never answered through the micro.Request micro handed in:
 // micro reads that request's error after its handler returns (for `nats
@@ -71,10 +79,13 @@ func Lanes(nc *nats.Conn, spawn func(func(context.Context)) bool, n int, h micro
 					mu.Unlock()
 					return
 				}
-				next := q[0]
+				next := q[0].(*detachedRequest)
 				q[0] = nil
 				waiting[d.subject] = q[1:]
 				mu.Unlock()
+				if next.gaveUp(time.Now()) {
+					continue
+				}
 				select {
 				case slots <- struct{}{}:
 				case <-ctx.Done():
@@ -105,10 +116,22 @@ type detachedRequest struct {
 	subject, reply string
 	data           []byte
 	headers        micro.Headers
+	at             time.Time // when it was queued
 }
 
 func detach(nc *nats.Conn, r micro.Request) *detachedRequest {
-	return &detachedRequest{nc: nc, subject: r.Subject(), reply: r.Reply(), data: r.Data(), headers: r.Headers()}
+	return &detachedRequest{nc: nc, subject: r.Subject(), reply: r.Reply(), data: r.Data(), headers: r.Headers(), at: time.Now()}
+}
+
+// gaveUp reports whether the request's requester stopped waiting by now:
+// it waited in the queue longer than its TimeoutHeader.
+func (r *detachedRequest) gaveUp(now time.Time) bool {
+	v := r.headers.Get(TimeoutHeader)
+	if v == "" {
+		return false
+	}
+	d, err := time.ParseDuration(v)
+	return err == nil && now.Sub(r.at) > d
 }
 
 func (r *detachedRequest) Data() []byte           { return r.data }

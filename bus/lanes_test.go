@@ -206,3 +206,75 @@ func TestLanes_ABusySubjectHoldsUpOnlyItself(t *testing.T) {
 		}
 	}
 }
+
+// A request that waited in the queue longer than its requester waits
+// (bus.TimeoutHeader) is dropped unserved; one without the header, or
+// still within its time, is served.
+func TestLanes_DropsWhatTheRequesterGaveUpOn(t *testing.T) {
+	s := bustest.Start(t)
+	srv := bustest.Conn(t, s.URL())
+	g := svc.NewGroup(context.Background())
+	t.Cleanup(g.Stop)
+	release, held := make(chan struct{}), make(chan struct{}, 1)
+	var mu sync.Mutex
+	var served []string
+	h := micro.HandlerFunc(func(r micro.Request) {
+		mu.Lock()
+		served = append(served, string(r.Data()))
+		mu.Unlock()
+		if string(r.Data()) == "first" {
+			held <- struct{}{}
+			<-release
+		}
+		_ = r.Respond([]byte("ok"))
+	})
+	m, err := micro.AddService(srv, micro.Config{Name: "lanes", Version: "0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Stop() })
+	if err := m.AddEndpoint("e", bus.Lanes(srv, g.Go, 4, h), micro.WithEndpointSubject("lanes.*")); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	cli := bustest.Conn(t, s.URL())
+	inbox := nats.NewInbox()
+	answers, err := cli.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(data, timeout string) {
+		m := &nats.Msg{Subject: "lanes.one", Reply: inbox, Data: []byte(data), Header: nats.Header{}}
+		if timeout != "" {
+			m.Header.Set(bus.TimeoutHeader, timeout)
+		}
+		if err := cli.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("first", "")
+	<-held
+	send("gave up", "50ms")
+	send("patient", "1h")
+	send("no header", "")
+	if err := cli.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(release)
+	for range 3 {
+		if _, err := answers.NextMsg(5 * time.Second); err != nil {
+			t.Fatalf("answers: %v", err)
+		}
+	}
+	if m, err := answers.NextMsg(200 * time.Millisecond); err == nil {
+		t.Fatalf("a fourth answer: %q", m.Data)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := fmt.Sprint(served); got != "[first patient no header]" {
+		t.Fatalf("served %s, want [first patient no header]", got)
+	}
+}

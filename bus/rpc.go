@@ -194,6 +194,9 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) err
 		defer cancel()
 	}
 	sent := time.Now()
+	if dl, ok := ctx.Deadline(); ok {
+		m.Header.Set(TimeoutHeader, dl.Sub(sent).Round(time.Millisecond).String())
+	}
 	wctx, release := watchDenied(ctx, nc, subject)
 	defer release()
 	r, err := nc.RequestMsgWithContext(wctx, m)

@@ -18,10 +18,12 @@ import (
 	"github.com/stoker/stoker/services/svc"
 )
 
-// Reporter timings: one attempt waits reportTimeout; retries back off from
-// reportBackoffBase to reportBackoffMax.
+// Reporter timings: one attempt waits reportTimeout (a batch also
+// reportTimeoutEach per report: registration writes each); retries back
+// off from reportBackoffBase to reportBackoffMax.
 const (
 	reportTimeout     = 2 * time.Second
+	reportTimeoutEach = 20 * time.Millisecond
 	reportBackoffBase = 100 * time.Millisecond
 	reportBackoffMax  = 5 * time.Second
 )
@@ -154,7 +156,7 @@ func (r *reporter) run(ctx context.Context) {
 // subject or it is not permitted, and the caller sends the head alone. ok
 // is false once ctx is cancelled.
 func (r *reporter) sendBatch(ctx context.Context, batch []schemas.StateChange) (again int, ok bool) {
-	cctx, cancel := context.WithTimeout(ctx, reportTimeout)
+	cctx, cancel := context.WithTimeout(ctx, reportTimeout+time.Duration(len(batch))*reportTimeoutEach)
 	var acks schemas.StateAcks
 	err := bus.Call(cctx, r.nc, r.batchSubject, &schemas.StateChanges{Reports: batch}, &acks)
 	cancel()
