@@ -23,7 +23,7 @@ import (
 // off from reportBackoffBase to reportBackoffMax.
 const (
 	reportTimeout     = 2 * time.Second
-	reportTimeoutEach = 20 * time.Millisecond
+	reportTimeoutEach = 50 * time.Millisecond
 	reportBackoffBase = 100 * time.Millisecond
 	reportBackoffMax  = 5 * time.Second
 )
@@ -34,6 +34,7 @@ const (
 // registration from before batches, or a credential without the subject).
 const (
 	maxReportBatch = 128
+	minBatchStep   = 8
 	batchOffFor    = time.Minute
 )
 
@@ -57,12 +58,16 @@ type reporter struct {
 	wake  chan struct{}
 	// retries counts attempts after a report's first (stoker bench's figure).
 	retries atomic.Int64
-	// batchOff: until then, one report at a time (run's goroutine only).
+	// batchOff: until then, one report at a time; batchMax: the most sent
+	// in one batch, halved when a batch is not acknowledged, raised again
+	// by minBatchStep after one is (run's goroutine only).
 	batchOff time.Time
+	batchMax int
 }
 
 func newReporter(nc *nats.Conn, subject, batchSubject string, log zerolog.Logger, onAck func(schemas.StateChange, *schemas.StateAck)) *reporter {
-	return &reporter{nc: nc, subject: subject, batchSubject: batchSubject, log: log, onAck: onAck, wake: make(chan struct{}, 1)}
+	return &reporter{nc: nc, subject: subject, batchSubject: batchSubject, log: log, onAck: onAck, wake: make(chan struct{}, 1),
+		batchMax: maxReportBatch}
 }
 
 // push queues a report; it never blocks.
@@ -108,7 +113,7 @@ func (r *reporter) drop(settled []bool) {
 func (r *reporter) run(ctx context.Context) {
 	attempt := 0 // batches in a row with a report not taken
 	for {
-		batch := r.peek(maxReportBatch)
+		batch := r.peek(r.batchMax)
 		if len(batch) == 0 {
 			select {
 			case <-ctx.Done():
@@ -170,9 +175,17 @@ func (r *reporter) sendBatch(ctx context.Context, batch []schemas.StateChange) (
 		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, bus.ErrDenied) {
 			r.batchOff = time.Now().Add(batchOffFor)
 			r.log.Info().Err(err).Dur("for", batchOffFor).Msg("state reports one at a time: the cluster does not take them together")
+		} else {
+			// Not acknowledged: every report of it is sent again, and
+			// batches are smaller until one is (a registration this busy
+			// answers a smaller one sooner).
+			r.batchMax = max(minBatchStep, r.batchMax/2)
+			r.retries.Add(int64(len(batch)))
+			r.log.Warn().Err(err).Int("reports", len(batch)).Msg("state reports not acknowledged; retrying")
 		}
 		return -1, true
 	}
+	r.batchMax = min(maxReportBatch, r.batchMax+minBatchStep)
 	settled := make([]bool, len(batch))
 	for i, res := range acks.Results {
 		sc := batch[i]
