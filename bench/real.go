@@ -70,8 +70,10 @@ func realProcesses(ctx context.Context, c *Cluster, o Options, res *Result) {
 		defer stop()
 		pids = append(pids, pid)
 	}
-	// Wait for both to be ALIVE: a registration shows in stoker-workers.
-	time.Sleep(500 * time.Millisecond)
+	// Wait for both to be ALIVE (a registration shows in stoker-workers)
+	// and settled: 0.5 s after start caught the start's garbage, and two
+	// builds differed by 1.2 MB there and not at all 3 s after.
+	time.Sleep(3 * time.Second)
 	idle := 0.0
 	for _, p := range pids {
 		idle = max(idle, float64(rss(p))/1024)
