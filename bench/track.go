@@ -25,8 +25,8 @@ type tracker struct {
 	total   int                         // RUNNING executors
 	// onWorker is RUNNING executors by the worker their record names.
 	onWorker map[string]int
-	created map[string]int              // app → executor records ever created
-	waiters []*waiter
+	created  map[string]int // app → executor records ever created
+	waiters  []*waiter
 	// seenAt and runningAt are when the watch delivered each key's first
 	// record and its first RUNNING one: the stages of a placement.
 	seenAt, runningAt map[string]time.Time
