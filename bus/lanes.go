@@ -52,7 +52,7 @@ func Lanes(nc *nats.Conn, spawn func(func(context.Context)) bool, n int, h micro
 		return h
 	}
 	var mu sync.Mutex
-	waiting := map[string][]micro.Request{} // subjects with a goroutine, and what waits there
+	waiting := map[string][]*detachedRequest{} // subjects with a goroutine, and what waits there
 	slots := make(chan struct{}, n)
 	return micro.HandlerFunc(func(r micro.Request) {
 		d := detach(nc, r)
@@ -68,7 +68,7 @@ func Lanes(nc *nats.Conn, spawn func(func(context.Context)) bool, n int, h micro
 			mu.Unlock()
 			return
 		}
-		waiting[d.subject] = []micro.Request{d}
+		waiting[d.subject] = []*detachedRequest{d}
 		mu.Unlock()
 		ok := spawn(func(ctx context.Context) {
 			for {
@@ -79,7 +79,7 @@ func Lanes(nc *nats.Conn, spawn func(func(context.Context)) bool, n int, h micro
 					mu.Unlock()
 					return
 				}
-				next := q[0].(*detachedRequest)
+				next := q[0]
 				q[0] = nil
 				waiting[d.subject] = q[1:]
 				mu.Unlock()

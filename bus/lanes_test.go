@@ -23,10 +23,6 @@ import (
 // TestService_BadPayloads). Each requester checks its answer, and the
 // requests on one subject must reach the handler in the order sent.
 func TestLanes_AnswersErrorsAndKeepsOrderPerSubject(t *testing.T) {
-	s := bustest.Start(t)
-	srv := bustest.Conn(t, s.URL())
-	g := svc.NewGroup(context.Background())
-	t.Cleanup(g.Stop)
 
 	var mu sync.Mutex
 	seen := map[string][]int{}
@@ -41,19 +37,9 @@ func TestLanes_AnswersErrorsAndKeepsOrderPerSubject(t *testing.T) {
 		}
 		_ = r.Respond([]byte("ok "+r.Subject()), micro.WithHeaders(micro.Headers{"X-N": []string{strconv.Itoa(n)}}))
 	})
-	m, err := micro.AddService(srv, micro.Config{Name: "lanes", Version: "0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Stop() })
-	if err := m.AddEndpoint("e", bus.Lanes(srv, g.Go, 4, h), micro.WithEndpointSubject("lanes.*")); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	url := serveLanes(t, 4, h)
 
-	cli := bustest.Conn(t, s.URL())
+	cli := bustest.Conn(t, url)
 	// Alone on the bus first: with no other message between micro's read
 	// and the lane's answer, nothing orders the two, and the race
 	// detector sees a lane that answers through micro's request.
@@ -139,10 +125,6 @@ func TestLanes_AnswersErrorsAndKeepsOrderPerSubject(t *testing.T) {
 // onto fixed lanes waited behind it), and past the queue bound a flood on
 // the busy subject is answered 503 at once.
 func TestLanes_ABusySubjectHoldsUpOnlyItself(t *testing.T) {
-	s := bustest.Start(t)
-	srv := bustest.Conn(t, s.URL())
-	g := svc.NewGroup(context.Background())
-	t.Cleanup(g.Stop)
 	release, held := make(chan struct{}), make(chan struct{}, 100)
 	h := micro.HandlerFunc(func(r micro.Request) {
 		if r.Subject() == "lanes.busy" {
@@ -151,18 +133,8 @@ func TestLanes_ABusySubjectHoldsUpOnlyItself(t *testing.T) {
 		}
 		_ = r.Respond([]byte("ok"))
 	})
-	m, err := micro.AddService(srv, micro.Config{Name: "lanes", Version: "0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Stop() })
-	if err := m.AddEndpoint("e", bus.Lanes(srv, g.Go, 2, h), micro.WithEndpointSubject("lanes.*")); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	cli := bustest.Conn(t, s.URL())
+	url := serveLanes(t, 2, h)
+	cli := bustest.Conn(t, url)
 	inbox := nats.NewInbox()
 	busy, err := cli.SubscribeSync(inbox)
 	if err != nil {
@@ -211,10 +183,6 @@ func TestLanes_ABusySubjectHoldsUpOnlyItself(t *testing.T) {
 // (bus.TimeoutHeader) is dropped unserved; one without the header, or
 // still within its time, is served.
 func TestLanes_DropsWhatTheRequesterGaveUpOn(t *testing.T) {
-	s := bustest.Start(t)
-	srv := bustest.Conn(t, s.URL())
-	g := svc.NewGroup(context.Background())
-	t.Cleanup(g.Stop)
 	release, held := make(chan struct{}), make(chan struct{}, 1)
 	var mu sync.Mutex
 	var served []string
@@ -228,18 +196,8 @@ func TestLanes_DropsWhatTheRequesterGaveUpOn(t *testing.T) {
 		}
 		_ = r.Respond([]byte("ok"))
 	})
-	m, err := micro.AddService(srv, micro.Config{Name: "lanes", Version: "0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Stop() })
-	if err := m.AddEndpoint("e", bus.Lanes(srv, g.Go, 4, h), micro.WithEndpointSubject("lanes.*")); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	cli := bustest.Conn(t, s.URL())
+	url := serveLanes(t, 4, h)
+	cli := bustest.Conn(t, url)
 	inbox := nats.NewInbox()
 	answers, err := cli.SubscribeSync(inbox)
 	if err != nil {
@@ -277,4 +235,26 @@ func TestLanes_DropsWhatTheRequesterGaveUpOn(t *testing.T) {
 	if got := fmt.Sprint(served); got != "[first patient no header]" {
 		t.Fatalf("served %s, want [first patient no header]", got)
 	}
+}
+
+// serveLanes serves h on lanes.* through bus.Lanes with n at once, on a
+// bus of its own, and returns the bus's URL.
+func serveLanes(t *testing.T, n int, h micro.Handler) string {
+	t.Helper()
+	s := bustest.Start(t)
+	srv := bustest.Conn(t, s.URL())
+	g := svc.NewGroup(context.Background())
+	t.Cleanup(g.Stop)
+	m, err := micro.AddService(srv, micro.Config{Name: "lanes", Version: "0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Stop() })
+	if err := m.AddEndpoint("e", bus.Lanes(srv, g.Go, n, h), micro.WithEndpointSubject("lanes.*")); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return s.URL()
 }

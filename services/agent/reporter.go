@@ -100,6 +100,11 @@ func (r *reporter) peek(n int) []schemas.StateChange {
 func (r *reporter) drop(settled []bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if !slices.Contains(settled, false) { // the common case: the whole head
+		clear(r.queue[:len(settled)])
+		r.queue = r.queue[len(settled):]
+		return
+	}
 	kept := make([]schemas.StateChange, 0, len(r.queue))
 	for i, sc := range r.queue {
 		if i >= len(settled) || !settled[i] {
