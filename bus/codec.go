@@ -168,6 +168,15 @@ func ErrorCode(err error) int {
 	return CodeInternal
 }
 
+// RefusedForGood reports whether an error reply with code refuses the
+// request for good (malformed, gone, or from an agent instance that was
+// replaced: 400, 410, 409): sending it again cannot succeed. Any other
+// error may pass. Agents' state reports are dropped on these and retried
+// on the others, alone (.state) or in a batch (.states).
+func RefusedForGood(code int) bool {
+	return code == CodeBadRequest || code == CodeGone || code == CodeConflict
+}
+
 // errorFromHeader turns a reply's error headers into an *Error, or nil.
 func errorFromHeader(h nats.Header) error {
 	if h == nil {

@@ -200,7 +200,7 @@ func (r *reporter) sendBatch(ctx context.Context, batch []schemas.StateChange) (
 			if r.onAck != nil {
 				r.onAck(sc, &schemas.StateAck{Kill: res.Kill, Reason: res.Reason})
 			}
-		case refusedForGood(res.Code):
+		case bus.RefusedForGood(res.Code):
 			settled[i] = true
 			r.log.Error().Str("id", reportID(sc)).Str("state", sc.State).Int("code", res.Code).Str("error", res.Error).
 				Msg("state report refused; dropping it")
@@ -234,7 +234,7 @@ func (r *reporter) send(ctx context.Context, sc schemas.StateChange) (*schemas.S
 		if ctx.Err() != nil {
 			return nil, false
 		}
-		if refusedForGood(bus.ErrorCode(err)) {
+		if bus.RefusedForGood(bus.ErrorCode(err)) {
 			// Conflict: this agent instance was replaced by a newer one,
 			// whose registration settled what runs on the worker.
 			log.Error().Err(err).Msg("state report refused; dropping it")
@@ -257,13 +257,4 @@ func reportID(sc schemas.StateChange) string {
 		return sc.DriverID
 	}
 	return schemas.ExecutorKey(sc.AppID, sc.ExecutorID)
-}
-
-// refusedForGood reports whether the cluster refused a report for good
-// (malformed, gone, or from an agent instance that was replaced): it is
-// dropped, since sending it again would block every later one. Conflict:
-// this agent instance was replaced by a newer one, whose registration
-// settled what runs on the worker.
-func refusedForGood(code int) bool {
-	return code == bus.CodeBadRequest || code == bus.CodeGone || code == bus.CodeConflict
 }

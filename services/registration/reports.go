@@ -54,7 +54,7 @@ func (s *Service) handleStates(ctx context.Context, in bus.Inbound, req *schemas
 				continue
 			}
 			out.Results[i] = s.takeState(ctx, in, &req.Reports[i])
-			if c := out.Results[i].Code; c != 0 && !refusedForGood(c) {
+			if c := out.Results[i].Code; c != 0 && !bus.RefusedForGood(c) {
 				held = out.Results[i].Error
 			}
 		}
@@ -83,13 +83,6 @@ func (s *Service) takeState(ctx context.Context, in bus.Inbound, req *schemas.St
 		return schemas.StateResult{Kill: a.Kill, Reason: a.Reason}
 	}
 	return schemas.StateResult{}
-}
-
-// refusedForGood reports whether a report refused with code is never to
-// be sent again (malformed, gone, or from a replaced agent instance): the
-// agent's reporter drops it, as it does such an answer to .state.
-func refusedForGood(code int) bool {
-	return code == bus.CodeBadRequest || code == bus.CodeGone || code == bus.CodeConflict
 }
 
 // checkReporter refuses (409, as a replaced instance's registration is) a
