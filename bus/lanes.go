@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
@@ -61,7 +60,7 @@ func Lanes(nc *nats.Conn, spawn func(func(context.Context)) bool, n int, h micro
 		if running {
 			if len(q) >= maxQueued {
 				mu.Unlock()
-				_ = d.Error(strconv.Itoa(CodeUnavailable), fmt.Sprintf("%d requests already wait on %s", maxQueued, d.subject), nil)
+				_ = ReplyError(FromMicro(d), Errorf(CodeUnavailable, "%d requests already wait on %s", maxQueued, d.subject))
 				return
 			}
 			waiting[d.subject] = append(q, d)

@@ -127,7 +127,7 @@ func Serve[Req any](ctx context.Context, log *zerolog.Logger, c *Counters, in In
 		_ = ReplyError(in, err)
 		return
 	}
-	resp, err := safeCall(ctx, in, req, fn)
+	resp, err := SafeCall(ctx, in, req, fn)
 	if err != nil {
 		if c != nil {
 			c.Errors.Add(1)
@@ -147,7 +147,9 @@ func Serve[Req any](ctx context.Context, log *zerolog.Logger, c *Counters, in In
 	}
 }
 
-func safeCall[Req any](ctx context.Context, in Inbound, req *Req, fn Handler[Req]) (resp any, err error) {
+// SafeCall calls fn, turning a panic into a 500 error: what Serve does
+// with a request, for a caller that serves several in one (a batch).
+func SafeCall[Req any](ctx context.Context, in Inbound, req *Req, fn Handler[Req]) (resp any, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = Errorf(CodeInternal, "internal error: %v", r)
@@ -258,14 +260,21 @@ func CallAck(ctx context.Context, nc *nats.Conn, subject string, req any) (*sche
 	if err := Call(ctx, nc, subject, req, &ack); err != nil {
 		return nil, err
 	}
-	if !ack.OK {
-		msg := ack.Message
-		if msg == "" {
-			msg = "no reason given"
-		}
-		return &ack, fmt.Errorf("%s: %w: %s", subject, ErrRefused, msg)
+	return &ack, Refusal(subject, &ack)
+}
+
+// Refusal is the error of an Ack with ok false answering a request on
+// subject (wrapping ErrRefused, with the peer's reason), nil for one with
+// ok true.
+func Refusal(subject string, ack *schemas.Ack) error {
+	if ack.OK {
+		return nil
 	}
-	return &ack, nil
+	msg := ack.Message
+	if msg == "" {
+		msg = "no reason given"
+	}
+	return fmt.Errorf("%s: %w: %s", subject, ErrRefused, msg)
 }
 
 // Publish encodes v as msgpack and publishes it (fire and forget).

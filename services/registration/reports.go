@@ -62,16 +62,10 @@ func (s *Service) handleStates(ctx context.Context, in bus.Inbound, req *schemas
 	return out, nil
 }
 
-// takeState is one report of a batch through handleState, its outcome
-// as a StateResult (a panic is a 500, as bus.Serve makes it).
-func (s *Service) takeState(ctx context.Context, in bus.Inbound, req *schemas.StateChange) (res schemas.StateResult) {
-	defer func() {
-		if r := recover(); r != nil {
-			res = schemas.StateResult{Code: bus.CodeInternal, Error: fmt.Sprintf("internal error: %v", r)}
-			s.log.Error().Str("report", reportID(req)).Interface("panic", r).Msg("state report failed")
-		}
-	}()
-	reply, err := s.handleState(ctx, in, req)
+// takeState is one report of a batch through handleState (as bus.Serve
+// calls it: a panic is a 500), its outcome as a StateResult.
+func (s *Service) takeState(ctx context.Context, in bus.Inbound, req *schemas.StateChange) schemas.StateResult {
+	reply, err := bus.SafeCall(ctx, in, req, s.handleState)
 	if err != nil {
 		code := bus.ErrorCode(err)
 		if code >= 500 {

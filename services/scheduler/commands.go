@@ -162,12 +162,8 @@ func (a *applier) launchBatch(ctx context.Context, epoch uint64, ls []ExecutorLa
 	}
 	for k, j := range idx {
 		e := err
-		if e == nil && !acks.Acks[k].OK {
-			msg := acks.Acks[k].Message
-			if msg == "" {
-				msg = "no reason given"
-			}
-			e = fmt.Errorf("%s: %w: %s", subject, bus.ErrRefused, msg)
+		if e == nil {
+			e = bus.Refusal(subject, &acks.Acks[k])
 		}
 		if a.launched(ctx, epoch, ls[j].Executor, e, log) {
 			failed = append(failed, j)
