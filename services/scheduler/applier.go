@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -194,15 +195,47 @@ func (a *applier) updateApp(ctx context.Context, epoch uint64, log *zerolog.Logg
 
 // createExecutor writes a placed executor's record (LAUNCHING); only an
 // executor whose record was created is launched.
+//
+// A create whose answer was lost (a timeout, or a 5xx while JetStream
+// elects stream leaders after a heal) may have landed, and a record of
+// this epoch that nobody launches holds its resources with nobody to
+// launch or lose it until the next epoch (the partition test found one
+// LAUNCHING for minutes). So the create is sent again until the stream
+// decides, and a record already there is this create's when it is the
+// same placement (createdHere).
 func (a *applier) createExecutor(ctx context.Context, epoch uint64, e schemas.Executor, log *zerolog.Logger) bool {
 	e.Epoch, e.CreatedAt, e.UpdatedAt = epoch, now(), now()
-	if _, err := bus.Create(ctx, a.v.executors.kv, e.Key(), &e); err != nil {
-		log.Warn().Err(err).Str("executor", e.Key()).Msg("cannot create executor record; not launching it")
-		a.v.executors.refresh(ctx, e.Key())
+	kv, key := a.v.executors.kv, e.Key()
+	err := bus.RetryTransient(ctx, a.launchTimeout, func(ctx context.Context) error {
+		_, err := bus.Create(ctx, kv, key, &e)
+		return err
+	})
+	if bus.IsCASConflict(err) {
+		var cur *schemas.Executor
+		err = bus.RetryTransient(ctx, a.launchTimeout, func(ctx context.Context) error {
+			var gerr error
+			cur, _, gerr = bus.Get[schemas.Executor](ctx, kv, key)
+			return gerr
+		})
+		if err == nil && !createdHere(cur, &e) {
+			err = fmt.Errorf("executor %s exists, placed on %s by epoch %d", key, cur.WorkerID, cur.Epoch)
+		}
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Warn().Err(err).Str("executor", key).Msg("cannot create executor record; not launching it")
+		}
+		a.v.executors.refresh(context.WithoutCancel(ctx), key)
 		return false
 	}
-	bus.EmitEpoch(a.nc, epoch, "executor", e.Key(), string(e.State), "placed on "+e.WorkerID)
+	bus.EmitEpoch(a.nc, epoch, "executor", key, string(e.State), "placed on "+e.WorkerID)
 	return true
+}
+
+// createdHere reports whether cur is the record create c wrote: the same
+// placement (epoch, worker) stamped at the same instant.
+func createdHere(cur, c *schemas.Executor) bool {
+	return cur != nil && cur.Epoch == c.Epoch && cur.WorkerID == c.WorkerID && cur.CreatedAt.Equal(c.CreatedAt)
 }
 
 // launchExecutors launches the executors whose records were created and

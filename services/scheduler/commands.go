@@ -207,14 +207,26 @@ func (a *applier) launched(ctx context.Context, epoch uint64, e schemas.Executor
 		msg = fmt.Sprintf("worker %s unreachable (no agent answers): not counted as the executor's failure", e.WorkerID)
 	}
 	log.Warn().Str("executor", e.Key()).Str("worker_id", e.WorkerID).Err(err).Msg("executor launch failed")
-	_, wrote, merr := bus.MutateIf(ctx, a.v.executors.kv, e.Key(), func(n *schemas.Executor) bool {
-		to, ok := n.State.Next(ev)
-		if !ok || n.Epoch != epoch {
-			return false
-		}
-		n.State, n.Message, n.Error, n.UpdatedAt = to, msg, launchErr, now()
-		return true
+	// Retried while the bus fails for a while (a compare-and-set, so a
+	// write that landed unanswered is found): given up, the record would
+	// stay LAUNCHING at this epoch, which nobody checks.
+	var wrote, landed bool
+	merr := bus.RetryTransient(ctx, a.launchTimeout, func(ctx context.Context) error {
+		var err error
+		_, wrote, err = bus.MutateIf(ctx, a.v.executors.kv, e.Key(), func(n *schemas.Executor) bool {
+			if landed = n.Epoch == epoch && n.State == state && n.Message == msg; landed {
+				return false // an earlier attempt's write
+			}
+			to, ok := n.State.Next(ev)
+			if !ok || n.Epoch != epoch {
+				return false
+			}
+			n.State, n.Message, n.Error, n.UpdatedAt = to, msg, launchErr, now()
+			return true
+		})
+		return err
 	})
+	wrote = wrote || landed
 	a.after(ctx, log, a.v.executors, change{"executor", e.Key(), string(state), msg, epoch}, merr, wrote)
 	return wrote && state == schemas.ExecutorFailed
 }
@@ -225,14 +237,29 @@ func (a *applier) launched(ctx context.Context, epoch uint64, e schemas.Executor
 // agent's own report says.
 func (a *applier) launchDriver(ctx context.Context, epoch uint64, l DriverLaunch, log *zerolog.Logger) {
 	dlog := log.With().Str("driver_id", l.DriverID).Str("worker_id", l.WorkerID).Int("attempt", l.Attempt).Logger()
-	d, placed, err := bus.MutateIf(ctx, a.v.drivers.kv, l.DriverID, func(n *schemas.Driver) bool {
-		if n.State != l.From || n.WorkerID != l.FromWorker || n.KillRequested {
-			return false
-		}
-		n.State, n.WorkerID, n.Attempts, n.Message, n.UpdatedAt = schemas.DriverRunning, l.WorkerID, l.Attempt, "", now()
-		n.Resources = l.Driver.Resources
-		return true
+	// Retried while the bus fails for a while, as an executor's create
+	// (createExecutor): a placement that landed unanswered is found as
+	// this one (the attempt's number is new) and launched.
+	var (
+		d              *schemas.Driver
+		placed, landed bool
+	)
+	err := bus.RetryTransient(ctx, a.launchTimeout, func(ctx context.Context) error {
+		var err error
+		d, placed, err = bus.MutateIf(ctx, a.v.drivers.kv, l.DriverID, func(n *schemas.Driver) bool {
+			if landed = n.State == schemas.DriverRunning && n.WorkerID == l.WorkerID && n.Attempts == l.Attempt && l.From != schemas.DriverRunning; landed {
+				return false
+			}
+			if n.State != l.From || n.WorkerID != l.FromWorker || n.KillRequested {
+				return false
+			}
+			n.State, n.WorkerID, n.Attempts, n.Message, n.UpdatedAt = schemas.DriverRunning, l.WorkerID, l.Attempt, "", now()
+			n.Resources = l.Driver.Resources
+			return true
+		})
+		return err
 	})
+	placed = placed || (err == nil && landed)
 	if err != nil || !placed {
 		if err != nil && ctx.Err() == nil {
 			dlog.Warn().Err(err).Msg("cannot place driver")
@@ -273,18 +300,27 @@ func (a *applier) launchDriver(ctx context.Context, epoch uint64, l DriverLaunch
 	if errors.Is(err, bus.ErrRefused) {
 		ev = schemas.DriverEvErrored
 	}
-	_, wrote, merr := bus.MutateIf(ctx, a.v.drivers.kv, l.DriverID, func(n *schemas.Driver) bool {
-		to, ok := n.State.Next(ev)
-		if !ok || n.State != schemas.DriverRunning || n.WorkerID != l.WorkerID || n.Attempts != l.Attempt {
-			return false
-		}
-		n.State, n.Message, n.UpdatedAt = to, msg, now()
-		if to == schemas.DriverSubmitted {
-			n.WorkerID = "" // placed again by the next pass
-		}
-		return true
-	})
 	to, _ := schemas.DriverRunning.Next(ev)
+	var wrote, reverted bool
+	merr := bus.RetryTransient(ctx, a.launchTimeout, func(ctx context.Context) error {
+		var err error
+		_, wrote, err = bus.MutateIf(ctx, a.v.drivers.kv, l.DriverID, func(n *schemas.Driver) bool {
+			if reverted = n.State == to && n.Message == msg; reverted {
+				return false // an earlier attempt's write
+			}
+			next, ok := n.State.Next(ev)
+			if !ok || n.State != schemas.DriverRunning || n.WorkerID != l.WorkerID || n.Attempts != l.Attempt {
+				return false
+			}
+			n.State, n.Message, n.UpdatedAt = next, msg, now()
+			if next == schemas.DriverSubmitted {
+				n.WorkerID = "" // placed again by the next pass
+			}
+			return true
+		})
+		return err
+	})
+	wrote = wrote || (merr == nil && reverted)
 	dlog.Warn().Err(err).Str("state", string(to)).Msg("driver launch failed")
 	a.after(ctx, log, a.v.drivers, change{"driver", l.DriverID, string(to), msg, epoch}, merr, wrote)
 }

@@ -86,6 +86,10 @@ type Config struct {
 	// that each launch carries to its executor or driver; a driver's app id
 	// is then reserved at launch. Nil on a bus without authentication.
 	AppCreds func(appID string) ([]byte, error)
+
+	// storeHook, for tests, sees the store before anything uses it (to
+	// put a fault in front of a bucket: an answer lost after the write).
+	storeHook func(*bus.Store)
 }
 
 // Service is one scheduler instance: a standby until it wins the lease,
@@ -206,6 +210,9 @@ func (s *Service) start(ctx context.Context) error {
 	st, err := bus.OpenStore(ctx, js)
 	if err != nil {
 		return fmt.Errorf("scheduler: %w", err)
+	}
+	if s.cfg.storeHook != nil {
+		s.cfg.storeHook(st)
 	}
 	ttl, err := bus.LeaseTTL(ctx, st.Leader)
 	if err != nil {
