@@ -363,9 +363,10 @@ func (p *pcluster) settled() (bool, string) {
 			return false, fmt.Sprintf("executor %s: KV says %s pid %d, the process is %s pid %d", key, x.WorkerID, x.PID, procs[0].worker, procs[0].pid)
 		}
 	}
-	for key := range kv {
+	for key, x := range kv {
 		if len(real[key]) == 0 {
-			return false, fmt.Sprintf("executor %s RUNNING in KV without a process", key)
+			return false, fmt.Sprintf("executor %s %s in KV without a process (on %s, epoch %d, created %s, updated %s, %q)",
+				key, x.State, x.WorkerID, x.Epoch, x.CreatedAt.Format(time.StampMilli), x.UpdatedAt.Format(time.StampMilli), x.Message)
 		}
 	}
 	return true, ""
