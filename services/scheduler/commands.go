@@ -202,9 +202,16 @@ func (a *applier) launched(ctx context.Context, epoch uint64, e schemas.Executor
 	// executor's: the executor is LOST, as on a lost worker, and not
 	// counted toward the app's retries; the worker is avoided above.
 	ev, state := schemas.ExecutorEvLaunchFailed, schemas.ExecutorFailed
-	if errors.Is(err, nats.ErrNoResponders) {
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
 		ev, state = schemas.ExecutorEvLost, schemas.ExecutorLost
 		msg = fmt.Sprintf("worker %s unreachable (no agent answers): not counted as the executor's failure", e.WorkerID)
+	case errors.Is(err, lease.ErrNoAuthority):
+		// Nothing was sent: the scheduler's own want of proof, never the
+		// executor's failure (counted, ten of them failed a live app's
+		// count while JetStream stalled after a heal).
+		ev, state = schemas.ExecutorEvLost, schemas.ExecutorLost
+		msg = fmt.Sprintf("not launched on %s: the scheduler could not prove its leadership (%v); not counted as the executor's failure", e.WorkerID, err)
 	}
 	log.Warn().Str("executor", e.Key()).Str("worker_id", e.WorkerID).Err(err).Msg("executor launch failed")
 	// Retried while the bus fails for a while (a compare-and-set, so a

@@ -2,15 +2,19 @@ package scheduler
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/bus/bustest"
+	"github.com/stoker/stoker/bus/lease"
 	"github.com/stoker/stoker/schemas"
 )
 
@@ -126,5 +130,61 @@ func TestService_LostDriverPlacementAnswer_DriverStillLaunched(t *testing.T) {
 	d, _, err := bus.Get[schemas.Driver](context.Background(), c.st.Drivers, "driver-1")
 	if err != nil || d.State != schemas.DriverRunning || d.WorkerID != "w1" || d.Attempts != 1 {
 		t.Fatalf("driver %+v (%v), want RUNNING on w1, attempt 1", d, err)
+	}
+}
+
+// Without proven authority now, a plan's placements are held back (no
+// record created to end unlaunched), and so are the app updates that
+// record them; the rest of the plan goes ahead. With it, nothing changes.
+func TestApplier_UnprovenAuthority_HoldsPlacementsBack(t *testing.T) {
+	p := Plan{
+		LaunchExecutors: []ExecutorLaunch{{Executor: schemas.Executor{AppID: "app-1", ID: 3, WorkerID: "w1"}}},
+		LaunchDrivers:   []DriverLaunch{{DriverID: "driver-1", WorkerID: "w1"}},
+		AppUpdates: []AppUpdate{{AppID: "app-1", From: schemas.AppWaiting, State: schemas.AppRunning, NextExecutorID: 4},
+			{AppID: "app-2", From: schemas.AppWaiting, State: schemas.AppRunning}},
+		ExecutorUpdates: []ExecutorUpdate{{Key: "app-3.0", From: schemas.ExecutorRunning, State: schemas.ExecutorLost}},
+	}
+	log := zerolog.Nop()
+	proven := true
+	a := &applier{authorize: func(context.Context, uint64) (time.Time, error) {
+		if proven {
+			return time.Now().Add(time.Second), nil
+		}
+		return time.Time{}, lease.ErrNoAuthority
+	}}
+	if got := a.withoutUnprovenLaunches(context.Background(), 1, p, &log); len(got.LaunchExecutors) != 1 || len(got.LaunchDrivers) != 1 || len(got.AppUpdates) != 2 {
+		t.Fatalf("with authority: %+v, want the plan unchanged", got)
+	}
+	proven = false
+	got := a.withoutUnprovenLaunches(context.Background(), 1, p, &log)
+	if len(got.LaunchExecutors) != 0 || len(got.LaunchDrivers) != 0 {
+		t.Fatalf("without authority: launches %+v %+v, want none", got.LaunchExecutors, got.LaunchDrivers)
+	}
+	if len(got.AppUpdates) != 1 || got.AppUpdates[0].AppID != "app-2" || len(got.ExecutorUpdates) != 1 {
+		t.Fatalf("without authority: app updates %+v, executor updates %+v; want app-2's and the LOST", got.AppUpdates, got.ExecutorUpdates)
+	}
+	if len(p.AppUpdates) != 2 {
+		t.Fatal("the caller's plan was changed")
+	}
+}
+
+// A launch not sent for want of authority is the scheduler's, not the
+// executor's: LOST, not counted toward the app's retries (ten of them
+// FAILED, counted, while JetStream stalled after a heal in the partition
+// scenario).
+func TestApplier_UnauthorizedLaunchIsLostNotCounted(t *testing.T) {
+	c := newCluster(t)
+	e := schemas.Executor{AppID: "app-1", ID: 0, WorkerID: "w1", Cores: 1, MemoryMB: 256, State: schemas.ExecutorLaunching, Epoch: 3}
+	c.create(c.st.Executors, e.Key(), &e)
+	log := zerolog.Nop()
+	a := &applier{nc: c.nc, v: newView(c.st, log, nil), launchTimeout: time.Second, avoid: func(string) {
+		t.Error("a worker avoided for the scheduler's own want of authority")
+	}}
+	if counted := a.launched(context.Background(), 3, e, fmt.Errorf("%w: renewal not answered", lease.ErrNoAuthority), &log); counted {
+		t.Error("counted as the executor's failure")
+	}
+	x, _, err := bus.Get[schemas.Executor](context.Background(), c.st.Executors, e.Key())
+	if err != nil || x.State != schemas.ExecutorLost || !strings.Contains(x.Message, "not counted") {
+		t.Fatalf("executor %+v (%v), want LOST, not counted", x, err)
 	}
 }
