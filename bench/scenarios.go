@@ -547,13 +547,21 @@ func cpuTime(pid int) time.Duration {
 }
 
 // rss is a process's resident set in KiB.
-func rss(pid int) int64 {
+func rss(pid int) int64 { return procStatus(pid, "VmRSS:") }
+
+// rssAnon is the anonymous part of a process's resident set in KiB (its
+// heap and stacks; the rest is the executable's pages, shared by every
+// process running it and reclaimable by the kernel).
+func rssAnon(pid int) int64 { return procStatus(pid, "RssAnon:") }
+
+// procStatus is the KiB figure of field in /proc/<pid>/status, 0 if absent.
+func procStatus(pid int, field string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			f := strings.Fields(v)
 			if len(f) > 0 {
 				n, _ := strconv.ParseInt(f[0], 10, 64)
