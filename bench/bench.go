@@ -42,8 +42,12 @@ type Cluster struct {
 	// RealAgent starts a real `stoker agent` process for wid; stop ends it.
 	// Nil: no real-process scenario.
 	RealAgent func(ctx context.Context, wid string, cores int) (pid int, stop func(), err error)
-	// PIDs are the processes whose RSS and CPU are reported, by name.
-	PIDs map[string]int
+	// PIDs are the other processes whose CPU and RSS are reported, by
+	// name (nil or empty: everything runs in this process).
+	PIDs func() map[string]int
+	// Self says what runs in this process ("bench process: bus, services,
+	// agents"), the label of its CPU and RSS.
+	Self string
 	Log  zerolog.Logger
 }
 

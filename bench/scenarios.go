@@ -3,9 +3,11 @@ package bench
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -166,7 +168,9 @@ func fleetScenarios(ctx context.Context, c *Cluster, o Options, res *Result, wan
 	if want("latency") {
 		idleLatency(ctx, c, o, tr, res)
 	}
-	if !want("placements") {
+	// Resources, failover and dead workers are measured with the
+	// executors running: placing them is their setup (and is reported).
+	if !want("placements") && !want("resources") && !want("failover") && !want("dead") {
 		return
 	}
 	apps, ok := placements(ctx, c, o, tr, f, res)
@@ -512,18 +516,34 @@ func steady(ctx context.Context, c *Cluster, o Options, res *Result) {
 	if d <= 0 {
 		d = 5 * time.Second
 	}
-	u0, t0 := cpuTime(os.Getpid()), time.Now()
+	self := c.Self
+	if self == "" {
+		self = "bench process"
+	}
+	procs := map[string]int{self: os.Getpid()}
+	if c.PIDs != nil {
+		for name, pid := range c.PIDs() {
+			procs[name] = pid
+		}
+	}
+	names := slices.Sorted(maps.Keys(procs))
+	u0, t0 := map[string]time.Duration{}, time.Now()
+	for _, n := range names {
+		u0[n] = cpuTime(procs[n])
+	}
 	select {
 	case <-time.After(d):
 	case <-ctx.Done():
 		return
 	}
-	u1 := cpuTime(os.Getpid())
-	res.add(Row{Scenario: "resources", Figure: "CPU, steady heartbeats (bench process: bus, services, agents)", Value: 100 * (u1 - u0).Seconds() / time.Since(t0).Seconds(), Unit: "% of a core",
-		Note: fmt.Sprintf("%d agents, %d executors running", o.Agents, o.Executors)})
-	res.add(Row{Scenario: "resources", Figure: "RSS (bench process)", Value: float64(rss(os.Getpid())) / 1024, Unit: "MB"})
-	for name, pid := range c.PIDs {
-		res.add(Row{Scenario: "resources", Figure: "RSS " + name, Value: float64(rss(pid)) / 1024, Unit: "MB"})
+	el := time.Since(t0).Seconds()
+	note := fmt.Sprintf("%d agents, %d executors running", o.Agents, o.Executors)
+	for _, n := range names {
+		res.add(Row{Scenario: "resources", Figure: "CPU, steady heartbeats (" + n + ")", Value: 100 * (cpuTime(procs[n]) - u0[n]).Seconds() / el,
+			Unit: "% of a core", Note: note})
+	}
+	for _, n := range names {
+		res.add(Row{Scenario: "resources", Figure: "RSS (" + n + ")", Value: float64(rss(procs[n])) / 1024, Unit: "MB"})
 	}
 }
 

@@ -34,6 +34,7 @@ type benchOptions struct {
 	data       string
 	keep       bool
 	tcp        bool
+	processes  bool
 	cpuProfile string
 	memProfile string
 	logLevel   string
@@ -62,12 +63,19 @@ no process, each on its own connection) and runs the scenarios:
               executors run again elsewhere
   real        --real-processes N: N ` + "`sleep`" + ` executors on 2 real agent processes
 
+With --processes the bus and each service run as their own processes
+(` + "`stoker bus`" + `, registration, heartbeat, recovery, scheduler), as a deployment
+runs them: resources then gives CPU and RSS per process, and failover kills
+the leading scheduler's process. Set STOKER_CPUPROFILE=DIR to have every
+stoker process (these included) write DIR/<command>-<pid>.pprof.
+
 It checks what it measures: an executor lost, running twice or a count that
 is not the one asked for prints FAILED and exits 1. Time never fails it.`,
 		examples: []string{
 			"stoker bench",
 			"stoker bench --agents 1000 --executors 100000 --apps 100 --json",
 			"stoker bench --agents 2 --scenarios reference,real --real-processes 500",
+			"stoker bench --processes --agents 2000 --scenarios resources,dead --heartbeat-interval 1s",
 		},
 		setup: setupWith(bindBench, runBench),
 	})
@@ -84,6 +92,7 @@ func bindBench(fs *flag.FlagSet, o *benchOptions) func(args []string) error {
 	scen := fs.String("scenarios", "", "comma-separated scenarios to run (default: all): "+strings.Join(benchScenarios, ","))
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	data := fs.String("data", "", "data dir of the embedded cluster (default: a temporary dir, removed)")
+	procs := fs.Bool("processes", false, "run the bus and each service as its own process (stoker bus, registration, heartbeat, recovery, scheduler), as a deployment does, for CPU and RSS per service; the simulated agents stay in this process, over TCP+TLS")
 	tcp := fs.Bool("tcp", false, "simulated agents connect over TCP+TLS (default: in-process connections, still each its own credential; 10,000 TCP agents need 20,000 file descriptors)")
 	cpu := fs.String("cpuprofile", "", "write a CPU profile of the placements and steady phases to this file")
 	mem := fs.String("memprofile", "", "write a heap profile at the end to this file")
@@ -120,7 +129,7 @@ func bindBench(fs *flag.FlagSet, o *benchOptions) func(args []string) error {
 		}
 		*o = benchOptions{opts: bench.Options{Agents: *agents, Executors: *executors, Apps: *apps, RealProcesses: *real,
 			LatencyRuns: *runs, DeadFraction: *dead, Only: only, Steady: *steady},
-			json: *asJSON, data: *data, tcp: *tcp, cpuProfile: *cpu, memProfile: *mem, logLevel: *level, hb: *hb, wt: *wt}
+			json: *asJSON, data: *data, tcp: *tcp || *procs, processes: *procs, cpuProfile: *cpu, memProfile: *mem, logLevel: *level, hb: *hb, wt: *wt}
 		return nil
 	}
 }
@@ -152,76 +161,61 @@ func runBench(ctx context.Context, e *env, o *benchOptions) error {
 		}
 		defer os.RemoveAll(data)
 	}
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	ufs := flag.NewFlagSet("up", flag.ContinueOnError)
-	uo := &upOptions{}
-	complete := bindUp(ufs, uo)
-	if err := ufs.Parse([]string{"--data", data, "--port", strconv.Itoa(port), "--web-addr", "off",
-		"--heartbeat-interval", o.hb.String(), "--worker-timeout", o.wt.String()}); err != nil {
-		return err
-	}
-	if err := complete(nil); err != nil {
-		return err
-	}
-	uo.workers = 0
-	uo.logLevel = "warn"
-	c, err := startUp(ctx, uo, qlog)
-	if err != nil {
-		return err
-	}
-	defer c.Stop()
-	keys, err := auth.Load(filepath.Join(c.data, auth.KeysDir))
-	if err != nil {
-		return err
-	}
-	connect := func(role auth.Role, name string, inProcess bool) (*nats.Conn, error) {
-		creds, err := keys.Mint(role, name, 0)
-		if err != nil {
-			return nil, err
-		}
-		co := bus.ConnectOptions{Name: "stoker-bench-" + name, CredsData: creds, CA: c.ca, Log: &qlog}
-		url := c.url
-		if inProcess {
-			co.Server, url = c.srv, ""
-		}
-		// Thousands connecting at once on a loaded machine: a TLS
-		// handshake can time out; try again as an agent would.
-		for attempt := 0; ; attempt++ {
-			nc, err := bus.Connect(url, co)
-			if err == nil || attempt == 9 {
-				return nc, err
-			}
-			time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
-		}
-	}
-	admin, err := connect(auth.RoleAdmin, "bench", true)
-	if err != nil {
-		return err
-	}
-	defer admin.Close()
-
 	var (
-		mu     sync.Mutex
-		extras []namedService
+		url, ca   string
+		keys      *auth.Keys
+		srv       *bus.Server // the in-process bus (nil with --processes)
+		startSchd func(ctx context.Context) (string, func(), error)
+		failSchd  func(id string) error
+		pids      func() map[string]int
+		self      = "bench process: bus, services, agents"
 	)
-	failSvc := func(ns namedService) {
-		ns.nc.Close() // no lease release, no goodbye: SIGKILL as the bus sees it
-		ns.s.Stop()
-	}
-	acfg := agentConfig(nil, qlog, agentSettings{natsURL: c.url, host: "bench", workDir: filepath.Join(c.data, "sim"),
-		heartbeat: o.hb, killGrace: time.Second, secure: true, tlsCA: c.ca})
-	acfg.PingWait = 50 * time.Millisecond
-	cl := &bench.Cluster{
-		URL: c.url, Admin: admin, Agent: acfg, WorkerTimeout: o.wt, Log: qlog,
-		ConnectAgent: func(_ context.Context, wid string) (*nats.Conn, error) {
-			return connect(auth.RoleAgent, wid, !o.tcp)
-		},
-		StartScheduler: func(ctx context.Context) (string, func(), error) {
+	if o.processes {
+		pc, err := startProcCluster(ctx, data, o.hb, o.wt)
+		if err != nil {
+			return err
+		}
+		defer pc.stop()
+		url, ca, keys, pids = pc.url, pc.ca, pc.keys, pc.pids
+		self = "bench process: simulated agents"
+		startSchd = func(context.Context) (string, func(), error) {
 			id := instanceID("scheduler")
-			nc, err := connect(auth.RoleScheduler, id, true)
+			if _, err := pc.startService("scheduler", id); err != nil {
+				return "", nil, err
+			}
+			return id, func() { _ = pc.kill(id) }, nil
+		}
+		failSchd = pc.kill
+	} else {
+		c, uo, err := startBenchUp(ctx, data, o, qlog)
+		if err != nil {
+			return err
+		}
+		defer c.Stop()
+		if keys, err = auth.Load(filepath.Join(c.data, auth.KeysDir)); err != nil {
+			return err
+		}
+		url, ca, srv = c.url, c.ca, c.srv
+		pids = func() map[string]int { return nil }
+		var mu sync.Mutex
+		var extras []namedService
+		defer func() {
+			for _, ns := range extras {
+				ns.s.Stop()
+				ns.nc.Close()
+			}
+		}()
+		failSvc := func(ns namedService) {
+			ns.nc.Close() // no lease release, no goodbye: SIGKILL as the bus sees it
+			ns.s.Stop()
+		}
+		startSchd = func(ctx context.Context) (string, func(), error) {
+			id := instanceID("scheduler")
+			creds, err := keys.Mint(auth.RoleScheduler, id, 0)
+			if err != nil {
+				return "", nil, err
+			}
+			nc, err := bus.Connect("", bus.ConnectOptions{Name: "stoker-bench-" + id, CredsData: creds, CA: ca, Log: &qlog, Server: srv})
 			if err != nil {
 				return "", nil, err
 			}
@@ -241,8 +235,8 @@ func runBench(ctx context.Context, e *env, o *benchOptions) error {
 			extras = append(extras, ns)
 			mu.Unlock()
 			return id, func() { failSvc(ns) }, nil
-		},
-		FailScheduler: func(id string) error {
+		}
+		failSchd = func(id string) error {
 			mu.Lock()
 			defer mu.Unlock()
 			for _, ns := range append(append([]namedService(nil), c.services...), extras...) {
@@ -252,18 +246,49 @@ func runBench(ctx context.Context, e *env, o *benchOptions) error {
 				}
 			}
 			return fmt.Errorf("no scheduler %q in this process", id)
-		},
-		RealAgent: func(ctx context.Context, wid string, cores int) (int, func(), error) {
-			return startRealAgent(ctx, c, admin, keys, wid, cores)
-		},
-		PIDs: map[string]int{},
-	}
-	defer func() {
-		for _, ns := range extras {
-			ns.s.Stop()
-			ns.nc.Close()
 		}
-	}()
+	}
+	connect := func(role auth.Role, name string, inProcess bool) (*nats.Conn, error) {
+		creds, err := keys.Mint(role, name, 0)
+		if err != nil {
+			return nil, err
+		}
+		co := bus.ConnectOptions{Name: "stoker-bench-" + name, CredsData: creds, CA: ca, Log: &qlog}
+		u := url
+		if inProcess && srv != nil {
+			co.Server, u = srv, ""
+		}
+		// Thousands connecting at once on a loaded machine: a TLS
+		// handshake can time out; try again as an agent would.
+		for attempt := 0; ; attempt++ {
+			nc, err := bus.Connect(u, co)
+			if err == nil || attempt == 9 {
+				return nc, err
+			}
+			time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
+		}
+	}
+	admin, err := connect(auth.RoleAdmin, "bench", true)
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+
+	acfg := agentConfig(nil, qlog, agentSettings{natsURL: url, host: "bench", workDir: filepath.Join(data, "sim"),
+		heartbeat: o.hb, killGrace: time.Second, secure: true, tlsCA: ca})
+	acfg.PingWait = 50 * time.Millisecond
+	cl := &bench.Cluster{
+		URL: url, Admin: admin, Agent: acfg, WorkerTimeout: o.wt, Log: qlog, Self: self,
+		ConnectAgent: func(_ context.Context, wid string) (*nats.Conn, error) {
+			return connect(auth.RoleAgent, wid, !o.tcp)
+		},
+		StartScheduler: startSchd,
+		FailScheduler:  failSchd,
+		RealAgent: func(ctx context.Context, wid string, cores int) (int, func(), error) {
+			return startRealAgent(ctx, data, url, ca, admin, keys, wid, cores)
+		},
+		PIDs: pids,
+	}
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
 		if err != nil {
@@ -296,6 +321,29 @@ func runBench(ctx context.Context, e *env, o *benchOptions) error {
 	return nil
 }
 
+// startBenchUp brings up the whole cluster in this process, as `stoker
+// up` does, without agents or web UI, on a free port.
+func startBenchUp(ctx context.Context, data string, o *benchOptions, qlog zerolog.Logger) (*upCluster, *upOptions, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, nil, err
+	}
+	ufs := flag.NewFlagSet("up", flag.ContinueOnError)
+	uo := &upOptions{}
+	complete := bindUp(ufs, uo)
+	if err := ufs.Parse([]string{"--data", data, "--port", strconv.Itoa(port), "--web-addr", "off",
+		"--heartbeat-interval", o.hb.String(), "--worker-timeout", o.wt.String()}); err != nil {
+		return nil, nil, err
+	}
+	if err := complete(nil); err != nil {
+		return nil, nil, err
+	}
+	uo.workers = 0
+	uo.logLevel = "warn"
+	c, err := startUp(ctx, uo, qlog)
+	return c, uo, err
+}
+
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -307,12 +355,12 @@ func freePort() (int, error) {
 
 // startRealAgent runs `stoker agent` (this executable) as a process, on
 // its own agent credential, and waits until it registered.
-func startRealAgent(ctx context.Context, c *upCluster, admin *nats.Conn, keys *auth.Keys, wid string, cores int) (int, func(), error) {
+func startRealAgent(ctx context.Context, data, url, ca string, admin *nats.Conn, keys *auth.Keys, wid string, cores int) (int, func(), error) {
 	self, err := os.Executable()
 	if err != nil {
 		return 0, nil, err
 	}
-	dir := filepath.Join(c.data, "real", wid)
+	dir := filepath.Join(data, "real", wid)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return 0, nil, err
 	}
@@ -324,7 +372,7 @@ func startRealAgent(ctx context.Context, c *upCluster, admin *nats.Conn, keys *a
 	if err := auth.WriteSecret(cf, creds); err != nil {
 		return 0, nil, err
 	}
-	cmd := exec.Command(self, "agent", "--nats", c.url, "--creds", cf, "--tls-ca", c.ca, "--id", wid,
+	cmd := exec.Command(self, "agent", "--nats", url, "--creds", cf, "--tls-ca", ca, "--id", wid,
 		"--cores", strconv.Itoa(cores), "--memory", "64g", "--work-dir", filepath.Join(dir, "work"), "--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

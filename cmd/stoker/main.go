@@ -14,7 +14,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -82,9 +84,37 @@ func lookup(name string) *command {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	endProfile := cpuProfileFromEnv(os.Args[1:])
 	code := run(ctx, osEnv(), os.Args[1:])
+	endProfile()
 	stop()
 	os.Exit(code)
+}
+
+// cpuProfileFromEnv starts a CPU profile of this process when
+// STOKER_CPUPROFILE names a directory: <dir>/<command>-<pid>.pprof, for
+// `go tool pprof` (how stoker bench --processes profiles each service).
+// The returned func stops it; a profile that cannot start is said on
+// stderr and skipped.
+func cpuProfileFromEnv(args []string) func() {
+	dir := os.Getenv("STOKER_CPUPROFILE")
+	if dir == "" || len(args) == 0 {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.pprof", filepath.Base(args[0]), os.Getpid())))
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "stoker: STOKER_CPUPROFILE: %v (no profile)\n", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 // run dispatches args to a command and turns its error into an exit code.
