@@ -53,9 +53,6 @@ type applier struct {
 	// still holds epoch and until when (monotonic clock): the lease's
 	// authority (lease.Elector.Confirm). An error: send nothing.
 	authorize func(ctx context.Context, epoch uint64) (time.Time, error)
-	// unproven: the last plan's placements were held back for want of
-	// authority (logged once per lapse; the passes' goroutine only).
-	unproven bool
 }
 
 // authorized returns the wall-clock end of the leader's authority for a
@@ -88,7 +85,6 @@ func now() time.Time { return time.Now().UTC() }
 // driver launches and executor records at once; app updates of placements;
 // executor launches; failure counts.
 func (a *applier) apply(ctx context.Context, epoch uint64, p Plan, log *zerolog.Logger) {
-	p = a.withoutUnprovenLaunches(ctx, epoch, p, log)
 	placed := a.updateRecords(ctx, epoch, p, log)
 	created := make([]bool, len(p.LaunchExecutors))
 	nk, nd, nc := len(p.Kills), len(p.LaunchDrivers), len(p.Checks)
@@ -108,37 +104,6 @@ func (a *applier) apply(ctx context.Context, epoch uint64, p Plan, log *zerolog.
 		a.updateApp(ctx, epoch, log, u)
 	}
 	a.countFailures(ctx, a.launchExecutors(ctx, epoch, p.LaunchExecutors, created, log), log)
-}
-
-// withoutUnprovenLaunches drops the plan's launches (executor and driver
-// placements, and the app updates that record them) when this leader
-// cannot prove its authority now: no launch command may go out without it
-// (authorized), so each record created would only end unlaunched, and
-// while JetStream stalls after a heal (the lease held, its renewal not
-// yet answered) a pass every few hundred milliseconds made a new one
-// each time. A later pass plans them again. The rest of the plan (record
-// updates fenced by compare-and-set) goes ahead.
-func (a *applier) withoutUnprovenLaunches(ctx context.Context, epoch uint64, p Plan, log *zerolog.Logger) Plan {
-	if len(p.LaunchExecutors) == 0 && len(p.LaunchDrivers) == 0 {
-		return p
-	}
-	if _, err := a.authorized(ctx, epoch); err == nil {
-		a.unproven = false
-		return p
-	} else if !a.unproven && ctx.Err() == nil {
-		a.unproven = true
-		log.Warn().Err(err).Int("executors", len(p.LaunchExecutors)).Int("drivers", len(p.LaunchDrivers)).
-			Msg("placements held back: leadership not proven now; planned again once it is")
-	}
-	p.LaunchExecutors, p.LaunchDrivers = nil, nil
-	updates := p.AppUpdates[:0:0]
-	for _, u := range p.AppUpdates {
-		if u.NextExecutorID == 0 {
-			updates = append(updates, u)
-		}
-	}
-	p.AppUpdates = updates
-	return p
 }
 
 // updateRecords writes the executor and driver updates and the app updates

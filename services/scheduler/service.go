@@ -333,8 +333,9 @@ func (s *Service) lead(ctx context.Context, epoch uint64) {
 	defer tick.Stop()
 	s.poke()
 	var (
-		last time.Time // when the last pass started
-		busy bool      // it applied a plan
+		last     time.Time // when the last pass started
+		busy     bool      // it applied a plan
+		unproven bool      // the leadership could not be proven at the last pass
 	)
 	for {
 		select {
@@ -353,6 +354,29 @@ func (s *Service) lead(ctx context.Context, epoch uint64) {
 		select {
 		case <-s.dirty:
 		default:
+		}
+		// No pass without the leadership proven now: its commands could
+		// not go out (each checks), and a pass folds its plan into the
+		// view at once, so placements planned and then not made would
+		// hold their resources in the view with nothing behind them
+		// (while JetStream stalls after a heal, the lease held and its
+		// renewal not yet answered). A later pass plans them.
+		if _, err := s.authorize(ctx, epoch); err != nil {
+			if !unproven && ctx.Err() == nil {
+				log.Warn().Err(err).Msg("not scheduling: leadership not proven now; again once it is")
+			}
+			unproven = true
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(s.el.Timings().BeatInterval):
+			}
+			s.poke()
+			continue
+		}
+		if unproven {
+			log.Info().Msg("leadership proven again; scheduling")
+			unproven = false
 		}
 		last = time.Now()
 		p, ok := s.planner.plan(epoch, &log)
