@@ -379,17 +379,7 @@ func startRealAgent(ctx context.Context, data, url, ca string, admin *nats.Conn,
 	if err := cmd.Start(); err != nil {
 		return 0, nil, err
 	}
-	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}
+	stop := func() { terminate(cmd) }
 	// Registered: its record in stoker-workers says ALIVE with its pid.
 	deadline := time.Now().Add(90 * time.Second)
 	for time.Now().Before(deadline) {
