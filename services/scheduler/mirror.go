@@ -37,6 +37,7 @@ type mirror[T any] struct {
 	quiet func(old, v *T) bool
 
 	mu     *sync.Mutex // guards the fields below
+	gen    *uint64     // the view's change count, raised by every change applied
 	items  map[string]*T
 	revs   map[string]uint64 // key → highest revision applied
 	loaded bool              // the initial values arrived
@@ -47,8 +48,8 @@ type mirror[T any] struct {
 	seen, need uint64
 }
 
-func newMirror[T any](kv jetstream.KeyValue, mu *sync.Mutex, items map[string]*T, log zerolog.Logger, poison *bus.Reporter) *mirror[T] {
-	return &mirror[T]{kv: kv, bucket: kv.Bucket(), mu: mu, items: items, revs: map[string]uint64{},
+func newMirror[T any](kv jetstream.KeyValue, mu *sync.Mutex, gen *uint64, items map[string]*T, log zerolog.Logger, poison *bus.Reporter) *mirror[T] {
+	return &mirror[T]{kv: kv, bucket: kv.Bucket(), mu: mu, gen: gen, items: items, revs: map[string]uint64{},
 		log: log.With().Str("bucket", kv.Bucket()).Logger(), poison: poison}
 }
 
@@ -107,6 +108,7 @@ func (m *mirror[T]) setLocked(key string, rev uint64, data []byte, deleted, forc
 		return false
 	}
 	m.revs[key] = rev
+	*m.gen++
 	if deleted {
 		delete(m.items, key)
 		return true
@@ -176,6 +178,9 @@ type view struct {
 	mu        sync.Mutex
 	snap      *Snapshot
 	clusterKV map[string]*schemas.Cluster
+	// gen counts the changes applied to the mirrors (under mu): a pass
+	// over an unchanged view plans what the last one did.
+	gen uint64
 
 	workers   *mirror[schemas.Worker]
 	drivers   *mirror[schemas.Driver]
@@ -187,11 +192,11 @@ type view struct {
 
 func newView(st *bus.Store, log zerolog.Logger, poison *bus.Reporter) *view {
 	v := &view{snap: NewSnapshot(), clusterKV: map[string]*schemas.Cluster{}, poison: poison}
-	v.workers = newMirror(st.Workers, &v.mu, v.snap.Workers, log, poison)
-	v.drivers = newMirror(st.Drivers, &v.mu, v.snap.Drivers, log, poison)
-	v.apps = newMirror(st.Apps, &v.mu, v.snap.Apps, log, poison)
-	v.executors = newMirror(st.Executors, &v.mu, v.snap.Executors, log, poison)
-	v.cluster = newMirror(st.Cluster, &v.mu, v.clusterKV, log, poison)
+	v.workers = newMirror(st.Workers, &v.mu, &v.gen, v.snap.Workers, log, poison)
+	v.drivers = newMirror(st.Drivers, &v.mu, &v.gen, v.snap.Drivers, log, poison)
+	v.apps = newMirror(st.Apps, &v.mu, &v.gen, v.snap.Apps, log, poison)
+	v.executors = newMirror(st.Executors, &v.mu, &v.gen, v.snap.Executors, log, poison)
+	v.cluster = newMirror(st.Cluster, &v.mu, &v.gen, v.clusterKV, log, poison)
 	v.cluster.only = bus.KeyClusterState
 	v.historyOut()
 	v.executors.quiet = startedAsPlaced

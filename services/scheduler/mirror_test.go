@@ -65,7 +65,7 @@ func TestMirror_SetLocked(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			m := &mirror[schemas.Worker]{bucket: bus.BucketWorkers, only: tc.only, log: zerolog.Nop(), mu: &sync.Mutex{},
+			m := &mirror[schemas.Worker]{bucket: bus.BucketWorkers, only: tc.only, log: zerolog.Nop(), mu: &sync.Mutex{}, gen: new(uint64),
 				items: map[string]*schemas.Worker{}, revs: map[string]uint64{}}
 			for i, s := range tc.steps {
 				m.setLocked(s.key, s.rev, s.data, s.deleted, s.force)
@@ -86,8 +86,8 @@ func TestMirror_SetLocked(t *testing.T) {
 // resources stay in.
 func TestView_HistoryStaysOutOfTheSnapshot(t *testing.T) {
 	v := &view{snap: NewSnapshot(), clusterKV: map[string]*schemas.Cluster{}}
-	v.apps = &mirror[schemas.App]{bucket: bus.BucketApps, log: zerolog.Nop(), mu: &v.mu, items: v.snap.Apps, revs: map[string]uint64{}}
-	v.executors = &mirror[schemas.Executor]{bucket: bus.BucketExecutors, log: zerolog.Nop(), mu: &v.mu, items: v.snap.Executors, revs: map[string]uint64{}}
+	v.apps = &mirror[schemas.App]{bucket: bus.BucketApps, log: zerolog.Nop(), mu: &v.mu, gen: &v.gen, items: v.snap.Apps, revs: map[string]uint64{}}
+	v.executors = &mirror[schemas.Executor]{bucket: bus.BucketExecutors, log: zerolog.Nop(), mu: &v.mu, gen: &v.gen, items: v.snap.Executors, revs: map[string]uint64{}}
 	v.historyOut()
 	enc := func(x any) []byte {
 		b, err := bus.Encode(x, bus.Msgpack)
@@ -130,7 +130,7 @@ func TestView_HistoryStaysOutOfTheSnapshot(t *testing.T) {
 // is applied without asking for a pass; any other change asks for one.
 func TestMirror_StartedAsPlaced_AsksNoPass(t *testing.T) {
 	v := &view{snap: NewSnapshot()}
-	v.executors = &mirror[schemas.Executor]{bucket: bus.BucketExecutors, log: zerolog.Nop(), mu: &v.mu, items: v.snap.Executors, revs: map[string]uint64{}}
+	v.executors = &mirror[schemas.Executor]{bucket: bus.BucketExecutors, log: zerolog.Nop(), mu: &v.mu, gen: &v.gen, items: v.snap.Executors, revs: map[string]uint64{}}
 	v.executors.quiet = startedAsPlaced
 	enc := func(e schemas.Executor) []byte {
 		b, err := bus.Encode(&e, bus.JSON)
@@ -197,7 +197,8 @@ func TestMirror_RefreshUnreadable(t *testing.T) {
 
 	var mu sync.Mutex
 	items := map[string]*schemas.Executor{}
-	m := newMirror(st.Executors, &mu, items, zerolog.Nop(), nil)
+	var gen uint64
+	m := newMirror(st.Executors, &mu, &gen, items, zerolog.Nop(), nil)
 	data, _ := bus.Encode(rec(0, schemas.ExecutorRunning), bus.Msgpack)
 	mu.Lock()
 	m.setLocked("app-1.0", rev, data, false, false)

@@ -783,3 +783,39 @@ func TestService_StaleLaunch_SettledByTheNextLeader(t *testing.T) {
 		}
 	}
 }
+
+// An idle cluster costs no Schedule per tick: with nothing changed since a
+// pass that planned nothing, and nothing timed pending, the next passes
+// skip it; a change (an app submitted) is planned at once.
+func TestService_IdleTicksSkipSchedule(t *testing.T) {
+	c := newCluster(t)
+	ag := c.agent("w1")
+	c.worker("w1", 4)
+	c.app("app-1", schemas.AppWaiting, 2)
+	s := c.scheduler("s1", func(cfg *Config) { cfg.Tick = 10 * time.Millisecond })
+	bustest.Eventually(t, 10*time.Second, "app-1 placed", func() bool {
+		launches, _, _ := ag.snapshot()
+		return len(launches) == 2
+	})
+	// Settled: the last pass planned nothing.
+	var before uint64
+	bustest.Eventually(t, 10*time.Second, "the passes settled", func() bool {
+		n := s.planner.scheduleCount()
+		time.Sleep(50 * time.Millisecond)
+		before = s.planner.scheduleCount()
+		return before == n
+	})
+	passes := s.planner.passCount()
+	time.Sleep(300 * time.Millisecond) // ~30 ticks
+	if got := s.planner.passCount() - passes; got < 10 {
+		t.Fatalf("%d passes in 300 ms at a 10 ms tick: the test did not tick", got)
+	}
+	if got := s.planner.scheduleCount() - before; got > 0 {
+		t.Errorf("%d Schedule runs over an unchanged idle view, want 0", got)
+	}
+	c.app("app-2", schemas.AppWaiting, 2)
+	bustest.Eventually(t, 10*time.Second, "app-2 placed", func() bool {
+		launches, _, _ := ag.snapshot()
+		return len(launches) == 4
+	})
+}
