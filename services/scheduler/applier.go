@@ -173,22 +173,28 @@ func (a *applier) after(ctx context.Context, log *zerolog.Logger, m refresher, c
 // updateApp changes an app's state if it is still From, and raises its
 // next executor id; only a state change is an event.
 func (a *applier) updateApp(ctx context.Context, epoch uint64, log *zerolog.Logger, u AppUpdate) {
+	// Retried while the bus fails for a while: the placements' records
+	// exist, and an app record left at the old NextExecutorID would have
+	// the next pass place the same ids again, whose creates then conflict.
 	var changedState bool
-	_, _, err := bus.MutateIf(ctx, a.v.apps.kv, u.AppID, func(n *schemas.App) bool {
-		changedState = false
-		if u.State != "" && n.State == u.From {
-			n.State, changedState = u.State, true
-			if u.Message != "" {
-				n.Message = u.Message
+	err := bus.RetryTransient(ctx, a.launchTimeout, func(ctx context.Context) error {
+		_, _, err := bus.MutateIf(ctx, a.v.apps.kv, u.AppID, func(n *schemas.App) bool {
+			changedState = false
+			if u.State != "" && n.State == u.From {
+				n.State, changedState = u.State, true
+				if u.Message != "" {
+					n.Message = u.Message
+				}
 			}
-		}
-		if u.NextExecutorID > n.NextExecutorID {
-			n.NextExecutorID = u.NextExecutorID
-		} else if !changedState {
-			return false
-		}
-		n.UpdatedAt = now()
-		return true
+			if u.NextExecutorID > n.NextExecutorID {
+				n.NextExecutorID = u.NextExecutorID
+			} else if !changedState {
+				return false
+			}
+			n.UpdatedAt = now()
+			return true
+		})
+		return err
 	})
 	a.after(ctx, log, a.v.apps, change{"app", u.AppID, string(u.State), u.Message, epoch}, err, changedState)
 }

@@ -198,3 +198,25 @@ func TestService_AuthorityLapse_PlacesOnceProvenAgain(t *testing.T) {
 		t.Fatalf("epoch %d → %d: the lapse was not ridden through", epoch, s.Epoch())
 	}
 }
+
+// An app update that records placements (NextExecutorID) and timed out
+// is written again: left at the old value, the next pass would place the
+// same executor ids again, whose creates conflict with the records there.
+func TestService_PlacementAppUpdateRetried(t *testing.T) {
+	c := newCluster(t)
+	ag := c.agent("w1")
+	c.worker("w1", 4)
+	c.app("app-1", schemas.AppWaiting, 2)
+	l := &lostAnswers{}
+	l.updates.Store(1)
+	c.schedulerLosing(l, func(st *bus.Store) *jetstream.KeyValue { return &st.Apps })
+	bustest.Eventually(t, 15*time.Second, "app-1 records its two placements", func() bool {
+		return getApp(t, c, "app-1").NextExecutorID == 2
+	})
+	if l.updates.Load() > 0 {
+		t.Fatal("no app update timed out: the test did not test it")
+	}
+	if launches, _, _ := ag.snapshot(); len(launches) != 2 {
+		t.Fatalf("%d launches, want 2", len(launches))
+	}
+}
