@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -29,4 +30,22 @@ func MutateIf[T any](ctx context.Context, kv jetstream.KeyValue, key string, fn 
 		return nil, false, err
 	}
 	return v, wrote, nil
+}
+
+// MutateIfRetrying is MutateIf retried while the bus answers with
+// transient errors (RetryTransient: each attempt bounded by per, until ctx
+// ends). A write that landed without its answer is read back by the next
+// attempt, so fn sees it there and must recognise it (it is the record's
+// value now, not the one fn started from).
+func MutateIfRetrying[T any](ctx context.Context, per time.Duration, kv jetstream.KeyValue, key string, fn func(rec *T) bool) (*T, bool, error) {
+	var (
+		v     *T
+		wrote bool
+	)
+	err := RetryTransient(ctx, per, func(ctx context.Context) error {
+		var err error
+		v, wrote, err = MutateIf(ctx, kv, key, fn)
+		return err
+	})
+	return v, wrote, err
 }

@@ -223,11 +223,7 @@ func (s *Service) applyDriver(ctx context.Context, log zerolog.Logger, epoch uin
 // is found by the retry's guard (the record is no longer in the state it
 // expects), so wrote is then false though the change is in KV.
 func mutateIf[T any](ctx context.Context, per time.Duration, kv jetstream.KeyValue, key string, fn func(*T) bool) (wrote bool, err error) {
-	err = bus.RetryTransient(ctx, per, func(ctx context.Context) error {
-		var err error
-		_, wrote, err = bus.MutateIf(ctx, kv, key, fn)
-		return err
-	})
+	_, wrote, err = bus.MutateIfRetrying(ctx, per, kv, key, fn)
 	return wrote, err
 }
 

@@ -177,24 +177,21 @@ func (a *applier) updateApp(ctx context.Context, epoch uint64, log *zerolog.Logg
 	// exist, and an app record left at the old NextExecutorID would have
 	// the next pass place the same ids again, whose creates then conflict.
 	var changedState bool
-	err := bus.RetryTransient(ctx, a.launchTimeout, func(ctx context.Context) error {
-		_, _, err := bus.MutateIf(ctx, a.v.apps.kv, u.AppID, func(n *schemas.App) bool {
-			changedState = false
-			if u.State != "" && n.State == u.From {
-				n.State, changedState = u.State, true
-				if u.Message != "" {
-					n.Message = u.Message
-				}
+	_, _, err := bus.MutateIfRetrying(ctx, a.launchTimeout, a.v.apps.kv, u.AppID, func(n *schemas.App) bool {
+		changedState = false
+		if u.State != "" && n.State == u.From {
+			n.State, changedState = u.State, true
+			if u.Message != "" {
+				n.Message = u.Message
 			}
-			if u.NextExecutorID > n.NextExecutorID {
-				n.NextExecutorID = u.NextExecutorID
-			} else if !changedState {
-				return false
-			}
-			n.UpdatedAt = now()
-			return true
-		})
-		return err
+		}
+		if u.NextExecutorID > n.NextExecutorID {
+			n.NextExecutorID = u.NextExecutorID
+		} else if !changedState {
+			return false
+		}
+		n.UpdatedAt = now()
+		return true
 	})
 	a.after(ctx, log, a.v.apps, change{"app", u.AppID, string(u.State), u.Message, epoch}, err, changedState)
 }

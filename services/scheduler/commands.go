@@ -217,23 +217,19 @@ func (a *applier) launched(ctx context.Context, epoch uint64, e schemas.Executor
 	// Retried while the bus fails for a while (a compare-and-set, so a
 	// write that landed unanswered is found): given up, the record would
 	// stay LAUNCHING at this epoch, which nobody checks.
-	var wrote, landed bool
-	merr := bus.RetryTransient(ctx, a.launchTimeout, func(ctx context.Context) error {
-		var err error
-		_, wrote, err = bus.MutateIf(ctx, a.v.executors.kv, e.Key(), func(n *schemas.Executor) bool {
-			if landed = n.Epoch == epoch && n.State == state && n.Message == msg; landed {
-				return false // an earlier attempt's write
-			}
-			to, ok := n.State.Next(ev)
-			if !ok || n.Epoch != epoch {
-				return false
-			}
-			n.State, n.Message, n.Error, n.UpdatedAt = to, msg, launchErr, now()
-			return true
-		})
-		return err
+	var landed bool
+	_, wrote, merr := bus.MutateIfRetrying(ctx, a.launchTimeout, a.v.executors.kv, e.Key(), func(n *schemas.Executor) bool {
+		if landed = n.Epoch == epoch && n.State == state && n.Message == msg; landed {
+			return false // an earlier attempt's write
+		}
+		to, ok := n.State.Next(ev)
+		if !ok || n.Epoch != epoch {
+			return false
+		}
+		n.State, n.Message, n.Error, n.UpdatedAt = to, msg, launchErr, now()
+		return true
 	})
-	wrote = wrote || landed
+	wrote = wrote || (merr == nil && landed)
 	a.after(ctx, log, a.v.executors, change{"executor", e.Key(), string(state), msg, epoch}, merr, wrote)
 	return wrote && state == schemas.ExecutorFailed
 }
@@ -247,24 +243,17 @@ func (a *applier) launchDriver(ctx context.Context, epoch uint64, l DriverLaunch
 	// Retried while the bus fails for a while, as an executor's create
 	// (createExecutor): a placement that landed unanswered is found as
 	// this one (the attempt's number is new) and launched.
-	var (
-		d              *schemas.Driver
-		placed, landed bool
-	)
-	err := bus.RetryTransient(ctx, a.launchTimeout, func(ctx context.Context) error {
-		var err error
-		d, placed, err = bus.MutateIf(ctx, a.v.drivers.kv, l.DriverID, func(n *schemas.Driver) bool {
-			if landed = n.State == schemas.DriverRunning && n.WorkerID == l.WorkerID && n.Attempts == l.Attempt && l.From != schemas.DriverRunning; landed {
-				return false
-			}
-			if n.State != l.From || n.WorkerID != l.FromWorker || n.KillRequested {
-				return false
-			}
-			n.State, n.WorkerID, n.Attempts, n.Message, n.UpdatedAt = schemas.DriverRunning, l.WorkerID, l.Attempt, "", now()
-			n.Resources = l.Driver.Resources
-			return true
-		})
-		return err
+	var landed bool
+	d, placed, err := bus.MutateIfRetrying(ctx, a.launchTimeout, a.v.drivers.kv, l.DriverID, func(n *schemas.Driver) bool {
+		if landed = n.State == schemas.DriverRunning && n.WorkerID == l.WorkerID && n.Attempts == l.Attempt && l.From != schemas.DriverRunning; landed {
+			return false
+		}
+		if n.State != l.From || n.WorkerID != l.FromWorker || n.KillRequested {
+			return false
+		}
+		n.State, n.WorkerID, n.Attempts, n.Message, n.UpdatedAt = schemas.DriverRunning, l.WorkerID, l.Attempt, "", now()
+		n.Resources = l.Driver.Resources
+		return true
 	})
 	placed = placed || (err == nil && landed)
 	if err != nil || !placed {
@@ -308,24 +297,20 @@ func (a *applier) launchDriver(ctx context.Context, epoch uint64, l DriverLaunch
 		ev = schemas.DriverEvErrored
 	}
 	to, _ := schemas.DriverRunning.Next(ev)
-	var wrote, reverted bool
-	merr := bus.RetryTransient(ctx, a.launchTimeout, func(ctx context.Context) error {
-		var err error
-		_, wrote, err = bus.MutateIf(ctx, a.v.drivers.kv, l.DriverID, func(n *schemas.Driver) bool {
-			if reverted = n.State == to && n.Message == msg; reverted {
-				return false // an earlier attempt's write
-			}
-			next, ok := n.State.Next(ev)
-			if !ok || n.State != schemas.DriverRunning || n.WorkerID != l.WorkerID || n.Attempts != l.Attempt {
-				return false
-			}
-			n.State, n.Message, n.UpdatedAt = next, msg, now()
-			if next == schemas.DriverSubmitted {
-				n.WorkerID = "" // placed again by the next pass
-			}
-			return true
-		})
-		return err
+	var reverted bool
+	_, wrote, merr := bus.MutateIfRetrying(ctx, a.launchTimeout, a.v.drivers.kv, l.DriverID, func(n *schemas.Driver) bool {
+		if reverted = n.State == to && n.Message == msg; reverted {
+			return false // an earlier attempt's write
+		}
+		next, ok := n.State.Next(ev)
+		if !ok || n.State != schemas.DriverRunning || n.WorkerID != l.WorkerID || n.Attempts != l.Attempt {
+			return false
+		}
+		n.State, n.Message, n.UpdatedAt = next, msg, now()
+		if next == schemas.DriverSubmitted {
+			n.WorkerID = "" // placed again by the next pass
+		}
+		return true
 	})
 	wrote = wrote || (merr == nil && reverted)
 	dlog.Warn().Err(err).Str("state", string(to)).Msg("driver launch failed")
