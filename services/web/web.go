@@ -84,6 +84,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Viewer == nil {
 		return nil, errors.New("web: a NATS connection is required")
 	}
+	_ = pages() // parsed now: a broken template fails the start, not a page
 	s := &Server{cfg: cfg, viewer: sdk.NewClient(cfg.Viewer), login: newLogin(cfg.Users), done: make(chan struct{})}
 	if cfg.Admin != nil {
 		s.admin = sdk.NewClient(cfg.Admin)

@@ -208,7 +208,7 @@ func TestTemplatesRender(t *testing.T) {
 		"error":    nil,
 	} {
 		var b strings.Builder
-		if err := pages[name].Execute(&b, page{Title: name, CanAdmin: true, CSRF: "tok", Data: data}); err != nil {
+		if err := pages()[name].Execute(&b, page{Title: name, CanAdmin: true, CSRF: "tok", Data: data}); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
 		if name == "logs" && strings.Contains(b.String(), "<b>hi</b>") {
