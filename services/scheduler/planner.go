@@ -62,21 +62,8 @@ func (p *planner) plan(epoch uint64, log *zerolog.Logger) (Plan, bool) {
 	}
 	snap := p.v.snap
 	now := time.Now()
-	// An expiry is a change of the pass's inputs, as a record's is.
-	for k, at := range snap.Killing {
-		if now.Sub(at) >= p.killRetry {
-			delete(snap.Killing, k)
-			p.v.gen++
-		}
-	}
-	for w, at := range snap.Checking {
-		if now.Sub(at) >= p.killRetry {
-			delete(snap.Checking, w)
-			p.v.gen++
-		}
-	}
 	o := p.opts
-	o.Avoid = p.avoidingLocked(now)
+	o.Avoid = p.expireLocked(now)
 	if p.unchangedLocked(epoch, now) {
 		return Plan{}, true
 	}
@@ -90,6 +77,46 @@ func (p *planner) plan(epoch uint64, log *zerolog.Logger) (Plan, bool) {
 	}
 	snap.Apply(plan)
 	return plan, true
+}
+
+// idle says a pass now would plan nothing: the view is not ready for
+// epoch, or unchanged (unchangedLocked). The leader then spends nothing on
+// it, not even the proof of its leadership (a lease renewal when the last
+// one is older than half the authority window). It counts as a pass.
+func (p *planner) idle(epoch uint64) bool {
+	p.v.mu.Lock()
+	defer p.v.mu.Unlock()
+	now := time.Now()
+	if !p.v.readyLocked(epoch) {
+		p.passes++
+		return true
+	}
+	p.expireLocked(now)
+	if p.unchangedLocked(epoch, now) {
+		p.passes++
+		return true
+	}
+	return false
+}
+
+// expireLocked forgets the kills and launch checks due for a retry and the
+// avoidances that ended, and returns the workers still avoided. An expiry
+// is a change of a pass's inputs, as a record's is.
+func (p *planner) expireLocked(now time.Time) map[string]bool {
+	snap := p.v.snap
+	for k, at := range snap.Killing {
+		if now.Sub(at) >= p.killRetry {
+			delete(snap.Killing, k)
+			p.v.gen++
+		}
+	}
+	for w, at := range snap.Checking {
+		if now.Sub(at) >= p.killRetry {
+			delete(snap.Checking, w)
+			p.v.gen++
+		}
+	}
+	return p.avoidingLocked(now)
 }
 
 // unchangedLocked says a pass now would plan nothing, as the last did:

@@ -355,6 +355,10 @@ func (s *Service) lead(ctx context.Context, epoch uint64) {
 		case <-s.dirty:
 		default:
 		}
+		if s.planner.idle(epoch) {
+			busy = false
+			continue
+		}
 		// No pass without the leadership proven now: its commands could
 		// not go out (each checks), and a pass folds its plan into the
 		// view at once, so placements planned and then not made would

@@ -806,12 +806,25 @@ func TestService_IdleTicksSkipSchedule(t *testing.T) {
 		return before == n
 	})
 	passes := s.planner.passCount()
-	time.Sleep(300 * time.Millisecond) // ~30 ticks
-	if got := s.planner.passCount() - passes; got < 10 {
-		t.Fatalf("%d passes in 300 ms at a 10 ms tick: the test did not tick", got)
+	leaseRev := func() uint64 {
+		e, err := c.st.Leader.Get(context.Background(), bus.KeyScheduler)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.Revision()
+	}
+	rev := leaseRev()
+	time.Sleep(time.Second) // ~100 ticks
+	if got := s.planner.passCount() - passes; got < 30 {
+		t.Fatalf("%d passes in 1 s at a 10 ms tick: the test did not tick", got)
 	}
 	if got := s.planner.scheduleCount() - before; got > 0 {
 		t.Errorf("%d Schedule runs over an unchanged idle view, want 0", got)
+	}
+	// Nor a proof of leadership per tick: the lease is renewed on its own
+	// interval (a third of its 10 s TTL), not by idle passes.
+	if got := leaseRev() - rev; got > 1 {
+		t.Errorf("the lease renewed %d times in 1 s of idle ticks, want at most 1", got)
 	}
 	c.app("app-2", schemas.AppWaiting, 2)
 	bustest.Eventually(t, 10*time.Second, "app-2 placed", func() bool {
