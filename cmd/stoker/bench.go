@@ -167,8 +167,11 @@ func runBench(ctx context.Context, e *env, o *benchOptions) error {
 		srv       *bus.Server // the in-process bus (nil with --processes)
 		startSchd func(ctx context.Context) (string, func(), error)
 		failSchd  func(id string) error
-		pids      func() map[string]int
+		pids      func() map[string]int // nil: everything in this process
 		self      = "bench process: bus, services, agents"
+		// connect opens a connection on its own credential (set below,
+		// once the bus is up; startSchd calls it later).
+		connect func(role auth.Role, name string, inProcess bool) (*nats.Conn, error)
 	)
 	if o.processes {
 		pc, err := startProcCluster(ctx, data, o.hb, o.wt)
@@ -196,7 +199,6 @@ func runBench(ctx context.Context, e *env, o *benchOptions) error {
 			return err
 		}
 		url, ca, srv = c.url, c.ca, c.srv
-		pids = func() map[string]int { return nil }
 		var mu sync.Mutex
 		var extras []namedService
 		defer func() {
@@ -211,11 +213,7 @@ func runBench(ctx context.Context, e *env, o *benchOptions) error {
 		}
 		startSchd = func(ctx context.Context) (string, func(), error) {
 			id := instanceID("scheduler")
-			creds, err := keys.Mint(auth.RoleScheduler, id, 0)
-			if err != nil {
-				return "", nil, err
-			}
-			nc, err := bus.Connect("", bus.ConnectOptions{Name: "stoker-bench-" + id, CredsData: creds, CA: ca, Log: &qlog, Server: srv})
+			nc, err := connect(auth.RoleScheduler, id, true)
 			if err != nil {
 				return "", nil, err
 			}
@@ -248,7 +246,7 @@ func runBench(ctx context.Context, e *env, o *benchOptions) error {
 			return fmt.Errorf("no scheduler %q in this process", id)
 		}
 	}
-	connect := func(role auth.Role, name string, inProcess bool) (*nats.Conn, error) {
+	connect = func(role auth.Role, name string, inProcess bool) (*nats.Conn, error) {
 		creds, err := keys.Mint(role, name, 0)
 		if err != nil {
 			return nil, err

@@ -14,9 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/bus/auth"
 )
 
@@ -79,16 +76,9 @@ func (pc *procCluster) waitBus(ctx context.Context, admin string) error {
 	var last error
 	for time.Now().Before(deadline) {
 		if _, err := os.Stat(admin); err == nil {
-			nc, err := bus.Connect(pc.url, bus.ConnectOptions{Name: "stoker-bench-probe", Creds: admin, CA: pc.ca})
-			if err == nil {
-				var js jetstream.JetStream
-				if js, err = jetstream.New(nc); err == nil {
-					_, err = bus.OpenStore(ctx, js)
-				}
-				nc.Close()
-				if err == nil {
-					return nil
-				}
+			// `stoker health`'s checks: JetStream answers, the store exists.
+			if _, err = healthChecks(ctx, natsTarget{URL: pc.url, Creds: admin, CA: pc.ca}, false); err == nil {
+				return nil
 			}
 			last = err
 		}
