@@ -75,6 +75,8 @@ type eventPublisher struct {
 
 	mu      sync.Mutex
 	queue   []queuedEvent // not acknowledged yet, oldest first
+	outage  bool          // the stream stopped acknowledging (run's view)
+	room    chan struct{} // closed when the queue shrinks or an outage starts
 	seq     uint64        // of the last queued event
 	dropped uint64        // since the last DROPPED notice
 	first   time.Time     // publisher time of the first dropped one
@@ -120,9 +122,22 @@ func SetEventBuffer(nc *nats.Conn, limit int) {
 	}
 }
 
-// add queues m (published at at), dropping the oldest past the limit.
+// add queues m (published at at). With the buffer full it first waits
+// while the stream is only slow (it acknowledges what it is sent, and no
+// outage is known), at most eventAckWait without progress: a publisher
+// faster than the stream is slowed to its pace rather than losing events.
+// During an outage, or past that wait, it drops the oldest past the limit.
 func (p *eventPublisher) add(m *nats.Msg, at time.Time) {
+	p.enqueue(m, at, true)
+}
+
+// enqueue is add; wait false never waits for room (run's own notices:
+// only run makes room).
+func (p *eventPublisher) enqueue(m *nats.Msg, at time.Time, wait bool) {
 	p.mu.Lock()
+	if wait && len(p.queue) >= p.limit && !p.outage {
+		p.waitRoomLocked()
+	}
 	p.seq++
 	id := m.Header.Get(nats.MsgIdHdr) // a publisher's own (poisoned records: one event per record revision)
 	if id == "" {
@@ -141,12 +156,54 @@ func (p *eventPublisher) add(m *nats.Msg, at time.Time) {
 			p.log.Warn().Int("buffer", p.limit).Msg("events buffer full: dropping the oldest kept events (counted, announced after the outage)")
 		}
 		eventsDroppedTotal.Add(uint64(over))
-		p.queue = append(p.queue[:0:0], p.queue[over:]...)
+		// Re-slice rather than copy: a full buffer drops one event per add,
+		// and copying the whole buffer each time made every add under load
+		// cost the buffer's size (a 480 KB copy and as much garbage). The
+		// dropped messages are cleared so the array does not keep them;
+		// append moves what is left once the array's end is reached.
+		clear(p.queue[:over])
+		p.queue = p.queue[over:]
 	}
 	p.mu.Unlock()
 	select {
 	case p.wake <- struct{}{}:
 	default:
+	}
+}
+
+// waitRoomLocked waits, p.mu held, until the queue is below the limit, an
+// outage starts, or eventAckWait passes without the queue shrinking.
+func (p *eventPublisher) waitRoomLocked() {
+	timer := time.NewTimer(eventAckWait)
+	defer timer.Stop()
+	for len(p.queue) >= p.limit && !p.outage && !p.nc.IsClosed() {
+		if p.room == nil {
+			p.room = make(chan struct{})
+		}
+		room := p.room
+		p.mu.Unlock()
+		select {
+		case <-room:
+			p.mu.Lock()
+			if !timer.Stop() {
+				<-timer.C
+			}
+			timer.Reset(eventAckWait)
+		case <-timer.C:
+			p.mu.Lock()
+			return
+		case <-p.done:
+			p.mu.Lock()
+			return
+		}
+	}
+}
+
+// roomLocked wakes the adds waiting for room (p.mu held).
+func (p *eventPublisher) roomLocked() {
+	if p.room != nil {
+		close(p.room)
+		p.room = nil
 	}
 }
 
@@ -195,9 +252,13 @@ func (p *eventPublisher) run() {
 				i++
 			}
 			p.queue = p.queue[i:]
+			p.roomLocked()
 			p.mu.Unlock()
 		}
 		if acked == len(batch) {
+			p.mu.Lock()
+			p.outage = false
+			p.mu.Unlock()
 			p.healed(outageSince)
 			outageSince = time.Time{}
 			backoff = 0
@@ -217,6 +278,8 @@ func (p *eventPublisher) run() {
 			outageSince = time.Now()
 			p.mu.Lock()
 			held := len(p.queue)
+			p.outage = true
+			p.roomLocked()
 			p.mu.Unlock()
 			p.log.Warn().Err(err).Int("held", held).Msg("the events stream does not store events; keeping them to write after the outage")
 		}
@@ -254,6 +317,7 @@ func (p *eventPublisher) refused(e queuedEvent, err error) {
 	p.mu.Lock()
 	if len(p.queue) > 0 && p.queue[0].seq == e.seq {
 		p.queue = p.queue[1:]
+		p.roomLocked()
 		if p.dropped == 0 {
 			p.first = e.at
 		}
@@ -292,6 +356,6 @@ func (p *eventPublisher) healed(since time.Time) {
 		dropped, first.Format(time.RFC3339Nano), last.Format(time.RFC3339Nano), limit)
 	if m, err := eventMsg(EventKindPublisher, name, EventsDropped, msg, p.nc.Opts.Name, 0); err == nil {
 		m.Header.Set("Stoker-Dropped", strconv.FormatUint(dropped, 10))
-		p.add(m, time.Now())
+		p.enqueue(m, time.Now(), false)
 	}
 }

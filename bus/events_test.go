@@ -209,3 +209,39 @@ func TestEmit_RefusedEventDroppedOthersWritten(t *testing.T) {
 		t.Fatalf("dropped %d events, want 1", got)
 	}
 }
+
+// TestEmit_FasterThanStream_NoneDropped: a publisher that emits faster
+// than the stream acknowledges, with the stream healthy, is slowed to the
+// stream's pace; it does not drop events (a 10,000-event buffer overflowed
+// this way under stoker bench's 100,000 executors, with no outage at all).
+func TestEmit_FasterThanStream_NoneDropped(t *testing.T) {
+	srv := bustest.Start(t)
+	nc := bustest.Conn(t, srv.ClientURL())
+	bustest.Store(t, nc)
+	bus.SetEventBuffer(nc, 3)
+	before := bus.EventsDroppedTotal()
+	const n = 300
+	var ids []string
+	for i := range n {
+		id := fmt.Sprintf("fast-%03d", i)
+		ids = append(ids, id)
+		bus.Emit(nc, "app", id, "RUNNING", "")
+	}
+	if got := bus.EventsDroppedTotal() - before; got != 0 {
+		t.Fatalf("dropped %d of %d events with the stream up (buffer 3)", got, n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var seen []string
+	bustest.Eventually(t, 20*time.Second, "every event stored", func() bool {
+		seen = seen[:0]
+		err := bus.ReadEvents(ctx, nc, bus.EventQuery{Last: n + 10}, func(e bus.StoredEvent) error {
+			seen = append(seen, e.ID)
+			return nil
+		})
+		return err == nil && len(seen) == n
+	})
+	if !slices.Equal(seen, ids) {
+		t.Fatalf("stored %d events, not the %d emitted in order", len(seen), n)
+	}
+}
