@@ -22,6 +22,7 @@ import (
 type procCluster struct {
 	self, data, url, ca string
 	hb, wt              time.Duration
+	maxLaunching        int // the scheduler's --max-launching
 	keys                *auth.Keys
 
 	mu    sync.Mutex
@@ -34,7 +35,7 @@ var benchServices = []string{"registration", "heartbeat", "recovery", "scheduler
 // startProcCluster starts `stoker bus` on a free loopback port with its
 // store in data, then one instance of each service on its role's
 // credential, and returns once the bus answers with its store provisioned.
-func startProcCluster(ctx context.Context, data string, hb, wt time.Duration) (*procCluster, error) {
+func startProcCluster(ctx context.Context, data string, o *benchOptions) (*procCluster, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -43,8 +44,9 @@ func startProcCluster(ctx context.Context, data string, hb, wt time.Duration) (*
 	if err != nil {
 		return nil, err
 	}
-	pc := &procCluster{self: self, data: data, url: fmt.Sprintf("tls://127.0.0.1:%d", port), hb: hb, wt: wt,
-		procs: map[string]*exec.Cmd{}}
+	pc := &procCluster{self: self, data: data, url: fmt.Sprintf("tls://127.0.0.1:%d", port), hb: o.hb, wt: o.wt,
+		maxLaunching: o.maxLaunching,
+		procs:        map[string]*exec.Cmd{}}
 	busData := filepath.Join(data, "nats")
 	if err := pc.start("bus", "bus", "--data", busData, "--auth-dir", data, "--host", "127.0.0.1",
 		"--port", strconv.Itoa(port)); err != nil {
@@ -98,6 +100,8 @@ func (pc *procCluster) startService(role, id string) (int, error) {
 	switch role {
 	case "registration", "heartbeat":
 		args = append(args, "--heartbeat-interval", pc.hb.String(), "--worker-timeout", pc.wt.String())
+	case "scheduler":
+		args = append(args, "--max-launching", strconv.Itoa(pc.maxLaunching))
 	}
 	if err := pc.start(id, role, args...); err != nil {
 		return 0, err

@@ -55,6 +55,8 @@ func TestRun_UsageErrors(t *testing.T) {
 		{"run negative executors", []string{"run", "--executors=-1", "--", "x"}, "--executors must be between 1 and"},
 		{"agent bad enforce-memory", []string{"agent", "--enforce-memory", "lots"}, "--enforce-memory must be one of auto, cgroup, rlimit, off"},
 		{"scheduler negative default cores", []string{"scheduler", "--default-cores=-2"}, "--default-cores must be >= 0"},
+		{"scheduler zero max launching", []string{"scheduler", "--max-launching=0"}, "--max-launching must be > 0, or -1"},
+		{"bench max launching below -1", []string{"bench", "--max-launching=-5"}, "--max-launching must be > 0, or -1"},
 		{"run negative max", []string{"run", "--max-cores=-1", "--", "x"}, "--max-cores must be >= 0"},
 		{"kill no id", []string{"kill"}, "expected one driver or app id"},
 		{"kill bad id", []string{"kill", "worker-1"}, "is not a driver id"},

@@ -235,6 +235,9 @@ func (st *pass) placeApp(a *schemas.App) {
 		}
 		left = min(left, want*per)
 	}
+	if st.launchBudget < math.MaxInt {
+		left = min(left, st.launchBudget*per)
+	}
 	if left < per {
 		return
 	}
@@ -285,6 +288,9 @@ func (st *pass) launchExecutors(a *schemas.App, workers []*free, cores []int) {
 		return
 	}
 	st.appCores[a.ID] += (next - first) * per
+	if st.launchBudget < math.MaxInt {
+		st.launchBudget -= next - first
+	}
 	u := AppUpdate{AppID: a.ID, From: a.State, NextExecutorID: next}
 	if to, _ := a.State.Next(schemas.AppEvPlaced); to != a.State {
 		u.State = to

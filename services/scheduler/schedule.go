@@ -13,6 +13,7 @@ package scheduler
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -77,6 +78,13 @@ type Options struct {
 	// under an older epoch on an ALIVE worker is checked with its agent
 	// (Plan.Checks); 0 checks nothing.
 	Epoch uint64
+	// MaxLaunching bounds the executors LAUNCHING at once on live workers
+	// (placed, not yet reported RUNNING): a pass places at most
+	// MaxLaunching minus those, apps in submission order, and the next
+	// passes place the rest as launches are reported. It is flow control:
+	// placing faster than agents and registration take the reports only
+	// queues them past their timeouts. 0: no bound.
+	MaxLaunching int
 }
 
 // ExecutorLaunch places one executor: create its record (LAUNCHING), then
@@ -292,6 +300,8 @@ type pass struct {
 	requeued   map[string]int                 // driver id → index in p.DriverUpdates
 
 	workers []*free // placeable (ALIVE, not avoided), sorted by id
+	// launchBudget: the executors this pass may still place (Options.MaxLaunching).
+	launchBudget int
 	// buffers reused from app to app
 	usable   []*free
 	assigned []int
@@ -305,6 +315,7 @@ func newPass(s *Snapshot, o Options) *pass {
 		appHolds: map[string]bool{}, appDoneCores: map[string]int{},
 		appDone: map[string]bool{}, driverNext: map[string]schemas.DriverState{}, requeued: map[string]int{},
 	}
+	launching := 0
 	for _, e := range s.Executors {
 		if e.ID+1 > st.appNextID[e.AppID] {
 			st.appNextID[e.AppID] = e.ID + 1
@@ -328,12 +339,19 @@ func newPass(s *Snapshot, o Options) *pass {
 		if e.State == schemas.ExecutorRunning {
 			st.appRunning[e.AppID] = true
 		}
+		if e.State == schemas.ExecutorLaunching {
+			launching++
+		}
 		if st.draining(e.WorkerID) {
 			// Not counted against the app's cores: placeApp replaces it
 			// elsewhere, and the drain kills it once the replacement runs.
 			continue
 		}
 		st.appCores[e.AppID] += e.Cores
+	}
+	st.launchBudget = math.MaxInt
+	if o.MaxLaunching > 0 {
+		st.launchBudget = max(o.MaxLaunching-launching, 0)
 	}
 	for _, d := range s.Drivers {
 		st.used.AddDriver(d)

@@ -615,3 +615,57 @@ func TestSchedule_Apps_WaitingWithExecutorsMovesToRunning(t *testing.T) {
 	}
 	h.AssertStable()
 }
+
+// TestSchedule_MaxLaunching_PlacesWithinTheWindow: with MaxLaunching a pass
+// places no more than the window less what is already LAUNCHING, apps in
+// submission order; as launches are reported RUNNING the next passes place
+// the rest, and the whole demand is placed in the end, each id once.
+func TestSchedule_MaxLaunching_PlacesWithinTheWindow(t *testing.T) {
+	h := NewHarness(t)
+	h.Opts.MaxLaunching = 5
+	h.Workers(4, 4, 64<<10)
+	h.App("app-1", 1, 256, 6)
+	h.App("app-2", 1, 256, 6)
+	h.Executor("app-2", 0, "w03", 1, 256, schemas.ExecutorLaunching) // already in flight: counts
+	h.Snap.Apps["app-2"].NextExecutorID = 1
+
+	count := func(p Plan) map[string]int {
+		got := map[string]int{}
+		for _, l := range p.LaunchExecutors {
+			got[l.Executor.AppID]++
+		}
+		return got
+	}
+	if got := count(h.Schedule()); got["app-1"] != 4 || got["app-2"] != 0 {
+		t.Fatalf("first pass placed %v, want app-1:4 (window 5, one LAUNCHING already) and app-2 none", got)
+	}
+	if p := Schedule(h.Snap, h.Opts); len(p.LaunchExecutors) != 0 {
+		t.Fatalf("a pass with the window full placed %d executors", len(p.LaunchExecutors))
+	}
+	seen := map[string]bool{}
+	for pass := 0; pass < 10; pass++ {
+		launching := 0
+		for k, e := range h.Snap.Executors {
+			if e.State == schemas.ExecutorLaunching {
+				seen[k] = true
+				e.State = schemas.ExecutorRunning // reported
+				launching++
+			}
+		}
+		if launching > 5 {
+			t.Fatalf("%d LAUNCHING at once, window 5", launching)
+		}
+		h.Schedule()
+	}
+	got := map[string]int{}
+	for _, e := range h.Snap.Executors {
+		if e.State != schemas.ExecutorRunning {
+			t.Fatalf("executor %s is %s after the passes, want RUNNING", e.Key(), e.State)
+		}
+		got[e.AppID]++
+	}
+	if got["app-1"] != 6 || got["app-2"] != 6 || len(seen) != 12 {
+		t.Fatalf("placed %v (%d launches seen), want 6 each, 12 launches", got, len(seen))
+	}
+	h.AssertStable()
+}
