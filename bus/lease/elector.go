@@ -132,18 +132,26 @@ func (e *Elector) Authority() (epoch uint64, until time.Time) {
 	return e.epoch.Load(), until
 }
 
+// confirmRenewals is how many renewals one Confirm may wait for. A
+// renewal proves authority from its send, so one that took longer than
+// AuthorityWindow less need proves too little: on a bus stalled for a
+// moment (2 cores running the bus, the services and 1,000 agents), the
+// next one usually does not.
+const confirmRenewals = 3
+
 // Confirm returns the current authority if it lasts at least need more;
 // otherwise it has the lease renewed now (one renewal serves every caller
-// waiting meanwhile) and returns the authority that renewal proved. It
-// fails with ErrNoAuthority when the lease cannot be confirmed: whoever
-// asked must not send its command.
+// waiting meanwhile) and returns the authority that renewal proved, trying
+// up to confirmRenewals renewals within ctx. It fails with ErrNoAuthority
+// when the lease cannot be confirmed: whoever asked must not send its
+// command.
 func (e *Elector) Confirm(ctx context.Context, need time.Duration) (uint64, time.Time, error) {
 	for attempt := 0; ; attempt++ {
 		epoch, until := e.Authority()
 		if epoch != 0 && time.Until(until) >= need {
 			return epoch, until, nil
 		}
-		if attempt > 0 || !e.leader.Load() {
+		if attempt >= confirmRenewals || !e.leader.Load() {
 			return 0, time.Time{}, ErrNoAuthority
 		}
 		done := make(chan struct{})
