@@ -125,10 +125,9 @@ func startCandidate(t *testing.T, srv *bustest.Server, l *leaders, id string, tt
 	return startCandidateAt(t, srv.ClientURL(), l, id, ttl, release)
 }
 
-// startCandidateAt starts a candidate connected to url (a server or a proxy).
-func startCandidateAt(t *testing.T, url string, l *leaders, id string, ttl time.Duration, release bool) *candidate {
+// leaderKV is the lease bucket, on nc.
+func leaderKV(t *testing.T, nc *nats.Conn) jetstream.KeyValue {
 	t.Helper()
-	nc := bustest.Conn(t, url)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -137,6 +136,14 @@ func startCandidateAt(t *testing.T, url string, l *leaders, id string, ttl time.
 	if err != nil {
 		t.Fatal(err)
 	}
+	return kv
+}
+
+// startCandidateAt starts a candidate connected to url (a server or a proxy).
+func startCandidateAt(t *testing.T, url string, l *leaders, id string, ttl time.Duration, release bool) *candidate {
+	t.Helper()
+	nc := bustest.Conn(t, url)
+	kv := leaderKV(t, nc)
 	el, err := NewElector(Config{
 		KV: kv, NC: nc, Key: bus.KeyScheduler, ID: id, ReleaseOnStop: release,
 		Timings:          Timings{TTL: ttl, MissedBeats: testMissedBeats},
@@ -650,16 +657,8 @@ func TestElector_Confirm_OutlastsOneSlowRenewal(t *testing.T) {
 	const ttl = 5 * time.Second
 	srv, _ := leaseStore(t, ttl)
 	nc := bustest.Conn(t, srv.ClientURL())
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.KeyValue(context.Background(), bus.BucketLeader)
-	if err != nil {
-		t.Fatal(err)
-	}
 	l := newLeaders()
-	slow := &slowRenewals{KeyValue: kv}
+	slow := &slowRenewals{KeyValue: leaderKV(t, nc)}
 	el, err := NewElector(Config{
 		KV: slow, NC: nc, Key: bus.KeyScheduler, ID: "a", Timings: Timings{TTL: ttl},
 		OnStartedLeading: l.started("a"), OnStoppedLeading: l.stopped("a"), Log: zerolog.New(zerolog.NewTestWriter(t)),
