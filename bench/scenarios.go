@@ -248,7 +248,7 @@ func placements(ctx context.Context, c *Cluster, o Options, tr *tracker, f *agen
 	}
 	_, base, _ := tr.counts("")
 	all := tr.wait("", base+o.Executors)
-	retries0 := reportRetries(f)
+	retries0, dropped0 := reportRetries(f), bus.EventsDroppedTotal()
 	apps := make([]*sdk.App, n)
 	errs := make([]error, n)
 	start := time.Now()
@@ -301,6 +301,12 @@ func placements(ctx context.Context, c *Cluster, o Options, tr *tracker, f *agen
 		Note: fmt.Sprintf("%d executors starting at once; goal 0", o.Executors)})
 	res.add(Row{Scenario: "placements", Figure: "executors replaced while placing", Value: float64(extra - o.Executors), Unit: "",
 		Note: "launches refused or not acknowledged, started again elsewhere (not lost)"})
+	if c.PIDs == nil {
+		// Only this process's publishers are counted: with the services
+		// in their own processes, their drops are in their logs.
+		res.add(Row{Scenario: "placements", Figure: "events dropped while placing", Value: float64(bus.EventsDroppedTotal() - dropped0), Unit: "",
+			Note: "by the services' event publishers (buffer full with the stream up or down); goal 0"})
+	}
 	return live, checkCounts(tr, f, live, counts, res, "placements")
 }
 
