@@ -175,14 +175,20 @@ func fleetScenarios(ctx context.Context, c *Cluster, o Options, res *Result, wan
 	}
 	apps, ok := placements(ctx, c, o, tr, f, res)
 	defer func() {
+		// Every app ends at once: the kills of all their executors. The
+		// agents go once those are done, not while the kills are in
+		// flight (each then logged a kill nobody answered).
+		retries0, start := reportRetries(f), time.Now()
 		for _, a := range apps {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			_ = a.Close(cctx, schemas.AppFinished)
 			cancel()
 		}
-		// The agents go once their executors are killed, not while the
-		// kills are in flight (each then logged a kill nobody answered).
-		waitFor(ctx, tr.wait("", 0), 30*time.Second)
+		ended := waitFor(ctx, tr.wait("", 0), placementTimeout(o.Executors))
+		if ok && ended {
+			res.add(Row{Scenario: "placements", Figure: "apps ended → no executor RUNNING", Value: ms(time.Since(start)), Unit: "ms",
+				Note: fmt.Sprintf("%d apps ended at once, their executors killed; %d state report retries meanwhile", len(apps), reportRetries(f)-retries0)})
+		}
 	}()
 	if !ok {
 		return
