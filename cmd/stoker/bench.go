@@ -40,8 +40,8 @@ type benchOptions struct {
 	memProfile string
 	logLevel   string
 	hb, wt     time.Duration
-	// maxLaunching is the scheduler's --max-launching.
-	maxLaunching int
+	// maxInFlight is the scheduler's --max-in-flight.
+	maxInFlight int
 }
 
 var benchScenarios = []string{"reference", "latency", "placements", "resources", "failover", "dead", "real"}
@@ -91,7 +91,7 @@ func bindBench(fs *flag.FlagSet, o *benchOptions) func(args []string) error {
 	real := fs.Int("real-processes", 0, "N `sleep` executors on 2 real agents (0: skip the real scenario)")
 	runs := fs.Int("latency-runs", 20, "4-executor apps timed by the latency scenario")
 	dead := fs.Float64("dead-fraction", 0.1, "fraction of the agents that fall silent in the dead scenario")
-	maxLaunching := fs.Int("max-launching", scheduler.DefaultMaxLaunching, "the scheduler's --max-launching: executors LAUNCHING at once (-1: no bound)")
+	maxInFlight := fs.Int("max-in-flight", scheduler.DefaultMaxInFlight, "the scheduler's --max-in-flight: executors starting, and being killed, at once (-1: no bound)")
 	steady := fs.Duration("steady", 5*time.Second, "how long CPU is sampled during steady heartbeats")
 	scen := fs.String("scenarios", "", "comma-separated scenarios to run (default: all): "+strings.Join(benchScenarios, ","))
 	asJSON := fs.Bool("json", false, "print the result as JSON")
@@ -117,8 +117,8 @@ func bindBench(fs *flag.FlagSet, o *benchOptions) func(args []string) error {
 		if *dead <= 0 || *dead >= 1 {
 			return usagef("--dead-fraction must be in (0,1), got %g", *dead)
 		}
-		if *maxLaunching == 0 || *maxLaunching < -1 {
-			return usagef("--max-launching must be > 0, or -1 for no bound, got %d", *maxLaunching)
+		if *maxInFlight == 0 || *maxInFlight < -1 {
+			return usagef("--max-in-flight must be > 0, or -1 for no bound, got %d", *maxInFlight)
 		}
 		if *wt <= *hb {
 			return usagef("--worker-timeout (%s) must exceed --heartbeat-interval (%s)", *wt, *hb)
@@ -137,7 +137,7 @@ func bindBench(fs *flag.FlagSet, o *benchOptions) func(args []string) error {
 		*o = benchOptions{opts: bench.Options{Agents: *agents, Executors: *executors, Apps: *apps, RealProcesses: *real,
 			LatencyRuns: *runs, DeadFraction: *dead, Only: only, Steady: *steady},
 			json: *asJSON, data: *data, tcp: *tcp || *procs, processes: *procs, cpuProfile: *cpu, memProfile: *mem, logLevel: *level, hb: *hb, wt: *wt,
-			maxLaunching: *maxLaunching}
+			maxInFlight: *maxInFlight}
 		return nil
 	}
 }
@@ -339,7 +339,7 @@ func startBenchUp(ctx context.Context, data string, o *benchOptions, qlog zerolo
 	complete := bindUp(ufs, uo)
 	if err := ufs.Parse([]string{"--data", data, "--port", strconv.Itoa(port), "--web-addr", "off",
 		"--heartbeat-interval", o.hb.String(), "--worker-timeout", o.wt.String(),
-		"--max-launching", strconv.Itoa(o.maxLaunching)}); err != nil {
+		"--max-in-flight", strconv.Itoa(o.maxInFlight)}); err != nil {
 		return nil, nil, err
 	}
 	if err := complete(nil); err != nil {

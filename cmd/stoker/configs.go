@@ -111,7 +111,7 @@ func newRecovery(timeout time.Duration) newService {
 type schedulerSettings struct {
 	consolidate, beatsOnly                bool
 	maxRetries, missedBeats, defaultCores int
-	maxLaunching                          int
+	maxInFlight                           int
 	workerSelection                       scheduler.WorkerSelection
 	renewInterval, beatInterval, launchTO time.Duration
 	// appCreds mints each launch's app credential (nil: none, no auth).
@@ -124,7 +124,7 @@ func newScheduler(s schedulerSettings) newService {
 			Consolidate: s.consolidate, MaxExecutorRetries: s.maxRetries, DefaultCores: s.defaultCores,
 			WorkerSelection: s.workerSelection,
 			RenewInterval:   s.renewInterval, BeatInterval: s.beatInterval, MissedBeats: s.missedBeats,
-			LaunchTimeout: s.launchTO, AppCreds: s.appCreds, BeatsOnly: s.beatsOnly, MaxLaunching: s.maxLaunching})
+			LaunchTimeout: s.launchTO, AppCreds: s.appCreds, BeatsOnly: s.beatsOnly, MaxInFlight: s.maxInFlight})
 	}
 }
 

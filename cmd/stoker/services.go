@@ -295,7 +295,7 @@ zone=a,disk=ssd) are matched by apps' and drivers' --constraint.`,
 type schedulerFlags struct {
 	spreadOut, beatsOnly                  *bool
 	maxRetries, missedBeats, defaultCores *int
-	maxLaunching                          *int
+	maxInFlight                           *int
 	workerSelection                       *string
 	renewInterval, beatInterval, launchTO *time.Duration
 }
@@ -309,8 +309,8 @@ func bindSchedulerFlags(fs *flag.FlagSet) *schedulerFlags {
 		missedBeats: fs.Int("missed-beats", scheduler.DefaultMissedBeats,
 			"beats a standby may miss before it revokes the lease and takes over (failover ≈ beat-interval × missed-beats)"),
 		launchTO: fs.Duration("launch-timeout", scheduler.DefaultLaunchTimeout, "how long an agent has to acknowledge a launch or kill"),
-		maxLaunching: fs.Int("max-launching", scheduler.DefaultMaxLaunching,
-			"executors LAUNCHING at once, cluster-wide (placed, not yet reported RUNNING); the rest are placed as launches are reported, so a burst does not queue state reports past their timeouts (-1: no bound)"),
+		maxInFlight: fs.Int("max-in-flight", scheduler.DefaultMaxInFlight,
+			"executors starting at once, cluster-wide (placed, not yet reported RUNNING), and as many being killed (kill sent, not yet reported ended); the rest follow as reports arrive, so a burst does not queue state reports past their timeouts (-1: no bound)"),
 		defaultCores: fs.Int("default-cores", 0,
 			"cap on the cores of an application that sets no --max-cores of its own, as Spark's spark.deploy.defaultCores (0: no cap)"),
 		beatsOnly: fs.Bool("beats-only", false,
@@ -337,8 +337,8 @@ func (s *schedulerFlags) check() error {
 	if *s.defaultCores < 0 {
 		return usagef("--default-cores must be >= 0 (0: no cap), got %d", *s.defaultCores)
 	}
-	if *s.maxLaunching == 0 || *s.maxLaunching < -1 {
-		return usagef("--max-launching must be > 0, or -1 for no bound, got %d", *s.maxLaunching)
+	if *s.maxInFlight == 0 || *s.maxInFlight < -1 {
+		return usagef("--max-in-flight must be > 0, or -1 for no bound, got %d", *s.maxInFlight)
 	}
 	if _, err := scheduler.ParseWorkerSelection(*s.workerSelection); err != nil {
 		return usagef("--worker-selection-policy: %v", err)
@@ -351,7 +351,7 @@ func (s *schedulerFlags) settings() schedulerSettings {
 	ws, _ := scheduler.ParseWorkerSelection(*s.workerSelection) // checked by check
 	return schedulerSettings{consolidate: !*s.spreadOut, workerSelection: ws, maxRetries: *s.maxRetries,
 		renewInterval: *s.renewInterval, beatInterval: *s.beatInterval, missedBeats: *s.missedBeats,
-		launchTO: *s.launchTO, defaultCores: *s.defaultCores, maxLaunching: *s.maxLaunching, beatsOnly: *s.beatsOnly}
+		launchTO: *s.launchTO, defaultCores: *s.defaultCores, maxInFlight: *s.maxInFlight, beatsOnly: *s.beatsOnly}
 }
 
 // agentOptions is `stoker agent` parsed.

@@ -43,7 +43,7 @@ func newPlanner(v *view, cfg Config) *planner {
 			WorkerSelection:    cfg.WorkerSelection,
 			MaxExecutorRetries: max(cfg.MaxExecutorRetries, 0),
 			DefaultCores:       cfg.DefaultCores,
-			MaxLaunching:       max(cfg.MaxLaunching, 0),
+			MaxInFlight:        max(cfg.MaxInFlight, 0),
 			Rand:               rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 		},
 		killRetry: cfg.KillRetry,

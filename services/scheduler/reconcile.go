@@ -3,6 +3,7 @@ package scheduler
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -203,6 +204,12 @@ func (st *pass) checkStaleLaunch(checks map[string]int, key string, e *schemas.E
 func (st *pass) kill(wid string, k schemas.Kill) {
 	if _, sent := st.s.Killing[KillTarget(k)]; sent {
 		return
+	}
+	if k.DriverID == "" && st.killBudget < math.MaxInt {
+		if st.killBudget == 0 {
+			return // the window is full: a later pass sends it
+		}
+		st.killBudget--
 	}
 	st.p.Kills = append(st.p.Kills, KillCmd{WorkerID: wid, Kill: k})
 }

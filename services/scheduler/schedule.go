@@ -16,6 +16,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/stoker/stoker/schemas"
@@ -78,13 +79,15 @@ type Options struct {
 	// under an older epoch on an ALIVE worker is checked with its agent
 	// (Plan.Checks); 0 checks nothing.
 	Epoch uint64
-	// MaxLaunching bounds the executors LAUNCHING at once on live workers
+	// MaxInFlight bounds the executors LAUNCHING at once on live workers
 	// (placed, not yet reported RUNNING): a pass places at most
-	// MaxLaunching minus those, apps in submission order, and the next
-	// passes place the rest as launches are reported. It is flow control:
-	// placing faster than agents and registration take the reports only
-	// queues them past their timeouts. 0: no bound.
-	MaxLaunching int
+	// MaxInFlight minus those, apps in submission order, and the next
+	// passes place the rest as launches are reported. It bounds the
+	// executor kills in flight alike (sent, the executor not yet reported
+	// ended): the kills past it wait for a later pass. It is flow control:
+	// starting or stopping executors faster than agents and registration
+	// take the reports only queues them past their timeouts. 0: no bound.
+	MaxInFlight int
 }
 
 // ExecutorLaunch places one executor: create its record (LAUNCHING), then
@@ -207,8 +210,11 @@ func KillTarget(k schemas.Kill) string {
 	if k.DriverID != "" {
 		return "driver/" + k.DriverID
 	}
-	return "executor/" + schemas.ExecutorKey(k.AppID, k.ExecutorID)
+	return killTargetExecutor + schemas.ExecutorKey(k.AppID, k.ExecutorID)
 }
+
+// killTargetExecutor prefixes an executor's KillTarget.
+const killTargetExecutor = "executor/"
 
 // Schedule is Spark's Master.schedule() with the reconciliation that the
 // Master does in its event handlers: it first reconciles (Reconcile), then
@@ -300,8 +306,9 @@ type pass struct {
 	requeued   map[string]int                 // driver id → index in p.DriverUpdates
 
 	workers []*free // placeable (ALIVE, not avoided), sorted by id
-	// launchBudget: the executors this pass may still place (Options.MaxLaunching).
-	launchBudget int
+	// launchBudget, killBudget: the executors this pass may still place,
+	// and still send kills to (Options.MaxInFlight).
+	launchBudget, killBudget int
 	// buffers reused from app to app
 	usable   []*free
 	assigned []int
@@ -349,9 +356,10 @@ func newPass(s *Snapshot, o Options) *pass {
 		}
 		st.appCores[e.AppID] += e.Cores
 	}
-	st.launchBudget = math.MaxInt
-	if o.MaxLaunching > 0 {
-		st.launchBudget = max(o.MaxLaunching-launching, 0)
+	st.launchBudget, st.killBudget = math.MaxInt, math.MaxInt
+	if o.MaxInFlight > 0 {
+		st.launchBudget = max(o.MaxInFlight-launching, 0)
+		st.killBudget = max(o.MaxInFlight-killsInFlight(s), 0)
 	}
 	for _, d := range s.Drivers {
 		st.used.AddDriver(d)
@@ -360,6 +368,20 @@ func newPass(s *Snapshot, o Options) *pass {
 		}
 	}
 	return st
+}
+
+// killsInFlight counts the executors a kill was sent to that still hold
+// resources (not yet reported ended).
+func killsInFlight(s *Snapshot) int {
+	n := 0
+	for target := range s.Killing {
+		if key, ok := strings.CutPrefix(target, killTargetExecutor); ok {
+			if e := s.Executors[key]; e != nil && e.State.Holds() {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // holdAddrs counts addresses held on a worker; an address held twice is an

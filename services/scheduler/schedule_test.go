@@ -616,13 +616,13 @@ func TestSchedule_Apps_WaitingWithExecutorsMovesToRunning(t *testing.T) {
 	h.AssertStable()
 }
 
-// TestSchedule_MaxLaunching_PlacesWithinTheWindow: with MaxLaunching a pass
+// TestSchedule_MaxInFlight_PlacesWithinTheWindow: with MaxInFlight a pass
 // places no more than the window less what is already LAUNCHING, apps in
 // submission order; as launches are reported RUNNING the next passes place
 // the rest, and the whole demand is placed in the end, each id once.
-func TestSchedule_MaxLaunching_PlacesWithinTheWindow(t *testing.T) {
+func TestSchedule_MaxInFlight_PlacesWithinTheWindow(t *testing.T) {
 	h := NewHarness(t)
-	h.Opts.MaxLaunching = 5
+	h.Opts.MaxInFlight = 5
 	h.Workers(4, 4, 64<<10)
 	h.App("app-1", 1, 256, 6)
 	h.App("app-2", 1, 256, 6)
@@ -668,4 +668,64 @@ func TestSchedule_MaxLaunching_PlacesWithinTheWindow(t *testing.T) {
 		t.Fatalf("placed %v (%d launches seen), want 6 each, 12 launches", got, len(seen))
 	}
 	h.AssertStable()
+}
+
+// TestSchedule_MaxInFlight_BoundsKillsInFlight: the window bounds the
+// kills in flight as it does launches: an ended app's executors are killed
+// a window at a time, a kill counting until its executor is reported
+// ended; every one is killed in the end, none twice.
+func TestSchedule_MaxInFlight_BoundsKillsInFlight(t *testing.T) {
+	h := NewHarness(t)
+	h.Opts.MaxInFlight = 3
+	h.Workers(2, 8, 64<<10)
+	a := h.App("app-1", 1, 256, 0)
+	a.State = schemas.AppFinished
+	for i := range 7 {
+		h.Executor("app-1", i, fmt.Sprintf("w%02d", i%2), 1, 256, schemas.ExecutorRunning)
+	}
+	killed := map[string]int{}
+	for pass := 0; pass < 10; pass++ {
+		p := h.Schedule()
+		if len(p.Kills) > 3 {
+			t.Fatalf("pass %d sent %d kills, window 3", pass, len(p.Kills))
+		}
+		inFlight := 0
+		for _, e := range h.Snap.Executors {
+			if _, sent := h.Snap.Killing[KillTarget(schemas.Kill{AppID: e.AppID, ExecutorID: e.ID})]; sent && e.State.Holds() {
+				inFlight++
+			}
+		}
+		if inFlight > 3 {
+			t.Fatalf("pass %d: %d kills in flight, window 3", pass, inFlight)
+		}
+		for _, k := range p.Kills {
+			key := schemas.ExecutorKey(k.Kill.AppID, k.Kill.ExecutorID)
+			killed[key]++
+			if pass%2 == 1 { // reported a pass later, sometimes
+				continue
+			}
+			e := *h.Snap.Executors[key]
+			e.State = schemas.ExecutorKilled
+			h.Snap.Executors[key] = &e
+		}
+		if pass%2 == 1 {
+			for _, e := range h.Snap.Executors {
+				if e.State == schemas.ExecutorRunning {
+					if _, sent := h.Snap.Killing[KillTarget(schemas.Kill{AppID: e.AppID, ExecutorID: e.ID})]; sent {
+						c := *e
+						c.State = schemas.ExecutorKilled
+						h.Snap.Executors[e.Key()] = &c
+					}
+				}
+			}
+		}
+	}
+	if len(killed) != 7 {
+		t.Fatalf("killed %d executors, want all 7: %v", len(killed), killed)
+	}
+	for k, n := range killed {
+		if n != 1 {
+			t.Fatalf("executor %s killed %d times", k, n)
+		}
+	}
 }

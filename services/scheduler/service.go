@@ -30,10 +30,10 @@ const (
 	DefaultDebounce           = 5 * time.Millisecond
 	DefaultKillRetry          = 5 * time.Second
 	DefaultAvoidFor           = 5 * time.Second
-	// DefaultMaxLaunching is Config.MaxLaunching's default: at 1,000
+	// DefaultMaxInFlight is Config.MaxInFlight's default: at 1,000
 	// simulated agents and 100,000 executors on 2 cores it kept every
 	// state report within its timeout (docs/benchmarks.md, Scale).
-	DefaultMaxLaunching = 8192
+	DefaultMaxInFlight = 8192
 )
 
 // ErrConfig is wrapped by every invalid Config.
@@ -76,11 +76,11 @@ type Config struct {
 	// LaunchTimeout bounds the wait for an agent to acknowledge a launch or
 	// kill. Default 2s.
 	LaunchTimeout time.Duration
-	// MaxLaunching bounds the executors LAUNCHING at once (placed, launch
-	// not yet reported RUNNING); the rest of the demand is placed as
-	// reports arrive (Options.MaxLaunching). 0: DefaultMaxLaunching;
-	// negative: no bound.
-	MaxLaunching int
+	// MaxInFlight bounds the executors LAUNCHING at once (placed, launch
+	// not yet reported RUNNING), and the executor kills in flight (sent,
+	// not yet reported ended); the rest follow as reports arrive
+	// (Options.MaxInFlight). 0: DefaultMaxInFlight; negative: no bound.
+	MaxInFlight int
 	// Tick is the period of passes without changes. Default 1s.
 	Tick time.Duration
 	// Debounce gathers a burst of KV changes into one pass. Default 5ms.
@@ -136,8 +136,8 @@ func New(cfg Config) (*Service, error) {
 	if cfg.MaxExecutorRetries == 0 {
 		cfg.MaxExecutorRetries = DefaultMaxExecutorRetries
 	}
-	if cfg.MaxLaunching == 0 {
-		cfg.MaxLaunching = DefaultMaxLaunching
+	if cfg.MaxInFlight == 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
