@@ -185,10 +185,7 @@ func (p *eventPublisher) waitRoomLocked() {
 		select {
 		case <-room:
 			p.mu.Lock()
-			if !timer.Stop() {
-				<-timer.C
-			}
-			timer.Reset(eventAckWait)
+			timer.Reset(eventAckWait) // Go 1.23+: no stale tick to drain
 		case <-timer.C:
 			p.mu.Lock()
 			return
