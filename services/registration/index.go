@@ -55,7 +55,14 @@ type index struct {
 	loaded map[string]bool
 	// stalled asks a bucket's follower to watch again (buffered, one).
 	stalled map[string]chan struct{}
+	// last reads each bucket's last sequence for sync, one stream info at
+	// a time however many requests wait (svc.Fresh). Set at construction.
+	last map[string]*svc.Fresh[uint64]
 }
+
+// lastSeqTimeout bounds one read of a bucket's last sequence; the requests
+// waiting for it are bounded by their own contexts.
+const lastSeqTimeout = 5 * time.Second
 
 // reWatchDelay spaces the attempts to watch a bucket again.
 const reWatchDelay = 500 * time.Millisecond
@@ -70,14 +77,21 @@ const stallAfter = 2 * time.Second
 var timeAfter = time.After
 
 func newIndex(st *bus.Store, log zerolog.Logger, poison *bus.Reporter) *index {
-	return &index{
+	x := &index{
 		st: st, log: log, poison: poison, changed: make(chan struct{}),
 		workers: map[string]*schemas.Worker{}, drivers: map[string]*schemas.Driver{}, apps: map[string]*schemas.App{},
 		execByApp: map[string]map[string]*schemas.Executor{},
 		holdExec:  map[string]map[string]*schemas.Executor{}, holdDrv: map[string]map[string]*schemas.Driver{},
 		poisoned: map[string]map[string]uint64{}, revs: map[string]map[string]uint64{}, seen: map[string]uint64{}, loaded: map[string]bool{},
-		stalled: map[string]chan struct{}{},
+		stalled: map[string]chan struct{}{}, last: map[string]*svc.Fresh[uint64]{},
 	}
+	if st != nil {
+		for _, kv := range x.indexed() {
+			x.last[kv.Bucket()] = svc.NewFresh(context.Background(), lastSeqTimeout,
+				func(ctx context.Context) (uint64, error) { return lastSeq(ctx, kv) })
+		}
+	}
+	return x
 }
 
 // indexed is the buckets the index follows.
@@ -339,16 +353,12 @@ func (x *index) notifyLocked() {
 // answers it from the stream's counters, whatever its size), then a wait
 // for the watches to reach those sequences.
 func (x *index) sync(ctx context.Context, only ...jetstream.KeyValue) error {
-	want := map[string]uint64{}
 	if len(only) == 0 {
 		only = x.indexed()
 	}
-	for _, kv := range only {
-		last, err := lastSeq(ctx, kv)
-		if err != nil {
-			return err
-		}
-		want[kv.Bucket()] = last
+	want, err := x.lastSeqs(ctx, only)
+	if err != nil {
+		return err
 	}
 	stall := time.NewTimer(stallAfter)
 	defer stall.Stop()
@@ -382,6 +392,33 @@ func (x *index) sync(ctx context.Context, only ...jetstream.KeyValue) error {
 			stall.Reset(stallAfter)
 		}
 	}
+}
+
+// lastSeqs is the last sequence of each bucket, by name, read at once;
+// each read began after the call (svc.Fresh), so it covers every write
+// the caller made before.
+func (x *index) lastSeqs(ctx context.Context, kvs []jetstream.KeyValue) (map[string]uint64, error) {
+	seqs := make([]uint64, len(kvs))
+	errs := make([]error, len(kvs))
+	var wg sync.WaitGroup
+	for i, kv := range kvs {
+		wg.Go(func() {
+			if f := x.last[kv.Bucket()]; f != nil {
+				seqs[i], errs[i] = f.Get(ctx)
+			} else {
+				seqs[i], errs[i] = lastSeq(ctx, kv)
+			}
+		})
+	}
+	wg.Wait()
+	want := make(map[string]uint64, len(kvs))
+	for i, kv := range kvs {
+		if errs[i] != nil {
+			return nil, errs[i]
+		}
+		want[kv.Bucket()] = seqs[i]
+	}
+	return want, nil
 }
 
 // lastSeq is the last sequence of the bucket's stream: every key's latest
