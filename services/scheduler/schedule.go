@@ -224,6 +224,7 @@ const killTargetExecutor = "executor/"
 func Schedule(s *Snapshot, o Options) Plan {
 	st := newPass(s, o)
 	st.reconcile()
+	st.checkHeld()
 	st.placeDrivers()
 	st.placeApps()
 	st.sort()
@@ -305,7 +306,7 @@ type pass struct {
 	driverNext map[string]schemas.DriverState // driver state after reconciliation
 	requeued   map[string]int                 // driver id → index in p.DriverUpdates
 
-	workers []*free // placeable (ALIVE, not avoided), sorted by id
+	workers []*free // placeable (ALIVE, not avoided), sorted by id; built by freeWorkers
 	// launchBudget, killBudget: the executors this pass may still place,
 	// and still send kills to (Options.MaxInFlight).
 	launchBudget, killBudget int

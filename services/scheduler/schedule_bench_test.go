@@ -33,3 +33,19 @@ func BenchmarkSchedule_10kWorkers_100kExecutors(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSchedule_10kWorkers_NothingToPlace is the pass every worker
+// registration asks for while 10,000 agents start: nothing waits, so it
+// should cost next to nothing per worker.
+func BenchmarkSchedule_10kWorkers_NothingToPlace(b *testing.B) {
+	h := NewHarness(b)
+	for i := 0; i < 10_000; i++ {
+		h.Worker(fmt.Sprintf("w%05d", i), 16, 64<<10)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if p := Schedule(h.Snap, h.Opts); len(p.LaunchExecutors) != 0 {
+			b.Fatalf("placed %d", len(p.LaunchExecutors))
+		}
+	}
+}

@@ -185,6 +185,26 @@ func TestSchedule_Resources_NeverNegative(t *testing.T) {
 	}
 }
 
+// A pass with nothing to place builds no free resources per worker, yet
+// still reports a worker held beyond what it has.
+func TestSchedule_Resources_OvercommitReportedWithNothingWaiting(t *testing.T) {
+	h := NewHarness(t)
+	h.Worker("w1", 4, 1024)
+	h.Worker("w2", 4, 1024)
+	a := h.App("app-1", 1, 128, 0)
+	a.State = schemas.AppRunning
+	a.MaxCores = 6
+	h.Executor("app-1", 0, "w1", 6, 2048, schemas.ExecutorRunning) // more than the worker has
+	p := h.Schedule()
+	if len(p.LaunchExecutors)+len(p.LaunchDrivers) != 0 {
+		t.Fatalf("placed with the app at its cap: %+v", p)
+	}
+	want := []string{"worker w1: executors and drivers hold 2048 MB of 1024", "worker w1: executors and drivers hold 6 cores of 4"}
+	if !slices.Equal(p.Inconsistencies, want) {
+		t.Fatalf("inconsistencies = %q, want %q", p.Inconsistencies, want)
+	}
+}
+
 func TestSchedule_Resources_AvoidedWorker(t *testing.T) {
 	h := NewHarness(t)
 	h.Workers(2, 4, 4096)
