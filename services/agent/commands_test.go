@@ -412,6 +412,29 @@ func TestService_StateReports_RetriedInOrderUntilAcked(t *testing.T) {
 	}
 }
 
+// A registration slower to answer than the agent's first wait still gets
+// the report taken: each attempt in a row without an answer waits longer,
+// so a retry outlasts the backlog instead of expiring in it every time
+// (with a fixed 2 s wait and 2.5 s per answer no attempt was ever
+// answered).
+func TestService_StateReports_SlowRegistration_RetryWaitsLonger(t *testing.T) {
+	e := newEnv(t)
+	s := startAgent(t, e.srv.URL(), nil)
+	waitRegistered(t, s)
+	e.c.set(func(c *cluster) { c.stateDelay = reportTimeout + reportTimeout/4 })
+	app := newAppID()
+	key := schemas.ExecutorKey(app, 0)
+	launchExecutor(t, e.nc, app, 0, "sleep 30")
+	bustest.Eventually(t, 30*time.Second, "RUNNING acknowledged", func() bool { return s.reports.pending() == 0 })
+	e.c.set(func(c *cluster) { c.stateDelay = 0 })
+	if r := s.ReportRetries(); r == 0 || r > 2 {
+		t.Fatalf("%d retries, want 1 or 2 (the first attempt's wait is shorter than the answer)", r)
+	}
+	if got := e.c.stateList(key); len(got) == 0 || got[0] != "RUNNING" {
+		t.Fatalf("reports %v, want RUNNING", got)
+	}
+}
+
 // Reports queued while registration is away go together once it is
 // back: every one delivered, each process's in order, in fewer requests
 // than reports.

@@ -39,6 +39,9 @@ type cluster struct {
 	stateAck func(*schemas.StateChange) *schemas.StateAck
 	// refuseStates answers state reports 503 (and counts them in refused).
 	refuseStates bool
+	// stateDelay holds every single state report this long before it is
+	// taken, one after another (a registration with a backlog).
+	stateDelay time.Duration
 	// refuseLeave, when set, refuses a leave with this reason (Ack OK false).
 	refuseLeave string
 	refused     int
@@ -98,6 +101,10 @@ func startCluster(t *testing.T, nc *nats.Conn) *cluster {
 			return nil, nil
 		}),
 		bus.WorkerState: bus.MsgHandler(ctx, &log, nil, func(_ context.Context, _ bus.Inbound, req *schemas.StateChange) (any, error) {
+			c.mu.Lock()
+			d := c.stateDelay
+			c.mu.Unlock()
+			time.Sleep(d)
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			return c.takeStateLocked(req)
