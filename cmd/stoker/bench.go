@@ -40,8 +40,10 @@ type benchOptions struct {
 	memProfile string
 	logLevel   string
 	hb, wt     time.Duration
-	// maxInFlight is the scheduler's --max-in-flight.
+	// maxInFlight, flowTarget are the scheduler's --max-in-flight and
+	// --flow-target.
 	maxInFlight int
+	flowTarget  time.Duration
 }
 
 var benchScenarios = []string{"reference", "latency", "placements", "resources", "failover", "dead", "real"}
@@ -92,6 +94,7 @@ func bindBench(fs *flag.FlagSet, o *benchOptions) func(args []string) error {
 	runs := fs.Int("latency-runs", 20, "4-executor apps timed by the latency scenario")
 	dead := fs.Float64("dead-fraction", 0.1, "fraction of the agents that fall silent in the dead scenario")
 	maxInFlight := fs.Int("max-in-flight", scheduler.DefaultMaxInFlight, "the scheduler's --max-in-flight: executors starting, and being killed, at once (-1: no bound)")
+	flowTarget := fs.Duration("flow-target", scheduler.DefaultFlowTarget, "the scheduler's --flow-target: a launch or kill reported later halves the window of executors in flight (negative: the window is --max-in-flight, constant)")
 	steady := fs.Duration("steady", 5*time.Second, "how long CPU is sampled during steady heartbeats")
 	scen := fs.String("scenarios", "", "comma-separated scenarios to run (default: all): "+strings.Join(benchScenarios, ","))
 	asJSON := fs.Bool("json", false, "print the result as JSON")
@@ -120,6 +123,9 @@ func bindBench(fs *flag.FlagSet, o *benchOptions) func(args []string) error {
 		if *maxInFlight == 0 || *maxInFlight < -1 {
 			return usagef("--max-in-flight must be > 0, or -1 for no bound, got %d", *maxInFlight)
 		}
+		if *flowTarget == 0 {
+			return usagef("--flow-target must be > 0, or negative for a constant window, got 0")
+		}
 		if *wt <= *hb {
 			return usagef("--worker-timeout (%s) must exceed --heartbeat-interval (%s)", *wt, *hb)
 		}
@@ -137,7 +143,7 @@ func bindBench(fs *flag.FlagSet, o *benchOptions) func(args []string) error {
 		*o = benchOptions{opts: bench.Options{Agents: *agents, Executors: *executors, Apps: *apps, RealProcesses: *real,
 			LatencyRuns: *runs, DeadFraction: *dead, Only: only, Steady: *steady},
 			json: *asJSON, data: *data, tcp: *tcp || *procs, processes: *procs, cpuProfile: *cpu, memProfile: *mem, logLevel: *level, hb: *hb, wt: *wt,
-			maxInFlight: *maxInFlight}
+			maxInFlight: *maxInFlight, flowTarget: *flowTarget}
 		return nil
 	}
 }
@@ -339,7 +345,7 @@ func startBenchUp(ctx context.Context, data string, o *benchOptions, qlog zerolo
 	complete := bindUp(ufs, uo)
 	if err := ufs.Parse([]string{"--data", data, "--port", strconv.Itoa(port), "--web-addr", "off",
 		"--heartbeat-interval", o.hb.String(), "--worker-timeout", o.wt.String(),
-		"--max-in-flight", strconv.Itoa(o.maxInFlight)}); err != nil {
+		"--max-in-flight", strconv.Itoa(o.maxInFlight), "--flow-target", o.flowTarget.String()}); err != nil {
 		return nil, nil, err
 	}
 	if err := complete(nil); err != nil {

@@ -22,7 +22,8 @@ import (
 type procCluster struct {
 	self, data, url, ca string
 	hb, wt              time.Duration
-	maxInFlight         int // the scheduler's --max-in-flight
+	maxInFlight         int           // the scheduler's --max-in-flight
+	flowTarget          time.Duration // the scheduler's --flow-target
 	keys                *auth.Keys
 
 	mu    sync.Mutex
@@ -45,8 +46,8 @@ func startProcCluster(ctx context.Context, data string, o *benchOptions) (*procC
 		return nil, err
 	}
 	pc := &procCluster{self: self, data: data, url: fmt.Sprintf("tls://127.0.0.1:%d", port), hb: o.hb, wt: o.wt,
-		maxInFlight: o.maxInFlight,
-		procs:       map[string]*exec.Cmd{}}
+		maxInFlight: o.maxInFlight, flowTarget: o.flowTarget,
+		procs: map[string]*exec.Cmd{}}
 	busData := filepath.Join(data, "nats")
 	if err := pc.start("bus", "bus", "--data", busData, "--auth-dir", data, "--host", "127.0.0.1",
 		"--port", strconv.Itoa(port)); err != nil {
@@ -101,7 +102,7 @@ func (pc *procCluster) startService(role, id string) (int, error) {
 	case "registration", "heartbeat":
 		args = append(args, "--heartbeat-interval", pc.hb.String(), "--worker-timeout", pc.wt.String())
 	case "scheduler":
-		args = append(args, "--max-in-flight", strconv.Itoa(pc.maxInFlight))
+		args = append(args, "--max-in-flight", strconv.Itoa(pc.maxInFlight), "--flow-target", pc.flowTarget.String())
 	}
 	if err := pc.start(id, role, args...); err != nil {
 		return 0, err

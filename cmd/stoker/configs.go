@@ -112,6 +112,7 @@ type schedulerSettings struct {
 	consolidate, beatsOnly                bool
 	maxRetries, missedBeats, defaultCores int
 	maxInFlight                           int
+	flowTarget                            time.Duration
 	workerSelection                       scheduler.WorkerSelection
 	renewInterval, beatInterval, launchTO time.Duration
 	// appCreds mints each launch's app credential (nil: none, no auth).
@@ -124,7 +125,8 @@ func newScheduler(s schedulerSettings) newService {
 			Consolidate: s.consolidate, MaxExecutorRetries: s.maxRetries, DefaultCores: s.defaultCores,
 			WorkerSelection: s.workerSelection,
 			RenewInterval:   s.renewInterval, BeatInterval: s.beatInterval, MissedBeats: s.missedBeats,
-			LaunchTimeout: s.launchTO, AppCreds: s.appCreds, BeatsOnly: s.beatsOnly, MaxInFlight: s.maxInFlight})
+			LaunchTimeout: s.launchTO, AppCreds: s.appCreds, BeatsOnly: s.beatsOnly, MaxInFlight: s.maxInFlight,
+			FlowTarget: s.flowTarget})
 	}
 }
 

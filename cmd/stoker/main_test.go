@@ -57,6 +57,8 @@ func TestRun_UsageErrors(t *testing.T) {
 		{"scheduler negative default cores", []string{"scheduler", "--default-cores=-2"}, "--default-cores must be >= 0"},
 		{"scheduler zero max launching", []string{"scheduler", "--max-in-flight=0"}, "--max-in-flight must be > 0, or -1"},
 		{"bench max launching below -1", []string{"bench", "--max-in-flight=-5"}, "--max-in-flight must be > 0, or -1"},
+		{"scheduler zero flow target", []string{"scheduler", "--flow-target=0s"}, "--flow-target must be > 0, or negative"},
+		{"bench zero flow target", []string{"bench", "--flow-target=0s"}, "--flow-target must be > 0, or negative"},
 		{"run negative max", []string{"run", "--max-cores=-1", "--", "x"}, "--max-cores must be >= 0"},
 		{"kill no id", []string{"kill"}, "expected one driver or app id"},
 		{"kill bad id", []string{"kill", "worker-1"}, "is not a driver id"},

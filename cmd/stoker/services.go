@@ -296,6 +296,7 @@ type schedulerFlags struct {
 	spreadOut, beatsOnly                  *bool
 	maxRetries, missedBeats, defaultCores *int
 	maxInFlight                           *int
+	flowTarget                            *time.Duration
 	workerSelection                       *string
 	renewInterval, beatInterval, launchTO *time.Duration
 }
@@ -311,6 +312,8 @@ func bindSchedulerFlags(fs *flag.FlagSet) *schedulerFlags {
 		launchTO: fs.Duration("launch-timeout", scheduler.DefaultLaunchTimeout, "how long an agent has to acknowledge a launch or kill"),
 		maxInFlight: fs.Int("max-in-flight", scheduler.DefaultMaxInFlight,
 			"executors starting at once, cluster-wide (placed, not yet reported RUNNING), and as many being killed (kill sent, not yet reported ended); the rest follow as reports arrive, so a burst does not queue state reports past their timeouts (-1: no bound)"),
+		flowTarget: fs.Duration("flow-target", scheduler.DefaultFlowTarget,
+			"how long a launch may take to be reported out of LAUNCHING, and a kill to be reported ended, before the window of executors in flight is halved (it grows back from 256 up to --max-in-flight while they come back sooner; -1s: the window is --max-in-flight, constant)"),
 		defaultCores: fs.Int("default-cores", 0,
 			"cap on the cores of an application that sets no --max-cores of its own, as Spark's spark.deploy.defaultCores (0: no cap)"),
 		beatsOnly: fs.Bool("beats-only", false,
@@ -340,6 +343,9 @@ func (s *schedulerFlags) check() error {
 	if *s.maxInFlight == 0 || *s.maxInFlight < -1 {
 		return usagef("--max-in-flight must be > 0, or -1 for no bound, got %d", *s.maxInFlight)
 	}
+	if *s.flowTarget == 0 {
+		return usagef("--flow-target must be > 0, or negative for a constant window, got 0")
+	}
 	if _, err := scheduler.ParseWorkerSelection(*s.workerSelection); err != nil {
 		return usagef("--worker-selection-policy: %v", err)
 	}
@@ -351,7 +357,7 @@ func (s *schedulerFlags) settings() schedulerSettings {
 	ws, _ := scheduler.ParseWorkerSelection(*s.workerSelection) // checked by check
 	return schedulerSettings{consolidate: !*s.spreadOut, workerSelection: ws, maxRetries: *s.maxRetries,
 		renewInterval: *s.renewInterval, beatInterval: *s.beatInterval, missedBeats: *s.missedBeats,
-		launchTO: *s.launchTO, defaultCores: *s.defaultCores, maxInFlight: *s.maxInFlight, beatsOnly: *s.beatsOnly}
+		launchTO: *s.launchTO, defaultCores: *s.defaultCores, maxInFlight: *s.maxInFlight, flowTarget: *s.flowTarget, beatsOnly: *s.beatsOnly}
 }
 
 // agentOptions is `stoker agent` parsed.

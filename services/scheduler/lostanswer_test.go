@@ -216,6 +216,12 @@ func TestService_PlacementAppUpdateRetried(t *testing.T) {
 	if l.updates.Load() > 0 {
 		t.Fatal("no app update timed out: the test did not test it")
 	}
+	// The launches follow the app update (they wait for it).
+	bustest.Eventually(t, 10*time.Second, "both executors launched", func() bool {
+		launches, _, _ := ag.snapshot()
+		return len(launches) >= 2
+	})
+	time.Sleep(200 * time.Millisecond)
 	if launches, _, _ := ag.snapshot(); len(launches) != 2 {
 		t.Fatalf("%d launches, want 2", len(launches))
 	}

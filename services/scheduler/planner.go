@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/stoker/stoker/schemas"
 )
 
 // planner runs Schedule over the view when the leader may schedule, and
@@ -21,7 +23,14 @@ type planner struct {
 	// Guarded by v.mu.
 	avoid   map[string]time.Time
 	lastBad string
-	passes  uint64 // plan calls, planned or not
+	// win sizes opts.MaxInFlight from the reports' round trips; nil: the
+	// window is Config.MaxInFlight, constant. sent: executor key → when its
+	// launch was planned, for the launches in flight (with win only).
+	win       *flowWindow
+	sent      map[string]time.Time
+	lastSweep time.Time
+	log       zerolog.Logger
+	passes    uint64 // plan calls, planned or not
 	// What the last Schedule saw and gave: an unchanged view with nothing
 	// timed pending skips Schedule (unchangedLocked).
 	schedules uint64 // Schedule runs
@@ -36,7 +45,7 @@ type planner struct {
 const quietMax = 10 * time.Second
 
 func newPlanner(v *view, cfg Config) *planner {
-	return &planner{
+	p := &planner{
 		v: v,
 		opts: Options{
 			SpreadOut:          !cfg.Consolidate,
@@ -49,6 +58,38 @@ func newPlanner(v *view, cfg Config) *planner {
 		killRetry: cfg.KillRetry,
 		avoidFor:  cfg.AvoidFor,
 		avoid:     map[string]time.Time{},
+		log:       cfg.Log,
+	}
+	if cfg.MaxInFlight > 0 && cfg.FlowTarget > 0 {
+		p.win = newFlowWindow(MinInFlight, cfg.MaxInFlight, cfg.FlowTarget)
+		p.sent = map[string]time.Time{}
+		v.executors.set = p.executorSeenLocked
+	}
+	return p
+}
+
+// sentForget is how long a launch's planning time is kept for a sample:
+// one still LAUNCHING after it is lost to the launch checks, not slow.
+const sentForget = 30 * time.Second
+
+// executorSeenLocked samples the window's round trips as the watch brings
+// executor records: a launch this planner placed that left LAUNCHING, a
+// kill it sent whose executor ended.
+func (p *planner) executorSeenLocked(key string, e *schemas.Executor) {
+	now := time.Now()
+	var d time.Duration
+	sampled := false
+	if at, ok := p.sent[key]; ok && e.State != schemas.ExecutorLaunching {
+		delete(p.sent, key)
+		d, sampled = now.Sub(at), true
+	}
+	if !e.State.Holds() {
+		if at, ok := p.v.snap.Killing[KillTarget(schemas.Kill{AppID: e.AppID, ExecutorID: e.ID})]; ok {
+			d, sampled = now.Sub(at), true
+		}
+	}
+	if sampled && p.win.observe(now, d, max(len(p.sent), len(p.v.snap.Killing))) {
+		p.log.Debug().Int("window", p.win.size).Dur("sample", d).Msg("executors in flight")
 	}
 }
 
@@ -69,7 +110,15 @@ func (p *planner) plan(epoch uint64, log *zerolog.Logger) (Plan, bool) {
 		return Plan{}, true
 	}
 	o.Now, o.Epoch = now, epoch
+	if p.win != nil {
+		o.MaxInFlight = p.win.size
+	}
 	plan := Schedule(p.v.placedLocked(), o)
+	if p.win != nil {
+		for _, l := range plan.LaunchExecutors {
+			p.sent[l.Executor.Key()] = now
+		}
+	}
 	p.schedules++
 	p.lastGen, p.lastEpoch, p.lastRun, p.lastEmpty = p.v.gen, epoch, now, plan.Empty()
 	if bad := fmt.Sprint(plan.Inconsistencies); len(plan.Inconsistencies) > 0 && bad != p.lastBad {
@@ -105,6 +154,14 @@ func (p *planner) idle(epoch uint64) bool {
 // is a change of a pass's inputs, as a record's is.
 func (p *planner) expireLocked(now time.Time) map[string]bool {
 	snap := p.v.snap
+	if p.win != nil && now.Sub(p.lastSweep) >= time.Second {
+		p.lastSweep = now
+		for k, at := range p.sent {
+			if now.Sub(at) >= sentForget {
+				delete(p.sent, k)
+			}
+		}
+	}
 	for k, at := range snap.Killing {
 		if now.Sub(at) >= p.killRetry {
 			delete(snap.Killing, k)

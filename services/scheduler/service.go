@@ -34,6 +34,13 @@ const (
 	// simulated agents and 100,000 executors on 2 cores it kept every
 	// state report within its timeout (docs/benchmarks.md, Scale).
 	DefaultMaxInFlight = 8192
+	// DefaultFlowTarget is Config.FlowTarget's default: half an agent's
+	// first wait for its state report (2 s), so a report answered within
+	// the target is never retried.
+	DefaultFlowTarget = time.Second
+	// MinInFlight is the smallest window FlowTarget sizes, and where it
+	// starts (or MaxInFlight if that is smaller).
+	MinInFlight = 256
 )
 
 // ErrConfig is wrapped by every invalid Config.
@@ -80,7 +87,14 @@ type Config struct {
 	// not yet reported RUNNING), and the executor kills in flight (sent,
 	// not yet reported ended); the rest follow as reports arrive
 	// (Options.MaxInFlight). 0: DefaultMaxInFlight; negative: no bound.
+	// With FlowTarget it is the window's ceiling.
 	MaxInFlight int
+	// FlowTarget sizes the window between MinInFlight and MaxInFlight so
+	// that launches and kills come back within it: placed → reported out
+	// of LAUNCHING, kill sent → reported ended (a window cut in half when
+	// one takes longer, grown while they do not: flowWindow). 0:
+	// DefaultFlowTarget; negative: the window is MaxInFlight, constant.
+	FlowTarget time.Duration
 	// Tick is the period of passes without changes. Default 1s.
 	Tick time.Duration
 	// Debounce gathers a burst of KV changes into one pass. Default 5ms.
@@ -138,6 +152,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.MaxInFlight == 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if cfg.FlowTarget == 0 {
+		cfg.FlowTarget = DefaultFlowTarget
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
