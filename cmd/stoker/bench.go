@@ -94,7 +94,7 @@ func bindBench(fs *flag.FlagSet, o *benchOptions) func(args []string) error {
 	runs := fs.Int("latency-runs", 20, "4-executor apps timed by the latency scenario")
 	dead := fs.Float64("dead-fraction", 0.1, "fraction of the agents that fall silent in the dead scenario")
 	maxInFlight := fs.Int("max-in-flight", scheduler.DefaultMaxInFlight, "the scheduler's --max-in-flight: executors starting, and being killed, at once (-1: no bound)")
-	flowTarget := fs.Duration("flow-target", scheduler.DefaultFlowTarget, "the scheduler's --flow-target: a launch or kill reported later halves the window of executors in flight (negative: the window is --max-in-flight, constant)")
+	flowTarget := fs.Duration("flow-target", scheduler.DefaultFlowTarget, "the scheduler's --flow-target: when most launches and kills of a window's worth are reported later, the window of executors in flight is halved (negative: the window is --max-in-flight, constant)")
 	steady := fs.Duration("steady", 5*time.Second, "how long CPU is sampled during steady heartbeats")
 	scen := fs.String("scenarios", "", "comma-separated scenarios to run (default: all): "+strings.Join(benchScenarios, ","))
 	asJSON := fs.Bool("json", false, "print the result as JSON")

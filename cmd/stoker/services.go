@@ -313,7 +313,7 @@ func bindSchedulerFlags(fs *flag.FlagSet) *schedulerFlags {
 		maxInFlight: fs.Int("max-in-flight", scheduler.DefaultMaxInFlight,
 			"executors starting at once, cluster-wide (placed, not yet reported RUNNING), and as many being killed (kill sent, not yet reported ended); the rest follow as reports arrive, so a burst does not queue state reports past their timeouts (-1: no bound)"),
 		flowTarget: fs.Duration("flow-target", scheduler.DefaultFlowTarget,
-			"how long a launch may take to be reported out of LAUNCHING, and a kill to be reported ended, before the window of executors in flight is halved (it grows back from 256 up to --max-in-flight while they come back sooner; -1s: the window is --max-in-flight, constant)"),
+			"how long launches may take to be reported out of LAUNCHING, and kills to be reported ended: when most of a window's worth take longer the window of executors in flight is halved, and it grows from 256 up to --max-in-flight while they come back sooner (negative, e.g. -1s: the window is --max-in-flight, constant)"),
 		defaultCores: fs.Int("default-cores", 0,
 			"cap on the cores of an application that sets no --max-cores of its own, as Spark's spark.deploy.defaultCores (0: no cap)"),
 		beatsOnly: fs.Bool("beats-only", false,

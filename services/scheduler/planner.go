@@ -29,8 +29,11 @@ type planner struct {
 	win       *flowWindow
 	sent      map[string]time.Time
 	lastSweep time.Time
-	log       zerolog.Logger
-	passes    uint64 // plan calls, planned or not
+	// limited: the last pass filled the window; freed: samples since it.
+	limited bool
+	freed   int
+	log     zerolog.Logger
+	passes  uint64 // plan calls, planned or not
 	// What the last Schedule saw and gave: an unchanged view with nothing
 	// timed pending skips Schedule (unchangedLocked).
 	schedules uint64 // Schedule runs
@@ -64,6 +67,7 @@ func newPlanner(v *view, cfg Config) *planner {
 		p.win = newFlowWindow(MinInFlight, cfg.MaxInFlight, cfg.FlowTarget)
 		p.sent = map[string]time.Time{}
 		v.executors.set = p.executorSeenLocked
+		v.executors.quiet = p.quietLocked
 	}
 	return p
 }
@@ -71,6 +75,21 @@ func newPlanner(v *view, cfg Config) *planner {
 // sentForget is how long a launch's planning time is kept for a sample:
 // one still LAUNCHING after it is lost to the launch checks, not slow.
 const sentForget = 30 * time.Second
+
+// quietLocked is startedAsPlaced, but for the report that frees a quarter
+// of a window the last pass filled: nothing else would ask for the pass
+// that places into it (the reports of launches ask for none), and the
+// window would refill once a tick.
+func (p *planner) quietLocked(old, e *schemas.Executor) bool {
+	if !startedAsPlaced(old, e) {
+		return false
+	}
+	if p.limited && p.freed >= max(p.win.size/4, 1) {
+		p.freed, p.limited = 0, false
+		return false
+	}
+	return true
+}
 
 // executorSeenLocked samples the window's round trips as the watch brings
 // executor records: a launch this planner placed that left LAUNCHING, a
@@ -88,7 +107,10 @@ func (p *planner) executorSeenLocked(key string, e *schemas.Executor) {
 			d, sampled = now.Sub(at), true
 		}
 	}
-	if sampled && p.win.observe(now, d, max(len(p.sent), len(p.v.snap.Killing))) {
+	if sampled {
+		p.freed++
+	}
+	if sampled && p.win.observe(d, max(len(p.sent), len(p.v.snap.Killing))) {
 		p.log.Debug().Int("window", p.win.size).Dur("sample", d).Msg("executors in flight")
 	}
 }
@@ -118,6 +140,8 @@ func (p *planner) plan(epoch uint64, log *zerolog.Logger) (Plan, bool) {
 		for _, l := range plan.LaunchExecutors {
 			p.sent[l.Executor.Key()] = now
 		}
+		p.freed = 0
+		p.limited = len(p.sent) >= p.win.size || len(snap.Killing) >= p.win.size
 	}
 	p.schedules++
 	p.lastGen, p.lastEpoch, p.lastRun, p.lastEmpty = p.v.gen, epoch, now, plan.Empty()
