@@ -286,7 +286,12 @@ func placements(ctx context.Context, c *Cluster, o Options, tr *tracker, f *agen
 	d := time.Since(start)
 	if !ok {
 		_, total, _ := tr.counts("")
-		res.fail("placements: %d of %d executors RUNNING after %s (lost)", total-base, o.Executors, d.Round(time.Millisecond))
+		want := map[string]int{}
+		for i, a := range apps {
+			want[a.ID] = counts[i]
+		}
+		res.fail("placements: %d of %d executors RUNNING after %s (lost or late; %s)", total-base, o.Executors,
+			d.Round(time.Millisecond), tr.shortfall(want))
 		return live, false
 	}
 	res.add(Row{Scenario: "placements", Figure: "placements/s end to end", Value: float64(o.Executors) / d.Seconds(), Unit: "/s",

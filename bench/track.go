@@ -3,7 +3,9 @@ package bench
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -190,4 +192,36 @@ func (t *tracker) stages(start time.Time) (lastCreate, createToRunP50, createToR
 	}
 	slices.Sort(lags)
 	return lastCreate, lags[len(lags)/2], lags[len(lags)-1], len(lags)
+}
+
+// shortfall says where the executors that did not reach RUNNING are: the
+// records by state, and the apps short of their count (want: app → count),
+// at most five of them. For a failed check's message: "lost" alone cannot
+// tell a record never created from one still LAUNCHING or one FAILED.
+func (t *tracker) shortfall(want map[string]int) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	byState := map[schemas.ExecutorState]int{}
+	for _, x := range t.state {
+		byState[x.State]++
+	}
+	states := slices.Sorted(maps.Keys(byState))
+	var b strings.Builder
+	b.WriteString("records by state:")
+	for _, s := range states {
+		fmt.Fprintf(&b, " %s %d", s, byState[s])
+	}
+	apps := slices.Sorted(maps.Keys(want))
+	short := 0
+	for _, a := range apps {
+		if t.running[a] >= want[a] {
+			continue
+		}
+		if short++; short > 5 {
+			b.WriteString("; …")
+			break
+		}
+		fmt.Fprintf(&b, "; app %s: %d of %d RUNNING, %d records created", a, t.running[a], want[a], t.created[a])
+	}
+	return b.String()
 }
