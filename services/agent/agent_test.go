@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
 
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/bus/bustest"
@@ -231,6 +232,74 @@ func TestService_Shutdown_LeavesAndKillsChildren(t *testing.T) {
 	}
 	if alive(pid) {
 		t.Fatalf("child %d survived Shutdown", pid)
+	}
+}
+
+// TestService_Decommission_LeavesAfterItsReports: a self-draining agent
+// whose executors are all gone leaves only once the cluster acknowledged
+// their reports. Leaving first had registration mark the worker
+// DECOMMISSIONED before the last KILLED report, and that executor LOST.
+func TestService_Decommission_LeavesAfterItsReports(t *testing.T) {
+	e := newEnv(t)
+	s := startAgent(t, e.srv.URL(), nil)
+	waitRegistered(t, s)
+	log := zerolog.Nop()
+	drains := 0
+	sub, err := e.nc.Subscribe(bus.WorkerDrainSubject(testWID), bus.MsgHandler(context.Background(), &log, nil,
+		func(_ context.Context, _ bus.Inbound, req *schemas.DrainRequest) (any, error) {
+			e.c.mu.Lock()
+			drains++
+			e.c.mu.Unlock()
+			return &schemas.Ack{OK: true}, nil
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := e.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	app := newAppID()
+	key := schemas.ExecutorKey(app, 0)
+	launchExecutor(t, e.nc, app, 0, "sleep 0.3")
+	e.c.waitReport(key, "RUNNING")
+	// Registration stops taking reports: the executor's end stays queued.
+	e.c.set(func(c *cluster) { c.refuseStates = true })
+	done := make(chan error, 1)
+	go func() { done <- s.Decommission(context.Background(), 30*time.Second) }()
+	bustest.Eventually(t, 15*time.Second, "the executor ended, its report queued", func() bool {
+		s.mu.Lock()
+		n := len(s.executors)
+		s.mu.Unlock()
+		return n == 0 && s.reports.pending() == 1
+	})
+	time.Sleep(time.Second) // ten of waitEmpty's checks
+	e.c.mu.Lock()
+	left, asked := len(e.c.leaves), drains
+	e.c.mu.Unlock()
+	if asked != 1 {
+		t.Fatalf("%d drain requests, want 1", asked)
+	}
+	if left != 0 {
+		t.Fatal("the agent left with its executor's end unreported")
+	}
+	e.c.set(func(c *cluster) { c.refuseStates = false })
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("decommission: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the agent did not leave once its report was taken")
+	}
+	if got := e.c.stateList(key); strings.Join(got, ",") != "RUNNING,EXITED" {
+		t.Fatalf("reports %v, want RUNNING then EXITED before the leave", got)
+	}
+	e.c.mu.Lock()
+	left = len(e.c.leaves)
+	e.c.mu.Unlock()
+	if left != 1 {
+		t.Fatalf("%d leaves, want 1", left)
 	}
 }
 
