@@ -107,10 +107,11 @@ func (p *planner) executorSeenLocked(key string, e *schemas.Executor) {
 			d, sampled = now.Sub(at), true
 		}
 	}
-	if sampled {
-		p.freed++
+	if !sampled {
+		return
 	}
-	if sampled && p.win.observe(d, max(len(p.sent), len(p.v.snap.Killing))) {
+	p.freed++
+	if p.win.observe(d, max(len(p.sent), len(p.v.snap.Killing))) {
 		p.log.Debug().Int("window", p.win.size).Dur("sample", d).Msg("executors in flight")
 	}
 }

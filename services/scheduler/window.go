@@ -11,9 +11,9 @@ import "time"
 // passes back, doubles it up to the first cut (slow start) and grows it by
 // an eighth after. A few samples late are no signal: a pass or a
 // collection stalls some on a loaded machine, and a window cut for them
-// only slowed placements (at 1,000 agents, cutting when a tenth of a
-// round passed a 1 s target: 816–1,433/s against 2,175/s constant); a
-// queue makes most of them late.
+// only slowed placements (at 1,000 agents with a 1 s target, cutting on
+// one late sample or on a tenth of a round: 816–1,433/s against 2,175/s
+// constant); a queue makes most of them late.
 //
 // A constant window is right for one cluster size only. 8,192 kept every
 // state report within its first wait at 1,000 agents, but at 10,000 agents
