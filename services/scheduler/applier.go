@@ -176,9 +176,16 @@ func (a *applier) updateApp(ctx context.Context, epoch uint64, log *zerolog.Logg
 	// Retried while the bus fails for a while: the placements' records
 	// exist, and an app record left at the old NextExecutorID would have
 	// the next pass place the same ids again, whose creates then conflict.
-	var changedState bool
+	var changedState, landed bool
+	calls := 0
 	_, _, err := bus.MutateIfRetrying(ctx, a.launchTimeout, a.v.apps.kv, u.AppID, func(n *schemas.App) bool {
+		calls++
 		changedState = false
+		// A retry that finds the state asked for: an earlier attempt's
+		// write landed and its answer was lost. Its event is still owed:
+		// nothing else would ever say the app changed state
+		// (TestService_LostAppUpdateAnswer_EventStillEmitted).
+		landed = calls > 1 && u.State != "" && n.State == u.State
 		if u.State != "" && n.State == u.From {
 			n.State, changedState = u.State, true
 			if u.Message != "" {
@@ -193,7 +200,7 @@ func (a *applier) updateApp(ctx context.Context, epoch uint64, log *zerolog.Logg
 		n.UpdatedAt = now()
 		return true
 	})
-	a.after(ctx, log, a.v.apps, change{"app", u.AppID, string(u.State), u.Message, epoch}, err, changedState)
+	a.after(ctx, log, a.v.apps, change{"app", u.AppID, string(u.State), u.Message, epoch}, err, changedState || landed)
 }
 
 // createExecutor writes a placed executor's record (LAUNCHING); only an

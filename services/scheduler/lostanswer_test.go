@@ -3,7 +3,9 @@ package scheduler
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -225,4 +227,44 @@ func TestService_PlacementAppUpdateRetried(t *testing.T) {
 	if launches, _, _ := ag.snapshot(); len(launches) != 2 {
 		t.Fatalf("%d launches, want 2", len(launches))
 	}
+}
+
+// An app update whose write landed but whose answer was lost still has
+// its event: the retry finds the state it asked for already there, and
+// without this no event ever said the app was RUNNING (the events stream
+// and KV disagreed in TestChaos_BusNodeKills: "RUNNING in KV, its last
+// event says WAITING").
+func TestService_LostAppUpdateAnswer_EventStillEmitted(t *testing.T) {
+	c := newCluster(t)
+	var mu sync.Mutex
+	var states []string
+	sub, err := c.nc.Subscribe(bus.Events, func(m *nats.Msg) {
+		var e schemas.Event
+		if bus.Decode(m.Data, bus.FormatOf(m.Header), &e) == nil && e.Kind == "app" && e.ID == "app-1" {
+			mu.Lock()
+			states = append(states, e.State)
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	c.agent("w1")
+	c.worker("w1", 4)
+	c.app("app-1", schemas.AppWaiting, 2)
+	l := &lostAnswers{landUpdates: true}
+	l.updates.Store(1)
+	c.schedulerLosing(l, func(st *bus.Store) *jetstream.KeyValue { return &st.Apps })
+	bustest.Eventually(t, 15*time.Second, "app-1 RUNNING in KV", func() bool {
+		return getApp(t, c, "app-1").State == schemas.AppRunning
+	})
+	if l.updates.Load() > 0 {
+		t.Fatal("no app update lost its answer: the test did not test it")
+	}
+	bustest.Eventually(t, 10*time.Second, "an event says app-1 is RUNNING", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(states, string(schemas.AppRunning))
+	})
 }
