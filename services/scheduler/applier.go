@@ -68,11 +68,6 @@ func (a *applier) authorized(ctx context.Context, epoch uint64) (time.Time, erro
 	return time.Now().Add(time.Until(until)).UTC(), nil
 }
 
-// refresher re-reads one record into a mirror.
-type refresher interface {
-	refresh(ctx context.Context, key string)
-}
-
 // change names one record change for logs and events.
 type change struct {
 	kind, key, state, why string
@@ -110,35 +105,44 @@ func (a *applier) apply(ctx context.Context, epoch uint64, p Plan, log *zerolog.
 // that end an app; it returns the other app updates (placements), which
 // wait for the executor records.
 func (a *applier) updateRecords(ctx context.Context, epoch uint64, p Plan, log *zerolog.Logger) (placed []AppUpdate) {
+	// Each change is stamped with its own instant: a write whose answer
+	// was lost is found landed by the record carrying its stamp, and its
+	// event is still emitted (nothing else would say the record changed).
 	for _, u := range p.ExecutorUpdates {
+		at := now()
 		_, wrote, err := bus.MutateIf(ctx, a.v.executors.kv, u.Key, func(n *schemas.Executor) bool {
 			if n.State != u.From || n.WorkerID != u.WorkerID {
 				return false
 			}
-			n.State, n.Message, n.UpdatedAt = u.State, u.Message, now()
+			n.State, n.Message, n.UpdatedAt = u.State, u.Message, at
 			return true
 		})
-		a.after(ctx, log, a.v.executors, change{"executor", u.Key, string(u.State), u.Message, epoch}, err, wrote)
+		after(a, ctx, log, a.v.executors, change{"executor", u.Key, string(u.State), u.Message, epoch}, err, wrote,
+			func(n *schemas.Executor) bool { return n.State == u.State && n.UpdatedAt.Equal(at) })
 	}
 	for _, u := range p.DriverUpdates {
+		at := now()
 		_, wrote, err := bus.MutateIf(ctx, a.v.drivers.kv, u.DriverID, func(n *schemas.Driver) bool {
 			if n.State != u.From || n.WorkerID != u.FromWorker {
 				return false
 			}
-			n.State, n.WorkerID, n.Message, n.UpdatedAt = u.State, u.WorkerID, u.Message, now()
+			n.State, n.WorkerID, n.Message, n.UpdatedAt = u.State, u.WorkerID, u.Message, at
 			return true
 		})
-		a.after(ctx, log, a.v.drivers, change{"driver", u.DriverID, string(u.State), u.Message, epoch}, err, wrote)
+		after(a, ctx, log, a.v.drivers, change{"driver", u.DriverID, string(u.State), u.Message, epoch}, err, wrote,
+			func(n *schemas.Driver) bool { return n.State == u.State && n.UpdatedAt.Equal(at) })
 	}
 	for _, u := range p.WorkerUpdates {
+		at := now()
 		_, wrote, err := bus.MutateIf(ctx, a.v.workers.kv, u.WorkerID, func(n *schemas.Worker) bool {
 			if n.State != u.From || n.Instance != u.Instance || n.Drain == nil {
 				return false
 			}
-			n.State, n.Reason, n.UpdatedAt = u.State, u.Reason, now()
+			n.State, n.Reason, n.UpdatedAt = u.State, u.Reason, at
 			return true
 		})
-		a.after(ctx, log, a.v.workers, change{"worker", u.WorkerID, string(u.State), u.Reason, epoch}, err, wrote)
+		after(a, ctx, log, a.v.workers, change{"worker", u.WorkerID, string(u.State), u.Reason, epoch}, err, wrote,
+			func(n *schemas.Worker) bool { return n.State == u.State && n.UpdatedAt.Equal(at) })
 	}
 	for _, u := range p.AppUpdates {
 		if !u.State.Terminal() {
@@ -152,15 +156,19 @@ func (a *applier) updateRecords(ctx context.Context, epoch uint64, p Plan, log *
 
 // after logs and emits the outcome of a record change; wrote says whether
 // the compare-and-set wrote it (the event follows the write, not the plan).
-func (a *applier) after(ctx context.Context, log *zerolog.Logger, m refresher, c change, err error, wrote bool) {
+// A write that failed re-reads the record; landed, if set, recognises the
+// change in it (the write landed, its answer lost), which is then emitted.
+func after[T any](a *applier, ctx context.Context, log *zerolog.Logger, m *mirror[T], c change, err error, wrote bool, landed func(*T) bool) {
 	if err != nil {
-		if ctx.Err() == nil {
-			log.Warn().Err(err).Str(c.kind, c.key).Msg("cannot update record")
+		rec := m.refresh(context.WithoutCancel(ctx), c.key)
+		if rec == nil || landed == nil || !landed(rec) {
+			if ctx.Err() == nil {
+				log.Warn().Err(err).Str(c.kind, c.key).Msg("cannot update record")
+			}
+			return
 		}
-		m.refresh(context.WithoutCancel(ctx), c.key)
-		return
-	}
-	if !wrote {
+		log.Debug().Err(err).Str(c.kind, c.key).Msg("record update's answer lost; it landed")
+	} else if !wrote {
 		// The record moved on: re-read it (cheap, rare) so the view does
 		// not keep the optimistic value. A write comes back by the watch.
 		m.refresh(ctx, c.key)
@@ -200,7 +208,7 @@ func (a *applier) updateApp(ctx context.Context, epoch uint64, log *zerolog.Logg
 		n.UpdatedAt = now()
 		return true
 	})
-	a.after(ctx, log, a.v.apps, change{"app", u.AppID, string(u.State), u.Message, epoch}, err, changedState || landed)
+	after(a, ctx, log, a.v.apps, change{"app", u.AppID, string(u.State), u.Message, epoch}, err, changedState || landed, nil)
 }
 
 // createExecutor writes a placed executor's record (LAUNCHING); only an

@@ -230,7 +230,7 @@ func (a *applier) launched(ctx context.Context, epoch uint64, e schemas.Executor
 		return true
 	})
 	wrote = wrote || (merr == nil && landed)
-	a.after(ctx, log, a.v.executors, change{"executor", e.Key(), string(state), msg, epoch}, merr, wrote)
+	after(a, ctx, log, a.v.executors, change{"executor", e.Key(), string(state), msg, epoch}, merr, wrote, nil)
 	return wrote && state == schemas.ExecutorFailed
 }
 
@@ -314,7 +314,7 @@ func (a *applier) launchDriver(ctx context.Context, epoch uint64, l DriverLaunch
 	})
 	wrote = wrote || (merr == nil && reverted)
 	dlog.Warn().Err(err).Str("state", string(to)).Msg("driver launch failed")
-	a.after(ctx, log, a.v.drivers, change{"driver", l.DriverID, string(to), msg, epoch}, merr, wrote)
+	after(a, ctx, log, a.v.drivers, change{"driver", l.DriverID, string(to), msg, epoch}, merr, wrote, nil)
 }
 
 // launchError is what an executor record keeps of a failed launch: the
@@ -365,17 +365,19 @@ func (a *applier) checkLaunches(ctx context.Context, epoch uint64, c LaunchCheck
 			ev, msg = schemas.ExecutorEvRunning, fmt.Sprintf("left LAUNCHING by an older epoch; worker %s runs it (checked by epoch %d)", c.WorkerID, epoch)
 		}
 		var to schemas.ExecutorState
+		at := now()
 		_, wrote, err := bus.MutateIf(ctx, a.v.executors.kv, key, func(n *schemas.Executor) bool {
 			next, ok := n.State.Next(ev)
 			if !ok || n.State != schemas.ExecutorLaunching || n.WorkerID != c.WorkerID || n.Epoch == 0 || n.Epoch >= epoch {
 				return false
 			}
-			n.State, n.Message, n.UpdatedAt, to = next, msg, now(), next
+			n.State, n.Message, n.UpdatedAt, to = next, msg, at, next
 			if runs && re.PID > 0 {
 				n.PID = re.PID
 			}
 			return true
 		})
-		a.after(ctx, &l, a.v.executors, change{"executor", key, string(to), msg, epoch}, err, wrote)
+		after(a, ctx, &l, a.v.executors, change{"executor", key, string(to), msg, epoch}, err, wrote,
+			func(n *schemas.Executor) bool { return to != "" && n.State == to && n.UpdatedAt.Equal(at) })
 	}
 }

@@ -229,18 +229,14 @@ func TestService_PlacementAppUpdateRetried(t *testing.T) {
 	}
 }
 
-// An app update whose write landed but whose answer was lost still has
-// its event: the retry finds the state it asked for already there, and
-// without this no event ever said the app was RUNNING (the events stream
-// and KV disagreed in TestChaos_BusNodeKills: "RUNNING in KV, its last
-// event says WAITING").
-func TestService_LostAppUpdateAnswer_EventStillEmitted(t *testing.T) {
-	c := newCluster(t)
+// eventsOf records the states the events stream says of one record.
+func eventsOf(t *testing.T, c *cluster, kind, id string) func() []string {
+	t.Helper()
 	var mu sync.Mutex
 	var states []string
 	sub, err := c.nc.Subscribe(bus.Events, func(m *nats.Msg) {
 		var e schemas.Event
-		if bus.Decode(m.Data, bus.FormatOf(m.Header), &e) == nil && e.Kind == "app" && e.ID == "app-1" {
+		if bus.Decode(m.Data, bus.FormatOf(m.Header), &e) == nil && e.Kind == kind && e.ID == id {
 			mu.Lock()
 			states = append(states, e.State)
 			mu.Unlock()
@@ -250,6 +246,21 @@ func TestService_LostAppUpdateAnswer_EventStillEmitted(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(states)
+	}
+}
+
+// An app update whose write landed but whose answer was lost still has
+// its event: the retry finds the state it asked for already there, and
+// without this no event ever said the app was RUNNING (the events stream
+// and KV disagreed in TestChaos_BusNodeKills: "RUNNING in KV, its last
+// event says WAITING").
+func TestService_LostAppUpdateAnswer_EventStillEmitted(t *testing.T) {
+	c := newCluster(t)
+	events := eventsOf(t, c, "app", "app-1")
 	c.agent("w1")
 	c.worker("w1", 4)
 	c.app("app-1", schemas.AppWaiting, 2)
@@ -263,8 +274,35 @@ func TestService_LostAppUpdateAnswer_EventStillEmitted(t *testing.T) {
 		t.Fatal("no app update lost its answer: the test did not test it")
 	}
 	bustest.Eventually(t, 10*time.Second, "an event says app-1 is RUNNING", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Contains(states, string(schemas.AppRunning))
+		return slices.Contains(events(), string(schemas.AppRunning))
 	})
+}
+
+// The same for a record update of a plan (executor, driver, worker): an
+// executor on a dead worker whose LOST write landed with its answer lost
+// still has its LOST event. The failed write re-reads the record and finds
+// its own change there by the instant it stamped.
+func TestService_LostExecutorUpdateAnswer_EventStillEmitted(t *testing.T) {
+	c := newCluster(t)
+	c.create(c.st.Workers, "w1", &schemas.Worker{ID: "w1", Cores: 4, MemoryMB: 8192, State: schemas.WorkerDead, RegisteredAt: time.Now()})
+	c.app("app-1", schemas.AppRunning, 1)
+	e := schemas.Executor{AppID: "app-1", ID: 0, WorkerID: "w1", Cores: 1, MemoryMB: 256, State: schemas.ExecutorRunning, Epoch: 1}
+	c.create(c.st.Executors, e.Key(), &e)
+	events := eventsOf(t, c, "executor", e.Key())
+	l := &lostAnswers{landUpdates: true}
+	l.updates.Store(1)
+	c.schedulerLosing(l, executorsBucket)
+	bustest.Eventually(t, 15*time.Second, "the executor LOST in KV", func() bool {
+		x, _, err := bus.Get[schemas.Executor](context.Background(), c.st.Executors, e.Key())
+		return err == nil && x.State == schemas.ExecutorLost
+	})
+	if l.updates.Load() > 0 {
+		t.Fatal("no executor update lost its answer: the test did not test it")
+	}
+	bustest.Eventually(t, 10*time.Second, "an event says the executor is LOST", func() bool {
+		return slices.Contains(events(), string(schemas.ExecutorLost))
+	})
+	if n := strings.Count(strings.Join(events(), " "), string(schemas.ExecutorLost)); n != 1 {
+		t.Fatalf("%d LOST events, want 1: %v", n, events())
+	}
 }

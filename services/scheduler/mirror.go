@@ -148,7 +148,11 @@ var refreshFor = 10 * time.Second
 // as placed forever: an app whose two executor creates timed out while a
 // bus node died stayed WAITING with no executor, its cores reserved by two
 // records that did not exist (TestChaos_BusNodeKills).
-func (m *mirror[T]) refresh(ctx context.Context, key string) {
+//
+// It returns the record read, decoded apart from the map (nil if there is
+// none or it could not be read): an applier whose write failed looks in it
+// for its own change, landed with its answer lost.
+func (m *mirror[T]) refresh(ctx context.Context, key string) *T {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshFor)
 	defer cancel()
 	var e jetstream.KeyValueEntry
@@ -157,6 +161,12 @@ func (m *mirror[T]) refresh(ctx context.Context, key string) {
 		e, err = m.kv.Get(ctx, key)
 		return err
 	})
+	var read *T
+	if err == nil && e.Operation() == jetstream.KeyValuePut {
+		if v := new(T); bus.DecodeChecked(key, e.Value(), v) == nil {
+			read = v
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch {
@@ -170,6 +180,7 @@ func (m *mirror[T]) refresh(ctx context.Context, key string) {
 	default:
 		m.log.Warn().Err(err).Str("key", key).Msg("cannot read back a record whose write failed; the view keeps the planned value until the watch brings a newer one")
 	}
+	return read
 }
 
 // view is the scheduler's mirror of the cluster: one mirror per bucket,
