@@ -42,6 +42,9 @@ type Cluster struct {
 	// RealAgent starts a real `stoker agent` process for wid; stop ends it.
 	// Nil: no real-process scenario.
 	RealAgent func(ctx context.Context, wid string, cores int) (pid int, stop func(), err error)
+	// RealDir is a directory on the filesystem of the real agents' work
+	// dirs: the floor that creates each executor's files creates them there.
+	RealDir string
 	// PIDs are the other processes whose CPU and RSS are reported, by
 	// name (nil or empty: everything runs in this process).
 	PIDs func() map[string]int

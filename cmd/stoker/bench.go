@@ -296,6 +296,7 @@ func runBench(ctx context.Context, e *env, o *benchOptions) error {
 		},
 		StartScheduler: startSchd,
 		FailScheduler:  failSchd,
+		RealDir:        filepath.Join(data, "real"),
 		RealAgent: func(ctx context.Context, wid string, cores int) (int, func(), error) {
 			return startRealAgent(ctx, data, url, ca, admin, keys, wid, cores)
 		},
