@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -100,5 +101,37 @@ func TestRealClock_AfterFunc(t *testing.T) {
 	}
 	if d := time.Since(RealClock.Now()); d < 0 || d > time.Minute {
 		t.Fatalf("RealClock.Now off by %s", d)
+	}
+}
+
+// Parallel calls each index once, never more than limit at once, and
+// returns only when every call has.
+func TestParallel(t *testing.T) {
+	for _, tc := range []struct{ n, limit int }{{0, 4}, {1, 4}, {10, 1}, {100, 8}, {5, 0}, {3, 100}} {
+		var mu sync.Mutex
+		seen := make([]int, tc.n)
+		running, most := 0, 0
+		Parallel(tc.n, tc.limit, func(i int) {
+			mu.Lock()
+			seen[i]++
+			running++
+			most = max(most, running)
+			mu.Unlock()
+			time.Sleep(time.Millisecond)
+			mu.Lock()
+			running--
+			mu.Unlock()
+		})
+		for i, c := range seen {
+			if c != 1 {
+				t.Fatalf("n=%d limit=%d: index %d called %d times", tc.n, tc.limit, i, c)
+			}
+		}
+		if running != 0 || most > max(tc.limit, 1) {
+			t.Fatalf("n=%d limit=%d: %d still running at return, %d at once", tc.n, tc.limit, running, most)
+		}
+		if tc.n >= 8 && tc.limit >= 8 && most < 2 {
+			t.Fatalf("n=%d limit=%d: never more than one at once", tc.n, tc.limit)
+		}
 	}
 }
