@@ -98,6 +98,9 @@ const (
 
 	// LeaderBeat: lease holder → standbys (publish), schemas.LeaseBeat.
 	leaderBeatT = "stoker.leader.%s.beat"
+	// SchedulerStatus: anyone with read rights → the leading scheduler
+	// (only the leader serves it), schemas.ListRequest → schemas.SchedulerStatus.
+	SchedulerStatus = "stoker.leader.scheduler.status"
 
 	// ConnClosed: the server → scheduler and heartbeat (publish), the
 	// server's own DISCONNECT advisory (io.nats.server.advisory.v1.client_disconnect,

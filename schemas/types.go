@@ -53,6 +53,7 @@ const (
 	TypeLeaseBeat         = "io.stoker.v1.lease_beat"
 	TypeAgentPresence     = "io.stoker.v1.agent_presence"
 	TypeExecutorRequest   = "io.stoker.v1.executor_request"
+	TypeSchedulerStatus   = "io.stoker.v1.scheduler_status"
 )
 
 // Base is embedded first in every wire type: the versioned type name.
@@ -518,6 +519,33 @@ type LeaseBeat struct {
 }
 
 func (*LeaseBeat) WireType() string { return TypeLeaseBeat }
+
+// SchedulerStatus answers stoker.leader.scheduler.status: the leading
+// scheduler's pace of placement. Window is how many executors it lets be
+// in flight at once (starting, and separately being killed): MaxInFlight
+// when FlowTargetMS is 0 (a constant window), else the window that follows
+// how late the launches and kills are reported (halved when most of a
+// round is later than the target). Launching counts the executor records
+// LAUNCHING in its view, Killing the kills it sent whose executors have
+// not ended.
+type SchedulerStatus struct {
+	Base
+	ID           string `json:"id"`
+	Epoch        uint64 `json:"epoch"`
+	Window       int    `json:"window"`
+	MaxInFlight  int    `json:"max_in_flight"`
+	FlowTargetMS int64  `json:"flow_target_ms"`
+	Launching    int    `json:"launching"`
+	Killing      int    `json:"killing"`
+	// WindowRounds: rounds of samples taken; WindowCuts: those that
+	// halved the window.
+	WindowRounds uint64 `json:"window_rounds"`
+	WindowCuts   uint64 `json:"window_cuts"`
+	// Passes: scheduling passes run by this leader (Schedule calls).
+	Passes uint64 `json:"passes"`
+}
+
+func (*SchedulerStatus) WireType() string { return TypeSchedulerStatus }
 
 // ---- Commands to agents -----------------------------------------------
 

@@ -147,6 +147,17 @@ func (c *Client) Status(ctx context.Context) (*schemas.Status, error) {
 	return &st, nil
 }
 
+// SchedulerStatus is the leading scheduler's pace of placement: its
+// window of executors in flight and what is in flight now. With no
+// leader the request has no responder (an error).
+func (c *Client) SchedulerStatus(ctx context.Context) (*schemas.SchedulerStatus, error) {
+	var st schemas.SchedulerStatus
+	if err := c.call(ctx, bus.SchedulerStatus, &schemas.ListRequest{}, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
 // Submit submits a driver (cluster mode).
 func (c *Client) Submit(ctx context.Context, req schemas.SubmitDriver) (*schemas.SubmitDriverReply, error) {
 	var reply schemas.SubmitDriverReply

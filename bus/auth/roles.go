@@ -195,7 +195,7 @@ func Permissions(r Role) Perms {
 		p.Sub = []string{">"}
 		p.Resp = true
 	case RoleViewer:
-		p.Pub = []string{bus.APIWorkersList, bus.APIDriversList, bus.APIAppsList, bus.APIStatus,
+		p.Pub = []string{bus.APIWorkersList, bus.APIDriversList, bus.APIAppsList, bus.APIStatus, bus.SchedulerStatus,
 			bus.WorkerLogs, "$SRV.>", "$JS.API.INFO"}
 		for _, b := range append(serviceBuckets, bus.BucketTokens) {
 			p.Pub = append(p.Pub, KVRead(b)...)

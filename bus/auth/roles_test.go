@@ -128,7 +128,7 @@ func TestPermissions_ViewerCannotCreateConsumersOrWrite(t *testing.T) {
 			t.Errorf("viewer may publish %s", s)
 		}
 	}
-	for _, s := range []string{bus.APIWorkersList, bus.APIStatus, "$JS.API.DIRECT.GET.KV_stoker-workers.$KV.stoker-workers.w1"} {
+	for _, s := range []string{bus.APIWorkersList, bus.APIStatus, bus.SchedulerStatus, "$JS.API.DIRECT.GET.KV_stoker-workers.$KV.stoker-workers.w1"} {
 		if !allowed(p.Pub, p.PubDeny, s) {
 			t.Errorf("viewer may not publish %s", s)
 		}

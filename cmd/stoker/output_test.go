@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stoker/stoker/schemas"
 )
@@ -79,6 +80,35 @@ func TestExecutorEnd(t *testing.T) {
 	} {
 		if got := executorEnd(tc.st, tc.code); got != tc.want {
 			t.Errorf("executorEnd(%s) = %q, want %q", tc.st, got, tc.want)
+		}
+	}
+}
+
+// stoker status shows the leader's pace when it answered, and nothing of
+// it when it did not.
+func TestPrintStatus_InFlight(t *testing.T) {
+	st := &schemas.Status{Leader: &schemas.LeaderView{ID: "s1", Term: 2, Since: time.Now()}, State: schemas.ClusterAlive}
+	for _, tc := range []struct {
+		ss   *schemas.SchedulerStatus
+		want string
+	}{
+		{nil, ""},
+		{&schemas.SchedulerStatus{Window: 512, MaxInFlight: 8192, FlowTargetMS: 2000, Launching: 300, Killing: 4, WindowRounds: 7, WindowCuts: 1},
+			"In flight:  300 launching, 4 being killed; window 512 of at most 8192, halved when most reports take over 2s (1 of 7 rounds did)"},
+		{&schemas.SchedulerStatus{Window: 100, MaxInFlight: 100}, "In flight:  0 launching, 0 being killed; window 100 (constant)"},
+		{&schemas.SchedulerStatus{}, "In flight:  0 launching, 0 being killed; no bound"},
+	} {
+		var b strings.Builder
+		printStatus(&b, st, tc.ss)
+		out := b.String()
+		if tc.want == "" {
+			if strings.Contains(out, "In flight") {
+				t.Errorf("no scheduler status, yet:\n%s", out)
+			}
+			continue
+		}
+		if !strings.Contains(out, tc.want) {
+			t.Errorf("want %q in:\n%s", tc.want, out)
 		}
 	}
 }

@@ -250,7 +250,12 @@ func init() {
 					if *asJSON {
 						return writeJSON(e.stdout, st)
 					}
-					printStatus(e.stdout, st)
+					// The leader's pace; a cluster with no leader (or
+					// one that does not answer in time) shows without it.
+					sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+					ss, _ := c.SchedulerStatus(sctx)
+					cancel()
+					printStatus(e.stdout, st, ss)
 					return nil
 				})
 			}
@@ -456,10 +461,13 @@ func printApps(w io.Writer, as []schemas.AppView, asJSON bool) error {
 	return t.Flush()
 }
 
-func printStatus(w io.Writer, st *schemas.Status) {
+func printStatus(w io.Writer, st *schemas.Status, ss *schemas.SchedulerStatus) {
 	t := newTable(w)
 	if st.Leader != nil {
 		fmt.Fprintf(t, "Scheduler:\t%s (term %d, since %s)\n", st.Leader.ID, st.Leader.Term, ago(st.Leader.Since))
+		if ss != nil {
+			fmt.Fprintf(t, "In flight:\t%s\n", inFlight(ss))
+		}
 	} else {
 		fmt.Fprintf(t, "Scheduler:\tnone (no scheduler holds the lease)\n")
 	}
@@ -474,6 +482,19 @@ func printStatus(w io.Writer, st *schemas.Status) {
 			st.Poisoned[b], b, strings.Join(st.PoisonedKeys[b], " "), b)
 	}
 	_ = t.Flush()
+}
+
+// inFlight is the leader's pace: what is in flight against its window.
+func inFlight(ss *schemas.SchedulerStatus) string {
+	window := "no bound"
+	switch {
+	case ss.Window > 0 && ss.FlowTargetMS > 0:
+		window = fmt.Sprintf("window %d of at most %d, halved when most reports take over %s (%d of %d rounds did)",
+			ss.Window, ss.MaxInFlight, time.Duration(ss.FlowTargetMS)*time.Millisecond, ss.WindowCuts, ss.WindowRounds)
+	case ss.Window > 0:
+		window = fmt.Sprintf("window %d (constant)", ss.Window)
+	}
+	return fmt.Sprintf("%d launching, %d being killed; %s", ss.Launching, ss.Killing, window)
 }
 
 func counts(m map[string]int) string {

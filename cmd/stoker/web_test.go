@@ -27,6 +27,7 @@ import (
 	"github.com/stoker/stoker/bus/bustest"
 	"github.com/stoker/stoker/schemas"
 	"github.com/stoker/stoker/sdk"
+	"github.com/stoker/stoker/services/scheduler"
 	"github.com/stoker/stoker/services/web"
 )
 
@@ -476,6 +477,13 @@ func TestWeb_Metrics(t *testing.T) {
 		{"stoker_apps", []string{"state", "RUNNING"}, 0},
 		{"stoker_leader_epoch", nil, float64(st.Leader.Epoch)},
 		{"stoker_cluster_state", []string{"state", "ALIVE"}, 1},
+		// The leading scheduler's pace, from stoker.leader.scheduler.status:
+		// the window where it starts, nothing in flight.
+		{"stoker_scheduler_window", nil, scheduler.MinInFlight},
+		{"stoker_scheduler_max_in_flight", nil, scheduler.DefaultMaxInFlight},
+		{"stoker_scheduler_launching", nil, 0},
+		{"stoker_scheduler_killing", nil, 0},
+		{"stoker_scheduler_window_cuts_total", nil, 0},
 	} {
 		if got := value(tc.name, tc.labels...); got != tc.want {
 			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)

@@ -14,12 +14,16 @@ import (
 
 // announcer keeps the scheduler's micro service, whose metadata says
 // whether this instance leads and with which epoch ({"id", "leader",
-// "epoch"}; epoch 0 on a standby). Micro metadata is fixed at AddService,
+// "epoch"}; epoch 0 on a standby), and whose one endpoint, the leader's
+// only, is its status (bus.SchedulerStatus). Micro metadata is fixed at AddService,
 // so the service is re-created on every leadership change: otherwise
 // `nats micro info stoker-scheduler` could not show one.
 type announcer struct {
 	nc *nats.Conn
 	id string
+	// status serves bus.SchedulerStatus, an endpoint of the leader's
+	// service only (nil: none).
+	status micro.Handler
 
 	mu        sync.Mutex
 	svc       micro.Service
@@ -58,6 +62,12 @@ func (a *announcer) announce(leader bool, epoch uint64) error {
 	})
 	if err != nil {
 		return err
+	}
+	if leader && a.status != nil {
+		if err := m.AddEndpoint("status", a.status, micro.WithEndpointSubject(bus.SchedulerStatus)); err != nil {
+			_ = m.Stop()
+			return fmt.Errorf("add endpoint %s: %w", bus.SchedulerStatus, err)
+		}
 	}
 	a.svc, a.announced = m, key
 	return nil

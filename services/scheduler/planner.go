@@ -154,6 +154,24 @@ func (p *planner) plan(epoch uint64, log *zerolog.Logger) (Plan, bool) {
 	return plan, true
 }
 
+// status is the planner's part of the leader's SchedulerStatus.
+func (p *planner) status() schemas.SchedulerStatus {
+	p.v.mu.Lock()
+	defer p.v.mu.Unlock()
+	st := schemas.SchedulerStatus{Window: p.opts.MaxInFlight, MaxInFlight: p.opts.MaxInFlight,
+		Killing: len(p.v.snap.Killing), Passes: p.schedules}
+	if p.win != nil {
+		st.Window, st.MaxInFlight, st.FlowTargetMS = p.win.size, p.win.max, p.win.target.Milliseconds()
+		st.WindowRounds, st.WindowCuts = p.win.rounds, p.win.cuts
+	}
+	for _, e := range p.v.snap.Executors {
+		if e.State == schemas.ExecutorLaunching {
+			st.Launching++
+		}
+	}
+	return st
+}
+
 // idle says a pass now would plan nothing: the view is not ready for
 // epoch, or unchanged (unchangedLocked). The leader then spends nothing on
 // it, not even the proof of its leadership (a lease renewal when the last

@@ -263,6 +263,8 @@ func (s *Service) start(ctx context.Context) error {
 		s.group.Stop()
 		return fmt.Errorf("scheduler: watch: %w", err)
 	}
+	log := s.log
+	s.ann.status = bus.MicroHandler(s.group.Context(), &log, nil, s.handleStatus)
 	if err := s.ann.announce(false, 0); err != nil {
 		s.group.Stop()
 		return fmt.Errorf("scheduler: micro: %w", err)
@@ -319,6 +321,18 @@ func (s *Service) Stop() {
 		}
 		s.ann.stop()
 	})
+}
+
+// handleStatus answers stoker.leader.scheduler.status (served while
+// leading; a standby whose micro service is being re-created refuses).
+func (s *Service) handleStatus(_ context.Context, _ bus.Inbound, _ *schemas.ListRequest) (any, error) {
+	epoch := s.Epoch()
+	if !s.IsLeader() || epoch == 0 {
+		return nil, bus.Errorf(bus.CodeUnavailable, "scheduler %s does not lead", s.cfg.ID)
+	}
+	st := s.planner.status()
+	st.ID, st.Epoch = s.cfg.ID, epoch
+	return &st, nil
 }
 
 // reannounce re-announces off the elector's goroutine, reading el's state

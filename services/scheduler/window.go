@@ -33,6 +33,8 @@ type flowWindow struct {
 	// cut, whose samples were sent before it, does not count.
 	n, late, full int
 	skip          bool
+	// rounds and cuts count the rounds ended and those that halved it.
+	rounds, cuts uint64
 }
 
 // lateShare: a round with more than one sample in lateShare late is a cut
@@ -66,12 +68,14 @@ func (w *flowWindow) observe(d time.Duration, inFlight int) bool {
 	}
 	n, late, full, skip := w.n, w.late, w.full, w.skip
 	w.n, w.late, w.full, w.skip = 0, 0, 0, false
+	w.rounds++
 	old := w.size
 	switch {
 	case skip:
 	case late*lateShare > n:
 		w.size = max(w.size/2, w.min)
 		w.ssthresh, w.skip = w.size, true
+		w.cuts++
 	case full*2 < n:
 		// Not what held the passes back: growing it would only let the
 		// next burst through unmeasured.

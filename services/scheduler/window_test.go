@@ -67,6 +67,10 @@ func TestFlowWindow_Rules(t *testing.T) {
 	if !round(0, 256) || w.size != 288 {
 		t.Fatalf("after the cut, a round in time: %d, want 288", w.size)
 	}
+	// What the status reports: every round counted, the one cut.
+	if w.rounds != 8 || w.cuts != 1 {
+		t.Fatalf("%d rounds, %d cuts; want 8 and 1", w.rounds, w.cuts)
+	}
 	// Bounds: never under the floor, never over the ceiling.
 	for i := 0; i < 20; i++ {
 		round(w.size, w.size)

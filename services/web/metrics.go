@@ -24,6 +24,12 @@ var (
 	descTerm        = prometheus.NewDesc("stoker_leader_term", "The scheduler leader's term: one more per new leader (0: no leader).", nil, nil)
 	descClusterSt   = prometheus.NewDesc("stoker_cluster_state", "1 for the cluster's current phase.", []string{"state"}, nil)
 	descScrapeSecs  = prometheus.NewDesc("stoker_scrape_duration_seconds", "How long reading the cluster took.", nil, nil)
+	descWindow      = prometheus.NewDesc("stoker_scheduler_window", "Executors the leading scheduler lets be in flight (starting, or being killed) at once.", nil, nil)
+	descMaxInFlight = prometheus.NewDesc("stoker_scheduler_max_in_flight", "The ceiling of the scheduler's window (--max-in-flight; 0: no bound).", nil, nil)
+	descLaunching   = prometheus.NewDesc("stoker_scheduler_launching", "Executor records LAUNCHING in the leading scheduler's view.", nil, nil)
+	descKilling     = prometheus.NewDesc("stoker_scheduler_killing", "Kills the leading scheduler sent whose executors have not ended.", nil, nil)
+	descCuts        = prometheus.NewDesc("stoker_scheduler_window_cuts_total", "Rounds of reports later than --flow-target that halved the window, this leader's.", nil, nil)
+	descRounds      = prometheus.NewDesc("stoker_scheduler_window_rounds_total", "Rounds of launch and kill reports the window was sized on, this leader's.", nil, nil)
 	allClusterState = []schemas.ClusterState{schemas.ClusterRecovering, schemas.ClusterAlive, schemas.ClusterStandby}
 )
 
@@ -32,7 +38,8 @@ type clusterCollector struct{ s *Server }
 
 func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descWorkers, descCores, descCoresUsed, descMemory, descMemoryUsed,
-		descApps, descDrivers, descExecutors, descEpoch, descTerm, descClusterSt, descScrapeSecs} {
+		descApps, descDrivers, descExecutors, descEpoch, descTerm, descClusterSt, descScrapeSecs,
+		descWindow, descMaxInFlight, descLaunching, descKilling, descCuts, descRounds} {
 		ch <- d
 	}
 }
@@ -44,6 +51,13 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	sn, err := c.s.snapshot(ctx)
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	// The scheduler's pace: absent while no scheduler leads (or answers
+	// within the scrape), not a failed scrape.
+	if ss, serr := c.s.viewer.SchedulerStatus(ctx); serr == nil {
+		for _, m := range schedulerValues(ss) {
+			ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.value, m.labels...)
+		}
 	}
 	gauge(descScrapeSecs, time.Since(start).Seconds())
 	if err != nil {
@@ -61,6 +75,20 @@ type metricValue struct {
 	desc   *prometheus.Desc
 	value  float64
 	labels []string
+	kind   prometheus.ValueType
+}
+
+// schedulerValues are the leading scheduler's figures.
+func schedulerValues(st *schemas.SchedulerStatus) []metricValue {
+	g := prometheus.GaugeValue
+	return []metricValue{
+		{descWindow, float64(st.Window), nil, g},
+		{descMaxInFlight, float64(st.MaxInFlight), nil, g},
+		{descLaunching, float64(st.Launching), nil, g},
+		{descKilling, float64(st.Killing), nil, g},
+		{descCuts, float64(st.WindowCuts), nil, prometheus.CounterValue},
+		{descRounds, float64(st.WindowRounds), nil, prometheus.CounterValue},
+	}
 }
 
 // metricValues is the pure part: every state of every kind is listed, 0
@@ -68,7 +96,7 @@ type metricValue struct {
 func metricValues(sn *snapshot) []metricValue {
 	var out []metricValue
 	add := func(d *prometheus.Desc, v float64, labels ...string) {
-		out = append(out, metricValue{d, v, labels})
+		out = append(out, metricValue{d, v, labels, prometheus.GaugeValue})
 	}
 	st := sn.Status
 	workers := map[string]int{}
