@@ -257,6 +257,8 @@ func placements(ctx context.Context, c *Cluster, o Options, tr *tracker, f *agen
 	retries0, dropped0 := reportRetries(f), bus.EventsDroppedTotal()
 	apps := make([]*sdk.App, n)
 	errs := make([]error, n)
+	procs, names := processes(c)
+	cpu0 := cpuTimes(procs)
 	start := time.Now()
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
@@ -297,6 +299,15 @@ func placements(ctx context.Context, c *Cluster, o Options, tr *tracker, f *agen
 	res.add(Row{Scenario: "placements", Figure: "placements/s end to end", Value: float64(o.Executors) / d.Seconds(), Unit: "/s",
 		Note: fmt.Sprintf("%d executors, %d apps, %d agents, all RUNNING in KV in %s (submissions took %s)",
 			o.Executors, n, o.Agents, d.Round(time.Millisecond), submitted.Round(time.Millisecond))})
+	// Where the CPU went, per process: with --processes, the bus and each
+	// service apart from the simulated agents (which, on a real cluster,
+	// run on their own machines).
+	cpu1 := cpuTimes(procs)
+	for _, name := range names {
+		used := cpu1[name] - cpu0[name]
+		res.add(Row{Scenario: "placements", Figure: "CPU per placement (" + name + ")", Value: float64(used.Microseconds()) / float64(o.Executors), Unit: "µs",
+			Note: fmt.Sprintf("%.0f %% of a core while placing", 100*used.Seconds()/d.Seconds())})
+	}
 	lastCreate, lagP50, lagMax, _ := tr.stages(start)
 	res.add(Row{Scenario: "placements", Figure: "last record created", Value: ms(lastCreate), Unit: "ms",
 		Note: fmt.Sprintf("after submission; a record's creation → RUNNING (launch and report): p50 %s, max %s",
@@ -533,21 +544,8 @@ func steady(ctx context.Context, c *Cluster, o Options, res *Result) {
 	if d <= 0 {
 		d = 5 * time.Second
 	}
-	self := c.Self
-	if self == "" {
-		self = "bench process"
-	}
-	procs := map[string]int{self: os.Getpid()}
-	if c.PIDs != nil {
-		for name, pid := range c.PIDs() {
-			procs[name] = pid
-		}
-	}
-	names := slices.Sorted(maps.Keys(procs))
-	u0, t0 := map[string]time.Duration{}, time.Now()
-	for _, n := range names {
-		u0[n] = cpuTime(procs[n])
-	}
+	procs, names := processes(c)
+	u0, t0 := cpuTimes(procs), time.Now()
 	select {
 	case <-time.After(d):
 	case <-ctx.Done():
@@ -562,6 +560,31 @@ func steady(ctx context.Context, c *Cluster, o Options, res *Result) {
 	for _, n := range names {
 		res.add(Row{Scenario: "resources", Figure: "RSS (" + n + ")", Value: float64(rss(procs[n])) / 1024, Unit: "MB"})
 	}
+}
+
+// processes are the cluster's processes by name (this one as c.Self),
+// and their names sorted.
+func processes(c *Cluster) (map[string]int, []string) {
+	self := c.Self
+	if self == "" {
+		self = "bench process"
+	}
+	procs := map[string]int{self: os.Getpid()}
+	if c.PIDs != nil {
+		for name, pid := range c.PIDs() {
+			procs[name] = pid
+		}
+	}
+	return procs, slices.Sorted(maps.Keys(procs))
+}
+
+// cpuTimes is cpuTime of each process, by name.
+func cpuTimes(procs map[string]int) map[string]time.Duration {
+	out := make(map[string]time.Duration, len(procs))
+	for n, pid := range procs {
+		out[n] = cpuTime(pid)
+	}
+	return out
 }
 
 // cpuTime is a process's user+system CPU from /proc/<pid>/stat.
