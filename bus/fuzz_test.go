@@ -19,7 +19,7 @@ func wireTypes() []schemas.Typed {
 	return []schemas.Typed{
 		new(schemas.ExecutorHello), new(schemas.ExecutorRegistered), new(schemas.ExecutorBye), new(schemas.Task),
 		new(schemas.TaskResult), new(schemas.AppStop), new(schemas.RegisterWorker), new(schemas.WorkerRegistered),
-		new(schemas.Heartbeat), new(schemas.SchedulerStatus), new(schemas.Reregister), new(schemas.HeartbeatAck), new(schemas.WorkerLeaving), new(schemas.AgentPresence),
+		new(schemas.Heartbeat), new(schemas.SchedulerStatus), new(schemas.KillExecutors), new(schemas.KillAcks), new(schemas.Reregister), new(schemas.HeartbeatAck), new(schemas.WorkerLeaving), new(schemas.AgentPresence),
 		new(schemas.Ack), new(schemas.Worker), new(schemas.Driver), new(schemas.App), new(schemas.Executor),
 		new(schemas.Lease), new(schemas.Cluster), new(schemas.LeaseBeat), new(schemas.LaunchExecutor), new(schemas.LaunchExecutors), new(schemas.LaunchAcks),
 		new(schemas.LaunchDriver), new(schemas.Kill), new(schemas.MasterChanged), new(schemas.WorkerReport),

@@ -62,6 +62,8 @@ const (
 	workerCmdLaunchDriverT = "stoker.worker.%s.cmd.launch-driver"
 	// WorkerCmdKill: scheduler → agent, schemas.Kill → schemas.Ack.
 	workerCmdKillT = "stoker.worker.%s.cmd.kill"
+	// WorkerCmdKillExecutors: scheduler → agent, schemas.KillExecutors → schemas.KillAcks.
+	workerCmdKillExecutorsT = "stoker.worker.%s.cmd.kill-executors"
 	// WorkerCmdMaster: recovery (and the leading scheduler's launch checks) → agent,
 	// schemas.MasterChanged → schemas.WorkerReport.
 	workerCmdMasterT = "stoker.worker.%s.cmd.master"
@@ -186,6 +188,11 @@ func WorkerCmdLaunchDriverSubject(wid string) string {
 
 // WorkerCmdKillSubject is stoker.worker.<wid>.cmd.kill.
 func WorkerCmdKillSubject(wid string) string { return fmt.Sprintf(workerCmdKillT, wid) }
+
+// WorkerCmdKillExecutorsSubject is stoker.worker.<wid>.cmd.kill-executors.
+func WorkerCmdKillExecutorsSubject(wid string) string {
+	return fmt.Sprintf(workerCmdKillExecutorsT, wid)
+}
 
 // WorkerCmdMasterSubject is stoker.worker.<wid>.cmd.master.
 func WorkerCmdMasterSubject(wid string) string { return fmt.Sprintf(workerCmdMasterT, wid) }

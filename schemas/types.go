@@ -54,6 +54,8 @@ const (
 	TypeAgentPresence     = "io.stoker.v1.agent_presence"
 	TypeExecutorRequest   = "io.stoker.v1.executor_request"
 	TypeSchedulerStatus   = "io.stoker.v1.scheduler_status"
+	TypeKillExecutors     = "io.stoker.v1.kill_executors"
+	TypeKillAcks          = "io.stoker.v1.kill_acks"
 )
 
 // Base is embedded first in every wire type: the versioned type name.
@@ -652,6 +654,29 @@ type Kill struct {
 }
 
 func (*Kill) WireType() string { return TypeKill }
+
+// MaxKillBatch bounds the kills of one KillExecutors.
+const MaxKillBatch = 64
+
+// KillExecutors is sent on stoker.worker.<wid>.cmd.kill-executors: several
+// kills (executors or drivers) for one agent in one command, each carried
+// out exactly as if it had come alone on cmd.kill (its own epoch and
+// ValidUntil fences), in order. The answer is KillAcks, one Ack per kill
+// in the same order: one refused kill does not refuse the others.
+type KillExecutors struct {
+	Base
+	Kills []Kill `json:"kills"`
+}
+
+func (*KillExecutors) WireType() string { return TypeKillExecutors }
+
+// KillAcks answers KillExecutors: Acks[i] is kill i's answer.
+type KillAcks struct {
+	Base
+	Acks []Ack `json:"acks"`
+}
+
+func (*KillAcks) WireType() string { return TypeKillAcks }
 
 // MasterChanged is sent on stoker.worker.<wid>.cmd.master and
 // stoker.app.<appid>.master at the start of each epoch's recovery.

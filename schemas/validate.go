@@ -342,6 +342,12 @@ func (m *Kill) Validate() error {
 	return ValidAppID(m.AppID)
 }
 
+// Validate checks a batch of kills: 1 to MaxKillBatch, each valid as a
+// kill of its own.
+func (m *KillExecutors) Validate() error {
+	return validBatch("kills", m.Kills, MaxKillBatch, (*Kill).Validate)
+}
+
 // Validate checks a master-changed command.
 func (m *MasterChanged) Validate() error {
 	if m.Epoch == 0 {

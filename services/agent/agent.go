@@ -191,6 +191,7 @@ func (s *Service) Start(ctx context.Context) error {
 		{bus.WorkerCmdLaunchExecutorsSubject(s.wid), s.fromCommander(bus.MsgHandler(gctx, &log, &s.counters, s.handleLaunchExecutors))},
 		{bus.WorkerCmdLaunchDriverSubject(s.wid), s.fromCommander(bus.MsgHandler(gctx, &log, &s.counters, s.handleLaunchDriver))},
 		{bus.WorkerCmdKillSubject(s.wid), s.fromCommander(bus.MsgHandler(gctx, &log, &s.counters, s.handleKill))},
+		{bus.WorkerCmdKillExecutorsSubject(s.wid), s.fromCommander(bus.MsgHandler(gctx, &log, &s.counters, s.handleKillExecutors))},
 		{bus.WorkerCmdMasterSubject(s.wid), s.fromCommander(bus.MsgHandler(gctx, &log, &s.counters, s.handleMaster))},
 		{bus.WorkerLogsSubject(s.wid), bus.MsgHandler(gctx, &log, &s.counters, s.handleLogs)},
 		// One reply subject per beat (inbox.<seq>): the heartbeat

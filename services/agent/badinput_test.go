@@ -18,7 +18,7 @@ func TestService_BadPayloads_AnsweredAndServing(t *testing.T) {
 	waitRegistered(t, s)
 	subjects := []string{
 		bus.WorkerCmdLaunchSubject(testWID), bus.WorkerCmdLaunchExecutorsSubject(testWID), bus.WorkerCmdLaunchDriverSubject(testWID),
-		bus.WorkerCmdKillSubject(testWID), bus.WorkerCmdMasterSubject(testWID), bus.WorkerLogsSubject(testWID),
+		bus.WorkerCmdKillSubject(testWID), bus.WorkerCmdKillExecutorsSubject(testWID), bus.WorkerCmdMasterSubject(testWID), bus.WorkerLogsSubject(testWID),
 	}
 	payloads := []struct {
 		name string

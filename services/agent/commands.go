@@ -473,6 +473,23 @@ func (s *Service) handleKill(_ context.Context, _ bus.Inbound, req *schemas.Kill
 	return &schemas.Ack{OK: true}, nil
 }
 
+// handleKillExecutors carries out a batch of kills in order, each exactly
+// as handleKill does one (its own fences): a refused kill is answered in
+// its place, and the rest go on.
+func (s *Service) handleKillExecutors(ctx context.Context, in bus.Inbound, req *schemas.KillExecutors) (any, error) {
+	out := &schemas.KillAcks{Acks: make([]schemas.Ack, len(req.Kills))}
+	for i := range req.Kills {
+		reply, err := s.handleKill(ctx, in, &req.Kills[i])
+		switch {
+		case err != nil:
+			out.Acks[i] = schemas.Ack{Message: err.Error()}
+		case reply != nil:
+			out.Acks[i] = *reply.(*schemas.Ack)
+		}
+	}
+	return out, nil
+}
+
 // handleMaster answers a new scheduler epoch with what the agent runs.
 func (s *Service) handleMaster(_ context.Context, _ bus.Inbound, req *schemas.MasterChanged) (any, error) {
 	s.mu.Lock()

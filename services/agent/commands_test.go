@@ -706,3 +706,51 @@ func TestService_LaunchExecutors_EachOnItsOwn(t *testing.T) {
 		t.Fatalf("empty batch: %v, want a 400", err)
 	}
 }
+
+// A batch of kills is carried out kill by kill, each with its own fences:
+// the stale one and the unknown one are answered in their place, the
+// others killed and reported KILLED.
+func TestService_KillExecutors_EachOnItsOwn(t *testing.T) {
+	e := newEnv(t)
+	s := startAgent(t, e.srv.URL(), nil)
+	waitRegistered(t, s)
+	if err := call(t, e.nc, bus.WorkerCmdMasterSubject(testWID), &schemas.MasterChanged{Epoch: 5, Leader: "s1"}, &schemas.WorkerReport{}); err != nil {
+		t.Fatal(err)
+	}
+	app := newAppID()
+	launch := &schemas.LaunchExecutors{}
+	for i := range 3 {
+		launch.Launches = append(launch.Launches, schemas.LaunchExecutor{Epoch: 5, AppID: app, ExecutorID: i, Command: sh("sleep 30"), Cores: 1, MemoryMB: 1})
+	}
+	var lacks schemas.LaunchAcks
+	if err := call(t, e.nc, bus.WorkerCmdLaunchExecutorsSubject(testWID), launch, &lacks); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		e.c.waitReport(schemas.ExecutorKey(app, i), "RUNNING")
+	}
+	kills := &schemas.KillExecutors{Kills: []schemas.Kill{
+		{Epoch: 5, AppID: app, ExecutorID: 0, Reason: "application ended"},
+		{Epoch: 4, AppID: app, ExecutorID: 1, Reason: "from an older leader"},
+		{Epoch: 5, AppID: app, ExecutorID: 9, Reason: "never launched"},
+		{Epoch: 5, AppID: app, ExecutorID: 2, Reason: "application ended"},
+	}}
+	var acks schemas.KillAcks
+	if err := call(t, e.nc, bus.WorkerCmdKillExecutorsSubject(testWID), kills, &acks); err != nil {
+		t.Fatal(err)
+	}
+	if len(acks.Acks) != 4 || !acks.Acks[0].OK || acks.Acks[1].OK || !strings.Contains(acks.Acks[1].Message, "invalid master") ||
+		acks.Acks[2].OK || !strings.Contains(acks.Acks[2].Message, "unknown executor") || !acks.Acks[3].OK {
+		t.Fatalf("acks %+v, want OK, refused as an invalid master, refused as unknown, OK", acks.Acks)
+	}
+	e.c.waitReport(schemas.ExecutorKey(app, 0), string(schemas.ExecutorKilled))
+	e.c.waitReport(schemas.ExecutorKey(app, 2), string(schemas.ExecutorKilled))
+	if keys := s.ExecutorKeys(); len(keys) != 1 || keys[0] != schemas.ExecutorKey(app, 1) {
+		t.Fatalf("running %v, want executor 1 alone (its kill was stale)", keys)
+	}
+	err := call(t, e.nc, bus.WorkerCmdKillExecutorsSubject(testWID), &schemas.KillExecutors{}, nil)
+	var be *bus.Error
+	if !errors.As(err, &be) || be.Code != bus.CodeBadRequest {
+		t.Fatalf("empty batch: %v, want a 400", err)
+	}
+}

@@ -34,6 +34,9 @@ const (
 	// launchBatch bounds the launches of one LaunchExecutors command
 	// (at most schemas.MaxLaunchBatch).
 	launchBatch = 32
+	// killBatch bounds the kills of one KillExecutors command (at most
+	// schemas.MaxKillBatch): a kill is a signal to the agent, not a fork.
+	killBatch = 64
 )
 
 // applier carries out plans: record changes by compare-and-set, then
@@ -82,13 +85,18 @@ func now() time.Time { return time.Now().UTC() }
 func (a *applier) apply(ctx context.Context, epoch uint64, p Plan, log *zerolog.Logger) {
 	placed := a.updateRecords(ctx, epoch, p, log)
 	created := make([]bool, len(p.LaunchExecutors))
-	nk, nd, nc := len(p.Kills), len(p.LaunchDrivers), len(p.Checks)
+	kills := batchesByKey(len(p.Kills), func(i int) string { return p.Kills[i].WorkerID }, killBatch)
+	nk, nd, nc := len(kills), len(p.LaunchDrivers), len(p.Checks)
 	svc.Parallel(nc+nk+nd+len(p.LaunchExecutors), writeConcurrency, func(i int) {
 		switch {
 		case i < nc:
 			a.checkLaunches(ctx, epoch, p.Checks[i], log)
 		case i < nc+nk:
-			a.sendKill(ctx, epoch, p.Kills[i-nc], log)
+			ks := make([]KillCmd, len(kills[i-nc]))
+			for j, k := range kills[i-nc] {
+				ks[j] = p.Kills[k]
+			}
+			a.sendKills(ctx, epoch, ks, log)
 		case i < nc+nk+nd:
 			a.launchDriver(ctx, epoch, p.LaunchDrivers[i-nc-nk], log)
 		default:
@@ -294,29 +302,41 @@ func (a *applier) launchExecutors(ctx context.Context, epoch uint64, ls []Execut
 // each for one worker, in the order of ls within a worker, the workers'
 // batches taken in turn.
 func launchBatches(ls []ExecutorLaunch, created []bool, size int) [][]int {
-	type batch struct {
-		wid string
-		idx []int
-	}
-	var all []batch
-	open := map[string]int{} // worker → its batch being filled, in all
+	wid := func(j int) string { return ls[j].Executor.WorkerID }
+	var order []int // the created launches, the workers' taken in turn
 	for _, j := range roundRobin(ls, func(l ExecutorLaunch) string { return l.Executor.WorkerID }) {
-		if !created[j] {
-			continue
+		if created[j] {
+			order = append(order, j)
 		}
-		wid := ls[j].Executor.WorkerID
-		k, ok := open[wid]
-		if !ok || len(all[k].idx) == size {
-			k = len(all)
-			open[wid] = k
-			all = append(all, batch{wid: wid})
-		}
-		all[k].idx = append(all[k].idx, j)
 	}
-	order := roundRobin(all, func(b batch) string { return b.wid })
-	out := make([][]int, len(order))
-	for i, k := range order {
-		out[i] = all[k].idx
+	all := batchesByKey(len(order), func(i int) string { return wid(order[i]) }, size)
+	for _, b := range all {
+		for k, i := range b {
+			b[k] = order[i]
+		}
+	}
+	out := make([][]int, 0, len(all))
+	for _, b := range roundRobin(all, func(b []int) string { return wid(b[0]) }) {
+		out = append(out, all[b])
+	}
+	return out
+}
+
+// batchesByKey splits the indexes 0..n-1 into batches of at most size
+// sharing one key, the keys in order of first appearance, each key's
+// indexes in order.
+func batchesByKey(n int, key func(i int) string, size int) [][]int {
+	var out [][]int
+	open := map[string]int{} // key → its batch being filled, in out
+	for i := 0; i < n; i++ {
+		k := key(i)
+		b, ok := open[k]
+		if !ok || len(out[b]) == size {
+			b = len(out)
+			open[k] = b
+			out = append(out, nil)
+		}
+		out[b] = append(out[b], i)
 	}
 	return out
 }

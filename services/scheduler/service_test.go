@@ -83,8 +83,9 @@ type agent struct {
 	launches []schemas.LaunchExecutor
 	drivers  []schemas.LaunchDriver
 	kills    []schemas.Kill
-	// batches counts the LaunchExecutors commands it answered.
-	batches int
+	// batches counts the LaunchExecutors commands it answered, and
+	// killBatches the KillExecutors ones.
+	batches, killBatches int
 	// refuseIf, when set, gives the reason one launch is refused with ("":
 	// not refused).
 	refuseIf func(*schemas.LaunchExecutor) string
@@ -164,6 +165,17 @@ func (c *cluster) agentOf(wid string, batches bool) *agent {
 			out := &schemas.LaunchAcks{}
 			for i := range r.Launches {
 				out.Acks = append(out.Acks, a.launchLocked(&r.Launches[i]))
+			}
+			return out, nil
+		})
+		subs[bus.WorkerCmdKillExecutorsSubject(wid)] = bus.MsgHandler(ctx, &log, nil, func(_ context.Context, _ bus.Inbound, r *schemas.KillExecutors) (any, error) {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			a.killBatches++
+			out := &schemas.KillAcks{}
+			for _, k := range r.Kills {
+				a.kills = append(a.kills, k)
+				out.Acks = append(out.Acks, schemas.Ack{OK: true})
 			}
 			return out, nil
 		})
@@ -436,6 +448,47 @@ func TestService_Reconcile_KillsExecutorsOfEndedApp(t *testing.T) {
 	slices.Sort(ids)
 	if !slices.Equal(ids, []int{0, 1}) {
 		t.Fatalf("killed executors %v, want [0 1]", ids)
+	}
+}
+
+// One agent's kills go in one command (up to killBatch), each with the
+// leader's epoch; an agent from before cmd.kill-executors gets them one by
+// one.
+func TestService_Kills_BatchedPerAgent(t *testing.T) {
+	for _, batches := range []bool{true, false} {
+		t.Run(fmt.Sprintf("batches=%t", batches), func(t *testing.T) {
+			c := newCluster(t)
+			a := c.agentOf("w1", batches)
+			c.worker("w1", 80)
+			c.app("app-1", schemas.AppKilled, 0)
+			const n = killBatch + 6
+			for i := 0; i < n; i++ {
+				c.create(c.st.Executors, schemas.ExecutorKey("app-1", i), &schemas.Executor{
+					AppID: "app-1", ID: i, WorkerID: "w1", Cores: 1, MemoryMB: 1, State: schemas.ExecutorRunning,
+				})
+			}
+			s := c.scheduler("s1", nil)
+			bustest.Eventually(t, 10*time.Second, fmt.Sprintf("%d kills", n), func() bool {
+				_, _, k := a.snapshot()
+				return len(k) >= n
+			})
+			_, _, kills := a.snapshot()
+			seen := map[int]bool{}
+			for _, k := range kills {
+				if k.Epoch != s.Epoch() || k.AppID != "app-1" || k.ValidUntil.IsZero() {
+					t.Fatalf("kill %+v: want app-1 with epoch %d and its authority's end", k, s.Epoch())
+				}
+				seen[k.ExecutorID] = true
+			}
+			if len(seen) != n {
+				t.Fatalf("%d executors killed, want %d", len(seen), n)
+			}
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			if want := map[bool]int{true: 2, false: 0}[batches]; a.killBatches != want {
+				t.Fatalf("%d kill commands in batches, want %d", a.killBatches, want)
+			}
+		})
 	}
 }
 
