@@ -178,6 +178,8 @@ func fleetScenarios(ctx context.Context, c *Cluster, o Options, res *Result, wan
 		// Every app ends at once: the kills of all their executors. The
 		// agents go once those are done, not while the kills are in
 		// flight (each then logged a kill nobody answered).
+		procs, names := processes(c)
+		cpu0 := cpuTimes(procs)
 		retries0, start := reportRetries(f), time.Now()
 		for _, a := range apps {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -188,6 +190,7 @@ func fleetScenarios(ctx context.Context, c *Cluster, o Options, res *Result, wan
 		if ok && ended {
 			res.add(Row{Scenario: "placements", Figure: "apps ended → no executor RUNNING", Value: ms(time.Since(start)), Unit: "ms",
 				Note: fmt.Sprintf("%d apps ended at once, their executors killed; %d state report retries meanwhile", len(apps), reportRetries(f)-retries0)})
+			cpuRows(res, "CPU per kill", procs, names, cpu0, o.Executors, time.Since(start))
 		}
 	}()
 	if !ok {
@@ -302,12 +305,7 @@ func placements(ctx context.Context, c *Cluster, o Options, tr *tracker, f *agen
 	// Where the CPU went, per process: with --processes, the bus and each
 	// service apart from the simulated agents (which, on a real cluster,
 	// run on their own machines).
-	cpu1 := cpuTimes(procs)
-	for _, name := range names {
-		used := cpu1[name] - cpu0[name]
-		res.add(Row{Scenario: "placements", Figure: "CPU per placement (" + name + ")", Value: float64(used.Microseconds()) / float64(o.Executors), Unit: "µs",
-			Note: fmt.Sprintf("%.0f %% of a core while placing", 100*used.Seconds()/d.Seconds())})
-	}
+	cpuRows(res, "CPU per placement", procs, names, cpu0, o.Executors, d)
 	lastCreate, lagP50, lagMax, _ := tr.stages(start)
 	res.add(Row{Scenario: "placements", Figure: "last record created", Value: ms(lastCreate), Unit: "ms",
 		Note: fmt.Sprintf("after submission; a record's creation → RUNNING (launch and report): p50 %s, max %s",
@@ -559,6 +557,17 @@ func steady(ctx context.Context, c *Cluster, o Options, res *Result) {
 	}
 	for _, n := range names {
 		res.add(Row{Scenario: "resources", Figure: "RSS (" + n + ")", Value: float64(rss(procs[n])) / 1024, Unit: "MB"})
+	}
+}
+
+// cpuRows adds, for each process, its CPU since cpu0 divided by n (what
+// the figure counts) and as a share of a core over d.
+func cpuRows(res *Result, figure string, procs map[string]int, names []string, cpu0 map[string]time.Duration, n int, d time.Duration) {
+	cpu1 := cpuTimes(procs)
+	for _, name := range names {
+		used := cpu1[name] - cpu0[name]
+		res.add(Row{Scenario: "placements", Figure: figure + " (" + name + ")", Value: float64(used.Microseconds()) / float64(max(n, 1)), Unit: "µs",
+			Note: fmt.Sprintf("%.0f %% of a core meanwhile", 100*used.Seconds()/d.Seconds())})
 	}
 }
 
