@@ -146,17 +146,23 @@ func (s *Service) handleLaunchExecutor(_ context.Context, _ bus.Inbound, req *sc
 // idempotence): a refused launch is answered in its place, and the rest
 // go on.
 func (s *Service) handleLaunchExecutors(ctx context.Context, in bus.Inbound, req *schemas.LaunchExecutors) (any, error) {
-	out := &schemas.LaunchAcks{Acks: make([]schemas.Ack, len(req.Launches))}
-	for i := range req.Launches {
-		reply, err := s.handleLaunchExecutor(ctx, in, &req.Launches[i])
+	return &schemas.LaunchAcks{Acks: eachOnItsOwn(ctx, in, req.Launches, s.handleLaunchExecutor)}, nil
+}
+
+// eachOnItsOwn answers a batch command item by item, in order, each as
+// handle answers it alone: a refusal (an error) is that item's Ack.
+func eachOnItsOwn[T any](ctx context.Context, in bus.Inbound, items []T, handle bus.Handler[T]) []schemas.Ack {
+	acks := make([]schemas.Ack, len(items))
+	for i := range items {
+		reply, err := handle(ctx, in, &items[i])
 		switch {
 		case err != nil:
-			out.Acks[i] = schemas.Ack{Message: err.Error()}
+			acks[i] = schemas.Ack{Message: err.Error()}
 		case reply != nil:
-			out.Acks[i] = *reply.(*schemas.Ack)
+			acks[i] = *reply.(*schemas.Ack)
 		}
 	}
-	return out, nil
+	return acks
 }
 
 // handleLaunchDriver starts a driver. It is idempotent by driver id and
@@ -477,17 +483,7 @@ func (s *Service) handleKill(_ context.Context, _ bus.Inbound, req *schemas.Kill
 // as handleKill does one (its own fences): a refused kill is answered in
 // its place, and the rest go on.
 func (s *Service) handleKillExecutors(ctx context.Context, in bus.Inbound, req *schemas.KillExecutors) (any, error) {
-	out := &schemas.KillAcks{Acks: make([]schemas.Ack, len(req.Kills))}
-	for i := range req.Kills {
-		reply, err := s.handleKill(ctx, in, &req.Kills[i])
-		switch {
-		case err != nil:
-			out.Acks[i] = schemas.Ack{Message: err.Error()}
-		case reply != nil:
-			out.Acks[i] = *reply.(*schemas.Ack)
-		}
-	}
-	return out, nil
+	return &schemas.KillAcks{Acks: eachOnItsOwn(ctx, in, req.Kills, s.handleKill)}, nil
 }
 
 // handleMaster answers a new scheduler epoch with what the agent runs.

@@ -69,6 +69,8 @@ type Service struct {
 	poison *bus.Reporter
 	// idx is the watch-fed index the list, status and register requests read.
 	idx *index
+	// reports takes the reports of state batches (handleStates).
+	reports *svc.Pool
 	// resets joins the failure resets of one app's RUNNING reports.
 	resets resets
 
@@ -111,6 +113,7 @@ func (s *Service) Start(ctx context.Context) error {
 	// Handlers run under a context of their own: Stop cancels it, the
 	// caller's ctx only bounds Start.
 	s.g = svc.NewGroup(context.Background())
+	s.reports = svc.NewPool(s.g, statePool)
 	hctx := s.g.Context()
 	s.idx = newIndex(st, s.log, s.poison)
 	if err := s.idx.start(hctx, s.g); err != nil { // watches live as long as the service, not Start's ctx

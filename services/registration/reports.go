@@ -7,7 +7,6 @@ import (
 
 	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
-	"github.com/stoker/stoker/services/svc"
 )
 
 // handleState is stoker.worker.<wid>.state. Agents retry until acked, so
@@ -26,8 +25,12 @@ func (s *Service) handleState(ctx context.Context, in bus.Inbound, req *schemas.
 }
 
 // stateBatchConcurrency bounds the processes whose reports one
-// StateChanges has taken at once.
-const stateBatchConcurrency = 8
+// StateChanges has taken at once; statePool, those of every batch at once
+// (the service's pool of goroutines taking them: Service.reports).
+const (
+	stateBatchConcurrency = 8
+	statePool             = 256
+)
 
 // handleStates is stoker.worker.<wid>.states: every report taken as
 // handleState takes it alone; one process's reports in order (after one
@@ -44,7 +47,7 @@ func (s *Service) handleStates(ctx context.Context, in bus.Inbound, req *schemas
 		}
 		byKey[k] = append(byKey[k], i)
 	}
-	svc.Parallel(len(keys), stateBatchConcurrency, func(n int) {
+	s.reports.Parallel(len(keys), stateBatchConcurrency, func(n int) {
 		k := keys[n]
 		held := ""
 		for _, i := range byKey[k] {

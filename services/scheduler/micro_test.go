@@ -15,9 +15,9 @@ import (
 	"github.com/stoker/stoker/services/svc"
 )
 
-// schedulerInfos asks every stoker-scheduler instance for its micro info,
-// as `nats micro info stoker-scheduler` does, keyed by the "id" metadata.
-func schedulerInfos(t *testing.T, nc *nats.Conn) map[string]micro.Info {
+// gather publishes a request on subj and returns every answer that comes
+// within 300 ms of the one before.
+func gather(t *testing.T, nc *nats.Conn, subj string, data []byte) []*nats.Msg {
 	t.Helper()
 	inbox := nats.NewInbox()
 	sub, err := nc.SubscribeSync(inbox)
@@ -25,25 +25,36 @@ func schedulerInfos(t *testing.T, nc *nats.Conn) map[string]micro.Info {
 		t.Fatal(err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	subj, err := micro.ControlSubject(micro.InfoVerb, bus.ServiceScheduler, "")
-	if err != nil {
+	if err := nc.PublishRequest(subj, inbox, data); err != nil {
 		t.Fatal(err)
 	}
-	if err := nc.PublishRequest(subj, inbox, nil); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]micro.Info{}
+	var out []*nats.Msg
 	for {
 		m, err := sub.NextMsg(300 * time.Millisecond)
 		if err != nil {
 			return out
 		}
+		out = append(out, m)
+	}
+}
+
+// schedulerInfos asks every stoker-scheduler instance for its micro info,
+// as `nats micro info stoker-scheduler` does, keyed by the "id" metadata.
+func schedulerInfos(t *testing.T, nc *nats.Conn) map[string]micro.Info {
+	t.Helper()
+	subj, err := micro.ControlSubject(micro.InfoVerb, bus.ServiceScheduler, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]micro.Info{}
+	for _, m := range gather(t, nc, subj, nil) {
 		var info micro.Info
 		if err := json.Unmarshal(m.Data, &info); err != nil {
 			t.Fatalf("info reply: %v", err)
 		}
 		out[info.Metadata["id"]] = info
 	}
+	return out
 }
 
 func TestService_Micro_MetadataFollowsLeadership(t *testing.T) {
@@ -78,31 +89,19 @@ func TestService_Micro_MetadataFollowsLeadership(t *testing.T) {
 // schedulerStatuses asks bus.SchedulerStatus and gathers every answer.
 func schedulerStatuses(t *testing.T, nc *nats.Conn) []schemas.SchedulerStatus {
 	t.Helper()
-	inbox := nats.NewInbox()
-	sub, err := nc.SubscribeSync(inbox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
 	b, err := bus.Encode(&schemas.ListRequest{}, bus.Msgpack)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := nc.PublishRequest(bus.SchedulerStatus, inbox, b); err != nil {
-		t.Fatal(err)
-	}
 	var out []schemas.SchedulerStatus
-	for {
-		m, err := sub.NextMsg(300 * time.Millisecond)
-		if err != nil {
-			return out
-		}
+	for _, m := range gather(t, nc, bus.SchedulerStatus, b) {
 		var st schemas.SchedulerStatus
 		if err := bus.Decode(m.Data, bus.FormatOf(m.Header), &st); err != nil {
 			t.Fatalf("status reply: %v (%s)", err, m.Data)
 		}
 		out = append(out, st)
 	}
+	return out
 }
 
 // The leader, and only the leader, says its pace: the window, what is in

@@ -104,24 +104,32 @@ func TestRealClock_AfterFunc(t *testing.T) {
 	}
 }
 
+// calls counts the calls of each index and the most running at once.
+type calls struct {
+	mu            sync.Mutex
+	seen          []int
+	running, most int
+}
+
+func (c *calls) call(i int) {
+	c.mu.Lock()
+	c.seen[i]++
+	c.running++
+	c.most = max(c.most, c.running)
+	c.mu.Unlock()
+	time.Sleep(time.Millisecond)
+	c.mu.Lock()
+	c.running--
+	c.mu.Unlock()
+}
+
 // Parallel calls each index once, never more than limit at once, and
 // returns only when every call has.
 func TestParallel(t *testing.T) {
 	for _, tc := range []struct{ n, limit int }{{0, 4}, {1, 4}, {10, 1}, {100, 8}, {5, 0}, {3, 100}} {
-		var mu sync.Mutex
-		seen := make([]int, tc.n)
-		running, most := 0, 0
-		Parallel(tc.n, tc.limit, func(i int) {
-			mu.Lock()
-			seen[i]++
-			running++
-			most = max(most, running)
-			mu.Unlock()
-			time.Sleep(time.Millisecond)
-			mu.Lock()
-			running--
-			mu.Unlock()
-		})
+		c := &calls{seen: make([]int, tc.n)}
+		Parallel(tc.n, tc.limit, c.call)
+		seen, running, most := c.seen, c.running, c.most
 		for i, c := range seen {
 			if c != 1 {
 				t.Fatalf("n=%d limit=%d: index %d called %d times", tc.n, tc.limit, i, c)
@@ -133,5 +141,46 @@ func TestParallel(t *testing.T) {
 		if tc.n >= 8 && tc.limit >= 8 && most < 2 {
 			t.Fatalf("n=%d limit=%d: never more than one at once", tc.n, tc.limit)
 		}
+	}
+}
+
+// A pool's Parallel calls each index once within its limits, on the
+// pool's goroutines, and still returns once the group has stopped.
+func TestPool_Parallel(t *testing.T) {
+	g := NewGroup(context.Background())
+	p := NewPool(g, 4)
+	cs := &calls{seen: make([]int, 50)}
+	var wg sync.WaitGroup
+	for c := range 3 { // three callers share the pool's 4 goroutines
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.Parallel(len(cs.seen), 2, func(i int) {
+				if i%3 == c {
+					cs.call(i)
+				}
+			})
+		}()
+	}
+	wg.Wait()
+	seen, most := cs.seen, cs.most
+	for i, n := range seen {
+		if n != 1 {
+			t.Fatalf("index %d done %d times", i, n)
+		}
+	}
+	if most > 4 {
+		t.Fatalf("%d at once on a pool of 4", most)
+	}
+	g.Stop()
+	done := make(chan struct{})
+	go func() {
+		p.Parallel(5, 5, func(int) {})
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Parallel on a stopped pool did not return")
 	}
 }
