@@ -658,16 +658,23 @@ func TestService_Commands_StaleRefused(t *testing.T) {
 	e.c.waitReport(schemas.ExecutorKey(app, 0), string(schemas.ExecutorKilled))
 }
 
+// agentAtEpoch starts a registered agent that a master of epoch leads.
+func agentAtEpoch(t *testing.T, e *env, epoch uint64) *Service {
+	t.Helper()
+	s := startAgent(t, e.srv.URL(), nil)
+	waitRegistered(t, s)
+	if err := call(t, e.nc, bus.WorkerCmdMasterSubject(testWID), &schemas.MasterChanged{Epoch: epoch, Leader: "s1"}, &schemas.WorkerReport{}); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // A batch of launches is carried out launch by launch, each with its own
 // fences and idempotence: the refused one (an older epoch) is answered in
 // its place, the others run, and the same batch again starts nothing new.
 func TestService_LaunchExecutors_EachOnItsOwn(t *testing.T) {
 	e := newEnv(t)
-	s := startAgent(t, e.srv.URL(), nil)
-	waitRegistered(t, s)
-	if err := call(t, e.nc, bus.WorkerCmdMasterSubject(testWID), &schemas.MasterChanged{Epoch: 5, Leader: "s1"}, &schemas.WorkerReport{}); err != nil {
-		t.Fatal(err)
-	}
+	s := agentAtEpoch(t, e, 5)
 	app := newAppID()
 	batch := &schemas.LaunchExecutors{Launches: []schemas.LaunchExecutor{
 		{Epoch: 5, AppID: app, ExecutorID: 0, Command: sh("sleep 30"), Cores: 1, MemoryMB: 1},
@@ -712,11 +719,7 @@ func TestService_LaunchExecutors_EachOnItsOwn(t *testing.T) {
 // others killed and reported KILLED.
 func TestService_KillExecutors_EachOnItsOwn(t *testing.T) {
 	e := newEnv(t)
-	s := startAgent(t, e.srv.URL(), nil)
-	waitRegistered(t, s)
-	if err := call(t, e.nc, bus.WorkerCmdMasterSubject(testWID), &schemas.MasterChanged{Epoch: 5, Leader: "s1"}, &schemas.WorkerReport{}); err != nil {
-		t.Fatal(err)
-	}
+	s := agentAtEpoch(t, e, 5)
 	app := newAppID()
 	launch := &schemas.LaunchExecutors{}
 	for i := range 3 {
