@@ -48,6 +48,10 @@ type Cluster struct {
 	// PIDs are the other processes whose CPU and RSS are reported, by
 	// name (nil or empty: everything runs in this process).
 	PIDs func() map[string]int
+	// BusMsgs gives the messages the bus has received from its clients
+	// and delivered to them since it started (NATS's varz in_msgs and
+	// out_msgs). Nil: the bus's messages are not counted.
+	BusMsgs func() (in, out int64, err error)
 	// Self says what runs in this process ("bench process: bus, services,
 	// agents"), the label of its CPU and RSS.
 	Self string

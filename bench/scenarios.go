@@ -179,7 +179,7 @@ func fleetScenarios(ctx context.Context, c *Cluster, o Options, res *Result, wan
 		// agents go once those are done, not while the kills are in
 		// flight (each then logged a kill nobody answered).
 		procs, names := processes(c)
-		cpu0 := cpuTimes(procs)
+		cpu0, msgs0 := cpuTimes(procs), busMsgs(c)
 		retries0, start := reportRetries(f), time.Now()
 		for _, a := range apps {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -191,6 +191,7 @@ func fleetScenarios(ctx context.Context, c *Cluster, o Options, res *Result, wan
 			res.add(Row{Scenario: "placements", Figure: "apps ended → no executor RUNNING", Value: ms(time.Since(start)), Unit: "ms",
 				Note: fmt.Sprintf("%d apps ended at once, their executors killed; %d state report retries meanwhile", len(apps), reportRetries(f)-retries0)})
 			cpuRows(res, "CPU per kill", procs, names, cpu0, o.Executors, time.Since(start))
+			msgsRow(res, c, "bus messages per kill", msgs0, o.Executors)
 		}
 	}()
 	if !ok {
@@ -261,7 +262,7 @@ func placements(ctx context.Context, c *Cluster, o Options, tr *tracker, f *agen
 	apps := make([]*sdk.App, n)
 	errs := make([]error, n)
 	procs, names := processes(c)
-	cpu0 := cpuTimes(procs)
+	cpu0, msgs0 := cpuTimes(procs), busMsgs(c)
 	start := time.Now()
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
@@ -306,6 +307,7 @@ func placements(ctx context.Context, c *Cluster, o Options, tr *tracker, f *agen
 	// service apart from the simulated agents (which, on a real cluster,
 	// run on their own machines).
 	cpuRows(res, "CPU per placement", procs, names, cpu0, o.Executors, d)
+	msgsRow(res, c, "bus messages per placement", msgs0, o.Executors)
 	lastCreate, lagP50, lagMax, _ := tr.stages(start)
 	res.add(Row{Scenario: "placements", Figure: "last record created", Value: ms(lastCreate), Unit: "ms",
 		Note: fmt.Sprintf("after submission; a record's creation → RUNNING (launch and report): p50 %s, max %s",
@@ -569,6 +571,38 @@ func cpuRows(res *Result, figure string, procs map[string]int, names []string, c
 		res.add(Row{Scenario: "placements", Figure: figure + " (" + name + ")", Value: float64(used.Microseconds()) / float64(max(n, 1)), Unit: "µs",
 			Note: fmt.Sprintf("%.0f %% of a core meanwhile", 100*used.Seconds()/d.Seconds())})
 	}
+}
+
+// msgCount is the bus's in and out message counters at one instant; ok
+// is false where they could not be read.
+type msgCount struct {
+	in, out int64
+	ok      bool
+}
+
+func busMsgs(c *Cluster) msgCount {
+	if c.BusMsgs == nil {
+		return msgCount{}
+	}
+	in, out, err := c.BusMsgs()
+	if err != nil {
+		c.Log.Warn().Err(err).Msg("bus message counters")
+		return msgCount{}
+	}
+	return msgCount{in: in, out: out, ok: true}
+}
+
+// msgsRow adds the bus's messages since m0 divided by n: a count that
+// does not depend on the machine's speed, unlike the CPU rows (the
+// simulated agents' heartbeats over the same time are included).
+func msgsRow(res *Result, c *Cluster, figure string, m0 msgCount, n int) {
+	m1 := busMsgs(c)
+	if !m0.ok || !m1.ok || n <= 0 {
+		return
+	}
+	in, out := float64(m1.in-m0.in)/float64(n), float64(m1.out-m0.out)/float64(n)
+	res.add(Row{Scenario: "placements", Figure: figure, Value: in + out, Unit: "",
+		Note: fmt.Sprintf("%.1f received from clients, %.1f delivered to them (heartbeats meanwhile included)", in, out)})
 }
 
 // processes are the cluster's processes by name (this one as c.Self),

@@ -182,6 +182,7 @@ func runBench(ctx context.Context, e *env, o *benchOptions) error {
 		startSchd func(ctx context.Context) (string, func(), error)
 		failSchd  func(id string) error
 		pids      func() map[string]int // nil: everything in this process
+		busMsgs   func() (in, out int64, err error)
 		self      = "bench process: bus, services, agents"
 		// connect opens a connection on its own credential (set below,
 		// once the bus is up; startSchd calls it later).
@@ -193,7 +194,7 @@ func runBench(ctx context.Context, e *env, o *benchOptions) error {
 			return err
 		}
 		defer pc.stop()
-		url, ca, keys, pids = pc.url, pc.ca, pc.keys, pc.pids
+		url, ca, keys, pids, busMsgs = pc.url, pc.ca, pc.keys, pc.pids, pc.busMsgs
 		self = "bench process: simulated agents"
 		startSchd = func(context.Context) (string, func(), error) {
 			id := instanceID("scheduler")
@@ -213,6 +214,13 @@ func runBench(ctx context.Context, e *env, o *benchOptions) error {
 			return err
 		}
 		url, ca, srv = c.url, c.ca, c.srv
+		busMsgs = func() (int64, int64, error) {
+			v, err := srv.Varz(nil)
+			if err != nil {
+				return 0, 0, err
+			}
+			return v.InMsgs, v.OutMsgs, nil
+		}
 		var mu sync.Mutex
 		var extras []namedService
 		defer func() {
@@ -300,7 +308,8 @@ func runBench(ctx context.Context, e *env, o *benchOptions) error {
 		RealAgent: func(ctx context.Context, wid string, cores int) (int, func(), error) {
 			return startRealAgent(ctx, data, url, ca, admin, keys, wid, cores)
 		},
-		PIDs: pids,
+		PIDs:    pids,
+		BusMsgs: busMsgs,
 	}
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)

@@ -5,7 +5,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +27,7 @@ type procCluster struct {
 	maxInFlight         int           // the scheduler's --max-in-flight
 	flowTarget          time.Duration // the scheduler's --flow-target
 	keys                *auth.Keys
+	monitor             int // the bus's HTTP monitoring port (loopback)
 
 	mu    sync.Mutex
 	procs map[string]*exec.Cmd // by instance id ("bus", "registration-1", …)
@@ -48,9 +51,12 @@ func startProcCluster(ctx context.Context, data string, o *benchOptions) (*procC
 	pc := &procCluster{self: self, data: data, url: fmt.Sprintf("tls://127.0.0.1:%d", port), hb: o.hb, wt: o.wt,
 		maxInFlight: o.maxInFlight, flowTarget: o.flowTarget,
 		procs: map[string]*exec.Cmd{}}
+	if pc.monitor, err = freePort(); err != nil {
+		return nil, err
+	}
 	busData := filepath.Join(data, "nats")
 	if err := pc.start("bus", "bus", "--data", busData, "--auth-dir", data, "--host", "127.0.0.1",
-		"--port", strconv.Itoa(port)); err != nil {
+		"--port", strconv.Itoa(port), "--monitor-port", strconv.Itoa(pc.monitor)); err != nil {
 		return nil, err
 	}
 	pc.ca = filepath.Join(data, "tls", "ca.pem") // made by the bus beside --auth-dir's creds
@@ -149,6 +155,28 @@ func (pc *procCluster) kill(id string) error {
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
 	return nil
+}
+
+// busMsgs reads the bus's message counters from its monitoring
+// endpoint (/varz).
+func (pc *procCluster) busMsgs() (in, out int64, err error) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/varz", pc.monitor))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, 0, fmt.Errorf("bus /varz: %s", resp.Status)
+	}
+	var v struct {
+		InMsgs  int64 `json:"in_msgs"`
+		OutMsgs int64 `json:"out_msgs"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		return 0, 0, fmt.Errorf("bus /varz: %w", err)
+	}
+	return v.InMsgs, v.OutMsgs, nil
 }
 
 // pids are the running processes by instance id.
