@@ -66,7 +66,7 @@ func jsGrant(s string) (stream, verb string, ok bool) {
 	for _, g := range []struct{ prefix, verb string }{
 		{"$JS.API.STREAM.CREATE.", "create"}, {"$JS.API.STREAM.UPDATE.", "update"}, {"$JS.API.STREAM.INFO.", "info"},
 		{"$JS.API.DIRECT.GET.", "get"}, {"$JS.API.STREAM.MSG.GET.", "get"}, {"$JS.API.CONSUMER.CREATE.", "consume"}, {"$JS.API.CONSUMER.DELETE.", "consume"},
-		{"$JS.API.CONSUMER.INFO.", "consume"}, {"$JS.FC.", "consume"}, {"$KV.", "put"},
+		{"$JS.API.CONSUMER.INFO.", "consume"}, {"$JS.FC.", "consume"}, {"$JS.ACK.", "consume"}, {"$KV.", "put"},
 	} {
 		if rest, found := strings.CutPrefix(s, g.prefix); found {
 			stream, _, _ = strings.Cut(rest, ".")

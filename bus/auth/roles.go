@@ -108,11 +108,19 @@ func StreamRead(s string) []string {
 }
 
 // KVWatch adds what watching, listing keys and history need: an ordered
-// consumer and its flow control (trap 8).
+// consumer and its flow control (trap 8), and the acknowledgement
+// subjects of the stream's consumers. An ordered consumer acknowledges
+// nothing, but each message it delivers carries a $JS.ACK reply; to a
+// role that may answer requests (Resp) and may not publish there, the bus
+// records every such reply as a response permission, kept a minute and
+// pruned by scanning them all. A service watching 10,000 records a
+// second so held 600,000 of them: about half the bus's cost of
+// delivering to it (issue 12). Acknowledging a KV stream's messages
+// grants nothing a writer of the bucket does not already have.
 func KVWatch(b string) []string {
 	s := "KV_" + b
 	return append(KVRead(b), "$JS.API.CONSUMER.CREATE."+s+".>", "$JS.API.CONSUMER.DELETE."+s+".>",
-		"$JS.API.CONSUMER.INFO."+s+".>", "$JS.FC."+s+".>")
+		"$JS.API.CONSUMER.INFO."+s+".>", "$JS.FC."+s+".>", "$JS.ACK."+s+".>")
 }
 
 // KVWrite adds puts, creates, updates and deletes.

@@ -206,3 +206,37 @@ func TestRolesDoc(t *testing.T) {
 		t.Errorf("docs/security.md's roles table is stale; replace it with:\n%s", want)
 	}
 }
+
+// A role that answers requests and watches a bucket must be allowed its
+// stream's ack subjects: otherwise the bus records every watched message's
+// $JS.ACK reply as a response permission for a minute (see KVWatch).
+func TestPermissions_WatchersMayPublishTheirStreamsAcks(t *testing.T) {
+	ack := func(stream string) string { return "$JS.ACK." + stream + ".c1.1.42.42.1796447400915759129.0" }
+	checked := 0
+	for _, r := range Roles {
+		p := Permissions(r)
+		for _, b := range []string{bus.BucketWorkers, bus.BucketDrivers, bus.BucketApps, bus.BucketExecutors, bus.BucketTokens} {
+			stream := "KV_" + b
+			if !allowed(p.Pub, p.PubDeny, "$JS.API.CONSUMER.CREATE."+stream+".c1") {
+				if r != RoleAdmin && allowed(p.Pub, p.PubDeny, ack(stream)) {
+					t.Errorf("%s may acknowledge %s's messages without watching it", r, stream)
+				}
+				continue
+			}
+			checked++
+			if p.Resp && !allowed(p.Pub, p.PubDeny, ack(stream)) {
+				t.Errorf("%s watches %s and answers requests but may not publish its acks", r, stream)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no role watches a bucket")
+	}
+	// Nothing outside the KV streams: the events stream's consumers keep
+	// their acknowledgements to themselves.
+	for _, r := range Roles {
+		if p := Permissions(r); r != RoleAdmin && allowed(p.Pub, p.PubDeny, ack(bus.StreamEvents)) {
+			t.Errorf("%s may acknowledge %s's messages", r, bus.StreamEvents)
+		}
+	}
+}
