@@ -4,16 +4,27 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stoker/stoker/bus"
 	"github.com/stoker/stoker/schemas"
 )
 
 // TestTracker_Shortfall: a failed placement check names the records by
 // state and the apps short of their count, not just "lost".
 func TestTracker_Shortfall(t *testing.T) {
-	tr := &tracker{state: map[string]schemas.Executor{}, running: map[string]int{}, created: map[string]int{},
+	tr := &tracker{state: map[string]tracked{}, running: map[string]int{}, created: map[string]int{},
 		onWorker: map[string]int{}, seenAt: map[string]time.Time{}, runningAt: map[string]time.Time{}}
 	put := func(app string, id int, st schemas.ExecutorState) {
-		tr.update(schemas.Executor{AppID: app, ID: id, WorkerID: "w1", State: st})
+		// A whole record, as the watch brings it.
+		data, err := bus.EncodeRecord(&schemas.Executor{AppID: app, ID: id, WorkerID: "w1", State: st, Cores: 1,
+			CreatedAt: time.Now(), UpdatedAt: time.Now(), Message: "m"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		x, err := decodeTracked(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.update(x)
 	}
 	put("app-a", 0, schemas.ExecutorRunning)
 	put("app-a", 1, schemas.ExecutorRunning)
