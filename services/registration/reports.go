@@ -180,7 +180,7 @@ func (s *Service) executorReport(ctx context.Context, req *schemas.StateChange) 
 	// launch the scheduler just wrote): the write is revision-guarded, and
 	// anything but a successful write of it reads the record.
 	hint, rev := s.idx.executor(req.AppID, key)
-	_, _, err := bus.MutateFrom(ctx, s.st.Executors, key, hint, rev, func(cur *schemas.Executor) (*schemas.Executor, error) {
+	rec, nrev, err := bus.MutateFrom(ctx, s.st.Executors, key, hint, rev, func(cur *schemas.Executor) (*schemas.Executor, error) {
 		next, why := executorReported(cur, req, key)
 		killReason, changed = why, next != nil && next.State != cur.State
 		switch {
@@ -193,6 +193,9 @@ func (s *Service) executorReport(ctx context.Context, req *schemas.StateChange) 
 	})
 	if err != nil {
 		return nil, fmt.Errorf("executor %s: %w", key, err)
+	}
+	if rec != nil {
+		s.idx.wrote(bus.BucketExecutors, key, rec, nrev)
 	}
 	if killReason != "" {
 		s.log.Info().Str("worker_id", req.WorkerID).Str("executor", key).Str("reason", killReason).Msg("asking agent to kill executor")
