@@ -232,8 +232,10 @@ func (a *applier) updateApp(ctx context.Context, epoch uint64, log *zerolog.Logg
 func (a *applier) createExecutor(ctx context.Context, epoch uint64, e schemas.Executor, log *zerolog.Logger) bool {
 	e.Epoch, e.CreatedAt, e.UpdatedAt = epoch, now(), now()
 	kv, key := a.v.executors.kv, e.Key()
+	var rev uint64
 	err := bus.RetryTransient(ctx, a.launchTimeout, func(ctx context.Context) error {
-		_, err := bus.Create(ctx, kv, key, &e)
+		var err error
+		rev, err = bus.Create(ctx, kv, key, &e)
 		return err
 	})
 	if bus.IsCASConflict(err) {
@@ -253,6 +255,9 @@ func (a *applier) createExecutor(ctx context.Context, epoch uint64, e schemas.Ex
 		}
 		a.v.executors.refresh(context.WithoutCancel(ctx), key)
 		return false
+	}
+	if rev != 0 { // 0: an earlier attempt's create, found by its stamps
+		a.v.executors.wrote(key, rev, &e)
 	}
 	bus.EmitEpoch(a.nc, epoch, "executor", key, string(e.State), "placed on "+e.WorkerID)
 	return true

@@ -133,6 +133,35 @@ func (m *mirror[T]) setLocked(key string, rev uint64, data []byte, deleted, forc
 	return old == nil || m.quiet == nil || !m.quiet(old, v)
 }
 
+// wrote puts a record this scheduler has just written at rev into the
+// map, ahead of the watch, whose copy of rev then finds it held
+// (setLocked ignores a revision it holds) and is not decoded again: the
+// echo of each executor record the scheduler creates was half of what it
+// decoded while placing. v must not change afterwards. A revision the
+// watch has reached is ignored: the watch applied it, and whatever
+// followed it, already. It asks for no pass: the plan that wrote v was
+// applied to the view already (only the write's stamps differ).
+func (m *mirror[T]) wrote(key string, rev uint64, v *T) {
+	if rev == 0 || v == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if (m.only != "" && key != m.only) || rev <= m.seen || rev <= m.revs[key] {
+		return
+	}
+	m.revs[key] = rev
+	*m.gen++
+	if m.skip != nil && m.skip(key, v) {
+		delete(m.items, key)
+		return
+	}
+	m.items[key] = v
+	if m.set != nil {
+		m.set(key, v)
+	}
+}
+
 // refreshFor bounds how long refresh retries a read the bus does not
 // answer (a stream electing a leader after a node died, a reconnect). A
 // variable for tests.

@@ -172,6 +172,44 @@ func TestMirror_StartedAsPlaced_AsksNoPass(t *testing.T) {
 	}
 }
 
+// TestMirror_WroteAheadOfTheWatch: a record the scheduler created is in
+// the view at once with its revision, and the watch's copy of that
+// revision is not decoded (a value that would not decode is taken for the
+// one written, and asks for no pass); what the watch reached first wins
+// over a late write's answer.
+func TestMirror_WroteAheadOfTheWatch(t *testing.T) {
+	v := &view{snap: NewSnapshot()}
+	poison := bus.NewReporter(nil, zerolog.Nop())
+	v.executors = &mirror[schemas.Executor]{bucket: bus.BucketExecutors, log: zerolog.Nop(), mu: &v.mu, gen: &v.gen,
+		items: v.snap.Executors, revs: map[string]uint64{}, poison: poison}
+	const app = "app-20260101000000-000001"
+	e := schemas.Executor{AppID: app, ID: 0, WorkerID: "w1", Cores: 1, MemoryMB: 1, State: schemas.ExecutorLaunching, Epoch: 3}
+	key := e.Key()
+	gen := v.gen
+	v.executors.wrote(key, 4, &e)
+	v.mu.Lock()
+	if got := v.snap.Executors[key]; got == nil || got.Epoch != 3 || v.executors.revs[key] != 4 || v.gen == gen {
+		t.Fatalf("after the create's answer the view holds %+v at %d (gen %d → %d)", got, v.executors.revs[key], gen, v.gen)
+	}
+	v.executors.seen = 4
+	if v.executors.setLocked(key, 4, []byte("{not json"), false, false) {
+		t.Error("the watch's copy of the create asks for a pass")
+	}
+	if poison.Reported() != 0 || v.snap.Executors[key] == nil {
+		t.Fatalf("the watch's copy of the create was decoded: %d poisoned, record %+v", poison.Reported(), v.snap.Executors[key])
+	}
+	// The watch is ahead (a delete at 6): a write answered at 5 is older.
+	v.executors.seen = 6
+	v.executors.setLocked(key, 6, nil, true, false)
+	v.mu.Unlock()
+	v.executors.wrote(key, 5, &e)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if got := v.snap.Executors[key]; got != nil {
+		t.Fatalf("a write older than what the watch brought came back: %+v", got)
+	}
+}
+
 // TestMirror_RefreshUnreadable: a write failed and the record cannot be
 // read back (the bus does not answer for longer than refreshFor). A key
 // the bucket never gave the mirror holds only the planner's own value (an
