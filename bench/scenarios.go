@@ -180,6 +180,7 @@ func fleetScenarios(ctx context.Context, c *Cluster, o Options, res *Result, wan
 		// flight (each then logged a kill nobody answered).
 		procs, names := processes(c)
 		cpu0, msgs0 := cpuTimes(procs), busMsgs(c)
+		sched0 := schedulerStatus(ctx, c)
 		retries0, start := reportRetries(f), time.Now()
 		for _, a := range apps {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -192,6 +193,7 @@ func fleetScenarios(ctx context.Context, c *Cluster, o Options, res *Result, wan
 				Note: fmt.Sprintf("%d apps ended at once, their executors killed; %d state report retries meanwhile", len(apps), reportRetries(f)-retries0)})
 			cpuRows(res, "CPU per kill", procs, names, cpu0, o.Executors, time.Since(start))
 			msgsRow(res, c, "bus messages per kill", msgs0, o.Executors)
+			passesRow(ctx, res, c, "scheduler passes while killing", sched0)
 		}
 	}()
 	if !ok {
@@ -263,6 +265,7 @@ func placements(ctx context.Context, c *Cluster, o Options, tr *tracker, f *agen
 	errs := make([]error, n)
 	procs, names := processes(c)
 	cpu0, msgs0 := cpuTimes(procs), busMsgs(c)
+	sched0 := schedulerStatus(ctx, c)
 	start := time.Now()
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
@@ -308,6 +311,7 @@ func placements(ctx context.Context, c *Cluster, o Options, tr *tracker, f *agen
 	// run on their own machines).
 	cpuRows(res, "CPU per placement", procs, names, cpu0, o.Executors, d)
 	msgsRow(res, c, "bus messages per placement", msgs0, o.Executors)
+	passesRow(ctx, res, c, "scheduler passes while placing", sched0)
 	lastCreate, lagP50, lagMax, _ := tr.stages(start)
 	res.add(Row{Scenario: "placements", Figure: "last record created", Value: ms(lastCreate), Unit: "ms",
 		Note: fmt.Sprintf("after submission; a record's creation → RUNNING (launch and report): p50 %s, max %s",
@@ -603,6 +607,32 @@ func msgsRow(res *Result, c *Cluster, figure string, m0 msgCount, n int) {
 	in, out := float64(m1.in-m0.in)/float64(n), float64(m1.out-m0.out)/float64(n)
 	res.add(Row{Scenario: "placements", Figure: figure, Value: in + out, Unit: "",
 		Note: fmt.Sprintf("%.1f received from clients, %.1f delivered to them (heartbeats meanwhile included)", in, out)})
+}
+
+// schedulerStatus is the leading scheduler's status, nil when it does not
+// answer (no leader, or a leader older than the status endpoint).
+func schedulerStatus(ctx context.Context, c *Cluster) *schemas.SchedulerStatus {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := sdk.NewClient(c.Admin).SchedulerStatus(cctx)
+	if err != nil {
+		c.Log.Warn().Err(err).Msg("scheduler status")
+		return nil
+	}
+	return st
+}
+
+// passesRow adds the scheduling passes the leader ran since s0: each is a
+// Schedule over the whole view, so their number times the view's size is
+// the scheduler's planning cost.
+func passesRow(ctx context.Context, res *Result, c *Cluster, figure string, s0 *schemas.SchedulerStatus) {
+	s1 := schedulerStatus(ctx, c)
+	if s0 == nil || s1 == nil || s1.ID != s0.ID || s1.Epoch != s0.Epoch {
+		return
+	}
+	res.add(Row{Scenario: "placements", Figure: figure, Value: float64(s1.Passes - s0.Passes), Unit: "",
+		Note: fmt.Sprintf("window %d of at most %d at the end; %d rounds of samples, %d halved it",
+			s1.Window, s1.MaxInFlight, s1.WindowRounds-s0.WindowRounds, s1.WindowCuts-s0.WindowCuts)})
 }
 
 // processes are the cluster's processes by name (this one as c.Self),
