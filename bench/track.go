@@ -23,8 +23,8 @@ type tracker struct {
 
 	mu      sync.Mutex
 	state   map[string]tracked // key → last record
-	running map[string]int              // app → RUNNING executors
-	total   int                         // RUNNING executors
+	running map[string]int     // app → RUNNING executors
+	total   int                // RUNNING executors
 	// onWorker is RUNNING executors by the worker their record names.
 	onWorker map[string]int
 	created  map[string]int // app → executor records ever created
