@@ -28,8 +28,8 @@ type mirror[T any] struct {
 	poison *bus.Reporter
 
 	// skip, when set, leaves a value out of items (it is not needed for
-	// planning); set is called after a value is put in items. Both run
-	// under mu.
+	// planning); set is called with every value the watch brings, after
+	// it is put in items or left out. Both run under mu.
 	skip func(key string, v *T) bool
 	set  func(key string, v *T)
 	// quiet, when set, says a change from old to v cannot change a plan:
@@ -121,12 +121,16 @@ func (m *mirror[T]) setLocked(key string, rev uint64, data []byte, deleted, forc
 		m.poison.Report(bus.Poison{Bucket: m.bucket, Key: key, Revision: rev, Err: err})
 		return true
 	}
+	old := m.items[key]
 	if m.skip != nil && m.skip(key, v) {
 		delete(m.items, key)
-		return true
+	} else {
+		m.items[key] = v
 	}
-	old := m.items[key]
-	m.items[key] = v
+	// A value left out was seen too: the end of an executor of an ended
+	// app is what a kill of the app's teardown waits for (the window's
+	// samples, the kill no longer in flight), and only a pass that could
+	// place into what it freed needs asking for (quiet).
 	if m.set != nil {
 		m.set(key, v)
 	}

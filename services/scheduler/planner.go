@@ -32,8 +32,12 @@ type planner struct {
 	// limited: the last pass filled the window; freed: samples since it.
 	limited bool
 	freed   int
-	log     zerolog.Logger
-	passes  uint64 // plan calls, planned or not
+	// killEnded is the key of the executor whose record, just brought by
+	// the watch, ended a kill in flight (executorSeenLocked, then read by
+	// quietLocked for the same record).
+	killEnded string
+	log       zerolog.Logger
+	passes    uint64 // plan calls, planned or not
 	// What the last Schedule saw and gave: an unchanged view with nothing
 	// timed pending skips Schedule (unchangedLocked).
 	schedules uint64 // Schedule runs
@@ -66,9 +70,9 @@ func newPlanner(v *view, cfg Config) *planner {
 	if cfg.MaxInFlight > 0 && cfg.FlowTarget > 0 {
 		p.win = newFlowWindow(MinInFlight, cfg.MaxInFlight, cfg.FlowTarget)
 		p.sent = map[string]time.Time{}
-		v.executors.set = p.executorSeenLocked
 		v.executors.quiet = p.quietLocked
 	}
+	v.executors.set = p.executorSeenLocked
 	return p
 }
 
@@ -79,9 +83,19 @@ const sentForget = 30 * time.Second
 // quietLocked is startedAsPlaced, but for the report that frees a quarter
 // of a window the last pass filled: nothing else would ask for the pass
 // that places into it (the reports of launches ask for none), and the
-// window would refill once a tick.
+// window would refill once a tick. While the last pass filled the window,
+// the end of an executor it was killing is quiet too, until a quarter of
+// the window is free, so that a teardown's passes each send a quarter of
+// a window's kills rather than whatever ended since the last. What such
+// an ending frees waits for that pass or the tick; with the window not
+// full, every ending asks for its pass at once, as before.
 func (p *planner) quietLocked(old, e *schemas.Executor) bool {
-	if !startedAsPlaced(old, e) {
+	killed := p.killEnded
+	p.killEnded = ""
+	switch {
+	case startedAsPlaced(old, e):
+	case p.limited && killed != "" && killed == e.Key():
+	default:
 		return false
 	}
 	if p.limited && p.freed >= max(p.win.size/4, 1) {
@@ -91,21 +105,34 @@ func (p *planner) quietLocked(old, e *schemas.Executor) bool {
 	return true
 }
 
-// executorSeenLocked samples the window's round trips as the watch brings
-// executor records: a launch this planner placed that left LAUNCHING, a
-// kill it sent whose executor ended.
+// executorSeenLocked runs as the watch brings each executor record (those
+// the view leaves out included). The kill of an executor that ended is no
+// longer in flight: it is forgotten (a kill is only ever sent to an
+// executor that holds resources; it was kept only against sending it
+// twice). Kept until the kill's retry time, as they were, ended kills
+// counted as in flight for the window (100,000 executors killed at once:
+// up to 42,000 of them, against a window of 8,192) and kept the tick's
+// pass running over the idle view until they expired. With a window, it
+// samples the round trips: a launch this planner placed that left
+// LAUNCHING, a kill it sent whose executor ended.
 func (p *planner) executorSeenLocked(key string, e *schemas.Executor) {
 	now := time.Now()
 	var d time.Duration
 	sampled := false
+	if !e.State.Holds() {
+		target := KillTarget(schemas.Kill{AppID: e.AppID, ExecutorID: e.ID})
+		if at, ok := p.v.snap.Killing[target]; ok {
+			delete(p.v.snap.Killing, target)
+			p.killEnded = key
+			d, sampled = now.Sub(at), true
+		}
+	}
+	if p.win == nil {
+		return
+	}
 	if at, ok := p.sent[key]; ok && e.State != schemas.ExecutorLaunching {
 		delete(p.sent, key)
 		d, sampled = now.Sub(at), true
-	}
-	if !e.State.Holds() {
-		if at, ok := p.v.snap.Killing[KillTarget(schemas.Kill{AppID: e.AppID, ExecutorID: e.ID})]; ok {
-			d, sampled = now.Sub(at), true
-		}
 	}
 	if !sampled {
 		return
@@ -141,8 +168,6 @@ func (p *planner) plan(epoch uint64, log *zerolog.Logger) (Plan, bool) {
 		for _, l := range plan.LaunchExecutors {
 			p.sent[l.Executor.Key()] = now
 		}
-		p.freed = 0
-		p.limited = len(p.sent) >= p.win.size || len(snap.Killing) >= p.win.size
 	}
 	p.schedules++
 	p.lastGen, p.lastEpoch, p.lastRun, p.lastEmpty = p.v.gen, epoch, now, plan.Empty()
@@ -151,6 +176,11 @@ func (p *planner) plan(epoch uint64, log *zerolog.Logger) (Plan, bool) {
 		p.lastBad = bad
 	}
 	snap.Apply(plan)
+	if p.win != nil {
+		// After Apply: the plan's kills are in flight too.
+		p.freed = 0
+		p.limited = len(p.sent) >= p.win.size || len(snap.Killing) >= p.win.size
+	}
 	return plan, true
 }
 
@@ -261,6 +291,14 @@ func (p *planner) avoidWorker(wid string) {
 	p.v.mu.Lock()
 	defer p.v.mu.Unlock()
 	p.avoid[wid] = time.Now().Add(p.avoidFor)
+}
+
+// windowFull reports whether the last pass filled the window of
+// executors in flight (never without a window).
+func (p *planner) windowFull() bool {
+	p.v.mu.Lock()
+	defer p.v.mu.Unlock()
+	return p.limited
 }
 
 // scheduleCount is the number of Schedule runs so far.

@@ -433,7 +433,13 @@ func (s *Service) lead(ctx context.Context, epoch uint64) {
 			continue
 		}
 		s.applier.apply(ctx, epoch, p, &log)
-		s.poke()
+		// Another pass, for what the plan's writes and the answers to its
+		// commands changed, unless it filled the window of executors in
+		// flight: then the report that frees a quarter of it asks for the
+		// pass (planner.quietLocked), or the tick runs it.
+		if !s.planner.windowFull() {
+			s.poke()
+		}
 	}
 }
 

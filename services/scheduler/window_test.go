@@ -233,8 +233,61 @@ func TestPlanner_FlowWindow_Samples(t *testing.T) {
 		t.Fatalf("%d reports asked for a pass, want 1", asked)
 	}
 
+	// The same for kills: while the last pass filled the window, the end
+	// of an executor it was killing asks for a pass only when it frees the
+	// first quarter; one nobody killed asks at once (it failed: its app
+	// may want it replaced).
+	kill := func(id int) {
+		v.snap.Killing[KillTarget(schemas.Kill{AppID: app, ExecutorID: id})] = time.Now()
+	}
+	p.win.size, p.limited, p.freed, asked = 256, true, 0, 0
+	since := 0 // ends since the last pass asked for
+	for id := 200; id < 200+128; id++ {
+		put(id, schemas.ExecutorRunning)
+		kill(id)
+		since++
+		if put(id, schemas.ExecutorKilled) {
+			asked++
+			// The window moves with its samples: a quarter of it as it is.
+			if since != max(p.win.size/4, 1) {
+				t.Fatalf("the end of killed executor %d asked for a pass %d ends after the last, want %d (window %d)", id, since, p.win.size/4, p.win.size)
+			}
+			// The pass asked for runs and fills the window again.
+			since, p.limited = 0, true
+		}
+	}
+	if asked != 2 {
+		t.Fatalf("%d of 128 ends of killed executors asked for a pass, want 2", asked)
+	}
+	p.limited, p.freed = true, 0
+	put(400, schemas.ExecutorRunning)
+	if !put(400, schemas.ExecutorFailed) {
+		t.Fatal("an executor nobody killed ended without asking for a pass")
+	}
+	// Killed into a window that is not full: the freed resources are
+	// placed at once.
+	p.limited = false
+	put(401, schemas.ExecutorRunning)
+	kill(401)
+	if !put(401, schemas.ExecutorKilled) {
+		t.Fatal("a kill's end with the window not full asked for no pass")
+	}
+	// Every kill whose executor ended is forgotten at once: none in flight.
+	if len(v.snap.Killing) != 0 {
+		t.Fatalf("%d kills still in flight, their executors all ended", len(v.snap.Killing))
+	}
+
 	if q := newPlanner(v, Config{MaxInFlight: 8192, FlowTarget: -1}); q.win != nil {
 		t.Fatal("a window with a negative flow target")
+	} else {
+		// Without a window too, an ended executor's kill is forgotten.
+		put(500, schemas.ExecutorRunning)
+		kill(500)
+		kill(501)
+		put(500, schemas.ExecutorExited)
+		if _, ok := v.snap.Killing[KillTarget(schemas.Kill{AppID: app, ExecutorID: 500})]; ok || len(v.snap.Killing) != 1 {
+			t.Fatalf("kills in flight %v, want only executor 501's", v.snap.Killing)
+		}
 	}
 	if q := newPlanner(v, Config{MaxInFlight: -1, FlowTarget: time.Second}); q.win != nil {
 		t.Fatal("a window with no bound")
