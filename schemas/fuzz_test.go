@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"regexp"
 	"testing"
 )
 
@@ -45,6 +46,20 @@ func FuzzParseExecutorKey(f *testing.F) {
 		x := &Executor{AppID: app, ID: n, WorkerID: "w1", Cores: 1, MemoryMB: 1, State: ExecutorRunning}
 		if err := x.Check(key); err != nil {
 			t.Fatalf("a parsed key's record is refused: %v", err)
+		}
+	})
+}
+
+// FuzzValidID: the id check's loop accepts exactly what its regular
+// expression does.
+func FuzzValidID(f *testing.F) {
+	re := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
+	for _, s := range []string{"w1", "app-20260101-ab", "-a", "_a", "a.b", "a b", "*", ">", "", "é", "a\n", "Z_9-"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := idChars(s), re.MatchString(s); got != want {
+			t.Fatalf("idChars(%q) = %v, the expression says %v", s, got, want)
 		}
 	})
 }
