@@ -254,6 +254,18 @@ func (a *applier) launched(ctx context.Context, epoch uint64, e schemas.Executor
 	case errors.Is(err, nats.ErrNoResponders):
 		ev, state = schemas.ExecutorEvLost, schemas.ExecutorLost
 		msg = fmt.Sprintf("worker %s unreachable (no agent answers): not counted as the executor's failure", e.WorkerID)
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
+		// Not answered in time: the agent or the bus too busy to answer,
+		// or a partition. It says nothing of the executor, and counted,
+		// one batch timed out fails up to 32 at once, more than
+		// --max-executor-retries: an app with none RUNNING yet is failed
+		// by a busy bus (at 10,000 simulated agents one app so ended with
+		// 36 FAILED and its 5,000 executors killed; what failed them was
+		// not kept). Spark counts only a worker's FAILED report; its
+		// launch is one-way. If the agent did start it, its RUNNING
+		// report is refused and the process killed, as for FAILED.
+		ev, state = schemas.ExecutorEvLost, schemas.ExecutorLost
+		msg = fmt.Sprintf("launch on %s not acknowledged in time (%v): not counted as the executor's failure", e.WorkerID, err)
 	case errors.Is(err, lease.ErrNoAuthority):
 		// Nothing was sent: the scheduler's own want of proof, never the
 		// executor's failure (counted, ten of them failed a live app's

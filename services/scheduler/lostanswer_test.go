@@ -161,6 +161,31 @@ func TestApplier_UnauthorizedLaunchIsLostNotCounted(t *testing.T) {
 	}
 }
 
+// A launch not acknowledged in time says nothing of the executor (an agent
+// or a bus too busy to answer): LOST, not counted toward the app's
+// retries, the worker avoided. Counted, one batch timed out fails up to 32
+// at once, more than an app with none running yet is allowed.
+func TestApplier_UnansweredLaunchIsLostNotCounted(t *testing.T) {
+	for _, err := range []error{context.DeadlineExceeded, nats.ErrTimeout, fmt.Errorf("launch batch: %w", context.DeadlineExceeded)} {
+		c := newCluster(t)
+		e := schemas.Executor{AppID: "app-1", ID: 0, WorkerID: "w1", Cores: 1, MemoryMB: 256, State: schemas.ExecutorLaunching, Epoch: 3}
+		c.create(c.st.Executors, e.Key(), &e)
+		log := zerolog.Nop()
+		avoided := ""
+		a := &applier{nc: c.nc, v: newView(c.st, log, nil), launchTimeout: time.Second, avoid: func(w string) { avoided = w }}
+		if counted := a.launched(context.Background(), 3, e, err, &log); counted {
+			t.Errorf("%v: counted as the executor's failure", err)
+		}
+		x, _, gerr := bus.Get[schemas.Executor](context.Background(), c.st.Executors, e.Key())
+		if gerr != nil || x.State != schemas.ExecutorLost || !strings.Contains(x.Message, "not counted") {
+			t.Fatalf("%v: executor %+v (%v), want LOST, not counted", err, x, gerr)
+		}
+		if avoided != "w1" {
+			t.Errorf("%v: worker avoided %q, want w1", err, avoided)
+		}
+	}
+}
+
 // While the leadership cannot be proven (its renewals unanswered, the lease
 // standing), the scheduler does not plan: a plan folded into the view and
 // not carried out left its placements there as executors that held cores
