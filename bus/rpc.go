@@ -265,7 +265,8 @@ func CallAck(ctx context.Context, nc *nats.Conn, subject string, req any) (*sche
 
 // Refusal is the error of an Ack with ok false answering a request on
 // subject (wrapping ErrRefused, with the peer's reason), nil for one with
-// ok true.
+// ok true. A batch item's Ack with a code also wraps that *Error, as the
+// command alone would have been answered.
 func Refusal(subject string, ack *schemas.Ack) error {
 	if ack.OK {
 		return nil
@@ -273,6 +274,9 @@ func Refusal(subject string, ack *schemas.Ack) error {
 	msg := ack.Message
 	if msg == "" {
 		msg = "no reason given"
+	}
+	if ack.Code != 0 {
+		return fmt.Errorf("%s: %w: %w", subject, ErrRefused, &Error{Code: ack.Code, Description: msg})
 	}
 	return fmt.Errorf("%s: %w: %s", subject, ErrRefused, msg)
 }

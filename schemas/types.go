@@ -234,6 +234,12 @@ type Ack struct {
 	Base
 	OK      bool   `json:"ok"`
 	Message string `json:"message,omitempty"`
+	// Code, in a batch's Ack refused, is the wire code the same command
+	// alone would have been answered with as an error (409: a fence, such
+	// as a stale command or an older epoch; 503: unknown epoch, stopping);
+	// 0 for a refusal the command alone also answers with ok false (a
+	// process that could not start).
+	Code int `json:"code,omitempty"`
 }
 
 func (*Ack) WireType() string { return TypeAck }

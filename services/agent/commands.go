@@ -157,7 +157,7 @@ func eachOnItsOwn[T any](ctx context.Context, in bus.Inbound, items []T, handle 
 		reply, err := handle(ctx, in, &items[i])
 		switch {
 		case err != nil:
-			acks[i] = schemas.Ack{Message: err.Error()}
+			acks[i] = schemas.Ack{Message: err.Error(), Code: bus.ErrorCode(err)}
 		case reply != nil:
 			acks[i] = *reply.(*schemas.Ack)
 		}

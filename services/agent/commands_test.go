@@ -686,8 +686,8 @@ func TestService_LaunchExecutors_EachOnItsOwn(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(acks.Acks) != 3 || !acks.Acks[0].OK || acks.Acks[1].OK || !acks.Acks[2].OK ||
-		!strings.Contains(acks.Acks[1].Message, "invalid master") {
-		t.Fatalf("acks %+v, want OK, refused as an invalid master, OK", acks.Acks)
+		!strings.Contains(acks.Acks[1].Message, "invalid master") || acks.Acks[1].Code != bus.CodeConflict || acks.Acks[0].Code != 0 {
+		t.Fatalf("acks %+v, want OK, refused as an invalid master (409, as alone), OK", acks.Acks)
 	}
 	e.c.waitReport(schemas.ExecutorKey(app, 0), "RUNNING")
 	e.c.waitReport(schemas.ExecutorKey(app, 2), "RUNNING")

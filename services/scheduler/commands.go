@@ -220,6 +220,15 @@ func (a *applier) launchBatch(ctx context.Context, epoch uint64, ls []ExecutorLa
 	return failed
 }
 
+// agentFenced reports whether err is an agent's refusal by one of its
+// fences (409 Conflict: a stale command, an older epoch; 503 Unavailable:
+// an epoch it does not know yet, the agent stopping), alone or as a
+// batch item's Ack.
+func agentFenced(err error) bool {
+	var be *bus.Error
+	return errors.As(err, &be) && (be.Code == bus.CodeConflict || be.Code == bus.CodeUnavailable)
+}
+
 // launchCommand is the launch of l, without credential or ValidUntil.
 func launchCommand(epoch uint64, l ExecutorLaunch) *schemas.LaunchExecutor {
 	e := l.Executor
@@ -266,6 +275,12 @@ func (a *applier) launched(ctx context.Context, epoch uint64, e schemas.Executor
 		// report is refused and the process killed, as for FAILED.
 		ev, state = schemas.ExecutorEvLost, schemas.ExecutorLost
 		msg = fmt.Sprintf("launch on %s not acknowledged in time (%v): not counted as the executor's failure", e.WorkerID, err)
+	case agentFenced(err):
+		// The agent's fence refused it (a command past its sender's
+		// authority, an epoch it does not take, an agent stopping): the
+		// command's fault or the agent's, never the executor's.
+		ev, state = schemas.ExecutorEvLost, schemas.ExecutorLost
+		msg = fmt.Sprintf("launch on %s refused by the agent's fence (%v): not counted as the executor's failure", e.WorkerID, err)
 	case errors.Is(err, lease.ErrNoAuthority):
 		// Nothing was sent: the scheduler's own want of proof, never the
 		// executor's failure (counted, ten of them failed a live app's

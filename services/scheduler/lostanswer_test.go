@@ -186,6 +186,37 @@ func TestApplier_UnansweredLaunchIsLostNotCounted(t *testing.T) {
 	}
 }
 
+// A launch the agent's fence refused (stale, an epoch it does not take),
+// alone or in a batch, is LOST and not counted; one refused because the
+// process could not start is the executor's failure: FAILED, counted.
+func TestApplier_FencedLaunchIsLostNotCounted(t *testing.T) {
+	subject := bus.WorkerCmdLaunchExecutorsSubject("w1")
+	for _, tc := range []struct {
+		name    string
+		err     error
+		state   schemas.ExecutorState
+		counted bool
+	}{
+		{"stale, alone", bus.Errorf(bus.CodeConflict, "stale command: valid until …"), schemas.ExecutorLost, false},
+		{"older epoch, in a batch", bus.Refusal(subject, &schemas.Ack{Message: "invalid master: epoch 2 is older than 3", Code: bus.CodeConflict}), schemas.ExecutorLost, false},
+		{"unknown epoch, in a batch", bus.Refusal(subject, &schemas.Ack{Message: "unknown epoch 3", Code: bus.CodeUnavailable}), schemas.ExecutorLost, false},
+		{"could not start", bus.Refusal(subject, &schemas.Ack{Message: "exec: \"nope\": not found"}), schemas.ExecutorFailed, true},
+	} {
+		c := newCluster(t)
+		e := schemas.Executor{AppID: "app-1", ID: 0, WorkerID: "w1", Cores: 1, MemoryMB: 256, State: schemas.ExecutorLaunching, Epoch: 3}
+		c.create(c.st.Executors, e.Key(), &e)
+		log := zerolog.Nop()
+		a := &applier{nc: c.nc, v: newView(c.st, log, nil), launchTimeout: time.Second, avoid: func(string) {}}
+		if counted := a.launched(context.Background(), 3, e, tc.err, &log); counted != tc.counted {
+			t.Errorf("%s: counted %v, want %v", tc.name, counted, tc.counted)
+		}
+		x, _, err := bus.Get[schemas.Executor](context.Background(), c.st.Executors, e.Key())
+		if err != nil || x.State != tc.state {
+			t.Fatalf("%s: executor %+v (%v), want %s", tc.name, x, err, tc.state)
+		}
+	}
+}
+
 // While the leadership cannot be proven (its renewals unanswered, the lease
 // standing), the scheduler does not plan: a plan folded into the view and
 // not carried out left its placements there as executors that held cores
