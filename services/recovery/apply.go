@@ -239,33 +239,42 @@ func (s *Service) noteWrite(log zerolog.Logger, kind, id string, err error, t *t
 	return true
 }
 
-// sendKills tells agents to kill what the cluster already replaced. A kill
-// that is not acknowledged is logged: the agent's next state report or
-// registration meets the same verdict.
+// sendKills tells agents to kill what the cluster already replaced, each
+// agent's kills as KillExecutors commands (bus.SendKills), the agents at
+// once. A kill that is not acknowledged is logged: the agent's next state
+// report or registration meets the same verdict.
 func (s *Service) sendKills(ctx context.Context, log zerolog.Logger, kills []KillCommand) {
 	if len(kills) == 0 {
 		return
 	}
 	kctx, cancel := context.WithTimeout(ctx, s.cfg.RecoveryTimeout)
 	defer cancel()
-	var wg sync.WaitGroup
+	byWorker := map[string][]KillCommand{}
 	for _, k := range kills {
+		byWorker[k.WorkerID] = append(byWorker[k.WorkerID], k)
+	}
+	var wg sync.WaitGroup
+	for wid, ks := range byWorker {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer keepGoing(log)
-			kill := k.Kill
-			_, err := bus.CallAck(kctx, s.cfg.NC, bus.WorkerCmdKillSubject(k.WorkerID), &kill)
-			switch {
-			case errors.Is(err, bus.ErrRefused):
-				// It ended meanwhile, or the agent never had it: nothing runs.
-				log.Warn().Err(err).Str("worker_id", k.WorkerID).Str("reason", k.Kill.Reason).Msg("kill refused by the agent")
-				return
-			case err != nil:
-				log.Warn().Err(err).Str("worker_id", k.WorkerID).Str("reason", k.Kill.Reason).Msg("kill not acknowledged")
-				return
+			sent := make([]schemas.Kill, len(ks))
+			for i, k := range ks {
+				sent[i] = k.Kill
 			}
-			log.Info().Str("worker_id", k.WorkerID).Str("reason", k.Kill.Reason).Msg("killed a process the cluster replaced")
+			for i, err := range bus.SendKills(kctx, s.cfg.NC, wid, sent, s.cfg.RecoveryTimeout) {
+				k := ks[i]
+				switch {
+				case errors.Is(err, bus.ErrRefused):
+					// It ended meanwhile, or the agent never had it: nothing runs.
+					log.Warn().Err(err).Str("worker_id", k.WorkerID).Str("reason", k.Kill.Reason).Msg("kill refused by the agent")
+				case err != nil:
+					log.Warn().Err(err).Str("worker_id", k.WorkerID).Str("reason", k.Kill.Reason).Msg("kill not acknowledged")
+				default:
+					log.Info().Str("worker_id", k.WorkerID).Str("reason", k.Kill.Reason).Msg("killed a process the cluster replaced")
+				}
+			}
 		}()
 	}
 	wg.Wait()

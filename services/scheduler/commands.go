@@ -16,63 +16,27 @@ import (
 	"github.com/stoker/stoker/schemas"
 )
 
-// sendKill sends one kill; one not acted on is sent again after KillRetry
-// (the planner forgets it) if the target still holds resources.
-func (a *applier) sendKill(ctx context.Context, epoch uint64, k KillCmd, log *zerolog.Logger) {
-	k.Kill.Epoch = epoch
+// sendKills sends one agent's kills (all for ks[0].WorkerID), fenced by
+// one proof of the leadership, as KillExecutors commands (bus.SendKills:
+// each kill answered on its own; one by one to an agent from before the
+// batch subject). A kill not acted on is sent again after KillRetry (the
+// planner forgets it) if the target still holds resources.
+func (a *applier) sendKills(ctx context.Context, epoch uint64, ks []KillCmd, log *zerolog.Logger) {
+	wid := ks[0].WorkerID
 	valid, err := a.authorized(ctx, epoch)
 	if err != nil {
 		// Fenced as strictly as a launch: no kill leaves without a lease
 		// confirmed within the authority window. Planned again if still due.
-		log.Warn().Err(err).Str("worker_id", k.WorkerID).Str("target", KillTarget(k.Kill)).Msg("kill not sent: leadership not confirmed")
-		return
-	}
-	k.Kill.ValidUntil = valid
-	cctx, cancel := context.WithTimeout(ctx, a.launchTimeout)
-	defer cancel()
-	_, err = bus.CallAck(cctx, a.nc, bus.WorkerCmdKillSubject(k.WorkerID), &k.Kill)
-	a.killSent(epoch, k, err, log)
-}
-
-// sendKills sends one agent's kills (all for ks[0].WorkerID) as one
-// KillExecutors command, each answered on its own; an agent that does
-// not answer the subject (one from before it) gets them one by one.
-func (a *applier) sendKills(ctx context.Context, epoch uint64, ks []KillCmd, log *zerolog.Logger) {
-	if len(ks) == 1 {
-		a.sendKill(ctx, epoch, ks[0], log)
-		return
-	}
-	wid := ks[0].WorkerID
-	valid, err := a.authorized(ctx, epoch)
-	if err != nil {
 		log.Warn().Err(err).Str("worker_id", wid).Int("kills", len(ks)).Msg("kills not sent: leadership not confirmed")
 		return
 	}
-	cmd := &schemas.KillExecutors{Kills: make([]schemas.Kill, len(ks))}
+	kills := make([]schemas.Kill, len(ks))
 	for i, k := range ks {
-		cmd.Kills[i] = k.Kill
-		cmd.Kills[i].Epoch, cmd.Kills[i].ValidUntil = epoch, valid
+		kills[i] = k.Kill
+		kills[i].Epoch, kills[i].ValidUntil = epoch, valid
 	}
-	var acks schemas.KillAcks
-	subject := bus.WorkerCmdKillExecutorsSubject(wid)
-	cctx, cancel := context.WithTimeout(ctx, a.launchTimeout)
-	err = bus.Call(cctx, a.nc, subject, cmd, &acks)
-	cancel()
-	if err == nil && len(acks.Acks) != len(ks) {
-		err = fmt.Errorf("%s: %d answers to %d kills", subject, len(acks.Acks), len(ks))
-	}
-	if errors.Is(err, nats.ErrNoResponders) && ctx.Err() == nil {
-		for _, k := range ks {
-			a.sendKill(ctx, epoch, k, log)
-		}
-		return
-	}
-	for i, k := range ks {
-		e := err
-		if e == nil {
-			e = bus.Refusal(subject, &acks.Acks[i])
-		}
-		a.killSent(epoch, k, e, log)
+	for i, err := range bus.SendKills(ctx, a.nc, wid, kills, a.launchTimeout) {
+		a.killSent(epoch, ks[i], err, log)
 	}
 }
 
