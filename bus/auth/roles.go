@@ -113,9 +113,9 @@ func StreamRead(s string) []string {
 // nothing, but each message it delivers carries a $JS.ACK reply; to a
 // role that may answer requests (Resp) and may not publish there, the bus
 // records every such reply as a response permission, kept a minute and
-// pruned by scanning them all. A service watching 10,000 records a
-// second so held 600,000 of them: about half the bus's cost of
-// delivering to it (issue 12). Acknowledging a KV stream's messages
+// pruned by scanning them all: up to 600,000 of them for a service
+// watching 10,000 records a second. The records and the scans were half
+// the bus's CPU delivering to the services (issue 12). Acknowledging a KV stream's messages
 // grants nothing a writer of the bucket does not already have.
 func KVWatch(b string) []string {
 	s := "KV_" + b

@@ -248,13 +248,18 @@ func (x *index) apply(bucket string, e jetstream.KeyValueEntry) {
 		}
 		x.poisoned[bucket][key] = rev
 	case !deleted:
-		x.putLocked(key, v)
-		if x.revs[bucket] == nil {
-			x.revs[bucket] = map[string]uint64{}
-		}
-		x.revs[bucket][key] = rev
+		x.putRevLocked(bucket, key, v, rev)
 	}
 	x.notifyLocked()
+}
+
+// putRevLocked indexes v as key's value at revision rev.
+func (x *index) putRevLocked(bucket, key string, v any, rev uint64) {
+	x.putLocked(key, v)
+	if x.revs[bucket] == nil {
+		x.revs[bucket] = map[string]uint64{}
+	}
+	x.revs[bucket][key] = rev
 }
 
 // wrote puts a record this service has just written (or read) at rev into
@@ -276,11 +281,7 @@ func (x *index) wrote(bucket, key string, v any, rev uint64) {
 		return
 	}
 	x.removeLocked(bucket, key)
-	x.putLocked(key, v)
-	if x.revs[bucket] == nil {
-		x.revs[bucket] = map[string]uint64{}
-	}
-	x.revs[bucket][key] = rev
+	x.putRevLocked(bucket, key, v, rev)
 	x.notifyLocked()
 }
 

@@ -121,20 +121,25 @@ func (m *mirror[T]) setLocked(key string, rev uint64, data []byte, deleted, forc
 		m.poison.Report(bus.Poison{Bucket: m.bucket, Key: key, Revision: rev, Err: err})
 		return true
 	}
-	old := m.items[key]
+	old := m.installLocked(key, v)
+	return old == nil || m.quiet == nil || !m.quiet(old, v)
+}
+
+// installLocked puts v into items as key's value, or leaves it out (skip),
+// and returns what items held. A value left out was seen too (set): the
+// end of an executor of an ended app is what a kill of the app's teardown
+// waits for (the window's samples, the kill no longer in flight).
+func (m *mirror[T]) installLocked(key string, v *T) (old *T) {
+	old = m.items[key]
 	if m.skip != nil && m.skip(key, v) {
 		delete(m.items, key)
 	} else {
 		m.items[key] = v
 	}
-	// A value left out was seen too: the end of an executor of an ended
-	// app is what a kill of the app's teardown waits for (the window's
-	// samples, the kill no longer in flight), and only a pass that could
-	// place into what it freed needs asking for (quiet).
 	if m.set != nil {
 		m.set(key, v)
 	}
-	return old == nil || m.quiet == nil || !m.quiet(old, v)
+	return old
 }
 
 // wrote puts a record this scheduler has just written at rev into the
@@ -156,14 +161,7 @@ func (m *mirror[T]) wrote(key string, rev uint64, v *T) {
 	}
 	m.revs[key] = rev
 	*m.gen++
-	if m.skip != nil && m.skip(key, v) {
-		delete(m.items, key)
-		return
-	}
-	m.items[key] = v
-	if m.set != nil {
-		m.set(key, v)
-	}
+	m.installLocked(key, v)
 }
 
 // refreshFor bounds how long refresh retries a read the bus does not
