@@ -291,8 +291,16 @@ const (
 	ExecutorEvExited  ExecutorEvent = "exited"
 	ExecutorEvFailed  ExecutorEvent = "failed"
 	ExecutorEvKilled  ExecutorEvent = "killed"
-	// ExecutorEvLaunchFailed: the launch was refused or not acknowledged.
+	// ExecutorEvLaunchFailed: the agent refused the launch (it could not
+	// start the process).
 	ExecutorEvLaunchFailed ExecutorEvent = "launch-failed"
+	// ExecutorEvLaunchLost: the launch says nothing of the executor: not
+	// acknowledged in time, nobody answered it, an agent's fence refused
+	// it, or it was not sent. Like launch-failed, only a record still
+	// LAUNCHING takes it: once the agent has reported it RUNNING, the
+	// launch evidently arrived, and a late timeout must not end an
+	// executor that runs (it would be replaced and run twice).
+	ExecutorEvLaunchLost ExecutorEvent = "launch-lost"
 	// ExecutorEvLost: its worker is gone, or answered without it.
 	ExecutorEvLost ExecutorEvent = "lost"
 )
@@ -305,6 +313,7 @@ var executorRules = map[ExecutorEvent]rule[ExecutorState]{
 	ExecutorEvFailed:       {holding, ExecutorFailed},
 	ExecutorEvKilled:       {holding, ExecutorKilled},
 	ExecutorEvLaunchFailed: {[]ExecutorState{ExecutorLaunching}, ExecutorFailed},
+	ExecutorEvLaunchLost:   {[]ExecutorState{ExecutorLaunching}, ExecutorLost},
 	ExecutorEvLost:         {holding, ExecutorLost},
 }
 
@@ -334,7 +343,7 @@ func ExecutorStates() []ExecutorState {
 
 func ExecutorEvents() []ExecutorEvent {
 	return []ExecutorEvent{ExecutorEvRunning, ExecutorEvExited, ExecutorEvFailed, ExecutorEvKilled,
-		ExecutorEvLaunchFailed, ExecutorEvLost}
+		ExecutorEvLaunchFailed, ExecutorEvLaunchLost, ExecutorEvLost}
 }
 
 // ---- the rules around the machines --------------------------------------

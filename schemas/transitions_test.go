@@ -89,15 +89,15 @@ func TestExecutorState_Next_Exhaustive(t *testing.T) {
 		n       = ExecutorState("-")
 	)
 	grid := map[ExecutorState][]ExecutorState{
-		// running exited failed killed launch-failed lost
-		L: {R, E, F, K, F, X},
-		R: {R, E, F, K, n, X},
-		E: {n, n, n, n, n, n},
-		F: {n, n, n, n, n, n},
-		K: {n, n, n, n, n, n},
-		X: {n, n, n, n, n, n},
+		// running exited failed killed launch-failed launch-lost lost
+		L: {R, E, F, K, F, X, X},
+		R: {R, E, F, K, n, n, X}, // a late launch outcome never ends a RUNNING executor
+		E: {n, n, n, n, n, n, n},
+		F: {n, n, n, n, n, n, n},
+		K: {n, n, n, n, n, n, n},
+		X: {n, n, n, n, n, n, n},
 	}
-	want := []ExecutorEvent{ExecutorEvRunning, ExecutorEvExited, ExecutorEvFailed, ExecutorEvKilled, ExecutorEvLaunchFailed, ExecutorEvLost}
+	want := []ExecutorEvent{ExecutorEvRunning, ExecutorEvExited, ExecutorEvFailed, ExecutorEvKilled, ExecutorEvLaunchFailed, ExecutorEvLaunchLost, ExecutorEvLost}
 	if !slices.Equal(events, want) {
 		t.Fatalf("ExecutorEvents() = %v, the grid has %v", events, want)
 	}

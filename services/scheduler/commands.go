@@ -203,8 +203,10 @@ func launchCommand(epoch uint64, l ExecutorLaunch) *schemas.LaunchExecutor {
 }
 
 // launched settles executor e after its launch was sent: nothing on
-// success (err nil); else the record goes LAUNCHING → FAILED (LOST when no
-// agent answers), and it reports whether it wrote FAILED.
+// success (err nil); else a record still LAUNCHING goes to FAILED (the
+// agent could not start it) or LOST (the launch says nothing of the
+// executor), and it reports whether it wrote FAILED. A record the agent's
+// report made RUNNING meanwhile is left alone.
 func (a *applier) launched(ctx context.Context, epoch uint64, e schemas.Executor, err error, log *zerolog.Logger) (failed bool) {
 	if err == nil {
 		log.Debug().Str("executor", e.Key()).Str("worker_id", e.WorkerID).Msg("executor launch sent")
@@ -225,7 +227,7 @@ func (a *applier) launched(ctx context.Context, epoch uint64, e schemas.Executor
 	ev, state := schemas.ExecutorEvLaunchFailed, schemas.ExecutorFailed
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		ev, state = schemas.ExecutorEvLost, schemas.ExecutorLost
+		ev, state = schemas.ExecutorEvLaunchLost, schemas.ExecutorLost
 		msg = fmt.Sprintf("worker %s unreachable (no agent answers): not counted as the executor's failure", e.WorkerID)
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
 		// Not answered in time: the agent or the bus too busy to answer,
@@ -235,21 +237,24 @@ func (a *applier) launched(ctx context.Context, epoch uint64, e schemas.Executor
 		// by a busy bus (at 10,000 simulated agents one app so ended with
 		// 36 FAILED and its 5,000 executors killed; what failed them was
 		// not kept). Spark counts only a worker's FAILED report; its
-		// launch is one-way. If the agent did start it, its RUNNING
-		// report is refused and the process killed, as for FAILED.
-		ev, state = schemas.ExecutorEvLost, schemas.ExecutorLost
+		// launch is one-way. If the agent did start it, a RUNNING report
+		// written first keeps the record (launch-lost, as launch-failed,
+		// takes only LAUNCHING: a running executor made LOST was replaced
+		// and ran twice), and one that comes after is refused and the
+		// process killed, as for FAILED.
+		ev, state = schemas.ExecutorEvLaunchLost, schemas.ExecutorLost
 		msg = fmt.Sprintf("launch on %s not acknowledged in time (%v): not counted as the executor's failure", e.WorkerID, err)
 	case agentFenced(err):
 		// The agent's fence refused it (a command past its sender's
 		// authority, an epoch it does not take, an agent stopping): the
 		// command's fault or the agent's, never the executor's.
-		ev, state = schemas.ExecutorEvLost, schemas.ExecutorLost
+		ev, state = schemas.ExecutorEvLaunchLost, schemas.ExecutorLost
 		msg = fmt.Sprintf("launch on %s refused by the agent's fence (%v): not counted as the executor's failure", e.WorkerID, err)
 	case errors.Is(err, lease.ErrNoAuthority):
 		// Nothing was sent: the scheduler's own want of proof, never the
 		// executor's failure (counted, ten of them failed a live app's
 		// count while JetStream stalled after a heal).
-		ev, state = schemas.ExecutorEvLost, schemas.ExecutorLost
+		ev, state = schemas.ExecutorEvLaunchLost, schemas.ExecutorLost
 		msg = fmt.Sprintf("not launched on %s: the scheduler could not prove its leadership (%v); not counted as the executor's failure", e.WorkerID, err)
 	}
 	log.Warn().Str("executor", e.Key()).Str("worker_id", e.WorkerID).Err(err).Msg("executor launch failed")
@@ -399,7 +404,7 @@ func (a *applier) checkLaunches(ctx context.Context, epoch uint64, c LaunchCheck
 	}
 	for _, key := range c.Keys {
 		re, runs := listed[key]
-		ev, msg := schemas.ExecutorEvLost, fmt.Sprintf("left LAUNCHING by an older epoch and never launched: worker %s does not run it (checked by epoch %d)", c.WorkerID, epoch)
+		ev, msg := schemas.ExecutorEvLaunchLost, fmt.Sprintf("left LAUNCHING by an older epoch and never launched: worker %s does not run it (checked by epoch %d)", c.WorkerID, epoch)
 		if runs {
 			ev, msg = schemas.ExecutorEvRunning, fmt.Sprintf("left LAUNCHING by an older epoch; worker %s runs it (checked by epoch %d)", c.WorkerID, epoch)
 		}

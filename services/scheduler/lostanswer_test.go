@@ -217,6 +217,44 @@ func TestApplier_FencedLaunchIsLostNotCounted(t *testing.T) {
 	}
 }
 
+// A launch's outcome that comes after the agent reported the executor
+// RUNNING (the acknowledgement late, the batch's deadline passed while the
+// report went through) settles nothing: the launch evidently arrived. Made
+// LOST, the running executor was replaced and ran twice (at 10,000
+// simulated agents: "runs on sim-… but is not RUNNING in KV").
+func TestApplier_LateLaunchOutcomeLeavesARunningExecutorAlone(t *testing.T) {
+	subject := bus.WorkerCmdLaunchExecutorsSubject("w1")
+	for _, err := range []error{
+		context.DeadlineExceeded,
+		nats.ErrTimeout,
+		nats.ErrNoResponders,
+		bus.Refusal(subject, &schemas.Ack{Message: "stale command", Code: bus.CodeConflict}),
+		bus.Refusal(subject, &schemas.Ack{Message: "exec: \"nope\": not found"}),
+		lease.ErrNoAuthority,
+	} {
+		c := newCluster(t)
+		e := schemas.Executor{AppID: "app-1", ID: 0, WorkerID: "w1", Cores: 1, MemoryMB: 256, State: schemas.ExecutorLaunching, Epoch: 3}
+		rev, cerr := bus.Create(context.Background(), c.st.Executors, e.Key(), &e)
+		if cerr != nil {
+			t.Fatal(cerr)
+		}
+		running := e
+		running.State, running.PID = schemas.ExecutorRunning, 4242 // registration's write of the agent's report
+		if _, uerr := bus.Update(context.Background(), c.st.Executors, e.Key(), &running, rev); uerr != nil {
+			t.Fatal(uerr)
+		}
+		log := zerolog.Nop()
+		a := &applier{nc: c.nc, v: newView(c.st, log, nil), launchTimeout: time.Second, avoid: func(string) {}}
+		if counted := a.launched(context.Background(), 3, e, err, &log); counted {
+			t.Errorf("%v: counted as the executor's failure", err)
+		}
+		x, _, gerr := bus.Get[schemas.Executor](context.Background(), c.st.Executors, e.Key())
+		if gerr != nil || x.State != schemas.ExecutorRunning || x.PID != 4242 {
+			t.Fatalf("%v: executor %+v (%v), want still RUNNING", err, x, gerr)
+		}
+	}
+}
+
 // While the leadership cannot be proven (its renewals unanswered, the lease
 // standing), the scheduler does not plan: a plan folded into the view and
 // not carried out left its placements there as executors that held cores
