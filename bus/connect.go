@@ -23,7 +23,13 @@ type ConnectOptions struct {
 	// Name shows in `nats server report connections`.
 	Name string
 	// Server, when set, connects in-process (no TCP) to a co-located
-	// embedded server: what `stoker up` does for its services.
+	// embedded server: what `stoker up` does for its services. Such a
+	// connection is a pipe inside the process: it is authenticated as any
+	// other (its credential signs the server's nonce) but carries no TLS,
+	// whatever CA says (nothing leaves the process for TLS to protect),
+	// and its writes have no deadline (net.Pipe arms a timer for each
+	// one; a pipe's reader is the server itself, which closes the pipe
+	// when it goes).
 	Server *Server
 	// Retry keeps trying when the first connect fails (services and agents);
 	// clients leave it false to fail fast with a clear error.
@@ -51,6 +57,7 @@ type ConnectOptions struct {
 	MaxPingsOutstanding int
 	// CA is a PEM file of the certificate authority that signed the
 	// server's certificate (TLS). Empty: the system's roots, plaintext URLs.
+	// Not used in-process (Server).
 	CA string
 }
 
@@ -157,7 +164,7 @@ func Connect(urls string, o ConnectOptions) (*nats.Conn, error) {
 		}),
 	)
 	if o.Server != nil {
-		opts = append(opts, nats.InProcessServer(o.Server.Server))
+		opts = append(opts, nats.InProcessServer(o.Server.Server), nats.FlusherTimeout(0))
 	}
 	if o.Log != nil {
 		opts = append(opts,
@@ -196,6 +203,12 @@ func Connect(urls string, o ConnectOptions) (*nats.Conn, error) {
 		}
 		if strings.Contains(err.Error(), "x509:") || strings.Contains(err.Error(), "tls:") {
 			return nil, fmt.Errorf("NATS at %s: %w (pass --tls-ca FILE or set STOKER_TLS_CA: the ca.pem beside the credentials `stoker up` wrote)", urls, err)
+		}
+		if o.Server != nil {
+			// Refused credentials end here too: over the unbuffered pipe
+			// the server's -ERR and the client's PING wait for each other
+			// until the connect deadline.
+			return nil, fmt.Errorf("cannot connect to the in-process bus: %w", err)
 		}
 		return nil, fmt.Errorf("cannot reach the bus at %s: %w (is `stoker up` running? set --nats or STOKER_NATS_URL)", Redact(urls), err)
 	}
@@ -249,7 +262,7 @@ func credentialOptions(o ConnectOptions) ([]nats.Option, string, error) {
 	if inbox != "" {
 		opts = append(opts, nats.CustomInboxPrefix(inbox))
 	}
-	if o.CA != "" {
+	if o.CA != "" && o.Server == nil {
 		opts = append(opts, nats.RootCAs(o.CA))
 	}
 	return opts, who, nil

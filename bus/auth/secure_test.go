@@ -106,6 +106,52 @@ func TestSecure_AnonymousAndForeignCredentialsRefusedWithAClearError(t *testing.
 	}
 }
 
+// An in-process connection (stoker up's services, the bench's simulated
+// agents) is a pipe inside the process: it carries no TLS even when given
+// the CA, but the server still asks for and checks its credential, and the
+// connection still reaches only what its role may.
+func TestSecure_InProcessConnectionsAuthenticateWithoutTLS(t *testing.T) {
+	s := bustest.StartSecure(t)
+	// Refused, though not with the auth error a TCP client gets: nats.go
+	// writes CONNECT and PING separately, and over the unbuffered pipe the
+	// server's -ERR and the client's PING wait for each other until the
+	// client's 5 s connect deadline. Only code holding the server can open
+	// such a connection; stoker's own mint their credentials.
+	start := time.Now()
+	nc, err := bus.Connect("", bus.ConnectOptions{Name: "anonymous", Server: s.Server, CA: s.CA})
+	t.Logf("anonymous: %v after %s", err, time.Since(start))
+	if err == nil || !strings.Contains(err.Error(), "in-process bus") {
+		if nc != nil {
+			nc.Close()
+		}
+		t.Fatalf("anonymous in-process: %v", err)
+	}
+	agent, err := bus.Connect("", bus.ConnectOptions{Name: "in-process-agent", Server: s.Server,
+		CredsData: s.Creds(t, auth.RoleAgent, "w-1"), CA: s.CA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agent.Close()
+	if _, err := agent.TLSConnectionState(); !errors.Is(err, nats.ErrConnectionNotTLS) {
+		t.Errorf("in-process connection: TLS state %v, want no TLS", err)
+	}
+	// Its role still binds it: an agent may not publish another's heartbeats.
+	if err := agent.Publish(bus.WorkerHeartbeatSubject("w-2"), []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	deniedPub(t, agent, bus.WorkerHeartbeatSubject("w-2"))
+	// Over TCP the same credential gets TLS.
+	tcp, err := bus.Connect(s.URL(), bus.ConnectOptions{Name: "tcp-agent",
+		CredsData: s.Creds(t, auth.RoleAgent, "w-1"), CA: s.CA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	if _, err := tcp.TLSConnectionState(); err != nil {
+		t.Errorf("TCP connection: %v, want TLS", err)
+	}
+}
+
 func TestSecure_AgentCannotActForAnotherAgentNorTouchJetStream(t *testing.T) {
 	s := bustest.StartSecure(t)
 	a := s.ConnAs(t, auth.RoleAgent, "wa")
