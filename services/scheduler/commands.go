@@ -281,7 +281,8 @@ func (a *applier) launched(ctx context.Context, epoch uint64, e schemas.Executor
 // launchDriver moves the driver to RUNNING on its worker, then sends the
 // launch; without an acknowledgement it goes back to SUBMITTED, and a launch
 // the agent refused (it could not start the process) ends it ERROR, as the
-// agent's own report says.
+// agent's own report says; unless the agent's report of this attempt's
+// process (a PID) came first.
 func (a *applier) launchDriver(ctx context.Context, epoch uint64, l DriverLaunch, log *zerolog.Logger) {
 	dlog := log.With().Str("driver_id", l.DriverID).Str("worker_id", l.WorkerID).Int("attempt", l.Attempt).Logger()
 	// Retried while the bus fails for a while, as an executor's create
@@ -297,6 +298,7 @@ func (a *applier) launchDriver(ctx context.Context, epoch uint64, l DriverLaunch
 		}
 		n.State, n.WorkerID, n.Attempts, n.Message, n.UpdatedAt = schemas.DriverRunning, l.WorkerID, l.Attempt, "", now()
 		n.Resources = l.Driver.Resources
+		n.PID = 0 // this attempt's process has not been reported yet
 		return true
 	})
 	placed = placed || (err == nil && landed)
@@ -348,6 +350,12 @@ func (a *applier) launchDriver(ctx context.Context, epoch uint64, l DriverLaunch
 		}
 		next, ok := n.State.Next(ev)
 		if !ok || n.State != schemas.DriverRunning || n.WorkerID != l.WorkerID || n.Attempts != l.Attempt {
+			return false
+		}
+		if n.PID != 0 {
+			// The agent reported this attempt's process (its
+			// acknowledgement late): the launch arrived, and placed
+			// again the driver would run twice.
 			return false
 		}
 		n.State, n.Message, n.UpdatedAt = next, msg, now()

@@ -676,12 +676,56 @@ func TestService_Launch_DriverWithoutAgentWaitsAgain(t *testing.T) {
 	c.worker("w-silent", 2)
 	c.create(c.st.Drivers, "driver-1", &schemas.Driver{
 		ID: "driver-1", Command: []string{"drv"}, Cores: 1, MemoryMB: 512, State: schemas.DriverSubmitted, SubmittedAt: time.Now(),
+		PID: 99, // an earlier attempt's process: not this one's
 	})
 	c.scheduler("s1", func(cfg *Config) { cfg.LaunchTimeout = 200 * time.Millisecond; cfg.AvoidFor = time.Minute })
 	bustest.Eventually(t, 10*time.Second, "driver back to SUBMITTED with a message", func() bool {
 		d, _, err := bus.Get[schemas.Driver](context.Background(), c.st.Drivers, "driver-1")
 		return err == nil && d.State == schemas.DriverSubmitted && d.Attempts == 1 && d.Message != "" && d.WorkerID == ""
 	})
+}
+
+// A driver launch whose acknowledgement comes too late, after the agent's
+// report of the process (its PID in the record), leaves the driver RUNNING
+// there: sent back to SUBMITTED it was placed again and ran twice.
+func TestService_Launch_DriverReportedBeforeItsLateAckStays(t *testing.T) {
+	c := newCluster(t)
+	c.worker("w1", 2)
+	c.worker("w2", 2)
+	launches := make(chan string, 4)
+	for _, wid := range []string{"w1", "w2"} {
+		sub, err := c.nc.Subscribe(bus.WorkerCmdLaunchDriverSubject(wid), func(m *nats.Msg) {
+			launches <- wid
+			// What registration writes for the agent's RUNNING report;
+			// the acknowledgement never comes.
+			_, _, err := bus.MutateIf(context.Background(), c.st.Drivers, "driver-1", func(d *schemas.Driver) bool {
+				d.PID = 4242
+				return true
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
+	c.create(c.st.Drivers, "driver-1", &schemas.Driver{
+		ID: "driver-1", Command: []string{"drv"}, Cores: 1, MemoryMB: 512, State: schemas.DriverSubmitted, SubmittedAt: time.Now(), PID: 99,
+	})
+	c.scheduler("s1", func(cfg *Config) { cfg.LaunchTimeout = 200 * time.Millisecond })
+	first := <-launches
+	time.Sleep(time.Second) // the launch timed out long ago
+	d, _, err := bus.Get[schemas.Driver](context.Background(), c.st.Drivers, "driver-1")
+	if err != nil || d.State != schemas.DriverRunning || d.WorkerID != first || d.PID != 4242 || d.Attempts != 1 {
+		t.Fatalf("driver %+v (%v), want RUNNING on %s, pid 4242, attempt 1", d, err, first)
+	}
+	select {
+	case again := <-launches:
+		t.Fatalf("driver launched again on %s", again)
+	default:
+	}
 }
 
 func TestService_Failover_NewLeaderSchedulesWithHigherEpoch(t *testing.T) {
