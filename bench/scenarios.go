@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"strings"
@@ -179,7 +180,7 @@ func fleetScenarios(ctx context.Context, c *Cluster, o Options, res *Result, wan
 		// agents go once those are done, not while the kills are in
 		// flight (each then logged a kill nobody answered).
 		procs, names := processes(c)
-		cpu0, msgs0 := cpuTimes(procs), busMsgs(c)
+		cpu0, msgs0, heap0 := cpuTimes(procs), busMsgs(c), heapAllocs()
 		sched0 := schedulerStatus(ctx, c)
 		retries0, start := reportRetries(f), time.Now()
 		for _, a := range apps {
@@ -192,6 +193,7 @@ func fleetScenarios(ctx context.Context, c *Cluster, o Options, res *Result, wan
 			res.add(Row{Scenario: "placements", Figure: "apps ended → no executor RUNNING", Value: ms(time.Since(start)), Unit: "ms",
 				Note: fmt.Sprintf("%d apps ended at once, their executors killed; %d state report retries meanwhile", len(apps), reportRetries(f)-retries0)})
 			cpuRows(res, "CPU per kill", procs, names, cpu0, o.Executors, time.Since(start))
+			allocRow(res, c, "heap allocated per kill", heap0, o.Executors)
 			msgsRow(res, c, "bus messages per kill", msgs0, o.Executors)
 			passesRow(ctx, res, c, "scheduler passes while killing", sched0)
 		}
@@ -264,7 +266,7 @@ func placements(ctx context.Context, c *Cluster, o Options, tr *tracker, f *agen
 	apps := make([]*sdk.App, n)
 	errs := make([]error, n)
 	procs, names := processes(c)
-	cpu0, msgs0 := cpuTimes(procs), busMsgs(c)
+	cpu0, msgs0, heap0 := cpuTimes(procs), busMsgs(c), heapAllocs()
 	sched0 := schedulerStatus(ctx, c)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -310,6 +312,7 @@ func placements(ctx context.Context, c *Cluster, o Options, tr *tracker, f *agen
 	// service apart from the simulated agents (which, on a real cluster,
 	// run on their own machines).
 	cpuRows(res, "CPU per placement", procs, names, cpu0, o.Executors, d)
+	allocRow(res, c, "heap allocated per placement", heap0, o.Executors)
 	msgsRow(res, c, "bus messages per placement", msgs0, o.Executors)
 	passesRow(ctx, res, c, "scheduler passes while placing", sched0)
 	lastCreate, lagP50, lagMax, _ := tr.stages(start)
@@ -575,6 +578,42 @@ func cpuRows(res *Result, figure string, procs map[string]int, names []string, c
 		res.add(Row{Scenario: "placements", Figure: figure + " (" + name + ")", Value: float64(used.Microseconds()) / float64(max(n, 1)), Unit: "µs",
 			Note: fmt.Sprintf("%.0f %% of a core meanwhile", 100*used.Seconds()/d.Seconds())})
 	}
+}
+
+// heapCount is this process's cumulative heap allocations (bytes and
+// objects) at one instant (runtime/metrics).
+type heapCount struct{ bytes, objects uint64 }
+
+func heapAllocs() heapCount {
+	m := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/allocs:objects"}}
+	metrics.Read(m)
+	var h heapCount
+	if m[0].Value.Kind() == metrics.KindUint64 {
+		h.bytes = m[0].Value.Uint64()
+	}
+	if m[1].Value.Kind() == metrics.KindUint64 {
+		h.objects = m[1].Value.Uint64()
+	}
+	return h
+}
+
+// allocRow adds this process's heap allocations since h0 divided by n:
+// like the message counts, a figure the machine's speed does not move
+// (the CPU rows do, by 2× within an hour on this VM), and what the GC's
+// share of the CPU follows. In one process it covers the bus, the
+// services and the agents; with --processes the simulated agents and the
+// bench's tracker only.
+func allocRow(res *Result, c *Cluster, figure string, h0 heapCount, n int) {
+	h1 := heapAllocs()
+	if n <= 0 || h1.bytes < h0.bytes {
+		return
+	}
+	self := c.Self
+	if self == "" {
+		self = "bench process"
+	}
+	res.add(Row{Scenario: "placements", Figure: figure + " (" + self + ")", Value: float64(h1.bytes-h0.bytes) / 1024 / float64(n), Unit: "KB",
+		Note: fmt.Sprintf("%.0f objects (heartbeats meanwhile included)", float64(h1.objects-h0.objects)/float64(n))})
 }
 
 // msgCount is the bus's in and out message counters at one instant; ok
