@@ -8,8 +8,10 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -74,12 +76,9 @@ func (s *Service) freshLocked(validUntil time.Time, what string) error {
 // The agent's own credential (STOKER_CREDS, a join token) is never passed
 // on: a child gets the credential its launch command carried, or none.
 func (s *Service) childEnv(extra []string, vars ...string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !privateEnv(kv) {
-			env = append(env, kv)
-		}
-	}
+	base := inheritedEnv()
+	env := make([]string, 0, len(base)+len(extra)+3+len(vars))
+	env = append(env, base...)
 	for _, kv := range extra {
 		if !privateEnv(kv) {
 			env = append(env, kv)
@@ -91,6 +90,20 @@ func (s *Service) childEnv(extra []string, vars ...string) []string {
 	}
 	return append(env, vars...)
 }
+
+// inheritedEnv is the process's environment less the agent's secrets,
+// read once: nothing in stoker sets its own environment, and copying and
+// filtering it for every launch was 3 % of what a simulated fleet
+// allocated placing 100,000 executors.
+var inheritedEnv = sync.OnceValue(func() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !privateEnv(kv) {
+			env = append(env, kv)
+		}
+	}
+	return slices.Clip(env)
+})
 
 // privateEnv reports whether an environment entry is the agent's secret.
 func privateEnv(kv string) bool {
