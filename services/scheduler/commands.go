@@ -62,10 +62,16 @@ func (a *applier) killSent(epoch uint64, k KillCmd, err error, log *zerolog.Logg
 
 // withAppCreds sets *creds to appID's credential when the scheduler mints them.
 func (a *applier) withAppCreds(appID string, creds *string) error {
-	return withCreds(a.appCreds, appID, creds)
+	if a.appCreds == nil {
+		return nil
+	}
+	return withCreds(func(id string) (string, error) {
+		c, err := a.appCreds(id)
+		return string(c), err
+	}, appID, creds)
 }
 
-func withCreds(mint func(string) ([]byte, error), appID string, creds *string) error {
+func withCreds(mint func(string) (string, error), appID string, creds *string) error {
 	if mint == nil {
 		return nil
 	}
@@ -73,30 +79,31 @@ func withCreds(mint func(string) ([]byte, error), appID string, creds *string) e
 	if err != nil {
 		return fmt.Errorf("app credential: %w", err)
 	}
-	*creds = string(c)
+	*creds = c
 	return nil
 }
 
 // credsOnce returns the app credential minter memoized for one plan: the
 // executors of one app share its credential, signed once per plan instead
-// of once per executor (signing was a tenth of the CPU of placing 2,000).
-func (a *applier) credsOnce() func(string) ([]byte, error) {
+// of once per executor (signing was a tenth of the CPU of placing 2,000),
+// and held as one string that every launch command of the app points at.
+func (a *applier) credsOnce() func(string) (string, error) {
 	if a.appCreds == nil {
 		return nil
 	}
 	type minted struct {
-		c   []byte
+		c   string
 		err error
 	}
 	var mu sync.Mutex
 	memo := map[string]*minted{}
-	return func(appID string) ([]byte, error) {
+	return func(appID string) (string, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		m, ok := memo[appID]
 		if !ok {
 			c, err := a.appCreds(appID)
-			m = &minted{c, err}
+			m = &minted{string(c), err}
 			memo[appID] = m
 		}
 		return m.c, m.err
@@ -107,7 +114,7 @@ func (a *applier) credsOnce() func(string) ([]byte, error) {
 // no acknowledgement or a refusal the record goes LAUNCHING → FAILED. It
 // reports whether it wrote that failure (to be counted against the app
 // once per executor).
-func (a *applier) launchExecutor(ctx context.Context, epoch uint64, l ExecutorLaunch, creds func(string) ([]byte, error), log *zerolog.Logger) (failed bool) {
+func (a *applier) launchExecutor(ctx context.Context, epoch uint64, l ExecutorLaunch, creds func(string) (string, error), log *zerolog.Logger) (failed bool) {
 	e := l.Executor
 	cmd := launchCommand(epoch, l)
 	err := withCreds(creds, e.AppID, &cmd.Creds)
@@ -129,7 +136,7 @@ func (a *applier) launchExecutor(ctx context.Context, epoch uint64, l ExecutorLa
 // batch subject (one older than batches, or one gone) is sent the
 // launches one at a time: an older agent starts them, a gone one makes
 // each LOST as a single launch does.
-func (a *applier) launchBatch(ctx context.Context, epoch uint64, ls []ExecutorLaunch, idx []int, creds func(string) ([]byte, error), log *zerolog.Logger) (failed []int) {
+func (a *applier) launchBatch(ctx context.Context, epoch uint64, ls []ExecutorLaunch, idx []int, creds func(string) (string, error), log *zerolog.Logger) (failed []int) {
 	one := func(j int) {
 		if a.launchExecutor(ctx, epoch, ls[j], creds, log) {
 			failed = append(failed, j)

@@ -103,7 +103,7 @@ func (st *pass) drainApp(a *schemas.App, on []*schemas.Executor) {
 	var left []*schemas.Executor // not being killed already
 	killing := 0
 	for _, e := range on {
-		if _, sent := st.s.Killing[KillTarget(schemas.Kill{AppID: e.AppID, ExecutorID: e.ID})]; sent {
+		if _, sent := killSent(st.s.Killing, schemas.Kill{AppID: e.AppID, ExecutorID: e.ID}); sent {
 			killing++
 			continue
 		}
@@ -232,7 +232,7 @@ func (st *pass) relaunchDrained(wid string, d *schemas.Driver) {
 
 // drainKill plans a kill that is a step of a drain (an event once sent).
 func (st *pass) drainKill(wid string, k schemas.Kill, event string) {
-	if _, sent := st.s.Killing[KillTarget(k)]; sent {
+	if _, sent := killSent(st.s.Killing, k); sent {
 		return
 	}
 	st.p.Kills = append(st.p.Kills, KillCmd{WorkerID: wid, Kill: k, Drain: event})

@@ -120,9 +120,9 @@ func (p *planner) executorSeenLocked(key string, e *schemas.Executor) {
 	var d time.Duration
 	sampled := false
 	if !e.State.Holds() {
-		target := KillTarget(schemas.Kill{AppID: e.AppID, ExecutorID: e.ID})
-		if at, ok := p.v.snap.Killing[target]; ok {
-			delete(p.v.snap.Killing, target)
+		k := schemas.Kill{AppID: e.AppID, ExecutorID: e.ID}
+		if at, ok := killSent(p.v.snap.Killing, k); ok {
+			delete(p.v.snap.Killing, KillTarget(k))
 			p.killEnded = key
 			d, sampled = now.Sub(at), true
 		}

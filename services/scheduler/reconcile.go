@@ -57,7 +57,7 @@ func (st *pass) reconcileElastic() {
 				st.kill(e.WorkerID, k)
 			case st.draining(e.WorkerID):
 				// The drain's (reconcileDrains): replaced elsewhere first.
-			case st.s.Killing[KillTarget(k)].IsZero():
+			case killSentAt(st.s.Killing, k).IsZero():
 				keep = append(keep, e)
 			}
 		}
@@ -202,7 +202,7 @@ func (st *pass) checkStaleLaunch(checks map[string]int, key string, e *schemas.E
 }
 
 func (st *pass) kill(wid string, k schemas.Kill) {
-	if _, sent := st.s.Killing[KillTarget(k)]; sent {
+	if _, sent := killSent(st.s.Killing, k); sent {
 		return
 	}
 	if k.DriverID == "" && st.killBudget < math.MaxInt {

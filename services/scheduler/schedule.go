@@ -11,11 +11,13 @@
 package scheduler
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -211,6 +213,30 @@ func KillTarget(k schemas.Kill) string {
 		return "driver/" + k.DriverID
 	}
 	return killTargetExecutor + schemas.ExecutorKey(k.AppID, k.ExecutorID)
+}
+
+// appendKillTarget appends KillTarget(k) to b.
+func appendKillTarget(b []byte, k schemas.Kill) []byte {
+	if k.DriverID != "" {
+		return append(append(b, "driver/"...), k.DriverID...)
+	}
+	b = append(append(append(b, killTargetExecutor...), k.AppID...), '.')
+	return strconv.AppendInt(b, int64(k.ExecutorID), 10)
+}
+
+// killSent is when the kill of k was sent, from killing (keyed by
+// KillTarget), looked up without building the key: every executor's end
+// and every pass's kills look here.
+func killSent(killing map[string]time.Time, k schemas.Kill) (time.Time, bool) {
+	var buf [96]byte
+	at, ok := killing[string(appendKillTarget(buf[:0], k))]
+	return at, ok
+}
+
+// killSentAt is killSent's time alone (zero: not sent).
+func killSentAt(killing map[string]time.Time, k schemas.Kill) time.Time {
+	at, _ := killSent(killing, k)
+	return at
 }
 
 // killTargetExecutor prefixes an executor's KillTarget.
@@ -445,7 +471,10 @@ func (st *pass) sort() {
 		if c := cmp.Compare(a.WorkerID, b.WorkerID); c != 0 {
 			return c
 		}
-		return cmp.Compare(KillTarget(a.Kill), KillTarget(b.Kill))
+		// KillTarget's order, compared without building the strings
+		// (a teardown's plan sorts thousands of kills per worker).
+		var ab, bb [96]byte
+		return bytes.Compare(appendKillTarget(ab[:0], a.Kill), appendKillTarget(bb[:0], b.Kill))
 	})
 	slices.SortFunc(st.p.Checks, func(a, b LaunchCheck) int { return cmp.Compare(a.WorkerID, b.WorkerID) })
 	for _, c := range st.p.Checks {

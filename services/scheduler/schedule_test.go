@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stoker/stoker/schemas"
 )
@@ -747,5 +748,44 @@ func TestSchedule_MaxInFlight_BoundsKillsInFlight(t *testing.T) {
 		if n != 1 {
 			t.Fatalf("executor %s killed %d times", k, n)
 		}
+	}
+}
+
+// appendKillTarget builds KillTarget's bytes (the plan's kills sort by them
+// without allocating), for drivers and executors alike.
+func TestAppendKillTarget_IsKillTarget(t *testing.T) {
+	for _, k := range []schemas.Kill{
+		{DriverID: "driver-20261205-0001"},
+		{AppID: "app-20261205-0001", ExecutorID: 0},
+		{AppID: "app-20261205-0001", ExecutorID: 12345},
+		{AppID: "a-very-long-application-id-that-does-not-fit-in-the-stack-buffer-of-the-sort-comparator-at-all", ExecutorID: 7},
+	} {
+		if got, want := string(appendKillTarget([]byte("x"), k)), "x"+KillTarget(k); got != want {
+			t.Errorf("appendKillTarget(%+v) = %q, want %q", k, got, want)
+		}
+	}
+}
+
+// Looking a kill up in Snapshot.Killing builds no key on the heap: every
+// executor's end and every pass's kills look there.
+func TestKillSent_DoesNotAllocate(t *testing.T) {
+	k := schemas.Kill{AppID: "app-20261205-0001", ExecutorID: 4711}
+	killing := map[string]time.Time{KillTarget(k): time.Unix(1, 0)}
+	if at, ok := killSent(killing, k); !ok || !at.Equal(time.Unix(1, 0)) {
+		t.Fatalf("killSent = %v %v, want the time stored", at, ok)
+	}
+	if _, ok := killSent(killing, schemas.Kill{AppID: k.AppID, ExecutorID: 4712}); ok {
+		t.Fatal("killSent found a kill never sent")
+	}
+	if n := testing.AllocsPerRun(100, func() { killSent(killing, k) }); n != 0 {
+		t.Errorf("killSent allocates %.0f times", n)
+	}
+	kills := []KillCmd{{WorkerID: "w", Kill: k}, {WorkerID: "w", Kill: schemas.Kill{AppID: k.AppID, ExecutorID: 12}}}
+	st := &pass{}
+	if n := testing.AllocsPerRun(100, func() {
+		st.p.Kills = append(st.p.Kills[:0], kills...)
+		st.sort()
+	}); n != 0 {
+		t.Errorf("sorting kills allocates %.0f times", n)
 	}
 }
