@@ -28,7 +28,7 @@ func BenchmarkLaunch(b *testing.B) {
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
 			c, err := ProcessLauncher{}.Launch(ChildSpec{Key: fmt.Sprintf("app-1.%d", i), Argv: []string{sleep, "600"}, Env: env,
-				Dir: filepath.Join(dir, "app-1", fmt.Sprint(i)), Creds: []byte("-----BEGIN NATS USER JWT-----\nx\n"), MemoryMB: 16})
+				Dir: filepath.Join(dir, "app-1", fmt.Sprint(i)), Creds: "-----BEGIN NATS USER JWT-----\nx\n", MemoryMB: 16})
 			if err != nil {
 				b.Fatal(err)
 			}

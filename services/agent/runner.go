@@ -41,7 +41,7 @@ func (k kind) String() string {
 // runner is one executor or driver, Spark's ExecutorRunner / DriverRunner.
 // Fields after the lock line are guarded by Service.mu.
 type runner struct {
-	creds     []byte // the launch command's credential, written to credsFile
+	creds     string // the launch command's credential, written to credsFile
 	kind      kind
 	key       string // "<appid>.<execid>" or the driver id
 	appID     string
@@ -125,8 +125,9 @@ type ChildSpec struct {
 	Env []string
 	// Dir is the child's work directory (stdout and stderr live there).
 	Dir string
-	// Creds is the launch command's credential, written to Dir/nats.creds.
-	Creds []byte
+	// Creds is the launch command's credential, written to Dir/nats.creds
+	// (a string: the command's own, not a copy per launch).
+	Creds string
 	// MemoryMB is the grant, enforced on executors where the launcher can.
 	MemoryMB int64
 }
@@ -180,7 +181,7 @@ func (l ProcessLauncher) Launch(spec ChildSpec) (Child, error) {
 	env := spec.Env
 	if len(spec.Creds) > 0 {
 		path := filepath.Join(spec.Dir, credsFile)
-		if err := writeSecret(path, spec.Creds); err != nil {
+		if err := writeSecret(path, []byte(spec.Creds)); err != nil {
 			return nil, fmt.Errorf("write credentials: %w", err)
 		}
 		env = append(env[:len(env):len(env)], schemas.EnvEntry(schemas.EnvCreds, path))
