@@ -608,11 +608,7 @@ func allocRow(res *Result, c *Cluster, figure string, h0 heapCount, n int) {
 	if n <= 0 || h1.bytes < h0.bytes {
 		return
 	}
-	self := c.Self
-	if self == "" {
-		self = "bench process"
-	}
-	res.add(Row{Scenario: "placements", Figure: figure + " (" + self + ")", Value: float64(h1.bytes-h0.bytes) / 1024 / float64(n), Unit: "KB",
+	res.add(Row{Scenario: "placements", Figure: figure + " (" + selfName(c) + ")", Value: float64(h1.bytes-h0.bytes) / 1024 / float64(n), Unit: "KB",
 		Note: fmt.Sprintf("%.0f objects (heartbeats meanwhile included)", float64(h1.objects-h0.objects)/float64(n))})
 }
 
@@ -677,17 +673,21 @@ func passesRow(ctx context.Context, res *Result, c *Cluster, figure string, s0 *
 // processes are the cluster's processes by name (this one as c.Self),
 // and their names sorted.
 func processes(c *Cluster) (map[string]int, []string) {
-	self := c.Self
-	if self == "" {
-		self = "bench process"
-	}
-	procs := map[string]int{self: os.Getpid()}
+	procs := map[string]int{selfName(c): os.Getpid()}
 	if c.PIDs != nil {
 		for name, pid := range c.PIDs() {
 			procs[name] = pid
 		}
 	}
 	return procs, slices.Sorted(maps.Keys(procs))
+}
+
+// selfName is what the rows call this process.
+func selfName(c *Cluster) string {
+	if c.Self == "" {
+		return "bench process"
+	}
+	return c.Self
 }
 
 // cpuTimes is cpuTime of each process, by name.
