@@ -715,8 +715,15 @@ func TestService_Launch_DriverReportedBeforeItsLateAckStays(t *testing.T) {
 		ID: "driver-1", Command: []string{"drv"}, Cores: 1, MemoryMB: 512, State: schemas.DriverSubmitted, SubmittedAt: time.Now(), PID: 99,
 	})
 	c.scheduler("s1", func(cfg *Config) { cfg.LaunchTimeout = 200 * time.Millisecond })
-	first := <-launches
-	time.Sleep(time.Second) // the launch timed out long ago
+	var first string
+	select {
+	case first = <-launches:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the driver was never launched")
+	}
+	// What is checked is an absence (no revert, no second launch): wait
+	// five launch timeouts for either to happen.
+	time.Sleep(time.Second)
 	d, _, err := bus.Get[schemas.Driver](context.Background(), c.st.Drivers, "driver-1")
 	if err != nil || d.State != schemas.DriverRunning || d.WorkerID != first || d.PID != 4242 || d.Attempts != 1 {
 		t.Fatalf("driver %+v (%v), want RUNNING on %s, pid 4242, attempt 1", d, err, first)
